@@ -1,0 +1,163 @@
+"""The Gymnasium driving environment: a simulator backend plus the shared BEV, reward, criteria
+and metrics. Observation {"bev": uint8 [15, 96, 96], "state": float32 [10]}; action [acc, steer].
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from envs.bev import BevRenderer
+from envs.criteria import Criteria, CriteriaConfig
+from envs.maps import MapSearch
+from envs.metrics import EpisodeMetrics, Infraction
+from envs.observation import STATE_HIGH, STATE_LOW, STATE_SIZE, state_vector
+from envs.reward import roach_reward
+from envs.route_suites import DEFAULT_SUITE_FOR_TOWN, RANDOM_SUITE, load_suite, random_route
+from envs.route_tracker import RouteTracker
+from envs.sumo.simulation import SumoSettings, SumoSimulation
+from envs.types import Control, Route, Snapshot
+
+logger = logging.getLogger(__name__)
+
+BEV_SHAPE = (15, 96, 96)
+_SEVERE = frozenset({Infraction.COLLISION_VEHICLE, Infraction.COLLISION_PEDESTRIAN, Infraction.COLLISION_STATIC,
+                     Infraction.RED_LIGHT, Infraction.STOP_SIGN})
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    town: str | None = None  # None: Town01 where its map is found, else the generated town
+    traffic: str = "regular"
+    route_suite: str | None = None  # None: the town's shipped suite, else random routes
+    maps_dir: str | None = None
+    render_bev: bool = True  # False skips the BEV (zeros), for benchmarks and headless experts
+    criteria: CriteriaConfig = CriteriaConfig()
+
+
+class DrivingEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, town: str | None = None, traffic: str = "regular", route_suite: str | None = None,
+                 seed: int | None = None, maps_dir: str | None = None, render_bev: bool = True,
+                 render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig()):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+        town = town or MapSearch.from_settings(maps_dir).default_town()
+        self.config = EnvConfig(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
+                                render_bev=render_bev, criteria=criteria)
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Dict({
+            "bev": gym.spaces.Box(0, 255, BEV_SHAPE, dtype=np.uint8),
+            "state": gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_SIZE,), dtype=np.float32),
+        })
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self._suite = self._resolve_suite(town, route_suite)
+        self.sim = SumoSimulation(SumoSettings(town=town, traffic=traffic, maps_dir=maps_dir))
+        self._bev = BevRenderer(self.sim.static_layers)
+        self._initial_seed = seed
+        self._snapshot: Snapshot | None = None
+        self.episode_id = -1
+
+    @staticmethod
+    def _resolve_suite(town: str, name: str | None):
+        name = name or DEFAULT_SUITE_FOR_TOWN.get(town, RANDOM_SUITE)
+        if name == RANDOM_SUITE:
+            return None
+        suite = load_suite(name)
+        if suite.town != town:
+            raise ValueError(f"route suite {name!r} is for {suite.town}, not {town}; pick a suite of {town} "
+                             f"or route_suite='{RANDOM_SUITE}'")
+        return suite
+
+    # ----- gymnasium API -----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._initial_seed is not None and self.episode_id < 0:
+            seed = self._initial_seed
+        super().reset(seed=seed)
+        options = options or {}
+        spec, self.route_index = self._pick_route(options.get("route"))
+        sim_seed = int(self.np_random.integers(2**31 - 1))
+        self.route, snap = self.sim.reset(sim_seed, spec)
+        self.episode_id += 1
+        self._tracker = RouteTracker(self.route)
+        self._criteria = Criteria(self.route.length, self.config.criteria)
+        self._metrics = EpisodeMetrics(route_length_m=self.route.length, dt=self.sim.settings.dt)
+        self._last_steer = 0.0
+        self._bev.reset()
+        progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
+        obs, rgb = self._observe(snap, progress.index)
+        info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
+                "route": self.route_index, "route_length": self.route.length, "infractions": []}
+        return obs, info
+
+    def step(self, action):
+        if self._snapshot is None:
+            raise RuntimeError("step() before reset(): call env.reset() first")
+        control = Control.from_action(_validated_action(action))
+        snap = self.sim.step(control)
+        progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
+        verdict = self._criteria.check(snap, progress)
+        terms = roach_reward(snap, progress, self._last_steer, verdict.terminated,
+                             severe_failure=bool(_SEVERE.intersection(verdict.infractions)),
+                             stop_sign_pending=snap.stop_sign_pending)
+        self._last_steer = control.steer
+        self._metrics.step(speed=snap.ego.speed, accel=snap.ego.accel, distance_travelled=snap.travelled,
+                           off_lane=verdict.off_lane, infractions=verdict.infractions, reward=terms.total)
+        self._metrics.set_route_completion(1.0 if verdict.route_completed else progress.completion)
+        obs, rgb = self._observe(snap, progress.index)
+        info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
+                "infractions": [str(i) for i in verdict.infractions], "route_completion": progress.completion,
+                "reward_terms": terms.__dict__ | {"total": terms.total}}
+        if verdict.terminated or verdict.truncated:
+            info["episode_metrics"] = self._metrics.result()
+        return obs, float(terms.total), bool(verdict.terminated), bool(verdict.truncated), info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self._last_rgb
+        return None
+
+    def close(self):
+        self.sim.close()
+
+    # ----- helpers -------------------------------------------------------------------------------
+    def _pick_route(self, index):
+        if self._suite is None:
+            return random_route(self.sim.network, self.np_random), -1
+        if index is None:
+            index = int(self.np_random.integers(len(self._suite)))
+        if not 0 <= int(index) < len(self._suite):
+            raise ValueError(f"route {index} is out of range: suite {self._suite.name!r} has routes "
+                             f"0..{len(self._suite) - 1}")
+        return self._suite.routes[int(index)], int(index)
+
+    def _observe(self, snap: Snapshot, route_index: int):
+        self._snapshot = snap
+        self._route_position = route_index
+        if self.config.render_bev:
+            self._bev.push(snap)
+            bev, rgb = self._bev.render(snap, self.route, route_index)
+        else:
+            bev, rgb = np.zeros(BEV_SHAPE, np.uint8), np.zeros((192, 192, 3), np.uint8)
+        self._last_rgb = rgb
+        return {"bev": bev, "state": state_vector(snap)}, rgb
+
+    def ground_truth(self) -> tuple[Snapshot, Route, int]:
+        """Privileged state for the expert driver: (snapshot, route, index of the ego on the route)."""
+        return self._snapshot, self.route, self._route_position
+
+    @property
+    def metrics(self) -> EpisodeMetrics:
+        return self._metrics
+
+
+def _validated_action(action) -> np.ndarray:
+    a = np.asarray(action, dtype=np.float32)
+    if a.shape != (2,):
+        raise ValueError(f"action must have shape (2,) = [acc, steer], got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or infinity: {a.tolist()}; actions are [acc, steer] in [-1, 1]")
+    return np.clip(a, -1.0, 1.0)

@@ -1,0 +1,115 @@
+"""Route suites: start poses and goals in CARLA coordinates, shipped as JSON under envs/routes/.
+
+NoCrash-like suites (Town01 training, Town02 evaluation, 25 routes each; the traffic preset is
+chosen separately) and one for the generated town. `python -m envs.route_suites` regenerates them
+from the maps with a fixed seed; they are Mentor's own routes, not copies of NoCrash's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from envs.sumo.simulation import RouteSpec
+
+logger = logging.getLogger(__name__)
+
+ROUTES_DIR = Path(__file__).parent / "routes"
+RANDOM_SUITE = "random"
+_SUITE_SOURCES = {  # suite -> (town, routes, seed)
+    "nocrash_train": ("Town01", 25, 101),
+    "nocrash_eval": ("Town02", 25, 202),
+    "generated": ("Generated", 25, 303),
+}
+DEFAULT_SUITE_FOR_TOWN = {town: name for name, (town, _, _) in _SUITE_SOURCES.items()}
+MIN_ROUTE_M, MAX_ROUTE_M = 250.0, 800.0
+
+
+@dataclass(frozen=True)
+class RouteSuite:
+    name: str
+    town: str
+    routes: tuple[RouteSpec, ...]
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in ROUTES_DIR.glob("*.json")) + [RANDOM_SUITE]
+
+
+def load_suite(name: str) -> RouteSuite:
+    path = ROUTES_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"unknown route suite {name!r}; available: {', '.join(available_suites())}")
+    data = json.loads(path.read_text())
+    routes = tuple(RouteSpec(start=tuple(r["start"]), goal=tuple(r["goal"])) for r in data["routes"])
+    return RouteSuite(name=name, town=data["town"], routes=routes)
+
+
+def random_route(network, rng: np.random.Generator, min_m: float = MIN_ROUTE_M,
+                 max_m: float = MAX_ROUTE_M, tries: int = 200) -> RouteSpec:
+    """A route between two random lane points whose planned length lies in [min_m, max_m]."""
+    lanes = [l for l in network.lanes.values() if l.drivable and not l.internal and len(l.shape) >= 2
+             and _length(l.shape) > 25.0]
+    for _ in range(tries):
+        a, b = (lanes[i] for i in rng.integers(len(lanes), size=2))
+        pa, pb = _point_on(a.shape, rng), _point_on(b.shape, rng)
+        try:
+            _, route = network.plan(tuple(pa[:2]), tuple(pb[:2]))
+        except ValueError:
+            continue
+        if min_m <= route.length <= max_m:
+            sx, sy, syaw = network.to_carla(float(route.xy[0, 0]), float(route.xy[0, 1]), float(route.yaw[0]))
+            gx, gy, _ = network.to_carla(float(route.xy[-1, 0]), float(route.xy[-1, 1]))
+            return RouteSpec(start=(round(sx, 2), round(sy, 2), round(syaw, 2)), goal=(round(gx, 2), round(gy, 2)))
+    raise RuntimeError(f"no route of {min_m}-{max_m} m found in {tries} tries")
+
+
+def _length(shape: np.ndarray) -> float:
+    return float(np.sum(np.linalg.norm(np.diff(shape, axis=0), axis=1)))
+
+
+def _point_on(shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(shape, axis=0), axis=1))])
+    at = rng.uniform(10.0, s[-1] - 10.0)
+    return np.array([np.interp(at, s, shape[:, 0]), np.interp(at, s, shape[:, 1])])
+
+
+def generate(name: str, maps_dir: str | None = None) -> Path:
+    from envs.sumo.simulation import SumoSettings, SumoSimulation
+
+    town, count, seed = _SUITE_SOURCES[name]
+    sim = SumoSimulation(SumoSettings(town=town, traffic="empty", maps_dir=maps_dir))
+    try:
+        rng = np.random.default_rng(seed)
+        routes = [random_route(sim.network, rng) for _ in range(count)]
+    finally:
+        sim.close()
+    path = ROUTES_DIR / f"{name}.json"
+    payload = {"town": town, "frame": "carla", "units": "metres, degrees",
+               "description": f"{count} Mentor routes on {town}, {MIN_ROUTE_M:.0f}-{MAX_ROUTE_M:.0f} m, seed {seed}",
+               "routes": [{"id": i, "start": list(r.start), "goal": list(r.goal)} for i, r in enumerate(routes)]}
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Regenerate the shipped route suites from the maps.")
+    parser.add_argument("suites", nargs="*", default=list(_SUITE_SOURCES), help="suite names")
+    parser.add_argument("--maps-dir", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    for name in args.suites:
+        # one simulation per process: each suite in turn, closing the previous one
+        logger.info("wrote %s", generate(name, args.maps_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""The SUMO backend: libsumo runs traffic, lights and pedestrians; Mentor drives the ego.
+
+libsumo holds one simulation per process (a second `start` silently replaces the first), so this
+module refuses a second live `SumoSimulation` in the same process instead.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs import vehicle_model
+from envs.bev import StaticLayers, render_static_layers
+from envs.collision import CollisionEvent, colliding
+from envs.maps import GENERATED_TOWN, MapSearch
+from envs.sumo.netbuild import build_net
+from envs.sumo.network import TownNetwork
+from envs.sumo.traffic import TrafficManager, traffic_counts
+from envs.types import (Control, EgoState, LightState, NextLight, Route, Snapshot, StopLines)
+
+logger = logging.getLogger(__name__)
+
+EGO_ID = "ego"
+_CONTEXT_RADIUS_M = 60.0
+_STOP_LINE_RADIUS_M = 60.0
+_WATCH_LIGHT_M = 30.0  # start watching a stop line for red-light runs this far ahead
+_RED_STATES = frozenset("rRu")
+_YELLOW_STATES = frozenset("yY")
+_GREEN_STATES = frozenset("gG")
+
+# libsumo allows one simulation per process; this records which object owns it.
+_process_owner: dict[str, object] = {}
+_process_lock = threading.Lock()
+
+
+class SimulatorError(RuntimeError):
+    """SUMO failed; the message carries the town, seed and step. `reset()` starts afresh."""
+
+
+class SimulationInUseError(RuntimeError):
+    """A second simulation was requested in a process that already runs one."""
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """Start pose and goal in CARLA coordinates (x, y metres, yaw degrees), as suites store them."""
+
+    start: tuple[float, float, float]
+    goal: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SumoSettings:
+    town: str = "Town01"
+    traffic: str = "regular"
+    maps_dir: str | None = None
+    dt: float = 0.1
+    vehicle: vehicle_model.VehicleParams = vehicle_model.VehicleParams()
+    background_max_speed: float = 8.33  # m/s, 30 km/h like CARLA's autopilot in towns
+
+
+def _import_libsumo():
+    import libsumo  # imported late: importing it prints a harmless pyarrow version warning
+
+    return libsumo
+
+
+class SumoSimulation:
+    """One embedded simulation. `reset(seed, route)` starts an episode; `step(control)` advances 0.1 s."""
+
+    def __init__(self, settings: SumoSettings):
+        self.settings = settings
+        traffic_counts(settings.town, settings.traffic)  # validate the preset before starting anything
+        self._maps = MapSearch.from_settings(settings.maps_dir)
+        self.net_path = build_net(settings.town, self._maps)
+        self._claim_process()
+        self._sumo = _import_libsumo()
+        self._started = False
+        self._episode = 0
+        self._step_count = 0
+        self._seed = 0
+        try:
+            self._start(seed=0)
+            xodr = None if settings.town == GENERATED_TOWN else self._maps.xodr_path(settings.town)
+            self.network = TownNetwork(self._sumo, self.net_path, xodr)
+            self.static_layers: StaticLayers = render_static_layers(
+                road_polygons=[], road_polylines=self.network.road_polylines(),
+                lane_polylines=self.network.lane_markings())
+        except Exception:
+            self.close()
+            raise
+
+    # ----- lifecycle -------------------------------------------------------------------------
+    def _claim_process(self) -> None:
+        with _process_lock:
+            owner = _process_owner.get("sumo")
+            if owner is not None:
+                raise SimulationInUseError(
+                    f"process {os.getpid()} already runs a SUMO simulation ({owner!r}); libsumo allows one "
+                    "per process and a second would silently replace the first. Close the first "
+                    "(env.close()) or run each environment in its own process (envs.make_vector_env).")
+            _process_owner["sumo"] = repr(self)
+
+    def close(self) -> None:
+        if self._started:
+            try:
+                self._sumo.close()
+            except Exception:  # a crashed SUMO may refuse to close; the slot is freed regardless
+                logger.debug("libsumo.close failed", exc_info=True)
+            self._started = False
+        with _process_lock:
+            if _process_owner.get("sumo") == repr(self):
+                del _process_owner["sumo"]
+
+    def _args(self, seed: int) -> list[str]:
+        return ["sumo", "-n", str(self.net_path), "--step-length", str(self.settings.dt), "--seed", str(seed),
+                "--no-step-log", "true", "--no-warnings", "true", "--collision.action", "none",
+                "--time-to-teleport", "60", "--pedestrian.model", "striping", "--ignore-route-errors", "true"]
+
+    def _start(self, seed: int) -> None:
+        if self._started:
+            self._sumo.simulation.load(self._args(seed)[1:])
+        else:
+            self._sumo.start(self._args(seed))
+            self._started = True
+        self._define_types()
+
+    def _define_types(self) -> None:
+        s, v = self._sumo, self.settings.vehicle
+        s.vehicletype.copy("DEFAULT_VEHTYPE", "ego")
+        s.vehicletype.setLength("ego", v.length)
+        s.vehicletype.setWidth("ego", v.width)
+        s.vehicletype.copy("DEFAULT_VEHTYPE", "background")
+        s.vehicletype.setMaxSpeed("background", self.settings.background_max_speed)
+        s.vehicletype.setLength("background", 4.6)
+        s.vehicletype.setWidth("background", 1.9)
+        s.vehicletype.copy("DEFAULT_PEDTYPE", "walker")
+        self._walker_size = (s.vehicletype.getLength("walker"), s.vehicletype.getWidth("walker"))
+
+    # ----- episode ---------------------------------------------------------------------------
+    def reset(self, seed: int, route: RouteSpec) -> tuple[Route, Snapshot]:
+        self._seed, self._step_count = seed, 0
+        self._episode += 1
+        try:
+            self._start(seed)  # load() when running; start() afresh after a crash
+            return self._begin_episode(seed, route)
+        except self._sumo.TraCIException as exc:
+            self._crashed(exc)
+
+    def _begin_episode(self, seed: int, spec: RouteSpec) -> tuple[Route, Snapshot]:
+        start_x, start_y, _ = self.network.from_carla(*spec.start)
+        goal_x, goal_y, _ = self.network.from_carla(*spec.goal, 0.0)
+        edges, route = self.network.plan((start_x, start_y), (goal_x, goal_y))
+        self.route = route
+        s = self._sumo
+        route_id = f"ego_route_{self._episode}"
+        s.route.add(route_id, edges)
+        s.vehicle.add(EGO_ID, route_id, typeID="ego", depart="now", departSpeed="0")
+        x0, y0 = route.xy[0]
+        self._ego = vehicle_model.KinematicState(float(x0), float(y0), float(route.yaw[0]), 0.0)
+        self._control, self._accel, self._v_lateral = Control(), 0.0, 0.0
+        self._move_ego_in_sumo()
+        self._traffic = TrafficManager(s, self.network, traffic_counts(self.settings.town, self.settings.traffic),
+                                       np.random.default_rng(seed))
+        self._traffic.populate((x0, y0))
+        s.simulationStep()
+        s.vehicle.setSpeedMode(EGO_ID, 0)
+        s.vehicle.setLaneChangeMode(EGO_ID, 0)
+        tc = s.constants
+        s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_VEHICLE_VARIABLE, _CONTEXT_RADIUS_M,
+                                   [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LENGTH, tc.VAR_WIDTH])
+        s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_PERSON_VARIABLE, _CONTEXT_RADIUS_M,
+                                   [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LANE_ID])
+        self._touching: set[str] = set()
+        self._watched_line, self._line_was_ahead = None, False
+        self._in_stop_zone, self._stopped_in_zone = False, False
+        return route, self._snapshot(travelled=0.0)
+
+    def step(self, control: Control) -> Snapshot:
+        if not self._started:
+            raise SimulatorError("the simulation is closed or crashed; call reset() first")
+        p = self.settings.vehicle
+        previous = self._ego
+        self._ego, self._accel, self._v_lateral = vehicle_model.step(previous, control, self.settings.dt, p)
+        self._control = control
+        self._step_count += 1
+        try:
+            self._move_ego_in_sumo()
+            self._sumo.simulationStep()
+            self._traffic.replenish((self._ego.x, self._ego.y))
+            travelled = math.hypot(self._ego.x - previous.x, self._ego.y - previous.y)
+            return self._snapshot(travelled)
+        except self._sumo.TraCIException as exc:
+            self._crashed(exc)
+
+    def _crashed(self, exc: Exception):
+        context = (f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
+                   f"episode={self._episode} step={self._step_count}")
+        try:
+            self._sumo.close()
+        except Exception:
+            logger.debug("libsumo.close after a crash failed", exc_info=True)
+        self._started = False
+        raise SimulatorError(f"SUMO failed ({context}): {exc}. reset() restarts the simulation.") from exc
+
+    def _move_ego_in_sumo(self) -> None:
+        """Place SUMO's copy of the ego (front-bumper reference) where our dynamics put it.
+
+        keepRoute=1 keeps it mapped onto its planned route so that junction foes see it coming.
+        """
+        e, half = self._ego, 0.5 * self.settings.vehicle.length
+        fx, fy = e.x + half * math.cos(e.yaw), e.y + half * math.sin(e.yaw)
+        self._sumo.vehicle.moveToXY(EGO_ID, "", -1, fx, fy, 90.0 - math.degrees(e.yaw), keepRoute=1)
+
+    # ----- observation of the world ----------------------------------------------------------
+    def _snapshot(self, travelled: float) -> Snapshot:
+        s, tc = self._sumo, self._sumo.constants
+        p = self.settings.vehicle
+        e = self._ego
+        ego = EgoState(x=e.x, y=e.y, yaw=e.yaw, speed=e.speed, v_lateral=self._v_lateral, accel=self._accel,
+                       length=p.length, width=p.width, control=self._control,
+                       gear=vehicle_model.gear_for(e.speed, self._control.throttle))
+        nearby = s.vehicle.getContextSubscriptionResults(EGO_ID) or {}
+        vehicles, vehicle_speeds, vehicle_ids = [], [], []
+        walkers, walker_speeds, walker_on_road, walker_ids = [], [], [], []
+        for oid, var in nearby.items():
+            if oid == EGO_ID:
+                continue
+            (fx, fy), angle = var[tc.VAR_POSITION], var[tc.VAR_ANGLE]
+            yaw = math.radians(90.0 - angle)
+            is_walker = tc.VAR_LANE_ID in var
+            length, width = self._walker_size if is_walker else (var[tc.VAR_LENGTH], var[tc.VAR_WIDTH])
+            cx, cy = fx - 0.5 * length * math.cos(yaw), fy - 0.5 * length * math.sin(yaw)
+            if is_walker:
+                walkers.append((cx, cy, yaw, length, width))
+                walker_speeds.append(var[tc.VAR_SPEED])
+                walker_on_road.append(self._walker_on_road(var[tc.VAR_LANE_ID]))
+                walker_ids.append(oid)
+            else:
+                vehicles.append((cx, cy, yaw, length, width))
+                vehicle_speeds.append(var[tc.VAR_SPEED])
+                vehicle_ids.append(oid)
+        vehicles_arr = np.asarray(vehicles, dtype=np.float64).reshape(-1, 5)
+        walkers_arr = np.asarray(walkers, dtype=np.float64).reshape(-1, 5)
+        collisions = self._collisions(ego, vehicles_arr, vehicle_ids, walkers_arr, walker_ids)
+        next_light = self._next_light()
+        at_stop, ran_stop = self._stop_sign_progress(e.x, e.y, e.speed)
+        return Snapshot(
+            time=self._step_count * self.settings.dt,
+            ego=ego,
+            vehicles=vehicles_arr,
+            vehicle_speeds=np.asarray(vehicle_speeds, dtype=np.float64),
+            walkers=walkers_arr,
+            walker_speeds=np.asarray(walker_speeds, dtype=np.float64),
+            walkers_on_road=np.asarray(walker_on_road, dtype=bool),
+            stop_lines=self._stop_lines_near(e.x, e.y),
+            next_light=next_light,
+            stop_zones=self._stop_zones_near(e.x, e.y),
+            at_stop_sign=at_stop,
+            stop_sign_pending=at_stop and not self._stopped_in_zone,
+            ran_stop_sign=ran_stop,
+            on_drivable=self.static_layers.is_drivable(e.x, e.y),
+            collisions=collisions,
+            ran_red_light=self._ran_red_light(),
+            travelled=travelled,
+        )
+
+    def _walker_on_road(self, lane_id: str) -> bool:
+        lane = self.network.lanes.get(lane_id)
+        return lane is not None and (lane.drivable or "_c" in lane.id)
+
+    def _collisions(self, ego: EgoState, vehicles, vehicle_ids, walkers, walker_ids) -> tuple:
+        """New contacts of the ego's box with other boxes (one event per contact, not per step)."""
+        touching, events = set(), []
+        for boxes, ids, kind in ((vehicles, vehicle_ids, "vehicle"), (walkers, walker_ids, "pedestrian")):
+            if len(boxes) == 0:
+                continue
+            hits = colliding(ego.box, boxes)
+            for i in np.flatnonzero(hits):
+                touching.add(ids[i])
+                if ids[i] not in self._touching:
+                    events.append(CollisionEvent(kind=kind, other_id=ids[i], speed=ego.speed))
+        self._touching = touching
+        return tuple(events)
+
+    def _next_light(self) -> NextLight | None:
+        """The light ahead: found through SUMO's route, then tracked on our own geometry once
+        within reach (SUMO's mapping of the ego can jump onto the junction early)."""
+        upcoming = self._sumo.vehicle.getNextTLS(EGO_ID)
+        if upcoming:
+            tls, index, distance, state = upcoming[0]
+            line = self.network.stop_line(tls, index)
+            if line is not None and line is not self._watched_line and distance < _WATCH_LIGHT_M:
+                self._watched_line, self._line_was_ahead = line, True
+        if self._watched_line is not None:
+            line = self._watched_line
+            tls, state = line.tls, self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index]
+            distance = self._distance_ahead(line)[0]
+        elif not upcoming:
+            return None
+        tl = self._sumo.trafficlight
+        duration = max(tl.getPhaseDuration(tls), 1e-6)
+        remaining = (tl.getNextSwitch(tls) - self._sumo.simulation.getTime()) / duration
+        return NextLight(state=_light_state(state), distance=max(0.0, distance),
+                         phase_remaining=float(np.clip(remaining, 0.0, 1.0)))
+
+    def _distance_ahead(self, line) -> tuple[float, float]:
+        """(distance from the ego's front to the line along the lane, lateral offset from its centre)."""
+        e, half = self._ego, 0.5 * self.settings.vehicle.length
+        front = np.array([e.x + half * math.cos(e.yaw), e.y + half * math.sin(e.yaw)])
+        ahead = float((line.centre - front) @ line.direction)
+        across = abs(float((front - line.centre) @ np.array([-line.direction[1], line.direction[0]])))
+        return ahead, across
+
+    def _ran_red_light(self) -> bool:
+        """The ego's front crossed the watched stop line this step while its signal showed red.
+
+        Judged on our own geometry, not on SUMO's route mapping, which can jump near junctions.
+        """
+        line = self._watched_line
+        if line is None:
+            return False
+        ahead, across = self._distance_ahead(line)
+        crossed = self._line_was_ahead and ahead <= 0.0 and across <= line.half_width + 1.0
+        self._line_was_ahead = ahead > 0.0
+        if crossed or ahead < -10.0:
+            self._watched_line = None
+        return crossed and self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index] in _RED_STATES
+
+    def _stop_lines_near(self, x: float, y: float) -> StopLines:
+        lines = [l for l in self.network.stop_lines
+                 if abs(l.segment[0] - x) < _STOP_LINE_RADIUS_M and abs(l.segment[1] - y) < _STOP_LINE_RADIUS_M]
+        if not lines:
+            return StopLines.empty()
+        states = {}
+        for line in lines:
+            if line.tls not in states:
+                states[line.tls] = self._sumo.trafficlight.getRedYellowGreenState(line.tls)
+        return StopLines(
+            segments=np.asarray([l.segment for l in lines]),
+            states=np.asarray([int(_light_state(states[l.tls][l.link_index])) for l in lines], dtype=np.int64),
+        )
+
+    def _stop_zones_near(self, x: float, y: float) -> np.ndarray:
+        zones = self.network.stop_zones
+        near = (np.abs(zones[:, 0] - x) < _STOP_LINE_RADIUS_M) & (np.abs(zones[:, 1] - y) < _STOP_LINE_RADIUS_M)
+        return zones[near]
+
+    def _stop_sign_progress(self, x: float, y: float, speed: float) -> tuple[bool, bool]:
+        """(inside a stop zone now, left one this step without having stopped in it)."""
+        inside = self._at_stop_sign(x, y)
+        ran = self._in_stop_zone and not inside and not self._stopped_in_zone
+        if inside and not self._in_stop_zone:
+            self._stopped_in_zone = False
+        self._stopped_in_zone = self._stopped_in_zone or (inside and speed < 0.1)
+        self._in_stop_zone = inside
+        return inside, ran
+
+    def _at_stop_sign(self, x: float, y: float) -> bool:
+        zones = self.network.stop_zones
+        if len(zones) == 0:
+            return False
+        dx, dy = x - zones[:, 0], y - zones[:, 1]
+        c, s = np.cos(zones[:, 2]), np.sin(zones[:, 2])
+        along, across = c * dx + s * dy, -s * dx + c * dy
+        return bool(np.any((np.abs(along) <= zones[:, 3] / 2) & (np.abs(across) <= zones[:, 4] / 2)))
+
+
+def _light_state(char: str) -> LightState:
+    if char in _RED_STATES:
+        return LightState.RED
+    if char in _YELLOW_STATES:
+        return LightState.YELLOW
+    if char in _GREEN_STATES:
+        return LightState.GREEN
+    return LightState.NONE
+

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create or reuse .venv in the project root and install what Mentor needs.
+# torch 2.13.0 goes first (the CPU wheel on these machines); everything else is constrained to
+# it, otherwise pip resolves a newer torch with several GB of CUDA packages.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+python_bin="${PYTHON:-}"
+if [ -z "$python_bin" ]; then
+  for candidate in python3.11 python3.12 python3.10 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then python_bin="$candidate"; break; fi
+  done
+fi
+"$python_bin" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), sys.version' 2>/dev/null || {
+  echo "Mentor needs Python 3.10-3.12; found $("$python_bin" --version 2>&1). Set PYTHON=/path/to/python3.11." >&2
+  exit 1
+}
+
+[ -x .venv/bin/python ] || "$python_bin" -m venv .venv
+stamp=".venv/.mentor-installed"
+want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[bootstrap] installing dependencies into .venv (first run takes a few minutes)" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
+  .venv/bin/python -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v "is ignored" >&2 || true
+  .venv/bin/python -c 'import torch' || { echo "[bootstrap] torch==2.13.0 did not install" >&2; exit 1; }
+  echo "torch==2.13.0" > .venv/constraints.txt
+  .venv/bin/python -m pip install --quiet -c .venv/constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" >&2 || true
+  .venv/bin/python -c 'import envs, libsumo, cv2, gymnasium, pytest' >/dev/null \
+    || { echo "[bootstrap] dependencies failed to install; see pip's output above" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi

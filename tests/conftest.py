@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests that need the CARLA town maps find them through $MENTOR_MAPS_DIR
+(`.ci/run` points it at ../shared/maps/carla); without maps they skip locally and fail in CI."""
+import os
+
+import pytest
+
+from envs.maps import MapSearch
+
+
+def _require_town(town: str) -> str:
+    if town in MapSearch.from_settings().available_towns():
+        return town
+    message = f"{town} map not found: set $MENTOR_MAPS_DIR to a directory of CARLA .xodr files"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def town01() -> str:
+    return _require_town("Town01")
+
+
+@pytest.fixture
+def town02() -> str:
+    return _require_town("Town02")
