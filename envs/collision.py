@@ -29,8 +29,16 @@ def box_corners(boxes: np.ndarray) -> np.ndarray:
 def colliding(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Boolean [N]: which of `others` [N, 5] overlap `box` [5] (touching edges count as overlap)."""
     others = np.atleast_2d(others)
-    if len(others) == 0:
-        return np.zeros(0, dtype=bool)
+    hits = np.zeros(len(others), dtype=bool)
+    # Cheap circle test first: only boxes whose bounding circles meet need the separating axes.
+    reach = 0.5 * (np.hypot(box[3], box[4]) + np.hypot(others[:, 3], others[:, 4]))
+    near = np.flatnonzero(np.hypot(others[:, 0] - box[0], others[:, 1] - box[1]) <= reach)
+    if len(near):
+        hits[near] = _separating_axes(box, others[near])
+    return hits
+
+
+def _separating_axes(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     a = box_corners(box[None])[0]  # [4, 2]
     b = box_corners(others)  # [N, 4, 2]
     axes_a = np.array([[np.cos(box[2]), np.sin(box[2])], [-np.sin(box[2]), np.cos(box[2])]])

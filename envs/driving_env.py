@@ -86,6 +86,7 @@ class DrivingEnv(gym.Env):
         self._criteria = Criteria(self.route.length, self.config.criteria)
         self._metrics = EpisodeMetrics(route_length_m=self.route.length, dt=self.sim.settings.dt)
         self._last_steer = 0.0
+        self._episode_over = False
         self._bev.reset()
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         obs, rgb = self._observe(snap, progress.index)
@@ -96,6 +97,8 @@ class DrivingEnv(gym.Env):
     def step(self, action):
         if self._snapshot is None:
             raise RuntimeError("step() before reset(): call env.reset() first")
+        if self._episode_over:
+            raise RuntimeError("step() after the episode ended (terminated or truncated): call env.reset()")
         control = Control.from_action(_validated_action(action))
         snap = self.sim.step(control)
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
@@ -112,6 +115,7 @@ class DrivingEnv(gym.Env):
                 "infractions": [str(i) for i in verdict.infractions], "route_completion": progress.completion,
                 "reward_terms": terms.__dict__ | {"total": terms.total}}
         if verdict.terminated or verdict.truncated:
+            self._episode_over = True
             info["episode_metrics"] = self._metrics.result()
         return obs, float(terms.total), bool(verdict.terminated), bool(verdict.truncated), info
 

@@ -273,6 +273,15 @@ def test_route_starts_at_route_index(empty_static):
     assert ch[(152 + 20) // 2, (96 + 50) // 2] == 255  # (-4, -10) within 80 m of index now
 
 
+def test_route_index_past_the_end_and_single_point_route(empty_static):
+    renderer = BevRenderer(empty_static)
+    single = Route(np.array([[10.0, 0.0]]), np.zeros(1), np.array([int(RouteCommand.LANE_FOLLOW)]))
+    for route, index in ((make_route(ZIGZAG), 10**6), (single, 0), (make_route(ZIGZAG), -5)):
+        masks, _ = render_one(renderer, make_snapshot(), route, index)
+        assert masks.shape == (15, MASK_SIZE, MASK_SIZE)
+    assert masks[CH_ROUTE, 51, 48] == 255  # a negative index starts at the route's beginning
+
+
 def test_route_lookahead_is_configurable(empty_static):
     masks, _ = render_one(BevRenderer(empty_static, route_lookahead_m=12.0), make_snapshot(), make_route(ZIGZAG), 0)
     rows = np.flatnonzero(masks[CH_ROUTE, :, 48])
@@ -297,6 +306,12 @@ def test_static_raster_layout():
     col, row = np.rint(town.world_to_raster(np.array([0.0, 0.0]))).astype(int)
     assert town.road[row, col] == 255 and town.road[row - 5 * 10, col] == 0  # 10 m north: off-road
     assert set(np.unique(town.lanes)) == {0, 120, 255}
+
+
+def test_is_drivable():
+    town = straight_town()
+    assert town.is_drivable(0.0, 0.0) and town.is_drivable(50.0, 3.5)
+    assert not town.is_drivable(0.0, 6.0) and not town.is_drivable(5000.0, 0.0)
 
 
 def test_road_channel_ego_along_road():

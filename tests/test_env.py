@@ -81,3 +81,13 @@ def test_vector_env_runs_one_simulation_per_process():
         assert not np.array_equal(obs["bev"][0], obs["bev"][1])  # different routes / traffic
     finally:
         vec.close()
+
+
+def test_stepping_after_the_end_asks_for_reset(town01_env):
+    town01_env.reset(seed=0, options={"route": 0})
+    done = False
+    while not done:  # full throttle straight on: leaves the road or crashes soon
+        _, _, terminated, truncated, _ = town01_env.step(np.array([1.0, 0.3], np.float32))
+        done = terminated or truncated
+    with pytest.raises(RuntimeError, match="reset"):
+        town01_env.step(np.array([0.0, 0.0], np.float32))

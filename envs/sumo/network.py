@@ -250,6 +250,25 @@ class TownNetwork:
             pos = 0.0
         return pieces
 
+    def continuation(self, edge: str, metres: float = 300.0) -> list[str]:
+        """Edges that follow `edge` (straight on where possible) for about `metres`.
+
+        Appended to the ego's route in SUMO so that SUMO's copy does not arrive and vanish
+        at the goal before the episode has ended.
+        """
+        edges, travelled = [], 0.0
+        while travelled < metres:
+            lanes = [l for l in self.lanes.values() if l.edge == edge and l.drivable]
+            links = sorted((k for l in lanes for k in self._sumo.lane.getLinks(l.id)
+                            if not self.lanes[k[0]].internal and self.lanes[k[0]].drivable),
+                           key=lambda k: "srlLRt".find(k[6]) % 7)
+            if not links:
+                break
+            edge = self.lanes[links[0][0]].edge
+            edges.append(edge)
+            travelled += polyline_length(self.lanes[links[0][0]].shape)[-1]
+        return edges
+
     def _lane_towards(self, edge: str, next_edge: str, preferred_index: int) -> Lane:
         options = [l for l in self.lanes.values() if l.edge == edge and l.drivable
                    and any(self.lanes[k[0]].edge == next_edge for k in self._sumo.lane.getLinks(l.id))]

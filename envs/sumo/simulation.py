@@ -61,6 +61,9 @@ class SumoSettings:
     dt: float = 0.1
     vehicle: vehicle_model.VehicleParams = vehicle_model.VehicleParams()
     background_max_speed: float = 8.33  # m/s, 30 km/h like CARLA's autopilot in towns
+    # Jammed vehicles teleport after this long; longer than the 90 s blocked criterion, so the
+    # ego itself is never teleported within an episode.
+    time_to_teleport_s: float = 120.0
 
 
 def _import_libsumo():
@@ -119,7 +122,7 @@ class SumoSimulation:
     def _args(self, seed: int) -> list[str]:
         return ["sumo", "-n", str(self.net_path), "--step-length", str(self.settings.dt), "--seed", str(seed),
                 "--no-step-log", "true", "--no-warnings", "true", "--collision.action", "none",
-                "--time-to-teleport", "60", "--pedestrian.model", "striping", "--ignore-route-errors", "true"]
+                "--time-to-teleport", str(self.settings.time_to_teleport_s), "--pedestrian.model", "striping", "--ignore-route-errors", "true"]
 
     def _start(self, seed: int) -> None:
         if self._started:
@@ -158,7 +161,7 @@ class SumoSimulation:
         self.route = route
         s = self._sumo
         route_id = f"ego_route_{self._episode}"
-        s.route.add(route_id, edges)
+        s.route.add(route_id, edges + self.network.continuation(edges[-1]))
         s.vehicle.add(EGO_ID, route_id, typeID="ego", depart="now", departSpeed="0")
         x0, y0 = route.xy[0]
         self._ego = vehicle_model.KinematicState(float(x0), float(y0), float(route.yaw[0]), 0.0)
@@ -214,7 +217,9 @@ class SumoSimulation:
         """
         e, half = self._ego, 0.5 * self.settings.vehicle.length
         fx, fy = e.x + half * math.cos(e.yaw), e.y + half * math.sin(e.yaw)
-        self._sumo.vehicle.moveToXY(EGO_ID, "", -1, fx, fy, 90.0 - math.degrees(e.yaw), keepRoute=1)
+        # A huge match threshold: an ego far off the road is still mapped (criteria end the episode).
+        self._sumo.vehicle.moveToXY(EGO_ID, "", -1, fx, fy, 90.0 - math.degrees(e.yaw), keepRoute=1,
+                                    matchThreshold=1e5)
 
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self, travelled: float) -> Snapshot:
