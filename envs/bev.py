@@ -24,7 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from envs.types import BOX_LENGTH, BOX_WIDTH, BOX_X, BOX_Y, BOX_YAW, LightState, Route, Snapshot
+from envs.geometry import box_corners
+from envs.types import BOX_LENGTH, BOX_WIDTH, LightState, Route, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +75,6 @@ COLOR_EGO = (255, 255, 255)
 # ---------------------------------------------------------------------------------------------
 # Geometry
 # ---------------------------------------------------------------------------------------------
-
-
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """Corners [N, 4, 2] of boxes [N, 5] (x, y, yaw, length, width), in the frame of the boxes.
-
-    Order: front-left, front-right, rear-right, rear-left (a convex, consistently wound polygon).
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
-    c, s = np.cos(boxes[:, BOX_YAW]), np.sin(boxes[:, BOX_YAW])
-    hl, hw = 0.5 * boxes[:, BOX_LENGTH], 0.5 * boxes[:, BOX_WIDTH]
-    # Local corner offsets (forward, left) scaled per box.
-    fwd = np.array([1.0, 1.0, -1.0, -1.0])[None, :] * hl[:, None]
-    left = np.array([1.0, -1.0, -1.0, 1.0])[None, :] * hw[:, None]
-    x = boxes[:, BOX_X, None] + fwd * c[:, None] - left * s[:, None]
-    y = boxes[:, BOX_Y, None] + fwd * s[:, None] + left * c[:, None]
-    return np.stack([x, y], axis=-1)
 
 
 def world_to_pixel_matrix(ego_x: float, ego_y: float, ego_yaw: float) -> np.ndarray:

@@ -5,25 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.geometry import box_corners
+
 
 @dataclass(frozen=True)
 class CollisionEvent:
     kind: str  # "vehicle", "pedestrian" or "static"
     other_id: str
     speed: float  # ego speed at impact, m/s
-
-
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """Corners [N, 4, 2] of boxes [N, 5] (x, y, yaw, length, width), counter-clockwise."""
-    boxes = np.atleast_2d(boxes)
-    c, s = np.cos(boxes[:, 2]), np.sin(boxes[:, 2])
-    hl, hw = boxes[:, 3] / 2, boxes[:, 4] / 2
-    local = np.array([[1, -1], [1, 1], [-1, 1], [-1, -1]], dtype=np.float64)
-    dx = local[None, :, 0] * hl[:, None]
-    dy = local[None, :, 1] * hw[:, None]
-    x = boxes[:, None, 0] + c[:, None] * dx - s[:, None] * dy
-    y = boxes[:, None, 1] + s[:, None] * dx + c[:, None] * dy
-    return np.stack([x, y], axis=-1)
 
 
 def colliding(box: np.ndarray, others: np.ndarray) -> np.ndarray:

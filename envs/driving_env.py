@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
 import gymnasium as gym
 import numpy as np
 
@@ -55,6 +56,9 @@ class DrivingEnv(gym.Env):
         })
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
         self._suite = self._resolve_suite(town, route_suite)
+        # One environment per process is the norm (libsumo); OpenCV's thread pool only adds
+        # hand-off overhead on images this small, and competes with the other env processes.
+        cv2.setNumThreads(1)
         self.sim = SumoSimulation(SumoSettings(town=town, traffic=traffic, maps_dir=maps_dir))
         self._bev = BevRenderer(self.sim.static_layers)
         self._initial_seed = seed

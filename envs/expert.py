@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.reward import MAX_SPEED, to_ego_frame
+from envs.geometry import to_ego_frame
+from envs.reward import MAX_SPEED
 from envs.types import LightState, Route, Snapshot
 from envs.vehicle_model import VehicleParams, pedals_for_accel
 

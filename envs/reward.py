@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.geometry import to_ego_frame
 from envs.route_tracker import RouteProgress
 from envs.types import LightState, Snapshot
 
@@ -30,13 +31,6 @@ class RewardTerms:
     @property
     def total(self) -> float:
         return self.speed + self.position + self.rotation + self.action + self.terminal
-
-
-def to_ego_frame(points: np.ndarray, x: float, y: float, yaw: float) -> np.ndarray:
-    """World points [N, 2] -> ego frame (x forward, y left)."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    d = np.atleast_2d(points) - (x, y)
-    return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
 
 
 def _within_ahead(local: np.ndarray, max_distance: float, max_angle_deg: np.ndarray | float) -> np.ndarray:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from envs.geometry import point_along, polyline_length
 from envs.sumo.simulation import RouteSpec
 
 logger = logging.getLogger(__name__)
@@ -56,11 +56,12 @@ def load_suite(name: str) -> RouteSuite:
 def random_route(network, rng: np.random.Generator, min_m: float = MIN_ROUTE_M,
                  max_m: float = MAX_ROUTE_M, tries: int = 200) -> RouteSpec:
     """A route between two random lane points whose planned length lies in [min_m, max_m]."""
-    lanes = [l for l in network.lanes.values() if l.drivable and not l.internal and len(l.shape) >= 2
-             and _length(l.shape) > 25.0]
+    lanes = [lane for lane in network.lanes.values() if lane.drivable and not lane.internal
+             and len(lane.shape) >= 2 and polyline_length(lane.shape)[-1] > 25.0]
     for _ in range(tries):
         a, b = (lanes[i] for i in rng.integers(len(lanes), size=2))
-        pa, pb = _point_on(a.shape, rng), _point_on(b.shape, rng)
+        pa, pb = (point_along(lane.shape, rng.uniform(10.0, polyline_length(lane.shape)[-1] - 10.0))
+                  for lane in (a, b))
         try:
             _, route = network.plan(tuple(pa[:2]), tuple(pb[:2]))
         except ValueError:
@@ -70,16 +71,6 @@ def random_route(network, rng: np.random.Generator, min_m: float = MIN_ROUTE_M,
             gx, gy, _ = network.to_carla(float(route.xy[-1, 0]), float(route.xy[-1, 1]))
             return RouteSpec(start=(round(sx, 2), round(sy, 2), round(syaw, 2)), goal=(round(gx, 2), round(gy, 2)))
     raise RuntimeError(f"no route of {min_m}-{max_m} m found in {tries} tries")
-
-
-def _length(shape: np.ndarray) -> float:
-    return float(np.sum(np.linalg.norm(np.diff(shape, axis=0), axis=1)))
-
-
-def _point_on(shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(shape, axis=0), axis=1))])
-    at = rng.uniform(10.0, s[-1] - 10.0)
-    return np.array([np.interp(at, s, shape[:, 0]), np.interp(at, s, shape[:, 1])])
 
 
 def generate(name: str, maps_dir: str | None = None) -> Path:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.geometry import wrap_angle
 from envs.types import Route, RouteCommand
 
 
@@ -18,10 +19,6 @@ class RouteProgress:
     command: RouteCommand
 
 
-def wrap_angle(angle: float) -> float:
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
-
-
 class RouteTracker:
     """Follows the ego along the route, never jumping more than `window_m` ahead at once.
 
@@ -31,7 +28,7 @@ class RouteTracker:
     def __init__(self, route: Route, window_m: float = 20.0, command_lookahead_m: float = 10.0):
         self.route = route
         self._window_m = window_m
-        self._lookahead_m = command_lookahead_m
+        self._commands = _announced_commands(route, command_lookahead_m)
         self._index = 0
 
     def state_dict(self) -> dict:
@@ -67,9 +64,17 @@ class RouteTracker:
 
     def command_at(self, index: int) -> RouteCommand:
         """The command to follow now: a turn or lane change is announced `lookahead` before it."""
-        route = self.route
-        end = int(np.searchsorted(route.s, route.s[index] + self._lookahead_m, side="right"))
-        for cmd in route.commands[index:end]:
-            if cmd != RouteCommand.LANE_FOLLOW:
-                return RouteCommand(int(cmd))
-        return RouteCommand(int(route.commands[index]))
+        return RouteCommand(int(self._commands[index]))
+
+
+def _announced_commands(route: Route, lookahead_m: float) -> np.ndarray:
+    """Per route point, the first non-follow command within `lookahead_m` ahead, else its own."""
+    commands = route.commands.astype(np.int64)
+    announced = commands.copy()
+    next_event = -1  # index of the nearest non-follow point at or after i
+    for i in range(len(commands) - 1, -1, -1):
+        if commands[i] != RouteCommand.LANE_FOLLOW:
+            next_event = i
+        if next_event >= 0 and route.s[next_event] - route.s[i] <= lookahead_m:
+            announced[i] = commands[next_event]
+    return announced

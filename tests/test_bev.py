@@ -21,12 +21,12 @@ from envs.bev import (
     MASK_SIZE,
     BevRenderer,
     StaticLayers,
-    box_corners,
     masks_to_rgb,
     max_pool2x2,
     render_static_layers,
     world_to_pixel,
 )
+from envs.geometry import box_corners
 from envs.types import EgoState, LightState, Route, RouteCommand, Snapshot, StopLines
 
 NO_BOXES = np.zeros((0, 5))

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 
-from envs.collision import box_corners, colliding
+from envs.collision import colliding
+from envs.geometry import box_corners
 
 
 def test_corners_of_an_axis_aligned_box():

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from envs.route_tracker import RouteTracker, wrap_angle
+from envs.geometry import wrap_angle
+from envs.route_tracker import RouteTracker
 from envs.types import Route, RouteCommand
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.geometry import polyline_length
 from envs.types import Route, RouteCommand
 
 VEHICLE_CLASS = "passenger"
@@ -46,11 +47,6 @@ class StopLine:
     @property
     def centre(self) -> np.ndarray:
         return 0.5 * (self.segment[:2] + self.segment[2:])
-
-
-def polyline_length(shape: np.ndarray) -> np.ndarray:
-    """Cumulative arc length of a polyline [K, 2]."""
-    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(shape, axis=0), axis=1))])
 
 
 def slice_polyline(shape: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -97,10 +93,14 @@ class TownNetwork:
         self._sumo = sumo
         self.offset = net_offset(net_path)
         self.lanes = {lid: self._read_lane(lid) for lid in sumo.lane.getIDList()}
+        self.lanes_by_edge: dict[str, list[Lane]] = {}
+        for lane in self.lanes.values():
+            self.lanes_by_edge.setdefault(lane.edge, []).append(lane)
         self._centre_marks = centre_line_marks(xodr_path)
         self._default_centre_mark = "broken" if xodr_path is not None else "solid"
         self.stop_lines = self._read_stop_lines()
-        self._stop_line_index = {(l.tls, l.link_index): l for l in self.stop_lines}
+        self._stop_line_index = {(line.tls, line.link_index): line for line in self.stop_lines}
+        self.stop_line_segments = np.array([line.segment for line in self.stop_lines]).reshape(-1, 4)
         self.stop_zones = self._read_stop_zones()
         self.intersections = self._read_intersections()
 
@@ -140,8 +140,8 @@ class TownNetwork:
             if lane.internal or not lane.drivable:
                 continue
             if any(link[5] in ("s", "w") for link in self._sumo.lane.getLinks(lane.id)):
-                s = polyline_length(lane.shape)[-1]
-                part = slice_polyline(lane.shape, s - _STOP_ZONE_M, s)
+                end = polyline_length(lane.shape)[-1]
+                part = slice_polyline(lane.shape, end - _STOP_ZONE_M, end)
                 (x0, y0), (x1, y1) = part[0], part[-1]
                 zones.append([(x0 + x1) / 2, (y0 + y1) / 2, math.atan2(y1 - y0, x1 - x0), _STOP_ZONE_M, lane.width])
         return np.asarray(zones, dtype=np.float64).reshape(-1, 5)
@@ -162,7 +162,7 @@ class TownNetwork:
         return found
 
     def _edge_drivable(self, edge: str) -> bool:
-        return any(l.drivable for l in self.lanes.values() if l.edge == edge)
+        return any(lane.drivable for lane in self.lanes_by_edge.get(edge, ()))
 
     @staticmethod
     def _lane_end_segment(lane: Lane) -> np.ndarray:
@@ -173,7 +173,7 @@ class TownNetwork:
 
     # ----- drawing inputs for the BEV static layer -------------------------------------------
     def road_polylines(self) -> list[tuple[np.ndarray, float]]:
-        return [(l.shape, l.width) for l in self.lanes.values() if l.drivable and len(l.shape) >= 2]
+        return [(lane.shape, lane.width) for lane in self.lanes.values() if lane.drivable and len(lane.shape) >= 2]
 
     def lane_markings(self) -> list[tuple[np.ndarray, str]]:
         """Broken lines between same-direction lanes, the xodr's type between opposite ones."""
@@ -183,7 +183,7 @@ class TownNetwork:
             if lane.drivable and not lane.internal:
                 by_edge.setdefault(lane.edge, []).append(lane)
         for edge, lanes in by_edge.items():
-            lanes.sort(key=lambda l: l.index)
+            lanes.sort(key=lambda lane: lane.index)
             for lane in lanes[:-1]:
                 marks.append((offset_polyline(lane.shape, lane.width / 2), "broken"))
             leftmost = lanes[-1]
@@ -195,7 +195,7 @@ class TownNetwork:
 
     def _has_opposite(self, edge: str) -> bool:
         other = edge[1:] if edge.startswith("-") else "-" + edge
-        return any(l.edge == other and l.drivable for l in self.lanes.values()) or _is_grid_pair(edge, self.lanes)
+        return any(lane.drivable for lane in self.lanes_by_edge.get(other, ())) or _is_grid_pair(edge, self.lanes_by_edge)
 
     # ----- coordinates ---------------------------------------------------------------------
     def from_carla(self, x: float, y: float, yaw_deg: float = 0.0) -> tuple[float, float, float]:
@@ -258,8 +258,8 @@ class TownNetwork:
         """
         edges, travelled = [], 0.0
         while travelled < metres:
-            lanes = [l for l in self.lanes.values() if l.edge == edge and l.drivable]
-            links = sorted((k for l in lanes for k in self._sumo.lane.getLinks(l.id)
+            lanes = [lane for lane in self.lanes_by_edge.get(edge, ()) if lane.drivable]
+            links = sorted((k for lane in lanes for k in self._sumo.lane.getLinks(lane.id)
                             if not self.lanes[k[0]].internal and self.lanes[k[0]].drivable),
                            key=lambda k: "srlLRt".find(k[6]) % 7)
             if not links:
@@ -270,11 +270,11 @@ class TownNetwork:
         return edges
 
     def _lane_towards(self, edge: str, next_edge: str, preferred_index: int) -> Lane:
-        options = [l for l in self.lanes.values() if l.edge == edge and l.drivable
-                   and any(self.lanes[k[0]].edge == next_edge for k in self._sumo.lane.getLinks(l.id))]
+        options = [lane for lane in self.lanes_by_edge.get(edge, ()) if lane.drivable
+                   and any(self.lanes[k[0]].edge == next_edge for k in self._sumo.lane.getLinks(lane.id))]
         if not options:
             raise RoutePlanningError(f"no lane of {edge} leads to {next_edge}")
-        return min(options, key=lambda l: abs(l.index - preferred_index))
+        return min(options, key=lambda lane: abs(lane.index - preferred_index))
 
     def _follow_link(self, lane: Lane, next_edge: str, pieces: list) -> Lane:
         """Append the junction's internal lanes to `pieces`; return the lane entered on next_edge."""
@@ -303,10 +303,10 @@ def _road_of(edge: str) -> str:
     return m.group(1) if m else edge.lstrip("-")
 
 
-def _is_grid_pair(edge: str, lanes: dict[str, Lane]) -> bool:
+def _is_grid_pair(edge: str, lanes_by_edge: dict[str, list[Lane]]) -> bool:
     """netgenerate names opposite edges A0B0 / B0A0."""
     m = re.fullmatch(r"([A-Z]+\d+)([A-Z]+\d+)", edge)
-    return bool(m) and any(l.edge == m.group(2) + m.group(1) for l in lanes.values())
+    return bool(m) and (m.group(2) + m.group(1)) in lanes_by_edge
 
 
 def _resample(pieces) -> Route:

@@ -141,6 +141,11 @@ class SumoSimulation:
         s.vehicletype.setMaxSpeed("background", self.settings.background_max_speed)
         s.vehicletype.setLength("background", 4.6)
         s.vehicletype.setWidth("background", 1.9)
+        # Background drivers keep a 1.5 s headway and can brake as hard as the ego can (8 m/s^2),
+        # so an ego emergency stop is not routinely rear-ended.
+        s.vehicletype.setTau("background", 1.5)
+        s.vehicletype.setDecel("background", 6.0)
+        s.vehicletype.setEmergencyDecel("background", 9.0)
         s.vehicletype.copy("DEFAULT_PEDTYPE", "walker")
         self._walker_size = (s.vehicletype.getLength("walker"), s.vehicletype.getWidth("walker"))
 
@@ -223,34 +228,13 @@ class SumoSimulation:
 
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self, travelled: float) -> Snapshot:
-        s, tc = self._sumo, self._sumo.constants
         p = self.settings.vehicle
         e = self._ego
         ego = EgoState(x=e.x, y=e.y, yaw=e.yaw, speed=e.speed, v_lateral=self._v_lateral, accel=self._accel,
                        length=p.length, width=p.width, control=self._control,
                        gear=vehicle_model.gear_for(e.speed, self._control.throttle))
-        nearby = s.vehicle.getContextSubscriptionResults(EGO_ID) or {}
-        vehicles, vehicle_speeds, vehicle_ids = [], [], []
-        walkers, walker_speeds, walker_on_road, walker_ids = [], [], [], []
-        for oid, var in nearby.items():
-            if oid == EGO_ID:
-                continue
-            (fx, fy), angle = var[tc.VAR_POSITION], var[tc.VAR_ANGLE]
-            yaw = math.radians(90.0 - angle)
-            is_walker = tc.VAR_LANE_ID in var
-            length, width = self._walker_size if is_walker else (var[tc.VAR_LENGTH], var[tc.VAR_WIDTH])
-            cx, cy = fx - 0.5 * length * math.cos(yaw), fy - 0.5 * length * math.sin(yaw)
-            if is_walker:
-                walkers.append((cx, cy, yaw, length, width))
-                walker_speeds.append(var[tc.VAR_SPEED])
-                walker_on_road.append(self._walker_on_road(var[tc.VAR_LANE_ID]))
-                walker_ids.append(oid)
-            else:
-                vehicles.append((cx, cy, yaw, length, width))
-                vehicle_speeds.append(var[tc.VAR_SPEED])
-                vehicle_ids.append(oid)
-        vehicles_arr = np.asarray(vehicles, dtype=np.float64).reshape(-1, 5)
-        walkers_arr = np.asarray(walkers, dtype=np.float64).reshape(-1, 5)
+        vehicles_arr, vehicle_speeds, vehicle_ids, walkers_arr, walker_speeds, walker_ids, walker_lanes = \
+            self._nearby_objects()
         collisions = self._collisions(ego, vehicles_arr, vehicle_ids, walkers_arr, walker_ids)
         next_light = self._next_light()
         at_stop, ran_stop = self._stop_sign_progress(e.x, e.y, e.speed)
@@ -258,10 +242,10 @@ class SumoSimulation:
             time=self._step_count * self.settings.dt,
             ego=ego,
             vehicles=vehicles_arr,
-            vehicle_speeds=np.asarray(vehicle_speeds, dtype=np.float64),
+            vehicle_speeds=vehicle_speeds,
             walkers=walkers_arr,
-            walker_speeds=np.asarray(walker_speeds, dtype=np.float64),
-            walkers_on_road=np.asarray(walker_on_road, dtype=bool),
+            walker_speeds=walker_speeds,
+            walkers_on_road=np.array([self._walker_on_road(lane) for lane in walker_lanes], dtype=bool),
             stop_lines=self._stop_lines_near(e.x, e.y),
             next_light=next_light,
             stop_zones=self._stop_zones_near(e.x, e.y),
@@ -273,6 +257,29 @@ class SumoSimulation:
             ran_red_light=self._ran_red_light(),
             travelled=travelled,
         )
+
+    def _nearby_objects(self):
+        """Vehicles and walkers within the context radius, as centre boxes (SUMO reports the front)."""
+        tc = self._sumo.constants
+        nearby = self._sumo.vehicle.getContextSubscriptionResults(EGO_ID) or {}
+        vehicle_ids = [oid for oid, var in nearby.items() if oid != EGO_ID and tc.VAR_LANE_ID not in var]
+        walker_ids = [oid for oid, var in nearby.items() if tc.VAR_LANE_ID in var]
+
+        def boxes(ids, size=None):
+            if not ids:
+                return np.zeros((0, 5)), np.zeros(0)
+            rows = np.array([(*nearby[i][tc.VAR_POSITION], nearby[i][tc.VAR_ANGLE], nearby[i][tc.VAR_SPEED],
+                              *(size or (nearby[i][tc.VAR_LENGTH], nearby[i][tc.VAR_WIDTH]))) for i in ids])
+            yaw = np.radians(90.0 - rows[:, 2])
+            half = 0.5 * rows[:, 4]
+            out = np.stack([rows[:, 0] - half * np.cos(yaw), rows[:, 1] - half * np.sin(yaw), yaw,
+                            rows[:, 4], rows[:, 5]], axis=1)
+            return out, rows[:, 3]
+
+        vehicles, vehicle_speeds = boxes(vehicle_ids)
+        walkers, walker_speeds = boxes(walker_ids, self._walker_size)
+        walker_lanes = [nearby[i][tc.VAR_LANE_ID] for i in walker_ids]
+        return vehicles, vehicle_speeds, vehicle_ids, walkers, walker_speeds, walker_ids, walker_lanes
 
     def _walker_on_road(self, lane_id: str) -> bool:
         lane = self.network.lanes.get(lane_id)
@@ -337,18 +344,15 @@ class SumoSimulation:
         return crossed and self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index] in _RED_STATES
 
     def _stop_lines_near(self, x: float, y: float) -> StopLines:
-        lines = [l for l in self.network.stop_lines
-                 if abs(l.segment[0] - x) < _STOP_LINE_RADIUS_M and abs(l.segment[1] - y) < _STOP_LINE_RADIUS_M]
-        if not lines:
+        segments = self.network.stop_line_segments
+        near = np.flatnonzero((np.abs(segments[:, 0] - x) < _STOP_LINE_RADIUS_M)
+                              & (np.abs(segments[:, 1] - y) < _STOP_LINE_RADIUS_M))
+        if len(near) == 0:
             return StopLines.empty()
-        states = {}
-        for line in lines:
-            if line.tls not in states:
-                states[line.tls] = self._sumo.trafficlight.getRedYellowGreenState(line.tls)
-        return StopLines(
-            segments=np.asarray([l.segment for l in lines]),
-            states=np.asarray([int(_light_state(states[l.tls][l.link_index])) for l in lines], dtype=np.int64),
-        )
+        lines = [self.network.stop_lines[i] for i in near]
+        states = {tls: self._sumo.trafficlight.getRedYellowGreenState(tls) for tls in {line.tls for line in lines}}
+        return StopLines(segments=segments[near],
+                         states=np.array([_light_state(states[line.tls][line.link_index]) for line in lines], dtype=np.int64))
 
     def _stop_zones_near(self, x: float, y: float) -> np.ndarray:
         zones = self.network.stop_zones

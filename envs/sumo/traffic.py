@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.geometry import point_along, polyline_length
+
 logger = logging.getLogger(__name__)
 
 TRAFFIC_PRESETS = ("empty", "regular", "dense")
@@ -40,10 +42,9 @@ class TrafficManager:
         self._counts = counts
         self._rng = rng
         self._serial = 0
-        self._vehicle_lanes = [l for l in network.lanes.values() if l.drivable and not l.internal
-                               and len(l.shape) >= 2 and _length(l.shape) > 12.0]
-        self._walk_edges = sorted({l.edge for l in network.lanes.values()
-                                   if not l.drivable and not l.internal and _length(l.shape) > 8.0})
+        normal = [lane for lane in network.lanes.values() if not lane.internal and len(lane.shape) >= 2]
+        self._vehicle_lanes = [lane for lane in normal if lane.drivable and _length(lane.shape) > 12.0]
+        self._walk_edges = sorted({lane.edge for lane in normal if not lane.drivable and _length(lane.shape) > 8.0})
 
     def populate(self, ego_xy: tuple[float, float]) -> None:
         for _ in range(self._counts.vehicles):
@@ -69,7 +70,7 @@ class TrafficManager:
             goal = self._vehicle_lanes[self._rng.integers(len(self._vehicle_lanes))]
             length = _length(lane.shape)
             pos = float(self._rng.uniform(5.0, length - 5.0))
-            point = np.array([np.interp(pos, _cum(lane.shape), lane.shape[:, k]) for k in (0, 1)])
+            point = point_along(lane.shape, pos)
             if np.hypot(*(point - ego_xy)) < _SPAWN_CLEARANCE_M:
                 continue
             edges = self._sumo.simulation.findRoute(lane.edge, goal.edge, "background").edges
@@ -96,9 +97,5 @@ class TrafficManager:
             return
 
 
-def _cum(shape: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(shape, axis=0), axis=1))])
-
-
 def _length(shape: np.ndarray) -> float:
-    return float(_cum(shape)[-1])
+    return float(polyline_length(shape)[-1])
