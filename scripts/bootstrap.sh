@@ -22,12 +22,14 @@ stamp=".venv/.mentor-installed"
 want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[bootstrap] installing dependencies into .venv (first run takes a few minutes)" >&2
-  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-  .venv/bin/python -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v "is ignored" >&2 || true
-  .venv/bin/python -c 'import torch' || { echo "[bootstrap] torch==2.13.0 did not install" >&2; exit 1; }
+  log=".venv/pip.log"
+  fail() { tail -n 30 "$log" >&2; echo "[bootstrap] $1 (full log: $log)" >&2; exit 1; }
+  .venv/bin/python -m pip install --upgrade pip >"$log" 2>&1 || fail "pip upgrade failed"
+  .venv/bin/python -m pip install "torch==2.13.0" >>"$log" 2>&1 || fail "torch==2.13.0 did not install"
   echo "torch==2.13.0" > .venv/constraints.txt
-  .venv/bin/python -m pip install --quiet -c .venv/constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" >&2 || true
-  .venv/bin/python -c 'import envs, libsumo, cv2, gymnasium, pytest' >/dev/null \
-    || { echo "[bootstrap] dependencies failed to install; see pip's output above" >&2; exit 1; }
+  .venv/bin/python -m pip install -c .venv/constraints.txt -e ".[test]" >>"$log" 2>&1 \
+    || fail "dependencies failed to install"
+  .venv/bin/python -c 'import envs, libsumo, cv2, gymnasium, pytest, torch' >>"$log" 2>&1 \
+    || fail "an installed package does not import"
   echo "$want" > "$stamp"
 fi

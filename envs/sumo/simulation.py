@@ -5,6 +5,8 @@ module refuses a second live `SumoSimulation` in the same process instead.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -67,8 +69,13 @@ class SumoSettings:
 
 
 def _import_libsumo():
-    import libsumo  # imported late: importing it prints a harmless pyarrow version warning
-
+    """Import libsumo, keeping its import-time pyarrow ABI notice off stdout (benchmarks print JSON
+    there). The notice is harmless for Mentor: SUMO runs with Parquet I/O in one process (DESIGN §9)."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        import libsumo
+    if captured.getvalue().strip():
+        logger.debug("libsumo at import: %s", captured.getvalue().strip())
     return libsumo
 
 
