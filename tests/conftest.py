@@ -24,3 +24,11 @@ def town01() -> str:
 @pytest.fixture
 def town02() -> str:
     return _require_town("Town02")
+
+
+def pytest_configure(config):
+    # Small models on a 2-core machine: one intra-op thread is several times faster than two
+    # competing with the simulators and Ray workers of the same run.
+    import torch
+
+    torch.set_num_threads(1)

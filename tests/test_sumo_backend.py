@@ -92,3 +92,35 @@ def test_crashed_sumo_surfaces_with_context_and_reset_recovers(town01_sim):
         town01_sim.step(Control())
     _, snap = town01_sim.reset(seed=1, route=spec)
     assert town01_sim.step(Control(throttle=1.0)).ego.speed > 0
+
+
+def test_lights_cycle_and_running_a_red_light_is_detected(town01):
+    import gymnasium as gym
+
+    import envs
+    from envs.expert import expert_action
+
+    env = gym.make(envs.ENV_ID, town=town01, traffic="empty", render_bev=False)
+    try:
+        env.reset(seed=0, options={"route": 0})
+        sim = env.unwrapped.sim
+        tls = sim._sumo.trafficlight.getIDList()[0]
+        states = {sim._sumo.trafficlight.getRedYellowGreenState(tls)}
+        for _ in range(600):  # 60 s: every program has switched by then
+            env.step(np.array([0.0, 0.0], np.float32))
+            states.add(sim._sumo.trafficlight.getRedYellowGreenState(tls))
+        assert len(states) >= 2
+
+        env.reset(seed=0, options={"route": 0})
+        for light in sim._sumo.trafficlight.getIDList():  # every light red, for good
+            program = sim._sumo.trafficlight.getRedYellowGreenState(light)
+            sim._sumo.trafficlight.setRedYellowGreenState(light, "r" * len(program))
+        infractions, done = [], False
+        while not done:  # steer like the expert, but never brake
+            steer = expert_action(*env.unwrapped.ground_truth())[1]
+            _, _, terminated, truncated, info = env.step(np.array([0.6, steer], np.float32))
+            infractions += info["infractions"]
+            done = terminated or truncated
+        assert infractions == ["red_light"] and terminated
+    finally:
+        env.close()

@@ -1,0 +1,47 @@
+"""The evaluation worker: drives a route suite with the current weights (no exploration) and
+returns the metric table."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from envs.metrics import format_table, summarize
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationWorker:
+    def __init__(self, make_env: Callable, policy, routes: tuple[int, ...], max_steps: int, seed: int = 0):
+        self._env = make_env()
+        self._policy = policy
+        self._routes = routes
+        self._max_steps = max_steps
+        self._seed = seed
+        self.policy_version = -1
+
+    def set_policy(self, version: int, state: dict) -> None:
+        self._policy.load_policy_state(state)
+        self.policy_version = version
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Per-route metrics plus a "mean" row."""
+        rows = {}
+        for route in self._routes:
+            rows[f"route {route}"] = self._episode(route)
+        rows["mean"] = summarize(list(rows.values()))
+        logger.info("evaluation with policy %d:\n%s", self.policy_version, format_table(rows))
+        return rows
+
+    def _episode(self, route: int) -> dict[str, float]:
+        obs, _ = self._env.reset(seed=self._seed + route, options={"route": route})
+        for _ in range(self._max_steps):
+            action = self._policy.act(obs["bev"][None], obs["state"][None], step=0, explore=False)[0]
+            obs, _, terminated, truncated, info = self._env.step(action)
+            if terminated or truncated:
+                return info["episode_metrics"]
+        metrics = self._env.unwrapped.metrics.result()
+        logger.info("route %d stopped after %d steps without ending", route, self._max_steps)
+        return metrics
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,201 @@
+"""A rollout worker: one environment, a policy copy, and a feedback client it never waits on.
+
+Each tick it acts, sends the observation's feedback item (bundled over a few ticks to keep the
+per-call cost low), steps the env, attaches whatever answers came back, and ships finished rows
+to the learner in chunks. When the oldest unanswered item falls too far behind, it waits
+(backpressure) instead of dropping anything.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from actors.feedback_client import FeedbackClient
+from actors.pending import PendingTransitions
+from configs.schema import Config
+from envs.types import Route
+from inference.feedback import FeedbackItem
+from learners.replay import empty_chunk
+
+logger = logging.getLogger(__name__)
+
+_PRIVILEGED_ROUTE_M = 60.0  # how much of the route ahead the expert advisor needs
+
+
+@dataclass
+class WorkerStats:
+    env_steps: int = 0
+    episodes: int = 0
+    shipped_rows: int = 0
+    backpressure_waits: int = 0
+    backpressure_wait_s: float = 0.0
+    episode_returns: list = field(default_factory=list)  # (return, route_completion, driving_score)
+
+
+class RolloutWorker:
+    """Plain class: runs in-process (local mode, tests) or inside a Ray actor (cluster/)."""
+
+    def __init__(self, config: Config, worker_uid: int, make_env: Callable, policy, feedback: FeedbackClient | None,
+                 ship: Callable[[dict], None], model_inputs: frozenset[str] = frozenset(), seed: int = 0):
+        self.config = config
+        self.stream_id = worker_uid
+        self._env = make_env()
+        self._policy = policy
+        self._feedback = feedback if config.feedback.mode != "off" else None
+        self._wanted = tuple(config.feedback.wanted) if self._feedback is not None else ()
+        self._ship = ship
+        self._inputs = model_inputs
+        self._pending = PendingTransitions(config.feedback.deadline_s)
+        self._bundle: list[FeedbackItem] = []
+        self._outbox: list[dict] = []
+        self._rng = np.random.default_rng(seed)
+        self.stats = WorkerStats()
+        self.policy_version = 0
+        self._step = 0  # this stream's never-reset step counter
+        self._episode = 0
+        self._obs, self._info = self._env.reset(seed=seed)
+        self._episode_return = 0.0
+
+    # ----- the loop --------------------------------------------------------------------------
+    def run(self, ticks: int) -> WorkerStats:
+        for _ in range(ticks):
+            self.tick()
+        return self.stats
+
+    def tick(self) -> None:
+        self._wait_for_backpressure()
+        action = self._act()
+        self._record_and_request(action)
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        self._episode_return += reward
+        self._pending.complete_env(self.stream_id, self._step, reward=np.float32(reward),
+                                   terminated=terminated, truncated=truncated,
+                                   cost=np.float32(1.0 if info["infractions"] else 0.0))
+        self._step += 1
+        self.stats.env_steps += 1
+        if terminated or truncated:
+            self._end_episode(obs, info)
+        else:
+            self._obs, self._info = obs, info
+        self._exchange()
+
+    def flush(self) -> None:
+        """Send what is bundled and ship every row that is ready (used at the end of a run)."""
+        self._send_bundle()
+        self._collect()
+        if self._outbox:
+            self._ship_outbox()
+
+    def close(self) -> None:
+        if self._feedback is not None:
+            self._feedback.close()
+        self._env.close()
+
+    # ----- pieces ----------------------------------------------------------------------------
+    def _act(self) -> np.ndarray:
+        if self.stats.env_steps < self.config.workers.random_steps:
+            return self._rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+        action = self._policy.act(self._obs["bev"][None], self._obs["state"][None], step=self.stats.env_steps,
+                                  explore=True)
+        return np.asarray(action[0], dtype=np.float32)
+
+    def _row(self, obs: dict, is_last: bool) -> dict:
+        """The fields known now; the rest are filled as they come, or stay zero (with mask 0)."""
+        return dict(bev=obs["bev"], state=obs["state"], is_last=is_last, policy_version=self.policy_version,
+                    episode_id=self.stream_id * 1_000_000 + self._episode, stream_id=self.stream_id, step=self._step)
+
+    def _record_and_request(self, action: np.ndarray) -> None:
+        row = self._row(self._obs, is_last=False)
+        row["action"] = action
+        self._pending.add(self.stream_id, self._step, row, self._wanted)
+        if self._wanted:
+            self._bundle.append(self._item(action))
+
+    def _item(self, action: np.ndarray) -> FeedbackItem:
+        privileged = None
+        if "privileged" in self._inputs:
+            snapshot, route, index = self._env.unwrapped.ground_truth()
+            privileged = (snapshot, _route_ahead(route, index))
+        return FeedbackItem(env_id=self.stream_id, step=self._step, wanted=self._wanted,
+                            command=int(self._info["command"]), speed=float(self._info["speed"]), action=action,
+                            image=self._info["rgb_bev"] if "image" in self._inputs else None, privileged=privileged)
+
+    def _end_episode(self, final_obs: dict, info: dict) -> None:
+        # The final observation is a row of its own: the next observation of the last transition.
+        self._pending.add(self.stream_id, self._step, self._row(final_obs, is_last=True), ())
+        self._pending.complete_env(self.stream_id, self._step)
+        self._step += 1
+        metrics = info.get("episode_metrics", {})
+        self.stats.episodes += 1
+        self.stats.episode_returns.append((self._episode_return, metrics.get("route_completion", 0.0),
+                                           metrics.get("driving_score", 0.0)))
+        self._episode += 1
+        self._episode_return = 0.0
+        self._obs, self._info = self._env.reset()
+
+    def _exchange(self) -> None:
+        if len(self._bundle) >= self._bundle_size():
+            self._send_bundle()
+        self._collect()
+        if len(self._outbox) >= self.config.workers.chunk_size:
+            self._ship_outbox()
+
+    def _bundle_size(self) -> int:
+        return 1 if self.config.feedback.mode == "sync" else self.config.feedback.bundle_steps
+
+    def _send_bundle(self) -> None:
+        if self._bundle and self._feedback is not None:
+            self._feedback.submit(self._bundle)
+        self._bundle = []
+
+    def _collect(self) -> None:
+        if self._feedback is not None:
+            for result in self._feedback.poll():
+                self._pending.attach(result)
+        self._outbox.extend(self._pending.pop_ready())
+
+    def _ship_outbox(self) -> None:
+        chunk = empty_chunk(len(self._outbox))
+        for i, row in enumerate(self._outbox):
+            for name, value in row.items():
+                chunk[name][i] = value
+        self._ship(chunk)
+        self.stats.shipped_rows += len(self._outbox)
+        self._outbox = []
+
+    def _wait_for_backpressure(self) -> None:
+        limits = self.config.feedback
+        if len(self._pending) <= limits.max_pending and self._pending.oldest_age() <= limits.max_pending_age_s:
+            return
+        started = time.monotonic()
+        self.stats.backpressure_waits += 1
+        self._send_bundle()
+        while len(self._pending) > limits.max_pending or self._pending.oldest_age() > limits.max_pending_age_s:
+            time.sleep(0.002)
+            self._collect()  # expired rows leave at their deadline, so this ends
+        self.stats.backpressure_wait_s += time.monotonic() - started
+
+    # ----- policy and reporting ----------------------------------------------------------------
+    def set_policy(self, version: int, state: dict) -> None:
+        self._policy.load_policy_state(state)
+        self.policy_version = version
+
+    def feedback_report(self) -> dict:
+        c = self._pending.counters
+        wanted_total = c.answered + c.malformed + c.expired
+        return {
+            "pending": len(self._pending),
+            "answered": c.answered, "malformed": c.malformed, "late": c.late, "expired": c.expired,
+            "availability": c.answered / wanted_total if wanted_total else 1.0,
+            "latency_s": c.latency_sum_s / c.latency_count if c.latency_count else 0.0,
+        }
+
+
+def _route_ahead(route: Route, index: int) -> Route:
+    end = int(np.searchsorted(route.s, route.s[index] + _PRIVILEGED_ROUTE_M)) + 1
+    return Route(xy=route.xy[index:end], yaw=route.yaw[index:end], commands=route.commands[index:end])
+

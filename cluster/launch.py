@@ -1,0 +1,156 @@
+"""All the wiring in one function: Ray, the learner on a GPU when there is one, the feedback
+service, the rollout workers on CPUs; and the runtime the training loop drives.
+
+A rollout worker that dies is replaced (its shipped data is already in the replay); a dead
+feedback replica only makes its items unavailable; the Serve app is deleted at shutdown.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import ray
+from ray import serve
+
+from cluster.actors import EvaluatorActor, LearnerActor, WorkerActor
+from cluster.feedback_service import APP_NAME, feedback_app
+from cluster.metrics import DriverMetrics
+from configs.schema import Config
+
+logger = logging.getLogger(__name__)
+
+_TICKS_PER_CALL = 256  # env steps a worker takes per remote call
+
+
+def launch(config: Config) -> "RayRuntime":
+    """Start (or join) Ray and place every role; returns the runtime for the training loop."""
+    if not ray.is_initialized():
+        # None joins the cluster of `ray job submit` / `ray start`, or starts a local one.
+        ray.init(address=config.run.ray_address, runtime_env=_runtime_env(), log_to_driver=True)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    use_gpu = gpus >= 1.0
+    logger.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if "node" not in k})
+    learner = LearnerActor.options(num_gpus=1 if use_gpu else 0, num_cpus=1, name="mentor-learner").remote(
+        config, config.learner.device)
+    ray.get(learner.report.remote())  # fail fast if the learner cannot start
+    handle = None
+    if config.feedback.mode != "off" and config.feedback.model != "none":
+        handle = serve.run(feedback_app(config.feedback, config.run.seed, use_gpu), name=APP_NAME,
+                           route_prefix=None)
+    runtime = RayRuntime(config, learner, handle, use_gpu)
+    for index in range(config.workers.num_workers):
+        runtime.start_worker(index)
+    learner.start.remote()
+    return runtime
+
+
+def _runtime_env() -> dict:
+    """Ship the project to workers on other nodes when the driver was not started by a job."""
+    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_SUBMISSION_ID"):
+        return {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {"working_dir": root, "excludes": [".venv", ".cache", "runs", ".git", "*.gif", "*.png"]}
+
+
+class RayRuntime:
+    def __init__(self, config: Config, learner, handle, use_gpu: bool):
+        self.config = config
+        self.learner = learner
+        self.handle = handle
+        self.use_gpu = use_gpu
+        self.workers: dict[int, tuple] = {}  # index -> (actor, uid, in-flight run call)
+        self._next_uid = 0  # every worker, replacements included, gets its own stream id
+        self._episodes: list[tuple[float, float, float]] = []
+        self._episodes_reported = 0
+        self._worker_reports: dict[int, dict] = {}
+        self._metrics = DriverMetrics()
+        self._started, self._last_steps, self._last_time = time.monotonic(), 0, time.monotonic()
+        self.replaced_workers = 0
+        self.env_steps = 0
+
+    def start_worker(self, index: int) -> None:
+        uid, self._next_uid = self._next_uid, self._next_uid + 1
+        actor = WorkerActor.options(num_cpus=1, max_restarts=0).remote(
+            self.config, uid, self.learner, self.handle, seed=self.config.run.seed + 1000 * uid)
+        self.workers[index] = (actor, uid, actor.run.remote(_TICKS_PER_CALL))
+
+    def step(self) -> dict[str, float]:
+        """Wait briefly for worker reports, replace dead workers, return the merged report."""
+        calls = {self.workers[i][2]: i for i in self.workers}
+        ready, _ = ray.wait(list(calls), num_returns=1, timeout=2.0)
+        for ref in ready:
+            index = calls[ref]
+            actor, uid, _ = self.workers[index]
+            try:
+                report = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                logger.warning("rollout worker %d (uid %d) died (%s); starting a replacement", index, uid,
+                               type(exc).__name__)
+                self.replaced_workers += 1
+                self.start_worker(index)
+                continue
+            self._episodes.extend(report.pop("episodes"))
+            self._worker_reports[index] = report
+            self.workers[index] = (actor, uid, actor.run.remote(_TICKS_PER_CALL))
+        learner = ray.get(self.learner.report.remote())
+        self.env_steps = int(learner["env_steps"])
+        now = time.monotonic()
+        rate = (self.env_steps - self._last_steps) / max(now - self._last_time, 1e-6)
+        self._last_steps, self._last_time = self.env_steps, now
+        self._metrics.record(rate, self._episodes[-20:])
+        return {**learner, **self._feedback_summary(), "env_steps_per_s": rate,
+                "replaced_workers": float(self.replaced_workers),
+                **({"episode_return": sum(e[0] for e in self._episodes[-10:]) / len(self._episodes[-10:])}
+                   if self._episodes else {})}
+
+    def _feedback_summary(self) -> dict[str, float]:
+        reports = list(self._worker_reports.values())
+        if not reports:
+            return {}
+        total = lambda key: sum(r["feedback"][key] for r in reports)  # noqa: E731
+        wanted = total("answered") + total("malformed") + total("expired")
+        return {"feedback/pending": float(total("pending")),
+                "feedback/availability": total("answered") / wanted if wanted else 1.0,
+                "feedback/malformed": float(total("malformed")), "feedback/expired": float(total("expired")),
+                "feedback/late": float(total("late")),
+                "feedback/latency_s": sum(r["feedback"]["latency_s"] for r in reports) / len(reports),
+                "backpressure_waits": float(sum(r["backpressure_waits"] for r in reports))}
+
+    def new_episodes(self) -> list[tuple[float, float, float]]:
+        rows, self._episodes_reported = self._episodes[self._episodes_reported:], len(self._episodes)
+        return rows
+
+    def save(self, directory) -> None:
+        ray.get(self.learner.save.remote(str(directory)))
+
+    def load(self, directory) -> None:
+        ray.get(self.learner.load.remote(str(directory)))
+
+    def evaluate(self) -> dict:
+        from actors.local_runtime import eval_env_config
+
+        ray.get(self.learner.publish.remote())
+        version, state = ray.get(self.learner.policy.remote(-1))
+        evaluator = EvaluatorActor.options(num_cpus=1).remote(self.config, eval_env_config(self.config),
+                                                               self.config.run.seed)
+        try:
+            return ray.get(evaluator.evaluate.remote(version, state))
+        finally:
+            ray.kill(evaluator)
+
+    def kill_worker(self, index: int) -> None:
+        """For tests and drills: kill a rollout worker; the next step() replaces it."""
+        ray.kill(self.workers[index][0], no_restart=True)
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self.learner.stop.remote(), timeout=60)
+        except Exception:
+            logger.debug("learner stop", exc_info=True)
+        for actor, _, _ in self.workers.values():
+            ray.kill(actor)
+        if self.handle is not None:
+            serve.delete(APP_NAME)  # a Serve app outlives the job otherwise
+        if self.config.run.shutdown_ray:
+            ray.shutdown()

@@ -1,0 +1,81 @@
+"""Mentor's metrics in the Ray dashboard (ray.util.metrics; exported as ray_mentor_*).
+
+Metric objects must be created inside the process that records them, so each role builds its
+own small set here.
+"""
+from __future__ import annotations
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+_LATENCY_BOUNDARIES = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+class WorkerMetrics:
+    def __init__(self, worker_uid: int):
+        tags = {"worker": str(worker_uid)}
+        self._env_steps = Counter("mentor_env_steps", "environment steps taken", tag_keys=("worker",))
+        self._pending = Gauge("mentor_feedback_pending", "feedback items awaiting an answer", tag_keys=("worker",))
+        self._availability = Gauge("mentor_feedback_availability", "fraction of wanted feedback fields answered",
+                                   tag_keys=("worker",))
+        self._latency = Histogram("mentor_feedback_latency_s", "seconds from request to answer",
+                                  boundaries=_LATENCY_BOUNDARIES, tag_keys=("worker",))
+        self._waits = Counter("mentor_backpressure_waits", "times a worker waited for feedback to catch up",
+                              tag_keys=("worker",))
+        self._episode_return = Gauge("mentor_episode_return", "return of the last finished episode",
+                                     tag_keys=("worker",))
+        for metric in (self._env_steps, self._pending, self._availability, self._latency, self._waits,
+                       self._episode_return):
+            metric.set_default_tags(tags)
+        self._last_steps, self._last_waits = 0, 0
+
+    def record(self, env_steps: int, waits: int, feedback: dict, last_return: float | None) -> None:
+        if env_steps > self._last_steps:
+            self._env_steps.inc(env_steps - self._last_steps)
+            self._last_steps = env_steps
+        if waits > self._last_waits:
+            self._waits.inc(waits - self._last_waits)
+            self._last_waits = waits
+        self._pending.set(feedback["pending"])
+        self._availability.set(feedback["availability"])
+        if feedback["latency_s"] > 0:
+            self._latency.observe(feedback["latency_s"])
+        if last_return is not None:
+            self._episode_return.set(last_return)
+
+
+class LearnerMetrics:
+    def __init__(self):
+        self._updates = Counter("mentor_learner_updates", "gradient updates")
+        self._gauges = {name: Gauge(f"mentor_{name}", description) for name, description in (
+            ("replay_size", "transitions in the replay buffer"),
+            ("policy_lag", "mean policy versions between acting and learning"),
+            ("critic_loss", "critic loss of the last update"),
+            ("actor_loss", "actor loss of the last update"),
+            ("updates_per_s", "learner updates per second"),
+        )}
+        self._last_updates = 0
+
+    def record(self, report: dict) -> None:
+        updates = int(report["learner_updates"])
+        if updates > self._last_updates:
+            self._updates.inc(updates - self._last_updates)
+            self._last_updates = updates
+        self._gauges["replay_size"].set(report["replay_size"])
+        self._gauges["policy_lag"].set(report["policy_lag"])
+        self._gauges["updates_per_s"].set(report["updates_per_s"])
+        for name in ("critic_loss", "actor_loss"):
+            if f"loss/{name}" in report:
+                self._gauges[name].set(report[f"loss/{name}"])
+
+
+class DriverMetrics:
+    def __init__(self):
+        self._steps_per_s = Gauge("mentor_env_steps_per_s", "environment steps per second, all workers")
+        self._driving_score = Gauge("mentor_driving_score", "driving score of recent training episodes")
+        self._route_completion = Gauge("mentor_route_completion", "route completion of recent episodes")
+
+    def record(self, steps_per_s: float, recent: list[tuple[float, float, float]]) -> None:
+        self._steps_per_s.set(steps_per_s)
+        if recent:
+            self._route_completion.set(sum(r[1] for r in recent) / len(recent))
+            self._driving_score.set(sum(r[2] for r in recent) / len(recent))

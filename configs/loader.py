@@ -1,0 +1,124 @@
+"""Load a Config from YAML plus `key=value` overrides, validating every field.
+
+Errors name the field's full path (`learner.batch_size`) and what is allowed, so a bad run stops
+at start rather than an hour in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from configs.schema import CHECKS, Config
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message has the field path and the allowed values."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; shipped configs: "
+                              f"{', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    for override in overrides:
+        _apply_override(data, override)
+    return _build(Config, data, "")
+
+
+def _apply_override(data: dict, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. learner.batch_size=128")
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"unknown field {prefix}{name}; {cls.__name__} has: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, raw in data.items():
+        values[name] = _convert(hints[name], raw, f"{prefix}{name}")
+    config = cls(**values)
+    for name in fields:
+        path = f"{prefix}{name}"
+        if path in CHECKS:
+            check, allowed = CHECKS[path]
+            if not check(getattr(config, name)):
+                raise ConfigError(f"{path} = {getattr(config, name)!r} is invalid: must be {allowed}")
+    return config
+
+
+def _convert(hint, raw, path: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw if raw is not None else {}, path + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], raw, path)
+    if origin is Literal:
+        if raw not in args:
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be one of {', '.join(map(str, args))}")
+        return raw
+    if origin is tuple:
+        if not isinstance(raw, (list, tuple)):
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be a list")
+        return tuple(_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw))
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be true or false")
+        return raw
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be an integer")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be a number")
+        return float(raw)
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be a string")
+        return raw
+    raise ConfigError(f"{path}: unsupported type {hint}")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config (every field, defaults included) as YAML."""
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    Path(path).write_text(yaml.safe_dump(plain(to_dict(config)), sort_keys=False))

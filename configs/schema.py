@@ -1,0 +1,159 @@
+"""The typed experiment configuration: frozen dataclasses, validated on load.
+
+A run is described by one YAML file (see configs/*.yaml) plus `key=value` overrides with dotted
+paths (`learner.batch_size=128`). Anything invalid stops the run at start with the field's full
+path and what is allowed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ALGORITHMS = ("drqv2", "sac", "td3")
+NETWORK_PRESETS = ("small", "foundrl")
+FEEDBACK_MODELS = ("none", "expert", "slow", "faulty")
+FEEDBACK_MODES = ("off", "async", "sync")
+TRAFFIC_PRESETS = ("empty", "regular", "dense")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    town: str | None = None  # None: Town01 where its map is found, else the generated town
+    traffic: Literal["empty", "regular", "dense"] = "regular"
+    route_suite: str | None = None  # None: the town's own suite
+    maps_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    model: Literal["none", "expert", "slow", "faulty"] = "expert"
+    mode: Literal["off", "async", "sync"] = "async"
+    wanted: tuple[str, ...] = ("vlm_action",)  # feedback fields each step asks for
+    bundle_steps: int = 8  # a worker sends its items once per this many steps (one call each)
+    max_batch_size: int = 64  # items per model call (Serve @serve.batch)
+    batch_wait_timeout_s: float = 0.01
+    max_concurrent_batches: int = 1
+    replicas: int = 1
+    gpu_fraction: float = 0.0  # per replica, when the cluster has GPUs
+    deadline_s: float = 5.0  # an item unanswered this long is shipped with mask 0
+    max_pending: int = 512  # backpressure: a worker waits when more items are unanswered
+    max_pending_age_s: float = 10.0  # ... or when its oldest pending item is this old
+    slow_model_delay_s: float = 0.05  # per batch, for the deliberately slow model
+    faulty_model_error_rate: float = 0.2  # for the deliberately faulty model
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    num_workers: int = 2  # one environment each: libsumo runs one simulation per process
+    chunk_size: int = 64  # transitions shipped to the learner per call
+    pull_weights_every_steps: int = 200
+    random_steps: int = 1000  # uniform random actions before the policy acts (per worker)
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """VMR (critic) and AWAG (actor) weights; 0 disables. Schedules follow DESIGN §6."""
+
+    vmr_weight: float = 0.0
+    vmr_delta: float = 2.0
+    vmr_hold_steps: int = 50_000
+    vmr_decay_end: int = 150_000
+    awag_weight: float = 0.0
+    awag_decay_steps: int = 300_000
+    awag_power: float = 0.7
+    awag_schedule: Literal["constant", "cosine"] = "cosine"
+    awag_temperature: float = 2.0
+    awag_max_weight: float = 20.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    algorithm: Literal["drqv2", "sac", "td3"] = "drqv2"
+    network: Literal["small", "foundrl"] = "small"
+    lr: float = 1e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    n_step: int = 3
+    # DrQ-v2 exploration: std linear from std_start to std_end over std_steps; clipped noise.
+    std_start: float = 1.0
+    std_end: float = 0.1
+    std_steps: int = 100_000
+    std_clip: float = 0.3
+    augment_pad: int = 4  # random shift in pixels (DrQ-v2); 0 disables
+    # SAC
+    init_temperature: float = 0.1
+    # TD3
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    exploration_noise: float = 0.1
+    policy_delay: int = 2
+    bc_alpha: float = 2.5  # the base actor loss is scaled by alpha / mean|Q| (AWAG, DESIGN §6)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    batch_size: int = 256
+    replay_capacity: int = 150_000
+    learning_starts: int = 1024
+    samples_per_insert: float = 32.0  # bound on (batch_size * updates) / inserted transitions
+    publish_every_updates: int = 20
+    checkpoint_every_updates: int = 1000
+    device: str = "auto"  # auto: cuda when available
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    route_suite: str | None = None  # None: nocrash_eval on Town02 where maps exist, else generated
+    town: str | None = None
+    routes: tuple[int, ...] = (0, 1, 2)
+    traffic: Literal["empty", "regular", "dense"] = "regular"
+    max_steps: int = 3000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "quickstart"
+    total_env_steps: int = 20_000
+    seed: int = 0
+    runs_dir: str = "runs"
+    progress_every_s: float = 5.0
+    local: bool = False  # single process, no Ray (the same classes)
+    ray_address: str | None = None  # None: join a running cluster (ray job submit) or start one
+    shutdown_ray: bool = True  # disconnect from Ray at the end (tests that share a cluster say no)
+    time_limit_s: float = 0.0  # stop after this long (0: no limit)
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Range checks beyond the types: field path -> (predicate, what is allowed).
+CHECKS = {
+    "run.total_env_steps": (lambda v: v > 0, "a positive integer"),
+    "feedback.max_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "feedback.max_concurrent_batches": (lambda v: v >= 1, "an integer >= 1"),
+    "feedback.replicas": (lambda v: v >= 1, "an integer >= 1"),
+    "feedback.gpu_fraction": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "feedback.deadline_s": (lambda v: v > 0, "a positive number of seconds"),
+    "feedback.max_pending": (lambda v: v >= 1, "an integer >= 1"),
+    "feedback.wanted": (lambda v: set(v) <= {"vlm_action", "clip_margin", "safety"},
+                        "a list drawn from vlm_action, clip_margin, safety"),
+    "workers.num_workers": (lambda v: v >= 1, "an integer >= 1"),
+    "feedback.bundle_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "workers.chunk_size": (lambda v: v >= 1, "an integer >= 1"),
+    "agent.lr": (lambda v: v > 0, "a positive number"),
+    "agent.gamma": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "agent.tau": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
+    "agent.n_step": (lambda v: v >= 1, "an integer >= 1"),
+    "learner.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "learner.replay_capacity": (lambda v: v >= 16, "an integer >= 16"),
+    "learner.samples_per_insert": (lambda v: v > 0, "a positive number"),
+}

@@ -1,0 +1,69 @@
+"""The feedback contract between rollout workers and feedback models.
+
+A worker sends one `FeedbackItem` per env step, keyed by (env_id, step); a model takes a batch of
+items and returns one `FeedbackResult` per item, in any order. Values that are missing or
+malformed are never replaced by defaults: `validate` turns them into "unavailable" (mask 0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+FEEDBACK_FIELDS = ("vlm_action", "clip_margin", "safety")
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    env_id: int
+    step: int
+    wanted: tuple[str, ...]
+    command: int  # RouteCommand of the observation
+    speed: float  # m/s
+    action: np.ndarray  # [2] the action executed from this observation (CLIP scores it)
+    image: np.ndarray | None = None  # uint8 [192, 192, 3] RGB BEV, for image models
+    privileged: tuple | None = None  # (snapshot, route ahead) for the expert advisor
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.env_id, self.step
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    env_id: int
+    step: int
+    values: dict = field(default_factory=dict)  # field -> raw value (validated by the worker)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.env_id, self.step
+
+
+class FeedbackModel(Protocol):
+    """A batch of items in, a batch of results out."""
+
+    inputs: frozenset[str]  # which optional item parts it reads: "image", "privileged"
+
+    def __call__(self, items: list[FeedbackItem]) -> list[FeedbackResult]: ...
+
+
+def validate(field_name: str, value) -> tuple[np.ndarray | float | None, bool]:
+    """(value, available): the value when well-formed, else (None, False)."""
+    if value is None:
+        return None, False
+    try:
+        if field_name == "vlm_action":
+            arr = np.asarray(value, dtype=np.float32)
+            ok = arr.shape == (2,) and bool(np.all(np.isfinite(arr))) and bool(np.all(np.abs(arr) <= 1.0))
+            return (arr, True) if ok else (None, False)
+        number = float(value)
+    except (TypeError, ValueError):
+        return None, False
+    if not math.isfinite(number):
+        return None, False
+    if field_name == "safety" and not 0.0 <= number <= 1.0:
+        return None, False
+    return number, True

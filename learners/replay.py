@@ -1,0 +1,559 @@
+"""Replay buffer of step rows shipped by rollout workers.
+
+Each env step is stored exactly once: a row holds one observation plus the transition that starts at it,
+and (obs, next_obs) pairs are recovered at sample time by following `next_row` links to the next row of
+the same stream. Storing next observations separately would double the dominant cost: bev is
+15x96x96 bytes per row, so 150k rows are already 20 GB.
+
+Chunk layout: `dict[str, np.ndarray]` with the keys of `ROW_SPEC` and a common leading dimension N.
+Rows of one stream are in step order within a chunk and chunks of one stream arrive in order; chunks of
+different streams interleave arbitrarily. An episode of T transitions is T+1 rows, the last with
+is_last=True (terminated/truncated is set on the row before it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BEV_SHAPE: tuple[int, ...] = (15, 96, 96)
+STATE_DIM = 10
+ACTION_DIM = 2
+
+# Single source of truth for the row layout: key -> (shape without the leading dim, dtype).
+ROW_SPEC: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+    "bev": (BEV_SHAPE, np.dtype(np.uint8)),
+    "state": ((STATE_DIM,), np.dtype(np.float32)),
+    "action": ((ACTION_DIM,), np.dtype(np.float32)),
+    "reward": ((), np.dtype(np.float32)),
+    "cost": ((), np.dtype(np.float32)),
+    "terminated": ((), np.dtype(np.bool_)),
+    "truncated": ((), np.dtype(np.bool_)),
+    "is_last": ((), np.dtype(np.bool_)),
+    "clip_margin": ((), np.dtype(np.float32)),
+    "clip_margin_mask": ((), np.dtype(np.float32)),
+    "safety": ((), np.dtype(np.float32)),
+    "safety_mask": ((), np.dtype(np.float32)),
+    "vlm_action": ((ACTION_DIM,), np.dtype(np.float32)),
+    "vlm_action_mask": ((), np.dtype(np.float32)),
+    "policy_version": ((), np.dtype(np.int64)),
+    "episode_id": ((), np.dtype(np.int64)),
+    "stream_id": ((), np.dtype(np.int64)),
+    "step": ((), np.dtype(np.int64)),
+}
+FEEDBACK_KEYS: tuple[str, ...] = (
+    "clip_margin", "clip_margin_mask", "safety", "safety_mask", "vlm_action", "vlm_action_mask",
+)
+MASK_KEYS: tuple[str, ...] = tuple(key for key in FEEDBACK_KEYS if key.endswith("_mask"))
+LINK_KEY = "next_row"  # per-slot link to the next row of the same stream, -1 when unknown
+
+_FORMAT_VERSION = 1
+_META_FILE = "meta.json"
+_MAX_DRAW_ROUNDS = 50
+_CAN_SAMPLE_BLOCK = 4096
+_META_FIELDS = ("format_version", "capacity", "size", "cursor", "inserted_total", "transitions_total",
+                "seed", "tails", "rng_state", "row_spec")
+
+
+# ----------------------------------------------------------------------------------------------- chunks
+
+def empty_chunk(n: int) -> dict[str, np.ndarray]:
+    """A zero-filled chunk of n rows with the exact shapes/dtypes of ROW_SPEC (fill it, then add it)."""
+    if n < 0:
+        raise ValueError(f"empty_chunk: n must be >= 0, got {n}")
+    return {key: np.zeros((n, *shape), dtype) for key, (shape, dtype) in ROW_SPEC.items()}
+
+
+def validate_chunk(chunk: Mapping[str, np.ndarray]) -> int:
+    """Check a chunk against ROW_SPEC and return its number of rows N.
+
+    Raises ValueError naming the key for wrong keys/shapes/dtypes/NaN, TypeError if it is not a dict of arrays.
+    """
+    if not isinstance(chunk, Mapping):
+        raise TypeError(f"a chunk must be a dict of numpy arrays, got {type(chunk).__name__}; "
+                        "build one with empty_chunk(n)")
+    _check_keys(chunk)
+    n = _check_arrays(chunk)
+    _check_masks(chunk)
+    _check_stream_order(chunk["stream_id"], chunk["step"])
+    return n
+
+
+def _check_keys(chunk: Mapping[str, np.ndarray]) -> None:
+    missing = sorted(set(ROW_SPEC) - set(chunk))
+    extra = sorted(set(chunk) - set(ROW_SPEC))
+    if missing or extra:
+        raise ValueError(f"chunk keys do not match ROW_SPEC: missing {missing}, extra {extra}; "
+                         "build chunks with empty_chunk(n) and fill every field")
+
+
+def _expected_shape_text(shape: tuple[int, ...]) -> str:
+    return "(N, " + ", ".join(str(d) for d in shape) + ")" if shape else "(N,)"
+
+
+def _check_arrays(chunk: Mapping[str, np.ndarray]) -> int:
+    n: int | None = None
+    first_key = ""
+    for key, (shape, dtype) in ROW_SPEC.items():
+        arr = chunk[key]
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"chunk[{key!r}] must be a numpy array, got {type(arr).__name__}")
+        if arr.dtype != dtype:
+            raise ValueError(f"chunk[{key!r}] has dtype {arr.dtype}, expected {dtype}; "
+                             f"convert it with .astype(np.{dtype.name})")
+        if arr.ndim != 1 + len(shape) or arr.shape[1:] != shape:
+            raise ValueError(f"chunk[{key!r}] has shape {arr.shape}, expected {_expected_shape_text(shape)}")
+        if n is None:
+            n, first_key = arr.shape[0], key
+        elif arr.shape[0] != n:
+            raise ValueError(f"chunk[{key!r}] has {arr.shape[0]} rows but chunk[{first_key!r}] has {n}; "
+                             "all fields need the same leading dimension")
+        if dtype.kind == "f":
+            _check_finite(key, arr)
+    assert n is not None  # ROW_SPEC is non-empty
+    return n
+
+
+def _check_finite(key: str, arr: np.ndarray) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"chunk[{key!r}] contains {int(bad.sum())} NaN/inf value(s), first in row {row}; "
+                         "fix the producer, or zero the value and clear its mask")
+
+
+def _check_masks(chunk: Mapping[str, np.ndarray]) -> None:
+    for key in MASK_KEYS:
+        arr = chunk[key]
+        if not np.isin(arr, (0.0, 1.0)).all():
+            raise ValueError(f"chunk[{key!r}] must hold only 0.0 or 1.0 (availability mask), "
+                             f"got values {np.unique(arr)[:5].tolist()}")
+
+
+def _check_stream_order(stream: np.ndarray, step: np.ndarray) -> None:
+    # Linking assumes each stream's rows are in increasing step order inside a chunk.
+    order = np.argsort(stream, kind="stable")
+    s, st = stream[order], step[order]
+    bad = np.flatnonzero((s[1:] == s[:-1]) & (st[1:] <= st[:-1]))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"chunk['step']: stream {int(s[i])} has step {int(st[i])} followed by step "
+                         f"{int(st[i + 1])}; rows of one stream must be in increasing step order")
+
+
+def _chunk_links(stream: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Within-chunk links: (next local row or -1, first row of each stream, last row of each stream)."""
+    order = np.argsort(stream, kind="stable")  # stable: keeps each stream's rows in step order
+    s, st = stream[order], step[order]
+    same = s[1:] == s[:-1]
+    consecutive = same & (st[1:] == st[:-1] + 1)
+    next_local = np.full(len(stream), -1, np.int64)
+    next_local[order[:-1][consecutive]] = order[1:][consecutive]
+    firsts = order[np.concatenate(([True], ~same))]
+    lasts = order[np.concatenate((~same, [True]))]
+    return next_local, firsts, lasts
+
+
+# --------------------------------------------------------------------------------------------- sampling
+
+@dataclass
+class _Paths:
+    """Result of walking n-step paths from candidate start slots."""
+    valid: np.ndarray     # bool [m]
+    reward: np.ndarray    # float64 [m], discounted sum
+    discount: np.ndarray  # float64 [m], gamma^k or 0 after `terminated`
+    end: np.ndarray       # int64 [m], slot of the observation at the end of the path
+
+    def take(self, mask: np.ndarray) -> _Paths:
+        return _Paths(self.valid[mask], self.reward[mask], self.discount[mask], self.end[mask])
+
+
+def _concat_paths(parts: list[_Paths]) -> _Paths:
+    return _Paths(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("valid", "reward", "discount", "end")))
+
+
+def _check_sample_args(batch_size: int, n_step: int, gamma: float) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n_step < 1:
+        raise ValueError(f"n_step must be >= 1, got {n_step}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+
+
+# ------------------------------------------------------------------------------------------ the buffer
+
+class ReplayBuffer:
+    """Ring buffer of step rows in preallocated numpy arrays (one per ROW_SPEC key, plus `next_row`)."""
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1 rows, got {capacity}")
+        self._capacity = int(capacity)
+        self._seed = int(seed)
+        # np.zeros maps lazily-zeroed pages, so a 20 GB buffer only costs memory as it fills.
+        self._arrays: dict[str, np.ndarray] = {
+            key: np.zeros((self._capacity, *shape), dtype) for key, (shape, dtype) in ROW_SPEC.items()}
+        self._arrays[LINK_KEY] = np.full(self._capacity, -1, np.int64)
+        self._size = 0
+        self._cursor = 0
+        self._inserted_total = 0
+        self._transitions_total = 0
+        self._tails: dict[int, tuple[int, int]] = {}  # stream_id -> (slot, step) of its last inserted row
+        self._rng = np.random.default_rng(self._seed)
+
+    # ---- introspection
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def inserted_total(self) -> int:
+        return self._inserted_total
+
+    @property
+    def transitions_total(self) -> int:
+        return self._transitions_total
+
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """Read-only views of the full storage arrays (all `capacity` rows; only [:len(self)] is filled)."""
+        views = {}
+        for key, arr in self._arrays.items():
+            view = arr.view()
+            view.flags.writeable = False
+            views[key] = view
+        return MappingProxyType(views)
+
+    # ---- insertion
+
+    def add(self, chunk: Mapping[str, np.ndarray]) -> int:
+        """Insert a chunk of rows; returns the number inserted. Invalid input raises and inserts nothing."""
+        n = validate_chunk(chunk)
+        if n > self._capacity:
+            raise ValueError(f"chunk of {n} rows exceeds the buffer capacity {self._capacity}; "
+                             "split it into smaller chunks or raise the capacity")
+        if n == 0:
+            return 0
+        stream, step = chunk["stream_id"], chunk["step"]
+        next_local, firsts, lasts = _chunk_links(stream, step)
+        slots = (self._cursor + np.arange(n)) % self._capacity
+        self._write_rows(chunk, n)
+        # Overwritten slots lose their old link here: they get the new in-chunk link or -1.
+        self._arrays[LINK_KEY][slots] = np.where(next_local >= 0, slots[next_local], -1)
+        self._link_tails(stream, step, slots, firsts, lasts)
+        self._cursor = (self._cursor + n) % self._capacity
+        self._size = min(self._size + n, self._capacity)
+        self._inserted_total += n
+        self._transitions_total += int(np.count_nonzero(~chunk["is_last"]))
+        return n
+
+    def _write_rows(self, chunk: Mapping[str, np.ndarray], n: int) -> None:
+        # Two contiguous slices instead of fancy indexing: cheaper for the big bev rows.
+        head = min(n, self._capacity - self._cursor)
+        for key in ROW_SPEC:
+            self._arrays[key][self._cursor:self._cursor + head] = chunk[key][:head]
+            if n > head:
+                self._arrays[key][:n - head] = chunk[key][head:]
+
+    def _holds(self, slot: int, stream_id: int, step: int) -> bool:
+        return bool(self._arrays["stream_id"][slot] == stream_id and self._arrays["step"][slot] == step)
+
+    def _link_tails(self, stream: np.ndarray, step: np.ndarray, slots: np.ndarray,
+                    firsts: np.ndarray, lasts: np.ndarray) -> None:
+        """Link each stream's previous last row to this chunk's first row, then record the new tails."""
+        for i in firsts:
+            sid, first_step = int(stream[i]), int(step[i])
+            tail = self._tails.get(sid)
+            # The tail slot may have been overwritten by the ring (possibly by this very chunk): never
+            # write a link into a row that is no longer the stream's tail.
+            if tail is None or not self._holds(tail[0], sid, tail[1]):
+                continue
+            if first_step == tail[1] + 1:
+                self._arrays[LINK_KEY][tail[0]] = slots[i]
+            elif first_step <= tail[1]:
+                log.warning("stream %d restarted at step %d after step %d; not linking (was the worker "
+                            "restarted with the same stream id?)", sid, first_step, tail[1])
+        for i in lasts:
+            self._tails[int(stream[i])] = (int(slots[i]), int(step[i]))
+        # Forget tails whose rows were overwritten so the dict stays bounded by what is stored.
+        self._tails = {sid: t for sid, t in self._tails.items() if self._holds(t[0], sid, t[1])}
+
+    # ---- sampling
+
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
+        """Uniformly sample batch_size valid n-step transitions (with replacement); gathers only those rows."""
+        _check_sample_args(batch_size, n_step, gamma)
+        starts, paths = self._draw_valid_starts(batch_size, n_step, gamma)
+        return self._gather(starts, paths)
+
+    def can_sample(self, batch_size: int) -> bool:
+        """True when at least batch_size transition rows are stored and at least one 1-step start is valid."""
+        if self._size == 0 or batch_size < 1:
+            return False
+        if np.count_nonzero(~self._arrays["is_last"][:self._size]) < batch_size:
+            return False
+        # Scan in blocks and stop at the first valid start; consumes no randomness.
+        for lo in range(0, self._size, _CAN_SAMPLE_BLOCK):
+            block = np.arange(lo, min(lo + _CAN_SAMPLE_BLOCK, self._size))
+            if self._walk(block, 1, 1.0).valid.any():
+                return True
+        return False
+
+    def _draw_valid_starts(self, batch_size: int, n_step: int, gamma: float) -> tuple[np.ndarray, _Paths]:
+        """Rejection sampling: draw candidate slots, keep the valid ones, redraw until enough."""
+        starts: list[np.ndarray] = []
+        paths: list[_Paths] = []
+        found = drawn = 0
+        max_draw = max(16 * batch_size, 4096)
+        for _ in range(_MAX_DRAW_ROUNDS if self._size else 0):
+            need = batch_size - found
+            if need <= 0:
+                break
+            # Scale the draw by the valid fraction seen so far so sparse buffers converge in a few rounds.
+            rate = max(found, 0.5) / drawn if drawn else 1.0
+            m = min(int(np.ceil(1.25 * need / rate)) + 8, max_draw)
+            candidates = self._rng.integers(0, self._size, size=m, dtype=np.int64)
+            walked = self._walk(candidates, n_step, gamma)
+            keep = np.flatnonzero(walked.valid)[:need]
+            starts.append(candidates[keep])
+            paths.append(walked.take(keep))
+            found += keep.size
+            drawn += m
+        if found < batch_size:
+            raise RuntimeError(
+                f"not enough valid transitions: found {found} of {batch_size} requested (n_step={n_step}) "
+                f"after drawing {drawn} candidates from {self._size} stored rows; add more data (check "
+                "can_sample() first) or make sure each stream's rows have consecutive steps")
+        return np.concatenate(starts), _concat_paths(paths)
+
+    def _walk(self, starts: np.ndarray, n_step: int, gamma: float) -> _Paths:
+        """Follow links from each start for up to n_step transitions, vectorised over starts."""
+        a = self._arrays
+        m = len(starts)
+        valid = np.ones(m, bool)
+        walking = np.ones(m, bool)
+        cur = starts.astype(np.int64, copy=True)
+        reward = np.zeros(m, np.float64)
+        discount = np.ones(m, np.float64)
+        for _ in range(n_step):
+            idx = np.flatnonzero(walking)
+            if idx.size == 0:
+                break
+            c = cur[idx]
+            nxt = a[LINK_KEY][c]
+            ok = ~a["is_last"][c] & (nxt >= 0) & (nxt < self._size)
+            safe = np.where(ok, nxt, 0)
+            # A link into an overwritten slot fails this check: the slot now holds another stream/step.
+            ok &= (a["stream_id"][safe] == a["stream_id"][c]) & (a["step"][safe] == a["step"][c] + 1)
+            valid[idx[~ok]] = False
+            walking[idx[~ok]] = False
+            idx, c, nxt = idx[ok], c[ok], nxt[ok]
+            reward[idx] += discount[idx] * a["reward"][c]
+            discount[idx] *= gamma
+            cur[idx] = nxt
+            terminated = a["terminated"][c]
+            discount[idx[terminated]] = 0.0  # no bootstrap past a true terminal
+            walking[idx[terminated | a["truncated"][c]]] = False
+        return _Paths(valid, reward, discount, cur)
+
+    def _gather(self, starts: np.ndarray, paths: _Paths) -> dict[str, np.ndarray]:
+        a = self._arrays
+        batch = {
+            "bev": a["bev"][starts],
+            "state": a["state"][starts],
+            "action": a["action"][starts],
+            "reward": paths.reward.astype(np.float32),
+            "discount": paths.discount.astype(np.float32),
+            "next_bev": a["bev"][paths.end],
+            "next_state": a["state"][paths.end],
+            "cost": a["cost"][starts],
+        }
+        # Feedback was computed for the observation that was sent, i.e. the transition starting at r.
+        for key in FEEDBACK_KEYS:
+            batch[key] = a[key][starts]
+        for key in ("policy_version", "episode_id", "step"):
+            batch[key] = a[key][starts]
+        batch["index"] = starts.astype(np.int64)
+        return batch
+
+    # ---- statistics
+
+    def stats(self) -> dict[str, float]:
+        """Size, totals, feedback availability per field over stored transition rows, mean policy version."""
+        a, n = self._arrays, self._size
+        transitions = ~a["is_last"][:n]
+        out = {
+            "size": float(n),
+            "inserted_total": float(self._inserted_total),
+            "transitions_total": float(self._transitions_total),
+        }
+        for key in MASK_KEYS:
+            mask = a[key][:n][transitions]
+            out[f"feedback_{key.removesuffix('_mask')}"] = float(mask.mean()) if mask.size else 0.0
+        out["policy_version_mean"] = float(a["policy_version"][:n].mean()) if n else 0.0
+        return out
+
+    # ---- persistence
+
+    def save(self, directory: str | Path) -> None:
+        """Write one .npy per array (filled part, slot order) plus meta.json, replacing `directory` atomically."""
+        final = Path(directory)
+        if final.exists() and not final.is_dir():
+            raise ValueError(f"cannot save replay buffer to {final}: it exists and is not a directory")
+        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            for key, arr in self._arrays.items():
+                _save_array(tmp / f"{key}.npy", arr[:self._size])
+            _write_text_synced(tmp / _META_FILE, json.dumps(self._meta(), indent=1))
+            _replace_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("saved replay buffer (%d/%d rows) to %s", self._size, self._capacity, final)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format_version": _FORMAT_VERSION,
+            "capacity": self._capacity,
+            "size": self._size,
+            "cursor": self._cursor,
+            "inserted_total": self._inserted_total,
+            "transitions_total": self._transitions_total,
+            "seed": self._seed,
+            "tails": [[sid, slot, step] for sid, (slot, step) in sorted(self._tails.items())],
+            "rng_state": self._rng.bit_generator.state,
+            "row_spec": _row_spec_json(),
+        }
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ReplayBuffer:
+        """Restore a buffer written by save(), including its RNG state (same subsequent samples)."""
+        path = Path(directory)
+        if not path.is_dir():
+            raise FileNotFoundError(f"replay checkpoint directory {path} does not exist; "
+                                    "pass the directory given to ReplayBuffer.save()")
+        meta = _read_meta(path)
+        buffer = cls(meta["capacity"], seed=meta["seed"])
+        size = meta["size"]
+        for key, arr in buffer._arrays.items():
+            arr[:size] = _load_array(path / f"{key}.npy", (size, *arr.shape[1:]), arr.dtype)
+        buffer._size = size
+        buffer._cursor = meta["cursor"]
+        buffer._inserted_total = meta["inserted_total"]
+        buffer._transitions_total = meta["transitions_total"]
+        buffer._tails = {int(sid): (int(slot), int(step)) for sid, slot, step in meta["tails"]}
+        buffer._restore_rng(meta["rng_state"], path)
+        log.info("loaded replay buffer (%d/%d rows) from %s", size, buffer._capacity, path)
+        return buffer
+
+    def _restore_rng(self, state: Any, path: Path) -> None:
+        try:
+            self._rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"{path / _META_FILE}: rng_state is not a valid "
+                             f"{type(self._rng.bit_generator).__name__} state ({err})") from err
+
+
+# ------------------------------------------------------------------------------------ persistence helpers
+
+def _row_spec_json() -> dict[str, list[Any]]:
+    return {key: [list(shape), dtype.str] for key, (shape, dtype) in ROW_SPEC.items()}
+
+
+def _save_array(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+        f.flush()
+        os.fsync(f.fileno())  # durable before the rename publishes the directory
+
+
+def _write_text_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    # os.replace cannot replace a non-empty directory, so move the old one aside first; the only
+    # window without `final` is between the two renames.
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta_path = path / _META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} is missing: {path} is not a complete replay checkpoint")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_path} is corrupt (not valid JSON: {err}); re-save the buffer") from err
+    if not isinstance(meta, dict):
+        # ValueError, not TypeError: the file's content is bad, not the caller's argument.
+        raise ValueError(  # noqa: TRY004
+            f"{meta_path} is corrupt: expected a JSON object, got {type(meta).__name__}")
+    missing = [f for f in _META_FIELDS if f not in meta]
+    if missing:
+        raise ValueError(f"{meta_path} is corrupt: missing fields {missing}")
+    _check_meta_values(meta, meta_path)
+    return meta
+
+
+def _check_meta_values(meta: dict[str, Any], meta_path: Path) -> None:
+    if meta["format_version"] != _FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: format_version {meta['format_version']} is not supported "
+                         f"(this code reads {_FORMAT_VERSION})")
+    if meta["row_spec"] != _row_spec_json():
+        raise ValueError(f"{meta_path}: the checkpoint's row layout differs from ROW_SPEC; it was saved "
+                         "by an incompatible version of learners/replay.py")
+    ints = ("capacity", "size", "cursor", "inserted_total", "transitions_total", "seed")
+    if not all(isinstance(meta[k], int) for k in ints):
+        raise ValueError(f"{meta_path} is corrupt: {list(ints)} must be integers")
+    cap, size, cursor = meta["capacity"], meta["size"], meta["cursor"]
+    if not (cap >= 1 and 0 <= size <= cap and 0 <= cursor < cap):
+        raise ValueError(f"{meta_path} is corrupt: inconsistent capacity={cap}, size={size}, cursor={cursor}")
+    tails = meta["tails"]
+    if not (isinstance(tails, list) and all(isinstance(t, list) and len(t) == 3 for t in tails)):
+        raise ValueError(f"{meta_path} is corrupt: tails must be a list of [stream_id, slot, step]")
+    if any(not (isinstance(t[1], int) and 0 <= t[1] < size) for t in tails):
+        raise ValueError(f"{meta_path} is corrupt: a tail slot lies outside the {size} stored rows")
+
+
+def _load_array(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} is missing from replay checkpoint {path.parent}; "
+                                "the save was incomplete or the file was deleted")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # mmap: copy straight into the buffer
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path} is corrupt and cannot be read as .npy ({err})") from err
+    if arr.shape != shape or arr.dtype != dtype:
+        raise ValueError(f"{path} is corrupt: expected shape {shape} dtype {dtype}, "
+                         f"got shape {arr.shape} dtype {arr.dtype}")
+    return arr

@@ -1,0 +1,105 @@
+"""A run directory: resolved config, progress CSV, TensorBoard, checkpoints, evaluation, curves."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CURVE_KEYS = ("env_steps", "episode_return", "route_completion", "driving_score")
+
+
+class RunLog:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir = self.dir / "checkpoint"
+        self._writer = None
+        self._last_line = 0.0
+        self._csv_path = self.dir / "progress.csv"
+        self._episodes_path = self.dir / "episodes.csv"
+
+    def tensorboard(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.dir / "tb"))
+        return self._writer
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        writer = self.tensorboard()
+        for key, value in values.items():
+            writer.add_scalar(key, value, step)
+        self._append_csv(self._csv_path, {"env_steps": step, **values})
+
+    def episodes(self, rows: list[tuple[float, float, float]], env_steps: int) -> None:
+        """Finished training episodes: (return, route completion, driving score)."""
+        for ret, rc, ds in rows:
+            self._append_csv(self._episodes_path, {"env_steps": env_steps, "episode_return": ret,
+                                                   "route_completion": rc, "driving_score": ds})
+            self.tensorboard().add_scalar("episode/return", ret, env_steps)
+            self.tensorboard().add_scalar("episode/route_completion", rc, env_steps)
+
+    def progress_line(self, text: str, every_s: float) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= every_s:
+            logger.info(text)
+            self._last_line = now
+
+    def write_json(self, name: str, payload) -> Path:
+        path = self.dir / name
+        path.write_text(json.dumps(payload, indent=1, default=float))
+        return path
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    @staticmethod
+    def _append_csv(path: Path, row: dict) -> None:
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def plot_learning_curve(run_dir: str | Path, window: int = 10) -> Path | None:
+    """episodes.csv -> learning_curve.png: episode return and route completion against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    run_dir = Path(run_dir)
+    path = run_dir / "episodes.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    steps = np.array([float(r["env_steps"]) for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "episode_return", "episode return"),
+                           (axes[1], "route_completion", "route completion")):
+        values = np.array([float(r[key]) for r in rows])
+        ax.plot(steps, values, ".", alpha=0.3, label="episodes")
+        if len(values) >= window:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, "-", lw=2, label=f"mean of {window}")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
