@@ -38,6 +38,8 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
         # Every item of a full batch may come from its own bundle: let that many bundles queue.
         max_ongoing_requests=max_batch * config.max_concurrent_batches,
         ray_actor_options={"num_cpus": 1, "num_gpus": config.gpu_fraction if use_gpu else 0.0},
+        # One access-log line per bundle would drown the job's output; Serve metrics still count them.
+        logging_config={"enable_access_log": False},
     )
     class FeedbackDeployment:
         def __init__(self):

@@ -27,7 +27,9 @@ def launch(config: Config) -> "RayRuntime":
     """Start (or join) Ray and place every role; returns the runtime for the training loop."""
     if not ray.is_initialized():
         # None joins the cluster of `ray job submit` / `ray start`, or starts a local one.
-        ray.init(address=config.run.ray_address, runtime_env=_runtime_env(), log_to_driver=True)
+        # The project reaches the workers as an installed package (local clusters) or as the job's
+        # --working-dir (ray job submit): no runtime_env here, which would clash with the job's.
+        ray.init(address=config.run.ray_address, log_to_driver=True, **_local_resources(config))
     gpus = ray.cluster_resources().get("GPU", 0.0)
     use_gpu = gpus >= 1.0
     logger.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if "node" not in k})
@@ -45,12 +47,30 @@ def launch(config: Config) -> "RayRuntime":
     return runtime
 
 
-def _runtime_env() -> dict:
-    """Ship the project to workers on other nodes when the driver was not started by a job."""
-    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_SUBMISSION_ID"):
+def cpus_needed(config: Config) -> int:
+    """Logical CPUs the plan asks for: learner, workers, feedback replicas, the evaluator."""
+    feedback = config.feedback.replicas if config.feedback.mode != "off" else 0
+    return 1 + config.workers.num_workers + feedback + 1
+
+
+def _local_resources(config: Config) -> dict:
+    """When this process starts the cluster itself, give it enough logical CPUs for the plan:
+    a laptop with fewer cores then time-shares them instead of leaving workers unscheduled."""
+    starts_local = config.run.ray_address == "local" or (
+        config.run.ray_address is None and not os.environ.get("RAY_ADDRESS") and not _cluster_running())
+    if not starts_local:
         return {}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return {"working_dir": root, "excludes": [".venv", ".cache", "runs", ".git", "*.gif", "*.png"]}
+    return {"num_cpus": max(os.cpu_count() or 1, cpus_needed(config))}
+
+
+def _cluster_running() -> bool:
+    """Whether `ray start` left a cluster on this machine (ray.init would join it)."""
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        return bool(find_gcs_addresses())
+    except Exception:  # noqa: BLE001 - private API: when unsure, let ray.init decide
+        return False
 
 
 class RayRuntime:
@@ -68,6 +88,7 @@ class RayRuntime:
         self._started, self._last_steps, self._last_time = time.monotonic(), 0, time.monotonic()
         self.replaced_workers = 0
         self.env_steps = 0
+        self._last_progress = time.monotonic()
 
     def start_worker(self, index: int) -> None:
         uid, self._next_uid = self._next_uid, self._next_uid + 1
@@ -79,6 +100,7 @@ class RayRuntime:
         """Wait briefly for worker reports, replace dead workers, return the merged report."""
         calls = {self.workers[i][2]: i for i in self.workers}
         ready, _ = ray.wait(list(calls), num_returns=1, timeout=2.0)
+        self._warn_if_stalled(bool(ready))
         for ref in ready:
             index = calls[ref]
             actor, uid, _ = self.workers[index]
@@ -103,6 +125,15 @@ class RayRuntime:
                 "replaced_workers": float(self.replaced_workers),
                 **({"episode_return": sum(e[0] for e in self._episodes[-10:]) / len(self._episodes[-10:])}
                    if self._episodes else {})}
+
+    def _warn_if_stalled(self, progressed: bool) -> None:
+        now = time.monotonic()
+        if progressed:
+            self._last_progress = now
+        elif now - self._last_progress > 60.0:
+            logger.warning("no rollout worker has reported for %.0f s; actors may be waiting for resources. "
+                           "Available: %s", now - self._last_progress, ray.available_resources())
+            self._last_progress = now
 
     def _feedback_summary(self) -> dict[str, float]:
         reports = list(self._worker_reports.values())

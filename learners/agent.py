@@ -155,7 +155,7 @@ class Agent:
         return out
 
     def _augment(self, bev: torch.Tensor) -> torch.Tensor:
-        return random_shift(bev.float(), self.config.augment_pad, self._update_rng)
+        return random_shift(bev, self.config.augment_pad, self._update_rng)  # on uint8: the encoder scales
 
     def _update_critic(self, feat: torch.Tensor, next_feat: torch.Tensor, b: dict[str, torch.Tensor],
                        step: int) -> dict[str, float]:

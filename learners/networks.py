@@ -74,7 +74,7 @@ class Encoder(nn.Module):
         self.apply(weight_init)
 
     def forward(self, bev: torch.Tensor) -> torch.Tensor:
-        x = bev.float() / 255.0 - 0.5  # centre the masks around 0, as DrQ-v2 does for pixels
+        x = bev.float().mul_(1.0 / 255.0).sub_(0.5)  # centre the masks around 0, as DrQ-v2 does for pixels
         return self.convnet(x).flatten(1)
 
 
@@ -184,14 +184,14 @@ def log_prob_of(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor)
 
 
 def random_shift(bev: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ-v2 augmentation: replicate-pad by `pad` pixels and crop back at a random integer offset per sample."""
+    """DrQ-v2 augmentation: replicate-pad by `pad` pixels and crop back at a random integer offset
+    per sample. Works on any dtype; run it on the uint8 masks (4x less memory traffic than floats)."""
     if pad <= 0:
         return bev
     n, _, h, w = bev.shape
     padded = F.pad(bev, (pad, pad, pad, pad), mode="replicate")
-    shift = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=bev.device)
-    rows = torch.arange(h, device=bev.device)[None, :] + shift[:, :1]  # [n, h]
-    cols = torch.arange(w, device=bev.device)[None, :] + shift[:, 1:]  # [n, w]
-    batch = torch.arange(n, device=bev.device)[:, None, None]
-    # Advanced indexing around the channel slice gives [n, h, w, c]; move channels back to dim 1.
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=bev.device).tolist()
+    out = torch.empty_like(bev)
+    for i, (dy, dx) in enumerate(offsets):  # one strided copy per sample, no index tensors
+        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
+    return out
