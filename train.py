@@ -6,7 +6,7 @@
 
 Starts a local Ray cluster when none is running (`run.local=true` runs everything in this one
 process without Ray). Prints a progress line every few seconds, writes TensorBoard logs, a
-progress CSV, checkpoints and, at the end, the evaluation table and a learning curve.
+progress log (JSON lines), checkpoints and, at the end, the evaluation table and a learning curve.
 """
 from __future__ import annotations
 

@@ -181,6 +181,7 @@ class RayRuntime:
             logger.debug("learner stop", exc_info=True)
         for actor, _, _ in self.workers.values():
             ray.kill(actor)
+        ray.kill(self.learner)
         if self.handle is not None:
             serve.delete(APP_NAME)  # a Serve app outlives the job otherwise
         if self.config.run.shutdown_ray:

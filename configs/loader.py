@@ -82,6 +82,8 @@ def _convert(hint, raw, path: str):
         options = [a for a in args if a is not type(None)]
         return _convert(options[0], raw, path)
     if origin is Literal:
+        if isinstance(raw, bool):  # YAML 1.1 reads a bare off/on as a boolean
+            raw = {False: "off", True: "on"}[raw] if {False: "off", True: "on"}[raw] in args else raw
         if raw not in args:
             raise ConfigError(f"{path} = {raw!r} is invalid: must be one of {', '.join(map(str, args))}")
         return raw

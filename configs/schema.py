@@ -29,7 +29,7 @@ class FeedbackConfig:
     model: Literal["none", "expert", "slow", "faulty"] = "expert"
     mode: Literal["off", "async", "sync"] = "async"
     wanted: tuple[str, ...] = ("vlm_action",)  # feedback fields each step asks for
-    bundle_steps: int = 8  # a worker sends its items once per this many steps (one call each)
+    bundle_steps: int = 32  # a worker sends its items once per this many steps (a handle call costs ~4 ms CPU)
     max_batch_size: int = 64  # items per model call (Serve @serve.batch)
     batch_wait_timeout_s: float = 0.01
     max_concurrent_batches: int = 1

@@ -69,30 +69,14 @@ def _nearest_obstacle(snap: Snapshot, route: Route, i: int, p: ExpertParams) -> 
     """(gap in metres, its speed along the route) of the closest thing blocking the route ahead."""
     end = int(np.searchsorted(route.s, route.s[i] + p.corridor_m))
     path, path_s = route.xy[i:end + 1], route.s[i:end + 1] - route.s[i]
-    half_len = 0.5 * snap.ego.length
     best = (math.inf, 0.0)
     if len(path) < 2:
         return best
-    for boxes, speeds, margin in ((snap.vehicles, snap.vehicle_speeds, p.vehicle_margin),
-                                  (snap.walkers, snap.walker_speeds, p.walker_margin)):
-        if len(boxes) == 0:
-            continue
-        clearance = 0.5 * snap.ego.width + 0.5 * boxes[:, 4] + margin
-        for t in p.prediction_s:
-            xy = boxes[:, :2] + (speeds * t)[:, None] * np.stack([np.cos(boxes[:, 2]), np.sin(boxes[:, 2])], axis=1)
-            d = np.linalg.norm(xy[:, None, :] - path[None, :, :], axis=2)  # [N, P]
-            nearest = np.argmin(d, axis=1)
-            inside = d[np.arange(len(xy)), nearest] < clearance
-            # Only what is (or will be) ahead of the front bumper and reachable by then.
-            s_obj = path_s[nearest] - 0.5 * boxes[:, 3]
-            ahead = s_obj > half_len
-            reachable = s_obj - half_len <= max(snap.ego.speed * t * 1.5, 0.0) + 12.0 if t > 0 else True
-            hit = inside & ahead & reachable
-            for k in np.flatnonzero(hit):
-                gap = float(s_obj[k] - half_len)
-                along = speeds[k] * math.cos(boxes[k, 2] - route.yaw[i + nearest[k]]) if t == 0 else 0.0
-                if gap < best[0]:
-                    best = (gap, max(0.0, along))
+    boxes = np.concatenate([snap.vehicles, snap.walkers])
+    if len(boxes):
+        speeds = np.concatenate([snap.vehicle_speeds, snap.walker_speeds])
+        margins = np.concatenate([np.full(len(snap.vehicles), p.vehicle_margin), np.full(len(snap.walkers), p.walker_margin)])
+        best = _predicted_blocker(snap, route, i, path, path_s, boxes, speeds, margins, p)
     light = snap.next_light
     if light is not None and light.state in (LightState.RED, LightState.YELLOW):
         stopping = snap.ego.speed ** 2 / (2 * p.idm_comfort_decel)
@@ -101,6 +85,31 @@ def _nearest_obstacle(snap: Snapshot, route: Route, i: int, p: ExpertParams) -> 
             if gap < best[0]:
                 best = (max(gap, 0.0), 0.0)
     return best
+
+
+def _predicted_blocker(snap, route, i, path, path_s, boxes, speeds, margins, p: ExpertParams) -> tuple[float, float]:
+    """Closest object whose box is, or at a look-ahead time will be, inside the ego's corridor ahead
+    and reachable by then. Vectorised over look-ahead times [T], objects [N] and path points [P]."""
+    half_len = 0.5 * snap.ego.length
+    times = np.asarray(p.prediction_s)
+    heading = np.stack([np.cos(boxes[:, 2]), np.sin(boxes[:, 2])], axis=1)
+    xy = boxes[None, :, :2] + (times[:, None, None] * speeds[None, :, None]) * heading[None]  # [T, N, 2]
+    d2 = np.sum((xy[:, :, None, :] - path[None, None]) ** 2, axis=3)  # [T, N, P]
+    nearest = np.argmin(d2, axis=2)  # [T, N]
+    distance = np.sqrt(np.take_along_axis(d2, nearest[..., None], axis=2)[..., 0])
+    clearance = 0.5 * snap.ego.width + 0.5 * boxes[:, 4] + margins
+    s_obj = path_s[nearest] - 0.5 * boxes[None, :, 3]  # where along the path its near end is
+    reachable = (s_obj - half_len <= snap.ego.speed * times[:, None] * 1.5 + 12.0) | (times[:, None] == 0)
+    # Ahead of the ego's centre: something alongside the front half, stepping into the path
+    # (a pedestrian off the kerb), blocks as surely as something in front of the bumper.
+    hit = (distance < clearance[None]) & (s_obj > 0.0) & reachable
+    if not hit.any():
+        return math.inf, 0.0
+    gaps = np.where(hit, np.maximum(s_obj - half_len, 0.0), np.inf)
+    t, k = np.unravel_index(np.argmin(gaps), gaps.shape)
+    # Its speed along the route counts only where it is now (a predicted crossing is a stop).
+    along = speeds[k] * math.cos(boxes[k, 2] - route.yaw[i + nearest[t, k]]) if times[t] == 0 else 0.0
+    return float(gaps[t, k]), max(0.0, along)
 
 
 def _idm(speed: float, target: float, gap: float, lead_speed: float, p: ExpertParams) -> float:

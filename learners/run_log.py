@@ -1,4 +1,4 @@
-"""A run directory: resolved config, progress CSV, TensorBoard, checkpoints, evaluation, curves."""
+"""A run directory: resolved config, progress log, TensorBoard, checkpoints, evaluation, curves."""
 from __future__ import annotations
 
 import csv
@@ -19,7 +19,7 @@ class RunLog:
         self.checkpoint_dir = self.dir / "checkpoint"
         self._writer = None
         self._last_line = 0.0
-        self._csv_path = self.dir / "progress.csv"
+        self._progress_path = self.dir / "progress.jsonl"  # one JSON object per report: keys come and go
         self._episodes_path = self.dir / "episodes.csv"
 
     def tensorboard(self):
@@ -33,7 +33,8 @@ class RunLog:
         writer = self.tensorboard()
         for key, value in values.items():
             writer.add_scalar(key, value, step)
-        self._append_csv(self._csv_path, {"env_steps": step, **values})
+        with open(self._progress_path, "a") as f:
+            f.write(json.dumps({"env_steps": step, **values}, default=float) + "\n")
 
     def episodes(self, rows: list[tuple[float, float, float]], env_steps: int) -> None:
         """Finished training episodes: (return, route completion, driving score)."""
@@ -91,8 +92,12 @@ def plot_learning_curve(run_dir: str | Path, window: int = 10) -> Path | None:
         values = np.array([float(r[key]) for r in rows])
         ax.plot(steps, values, ".", alpha=0.3, label="episodes")
         if len(values) >= window:
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth, "-", lw=2, label=f"mean of {window}")
+            # A running median: one spinning episode of -3000 must not hide the trend.
+            smooth = np.array([np.median(values[i - window + 1:i + 1]) for i in range(window - 1, len(values))])
+            ax.plot(steps[window - 1:], smooth, "-", lw=2, label=f"median of {window}")
+        low, high = np.percentile(values, [2, 98])
+        pad = 0.05 * max(high - low, 1e-6)
+        ax.set_ylim(low - pad, high + pad)  # the few extreme episodes fall outside the view
         ax.set_xlabel("env steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

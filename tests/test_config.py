@@ -34,6 +34,10 @@ def test_invalid_values_name_the_field_and_what_is_allowed(override, message):
     assert message in str(err.value)
 
 
+def test_bare_off_is_the_string_not_a_boolean():
+    assert load_config(None, ["feedback.mode=off"]).feedback.mode == "off"
+
+
 def test_missing_file_lists_the_shipped_configs(tmp_path):
     with pytest.raises(ConfigError, match="quickstart.yaml"):
         load_config(tmp_path / "nope.yaml")

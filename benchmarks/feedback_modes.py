@@ -1,0 +1,83 @@
+"""Rollout throughput with feedback off, asynchronous, and synchronous, in one run (JSON).
+
+    .venv/bin/python benchmarks/feedback_modes.py [--workers 2] [--seconds 60] [--town Town01]
+
+Same workers, environment, learner and feedback model (the expert advisor behind Ray Serve) for
+all three; only `feedback.mode` changes. Each mode warms up first, then env steps are counted over
+a fixed window. Reports steps/s per mode, the ratios async/off and async/sync, feedback
+availability, learner updates/s and policy lag.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+
+import ray
+
+from cluster.launch import cpus_needed, launch
+from configs.loader import CONFIG_DIR, load_config
+
+logger = logging.getLogger("benchmark")
+
+
+def measure(config, warmup_s: float, window_s: float) -> dict:
+    runtime = launch(config)
+    try:
+        started = time.monotonic()
+        while runtime.env_steps == 0 or time.monotonic() - started < warmup_s:
+            runtime.step()
+        steps0, t0 = runtime.env_steps, time.monotonic()
+        updates0 = runtime.step()["learner_updates"]
+        report = {}
+        while time.monotonic() - t0 < window_s:
+            report = runtime.step()
+        elapsed = time.monotonic() - t0
+        return {
+            "env_steps_per_s": (runtime.env_steps - steps0) / elapsed,
+            "feedback_availability": report.get("feedback/availability"),
+            "feedback_latency_s": report.get("feedback/latency_s"),
+            "feedback_pending": report.get("feedback/pending"),
+            "backpressure_waits": report.get("backpressure_waits"),
+            "learner_updates_per_s": (report["learner_updates"] - updates0) / elapsed,
+            "policy_lag": report["policy_lag"],
+            "window_s": elapsed,
+        }
+    finally:
+        runtime.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=60.0, help="measurement window per mode")
+    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--town", default=None)
+    parser.add_argument("overrides", nargs="*", help="extra config overrides")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    base = [f"workers.num_workers={args.workers}", "run.shutdown_ray=false", "workers.random_steps=0",
+            "learner.learning_starts=256", *([f"env.town={args.town}"] if args.town else []), *args.overrides]
+    configs = {mode: load_config(CONFIG_DIR / "quickstart.yaml", base + [f"feedback.mode={mode}"])
+               for mode in ("off", "async", "sync")}
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed(configs["async"])),
+             include_dashboard=False, log_to_driver=False)
+    try:
+        results = {mode: measure(config, args.warmup, args.seconds) for mode, config in configs.items()}
+    finally:
+        ray.shutdown()
+    off, asynchronous, sync = (results[m]["env_steps_per_s"] for m in ("off", "async", "sync"))
+    results["ratio_async_over_off"] = asynchronous / off
+    results["ratio_async_over_sync"] = asynchronous / sync
+    results["setting"] = {"workers": args.workers, "town": configs["async"].env.town or "default",
+                          "traffic": configs["async"].env.traffic, "feedback_model": configs["async"].feedback.model,
+                          "bundle_steps": configs["async"].feedback.bundle_steps, "cpus": os.cpu_count(),
+                          "machine": platform.machine(), "window_s": args.seconds}
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
