@@ -63,6 +63,13 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port):
         assert report["learner_updates"] > 0 and report["policy_version"] > 0
         assert report["feedback/availability"] > 0.9
 
+        # A dead feedback replica: its items go unanswered (mask 0) until Serve replaces it; no hang.
+        (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                      if "SERVE_REPLICA" in a["name"] and "mentor-feedback" in a["name"]]
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=False)
+        report = run_until(runtime, runtime.env_steps + 600)
+        assert report["env_steps"] >= shipped_before + 1400
+
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         for name in ("ray_mentor_env_steps", "ray_mentor_learner_updates", "ray_mentor_replay_size",
                      "ray_mentor_feedback_pending", "ray_mentor_policy_lag"):
