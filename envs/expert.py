@@ -100,12 +100,12 @@ def _predicted_blocker(snap, route, i, path, path_s, boxes, speeds, margins, p: 
     clearance = 0.5 * snap.ego.width + 0.5 * boxes[:, 4] + margins
     s_obj = path_s[nearest] - 0.5 * boxes[None, :, 3]  # where along the path its near end is
     reachable = (s_obj - half_len <= snap.ego.speed * times[:, None] * 1.5 + 12.0) | (times[:, None] == 0)
-    # Ahead of the ego's centre: something alongside the front half, stepping into the path
-    # (a pedestrian off the kerb), blocks as surely as something in front of the bumper.
-    hit = (distance < clearance[None]) & (s_obj > 0.0) & reachable
+    # Only what is (or will be) ahead of the front bumper: braking for something alongside
+    # only invites the car behind into the ego's boot.
+    hit = (distance < clearance[None]) & (s_obj > half_len) & reachable
     if not hit.any():
         return math.inf, 0.0
-    gaps = np.where(hit, np.maximum(s_obj - half_len, 0.0), np.inf)
+    gaps = np.where(hit, s_obj - half_len, np.inf)
     t, k = np.unravel_index(np.argmin(gaps), gaps.shape)
     # Its speed along the route counts only where it is now (a predicted crossing is a stop).
     along = speeds[k] * math.cos(boxes[k, 2] - route.yaw[i + nearest[t, k]]) if times[t] == 0 else 0.0
