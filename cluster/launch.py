@@ -109,8 +109,12 @@ class RayRuntime:
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                 logger.warning("rollout worker %d (uid %d) died (%s); starting a replacement", index, uid,
                                type(exc).__name__)
-                self.replaced_workers += 1
-                self.start_worker(index)
+                self._replace(index)
+                continue
+            except ray.exceptions.RayTaskError as exc:  # e.g. its simulator failed beyond a reset
+                logger.error("rollout worker %d (uid %d) failed; starting a replacement:\n%s", index, uid, exc)
+                ray.kill(actor)
+                self._replace(index)
                 continue
             self._episodes.extend(report.pop("episodes"))
             self._worker_reports[index] = report
@@ -125,6 +129,10 @@ class RayRuntime:
                 "replaced_workers": float(self.replaced_workers),
                 **({"episode_return": sum(e[0] for e in self._episodes[-10:]) / len(self._episodes[-10:])}
                    if self._episodes else {})}
+
+    def _replace(self, index: int) -> None:
+        self.replaced_workers += 1
+        self.start_worker(index)
 
     def _warn_if_stalled(self, progressed: bool) -> None:
         now = time.monotonic()
