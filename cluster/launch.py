@@ -167,8 +167,13 @@ class RayRuntime:
         ray.get(self.learner.load.remote(str(directory)))
 
     def evaluate(self) -> dict:
+        """Stop collecting and learning (everything shipped is in the replay), then drive the suite."""
         from actors.local_runtime import eval_env_config
 
+        ray.get(self.learner.stop.remote())
+        for actor, _, _ in self.workers.values():
+            ray.kill(actor)
+        self.workers = {}
         ray.get(self.learner.publish.remote())
         version, state = ray.get(self.learner.policy.remote(-1))
         evaluator = EvaluatorActor.options(num_cpus=1).remote(self.config, eval_env_config(self.config),
