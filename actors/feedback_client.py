@@ -25,24 +25,40 @@ class FeedbackClient(Protocol):
     def close(self) -> None: ...
 
 
+class ResultInbox:
+    """Answers handed from a model or response thread to the worker's thread."""
+
+    def __init__(self):
+        self._results: list[FeedbackResult] = []
+        self._lock = threading.Lock()
+
+    def put(self, results: list[FeedbackResult]) -> None:
+        with self._lock:
+            self._results.extend(results)
+
+    def take(self) -> list[FeedbackResult]:
+        with self._lock:
+            taken, self._results = self._results, []
+        return taken
+
+
 class SyncFeedbackClient:
     """Calls the model inside `submit`: the simulator waits (the baseline the async path beats)."""
 
     def __init__(self, model: FeedbackModel):
         self._model = model
-        self._ready: list[FeedbackResult] = []
+        self._inbox = ResultInbox()
         self.failed_batches = 0
 
     def submit(self, items: list[FeedbackItem]) -> None:
         try:
-            self._ready.extend(self._model(items))
+            self._inbox.put(self._model(items))
         except Exception:
             self.failed_batches += 1
             logger.warning("feedback model failed on a batch of %d items", len(items), exc_info=True)
 
     def poll(self) -> list[FeedbackResult]:
-        ready, self._ready = self._ready, []
-        return ready
+        return self._inbox.take()
 
     def close(self) -> None:
         pass
@@ -58,9 +74,8 @@ class InProcessFeedbackClient:
         self._model = model
         self._max_batch = max_batch_size
         self._wait = batch_wait_s
-        self._inbox: queue.Queue[FeedbackItem | None] = queue.Queue()
-        self._ready: list[FeedbackResult] = []
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[FeedbackItem | None] = queue.Queue()
+        self._inbox = ResultInbox()
         self.failed_batches = 0
         self.batches = 0
         self._thread = threading.Thread(target=self._serve, name="feedback-model", daemon=True)
@@ -68,30 +83,28 @@ class InProcessFeedbackClient:
 
     def submit(self, items: list[FeedbackItem]) -> None:
         for item in items:
-            self._inbox.put(item)
+            self._queue.put(item)
 
     def poll(self) -> list[FeedbackResult]:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        return ready
+        return self._inbox.take()
 
     def close(self) -> None:
-        self._inbox.put(None)
+        self._queue.put(None)
         self._thread.join(timeout=5.0)
 
     def _serve(self) -> None:
         while True:
-            first = self._inbox.get()
+            first = self._queue.get()
             if first is None:
                 return
             batch, deadline = [first], time.monotonic() + self._wait
             while len(batch) < self._max_batch:
                 try:
-                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:
-                    self._inbox.put(None)
+                    self._queue.put(None)
                     break
                 batch.append(item)
             self._run(batch)
@@ -104,5 +117,4 @@ class InProcessFeedbackClient:
             logger.warning("feedback model failed on a batch of %d items", len(batch), exc_info=True)
             return
         self.batches += 1
-        with self._lock:
-            self._ready.extend(results)
+        self._inbox.put(results)

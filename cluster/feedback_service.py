@@ -12,6 +12,7 @@ import threading
 
 from ray import serve
 
+from actors.feedback_client import ResultInbox
 from configs.schema import FeedbackConfig
 from inference.feedback import FeedbackItem, FeedbackResult
 
@@ -74,8 +75,7 @@ class ServeFeedbackClient:
         self._handle = handle
         self._timeout_s = timeout_s
         self._responses: queue.Queue = queue.Queue()
-        self._ready: list[FeedbackResult] = []
-        self._lock = threading.Lock()
+        self._inbox = ResultInbox()
         self.failed_calls = 0
         self._thread = threading.Thread(target=self._collect, name="feedback-responses", daemon=True)
         self._thread.start()
@@ -84,9 +84,7 @@ class ServeFeedbackClient:
         self._responses.put(self._handle.remote(items))
 
     def poll(self) -> list[FeedbackResult]:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        return ready
+        return self._inbox.take()
 
     def close(self) -> None:
         self._responses.put(None)
@@ -103,8 +101,7 @@ class ServeFeedbackClient:
                 self.failed_calls += 1
                 logger.warning("feedback call failed", exc_info=True)
                 continue
-            with self._lock:
-                self._ready.extend(results)
+            self._inbox.put(results)
 
 
 class SyncServeFeedbackClient:
@@ -112,19 +109,18 @@ class SyncServeFeedbackClient:
 
     def __init__(self, handle, timeout_s: float):
         self._handle, self._timeout_s = handle, timeout_s
-        self._ready: list[FeedbackResult] = []
+        self._inbox = ResultInbox()
         self.failed_calls = 0
 
     def submit(self, items: list[FeedbackItem]) -> None:
         try:
-            self._ready.extend(self._handle.remote(items).result(timeout_s=self._timeout_s))
+            self._inbox.put(self._handle.remote(items).result(timeout_s=self._timeout_s))
         except Exception:
             self.failed_calls += 1
             logger.warning("feedback call failed", exc_info=True)
 
     def poll(self) -> list[FeedbackResult]:
-        ready, self._ready = self._ready, []
-        return ready
+        return self._inbox.take()
 
     def close(self) -> None:
         pass

@@ -32,6 +32,14 @@ def worker(cfg, client, replay):
                          feedback=client, ship=replay.add, model_inputs=ExpertAdvisor.inputs, seed=1)
 
 
+def collect(w, ticks: int) -> None:
+    try:
+        w.run(ticks)
+        w.flush()
+    finally:
+        w.close()
+
+
 @pytest.fixture
 def replay():
     return ReplayBuffer(4096)
@@ -40,11 +48,7 @@ def replay():
 def test_async_feedback_reaches_the_replay_with_masks(replay):
     cfg = config(bundle_steps=4)
     w = worker(cfg, InProcessFeedbackClient(ExpertAdvisor()), replay)
-    try:
-        w.run(200)
-        w.flush()
-    finally:
-        w.close()
+    collect(w, 200)
     stored = replay.arrays
     n = len(replay)
     transitions = ~stored["is_last"][:n]
@@ -73,11 +77,7 @@ def test_backpressure_keeps_pending_bounded_with_a_slow_model(replay):
 def test_faulty_model_gives_mask_zero_never_defaults(replay):
     cfg = config(bundle_steps=2, deadline_s=0.5)
     w = worker(cfg, InProcessFeedbackClient(FaultyModel(ExpertAdvisor(), error_rate=0.5, seed=0)), replay)
-    try:
-        w.run(200)
-        w.flush()
-    finally:
-        w.close()
+    collect(w, 200)
     n = len(replay)
     stored = replay.arrays
     rows = ~stored["is_last"][:n]
@@ -93,11 +93,7 @@ def test_faulty_model_gives_mask_zero_never_defaults(replay):
 def test_sync_mode_answers_everything(replay):
     cfg = config(mode="sync")
     w = worker(cfg, SyncFeedbackClient(ExpertAdvisor()), replay)
-    try:
-        w.run(50)
-        w.flush()
-    finally:
-        w.close()
+    collect(w, 50)
     n = len(replay)
     rows = ~replay.arrays["is_last"][:n]
     assert replay.arrays["vlm_action_mask"][:n][rows].min() == 1.0
