@@ -124,10 +124,7 @@ class TownNetwork:
                     continue
                 lane = self.lanes[links[0][0]]
                 if lane.drivable:
-                    (x0, y0), (x1, y1) = lane.shape[-2], lane.shape[-1]
-                    direction = np.array([x1 - x0, y1 - y0]) / max(math.hypot(x1 - x0, y1 - y0), 1e-9)
-                    lines.append(StopLine(tls, index, lane.id, self._lane_end_segment(lane), direction,
-                                          lane.width / 2))
+                    lines.append(self._stop_line_at_end(tls, index, lane))
         return lines
 
     def stop_line(self, tls: str, link_index: int) -> StopLine | None:
@@ -165,11 +162,13 @@ class TownNetwork:
         return any(lane.drivable for lane in self.lanes_by_edge.get(edge, ()))
 
     @staticmethod
-    def _lane_end_segment(lane: Lane) -> np.ndarray:
+    def _stop_line_at_end(tls: str, index: int, lane: Lane) -> StopLine:
+        """The line across the lane's end, perpendicular to its last segment."""
         (x0, y0), (x1, y1) = lane.shape[-2], lane.shape[-1]
-        heading = math.atan2(y1 - y0, x1 - x0)
-        nx, ny = -math.sin(heading) * lane.width / 2, math.cos(heading) * lane.width / 2
-        return np.array([x1 + nx, y1 + ny, x1 - nx, y1 - ny])
+        direction = np.array([x1 - x0, y1 - y0]) / max(math.hypot(x1 - x0, y1 - y0), 1e-9)
+        nx, ny = -direction[1] * lane.width / 2, direction[0] * lane.width / 2
+        segment = np.array([x1 + nx, y1 + ny, x1 - nx, y1 - ny])
+        return StopLine(tls, index, lane.id, segment, direction, lane.width / 2)
 
     # ----- drawing inputs for the BEV static layer -------------------------------------------
     def road_polylines(self) -> list[tuple[np.ndarray, float]]:
