@@ -9,6 +9,7 @@ this one process, one after the other, so their ratio is comparable on a noisy m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -60,7 +61,7 @@ def main() -> None:
     env = DrivingEnv(town=args.town, traffic=args.traffic)
     try:
         for label, render in (("with_bev", True), ("without_bev", False)):
-            env.config = env.config.__class__(**{**env.config.__dict__, "render_bev": render})
+            env.config = dataclasses.replace(env.config, render_bev=render)
             results[label] = measure(env, args.steps, args.seed)
     finally:
         env.close()

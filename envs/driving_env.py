@@ -29,7 +29,9 @@ _SEVERE = frozenset({Infraction.COLLISION_VEHICLE, Infraction.COLLISION_PEDESTRI
 
 
 @dataclass(frozen=True)
-class EnvConfig:
+class DrivingSettings:
+    """The environment's own settings (the run config's `env` section is configs.schema.EnvConfig)."""
+
     town: str | None = None  # None: Town01 where its map is found, else the generated town
     traffic: str = "regular"
     route_suite: str | None = None  # None: the town's shipped suite, else random routes
@@ -47,7 +49,7 @@ class DrivingEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
         town = town or MapSearch.from_settings(maps_dir).default_town()
-        self.config = EnvConfig(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
+        self.config = DrivingSettings(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
                                 render_bev=render_bev, criteria=criteria)
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Dict({
