@@ -71,14 +71,6 @@ class WorkerActor:
                 "backpressure_waits": stats.backpressure_waits, "backpressure_wait_s": stats.backpressure_wait_s,
                 "policy_version": self.worker.policy_version}
 
-    def flush(self) -> None:
-        self.worker.flush()
-        ray.get(self._in_flight)
-        self._in_flight = []
-
-    def close(self) -> None:
-        self.worker.close()
-
 
 @ray.remote(max_concurrency=8)
 class LearnerActor:
@@ -157,6 +149,3 @@ class EvaluatorActor:
     def evaluate(self, version: int, state: dict) -> dict:
         self.evaluator.set_policy(version, state)
         return self.evaluator.evaluate()
-
-    def close(self) -> None:
-        self.evaluator.close()
