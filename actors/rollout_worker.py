@@ -122,7 +122,8 @@ class RolloutWorker:
             privileged = (snapshot, _route_ahead(route, index))
         return FeedbackItem(env_id=self.stream_id, step=self._step, wanted=self._wanted,
                             command=int(self._info["command"]), speed=float(self._info["speed"]), action=action,
-                            image=self._info["rgb_bev"] if "image" in self._inputs else None, privileged=privileged)
+                            image=self._info["rgb_bev"] if "image" in self._inputs else None,
+                            forward=self._info.get("forward"), privileged=privileged)
 
     def _end_episode(self, final_obs: dict, info: dict) -> None:
         # The final observation is a row of its own: the next observation of the last transition.

@@ -29,6 +29,14 @@ def _items_in(bundles: list) -> int:
         return len(bundles)
 
 
+def _actor_options(config: FeedbackConfig, use_gpu: bool) -> dict:
+    options = {"num_cpus": 1, "num_gpus": config.gpu_fraction if use_gpu else 0.0}
+    if "vlm" in config.model.split("+"):
+        # vLLM pins its own torch: its replica gets its own environment rather than the learner's.
+        options["runtime_env"] = {"pip": list(config.vlm.pip)}
+    return options
+
+
 def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
     """The Serve application for `config`: bind it with serve.run(..., name=APP_NAME)."""
     max_batch = config.max_batch_size
@@ -38,7 +46,7 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
         num_replicas=config.replicas,
         # Every item of a full batch may come from its own bundle: let that many bundles queue.
         max_ongoing_requests=max_batch * config.max_concurrent_batches,
-        ray_actor_options={"num_cpus": 1, "num_gpus": config.gpu_fraction if use_gpu else 0.0},
+        ray_actor_options=_actor_options(config, use_gpu),
         # One access-log line per bundle would drown the job's output; Serve metrics still count them.
         logging_config={"enable_access_log": False},
     )

@@ -6,6 +6,7 @@ feedback replica only makes its items unavailable; the Serve app is deleted at s
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ _TICKS_PER_CALL = 256  # env steps a worker takes per remote call
 
 def launch(config: Config) -> "RayRuntime":
     """Start (or join) Ray and place every role; returns the runtime for the training loop."""
+    config = with_absolute_paths(config)
     if not ray.is_initialized():
         # None joins the cluster of `ray job submit` / `ray start`, or starts a local one.
         # The project reaches the workers as an installed package (local clusters) or as the job's
@@ -45,6 +47,15 @@ def launch(config: Config) -> "RayRuntime":
         runtime.start_worker(index)
     learner.start.remote()
     return runtime
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """Relative paths in the config mean the driver's working directory; actors may run elsewhere."""
+    checkpoint = config.feedback.clip.checkpoint
+    if checkpoint and not os.path.isabs(checkpoint) and os.path.exists(checkpoint):
+        clip = dataclasses.replace(config.feedback.clip, checkpoint=os.path.abspath(checkpoint))
+        config = dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, clip=clip))
+    return config
 
 
 def cpus_needed(config: Config) -> int:

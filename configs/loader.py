@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from configs.schema import CHECKS, Config
+from configs.schema import CHECKS, Config, cross_checks
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -26,15 +26,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; shipped configs: "
-                              f"{', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        data = _read_yaml(path, seen=())
     for override in overrides:
         _apply_override(data, override)
-    return _build(Config, data, "")
+    config = _build(Config, data, "")
+    problems = cross_checks(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
+    """A YAML config, with `extends: other.yaml` (relative to it) merged underneath, recursively."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; shipped configs: "
+                          f"{', '.join(sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob('*.yaml')))}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself through {[str(p) for p in seen]}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends = {base!r} must be the file name of another config")
+    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
 
 
 def _apply_override(data: dict, override: str) -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 ALGORITHMS = ("drqv2", "sac", "td3")
 NETWORK_PRESETS = ("small", "foundrl")
-FEEDBACK_MODELS = ("none", "expert", "slow", "faulty")
+FEEDBACK_MODELS = ("none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip")
 FEEDBACK_MODES = ("off", "async", "sync")
 TRAFFIC_PRESETS = ("empty", "regular", "dense")
 
@@ -24,9 +24,47 @@ class EnvConfig:
     maps_dir: str | None = None
 
 
+# VL-SAFE-style goals for the CLIP safety probability (BEV wording: the images are bird's-eye views).
+SAFE_PROMPTS = (
+    "A bird's-eye view of a car driving safely in its lane with free road ahead.",
+    "A bird's-eye view of a car keeping a safe distance from other vehicles and pedestrians.",
+)
+UNSAFE_PROMPTS = (
+    "A bird's-eye view of a car about to collide with another vehicle.",
+    "A bird's-eye view of a car about to hit a pedestrian.",
+    "A bird's-eye view of a car driving off the road.",
+)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Which open_clip model answers clip_margin and safety (see inference/clip_model.py)."""
+
+    arch: str = "MentorCLIP-Tiny"
+    pretrained: str | None = None  # an open_clip tag of `arch` (laion2b_s34b_b88k) or a weights file
+    # The checkpoint `python -m inference.clip_training` writes by default; wins over arch/pretrained.
+    checkpoint: str | None = "artifacts/clip/mentor-clip-tiny"
+    safe_prompts: tuple[str, ...] = SAFE_PROMPTS
+    unsafe_prompts: tuple[str, ...] = UNSAFE_PROMPTS
+    device: str = "auto"  # auto: cuda when the replica has a GPU
+
+
+@dataclass(frozen=True)
+class VlmConfig:
+    """The VLM advisor on vLLM (inference/vlm_advisor.py)."""
+
+    model: str = "OpenGVLab/InternVL3-1B"  # a hub id (in the HF cache) or a local path
+    max_tokens: int = 64
+    temperature: float = 0.0
+    max_model_len: int = 4096
+    gpu_memory_utilization: float = 0.5
+    # vLLM pins its own torch: the deployment gets its own runtime_env with these packages.
+    pip: tuple[str, ...] = ("vllm==0.33.0",)
+
+
 @dataclass(frozen=True)
 class FeedbackConfig:
-    model: Literal["none", "expert", "slow", "faulty"] = "expert"
+    model: Literal["none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip"] = "expert"
     mode: Literal["off", "async", "sync"] = "async"
     wanted: tuple[str, ...] = ("vlm_action",)  # feedback fields each step asks for
     bundle_steps: int = 32  # a worker sends its items once per this many steps (a handle call costs ~4 ms CPU)
@@ -40,6 +78,8 @@ class FeedbackConfig:
     max_pending_age_s: float = 10.0  # ... or when its oldest pending item is this old
     slow_model_delay_s: float = 0.05  # per batch, for the deliberately slow model
     faulty_model_error_rate: float = 0.2  # for the deliberately faulty model
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    vlm: VlmConfig = field(default_factory=VlmConfig)
 
 
 @dataclass(frozen=True)
@@ -58,10 +98,11 @@ class GuidanceConfig:
     vmr_delta: float = 2.0
     vmr_hold_steps: int = 50_000
     vmr_decay_end: int = 150_000
+    vmr_schedule: Literal["constant", "linear", "cosine"] = "linear"  # the decay after vmr_hold_steps
     awag_weight: float = 0.0
     awag_decay_steps: int = 300_000
     awag_power: float = 0.7
-    awag_schedule: Literal["constant", "cosine"] = "cosine"
+    awag_schedule: Literal["constant", "linear", "cosine"] = "cosine"
     awag_temperature: float = 2.0
     awag_max_weight: float = 20.0
 
@@ -100,6 +141,10 @@ class LearnerConfig:
     publish_every_updates: int = 20
     checkpoint_every_updates: int = 1000
     device: str = "auto"  # auto: cuda when available
+    # Sample-time reward shaping (DESIGN §5): r + clip_reward_scale * normalised CLIP margin bonus
+    # (Found-RL uses 0.25) + semantic_reward_scale * (2 * safety - 1) (VLM-RL-style language goals).
+    clip_reward_scale: float = 0.0
+    semantic_reward_scale: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -156,4 +201,38 @@ CHECKS = {
     "learner.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "learner.replay_capacity": (lambda v: v >= 16, "an integer >= 16"),
     "learner.samples_per_insert": (lambda v: v > 0, "a positive number"),
+    "learner.clip_reward_scale": (lambda v: v >= 0, "a number >= 0"),
+    "learner.semantic_reward_scale": (lambda v: v >= 0, "a number >= 0"),
+    "feedback.clip.safe_prompts": (lambda v: len(v) >= 1, "a non-empty list of prompts"),
+    "feedback.clip.unsafe_prompts": (lambda v: len(v) >= 1, "a non-empty list of prompts"),
+    "feedback.vlm.max_tokens": (lambda v: v >= 8, "an integer >= 8 (the JSON answer needs room)"),
 }
+
+_MODEL_FIELDS = {"expert": {"vlm_action"}, "slow": {"vlm_action"}, "faulty": {"vlm_action"},
+                 "vlm": {"vlm_action"}, "clip": {"clip_margin", "safety"}}
+
+
+def model_fields(model: str) -> set[str]:
+    """The feedback fields a `feedback.model` can answer ("expert+clip" answers both sets)."""
+    return set().union(*(_MODEL_FIELDS.get(part, set()) for part in model.split("+")))
+
+
+def cross_checks(config: Config) -> list[str]:
+    """Rules that span fields; each broken one is a message naming the fields and the fix."""
+    problems = []
+    f, g, lr = config.feedback, config.agent.guidance, config.learner
+    served = model_fields(f.model) if f.mode != "off" else set()
+    unserved = set(f.wanted) - served
+    if f.mode != "off" and f.model != "none" and unserved:
+        problems.append(f"feedback.wanted asks for {sorted(unserved)} but feedback.model = {f.model!r} answers "
+                        f"{sorted(model_fields(f.model)) or 'nothing'}; drop them or pick a model that answers them")
+    needs = {"vlm_action": g.vmr_weight > 0 or g.awag_weight > 0,
+             "clip_margin": lr.clip_reward_scale > 0, "safety": lr.semantic_reward_scale > 0}
+    for name, needed in needs.items():
+        # mode off is a deliberate ablation (throughput baselines): the terms just see mask 0.
+        if needed and f.mode != "off" and (name not in f.wanted or name not in served):
+            user = {"vlm_action": "agent.guidance (VMR/AWAG)", "clip_margin": "learner.clip_reward_scale",
+                    "safety": "learner.semantic_reward_scale"}[name]
+            problems.append(f"{user} needs the {name} feedback: add {name} to feedback.wanted, and use a "
+                            f"feedback.model that answers it")
+    return problems

@@ -97,7 +97,7 @@ class DrivingEnv(gym.Env):
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         obs, rgb = self._observe(snap, progress.index)
         info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
-                "route": self.route_index, "route_length": self.route.length, "infractions": []}
+                "forward": _carla_forward(snap.ego.yaw), "route": self.route_index, "route_length": self.route.length, "infractions": []}
         return obs, info
 
     def step(self, action):
@@ -118,7 +118,7 @@ class DrivingEnv(gym.Env):
         self._metrics.set_route_completion(1.0 if verdict.route_completed else progress.completion)
         obs, rgb = self._observe(snap, progress.index)
         info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
-                "infractions": [str(i) for i in verdict.infractions], "route_completion": progress.completion,
+                "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions], "route_completion": progress.completion,
                 "reward_terms": terms.__dict__ | {"total": terms.total}}
         if verdict.terminated or verdict.truncated:
             self._episode_over = True
@@ -171,3 +171,8 @@ def _validated_action(action) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"action contains NaN or infinity: {a.tolist()}; actions are [acc, steer] in [-1, 1]")
     return np.clip(a, -1.0, 1.0)
+
+
+def _carla_forward(yaw: float) -> tuple[float, float]:
+    """The ego's unit forward vector in CARLA's left-handed world frame (what the VLM was tuned on)."""
+    return float(np.cos(yaw)), float(-np.sin(yaw))

@@ -24,6 +24,7 @@ class FeedbackItem:
     speed: float  # m/s
     action: np.ndarray  # [2] the action executed from this observation (CLIP scores it)
     image: np.ndarray | None = None  # uint8 [192, 192, 3] RGB BEV, for image models
+    forward: tuple[float, float] | None = None  # ego unit forward vector, CARLA world frame (VLM prompt)
     privileged: tuple | None = None  # (snapshot, route ahead) for the expert advisor
 
     @property

@@ -1,22 +1,73 @@
-"""Feedback models by name, as the config's `feedback.model` names them."""
+"""Feedback models by name, as the config's `feedback.model` names them.
+
+"a+b" combines models: each item goes to every part, and the answers are merged field by field
+(each part answers only the fields it knows, e.g. expert: vlm_action, clip: clip_margin and safety).
+"""
 from __future__ import annotations
+
+import logging
 
 from configs.schema import FeedbackConfig
 from inference.expert_advisor import ExpertAdvisor
-from inference.feedback import FeedbackModel
+from inference.feedback import FeedbackItem, FeedbackModel, FeedbackResult
 from inference.test_models import FaultyModel, SlowModel
+
+logger = logging.getLogger(__name__)
+
+_INPUTS = {"expert": {"privileged"}, "slow": {"privileged"}, "faulty": {"privileged"}, "clip": {"image"},
+           "vlm": {"image"}}
+
+
+class CombinedModel:
+    def __init__(self, parts: list[FeedbackModel]):
+        self.parts = parts
+        self.inputs = frozenset().union(*(part.inputs for part in parts))
+
+    def __call__(self, items: list[FeedbackItem]) -> list[FeedbackResult]:
+        merged = {item.key: {} for item in items}
+        for part in self.parts:
+            for result in part(items):
+                merged[result.key].update(result.values)
+        return [FeedbackResult(item.env_id, item.step, merged[item.key]) for item in items]
 
 
 def build_model(config: FeedbackConfig, seed: int = 0) -> FeedbackModel:
-    if config.model == "expert":
+    parts = [_build_one(name, config, seed) for name in config.model.split("+")]
+    return parts[0] if len(parts) == 1 else CombinedModel(parts)
+
+
+def _build_one(name: str, config: FeedbackConfig, seed: int) -> FeedbackModel:
+    if name == "expert":
         return ExpertAdvisor()
-    if config.model == "slow":
+    if name == "slow":
         return SlowModel(ExpertAdvisor(), config.slow_model_delay_s)
-    if config.model == "faulty":
+    if name == "faulty":
         return FaultyModel(ExpertAdvisor(), config.faulty_model_error_rate, seed)
-    raise ValueError(f"feedback.model = {config.model!r} has no model to build; use expert, slow or faulty")
+    if name == "clip":
+        return _clip_model(config)
+    if name == "vlm":
+        from inference.vlm_advisor import VlmAdvisor
+
+        v = config.vlm
+        return VlmAdvisor(v.model, max_tokens=v.max_tokens, temperature=v.temperature,
+                          max_model_len=v.max_model_len, gpu_memory_utilization=v.gpu_memory_utilization)
+    raise ValueError(f"feedback.model part {name!r} has no model to build; use expert, slow, faulty, clip or vlm")
+
+
+def _clip_model(config: FeedbackConfig) -> FeedbackModel:
+    import torch
+
+    from inference.clip_feedback import ClipFeedback
+    from inference.clip_model import ClipModel, ClipSource
+
+    c = config.clip
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
+    clip = ClipModel.load(ClipSource(c.arch, c.pretrained, c.checkpoint), device=device)
+    return ClipFeedback(clip, c.safe_prompts, c.unsafe_prompts, max_batch=config.max_batch_size)
 
 
 def model_inputs(config: FeedbackConfig) -> frozenset[str]:
     """What a worker must put into items for this model (without building it)."""
-    return frozenset({"privileged"}) if config.model in ("expert", "slow", "faulty") else frozenset()
+    if config.model == "none":
+        return frozenset()
+    return frozenset().union(*(_INPUTS[name] for name in config.model.split("+")))

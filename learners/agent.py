@@ -162,7 +162,7 @@ class Agent:
         loss, metrics = self._critic_loss(feat, next_feat, b, step)
         g = self.config.guidance
         if g.vmr_weight > 0:
-            lam = guidance.vmr_lambda(step, g.vmr_weight, g.vmr_hold_steps, g.vmr_decay_end)
+            lam = guidance.vmr_lambda(step, g.vmr_weight, g.vmr_hold_steps, g.vmr_decay_end, g.vmr_schedule)
             vmr, vmr_metrics = self._vmr_loss(feat, b)
             loss = loss + lam * vmr
             metrics |= vmr_metrics | {"vmr_lambda": lam}

@@ -17,6 +17,7 @@ import torch
 from configs.schema import Config
 from learners.agent import Agent
 from learners.replay import ReplayBuffer
+from learners.reward_shaping import RewardShaper
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Learner:
         self.device = resolve_device(device if device != "auto" else config.learner.device)
         self.agent = Agent(config.agent, device=self.device, seed=config.run.seed)
         self.replay = ReplayBuffer(config.learner.replay_capacity, seed=config.run.seed)
+        self.shaper = RewardShaper(config.learner.clip_reward_scale, config.learner.semantic_reward_scale)
         self.updates = 0
         self.version = 0
         self._published: tuple[int, dict] = (0, self.agent.policy_state())
@@ -49,6 +51,7 @@ class Learner:
     def add(self, chunk: dict) -> int:
         with self._lock:
             added = self.replay.add(chunk)
+            self.shaper.observe(chunk)
         transitions = ~chunk["is_last"]
         if transitions.any():
             self._lag_sum += float(np.sum(self.version - chunk["policy_version"][transitions]))
@@ -81,7 +84,10 @@ class Learner:
         cfg = self.config
         with self._lock:
             batch = self.replay.sample(cfg.learner.batch_size, cfg.agent.n_step, cfg.agent.gamma)
-        metrics = self.agent.update(batch, step=self.env_steps)
+            shaping = {}
+            if self.shaper.active:
+                batch["reward"], shaping = self.shaper(batch)
+        metrics = self.agent.update(batch, step=self.env_steps) | shaping
         self.updates += 1
         if self.updates % cfg.learner.publish_every_updates == 0:
             self.publish()
@@ -120,7 +126,7 @@ class Learner:
         with self._lock:
             self.replay.save(directory / "replay")
         meta = {"updates": self.updates, "version": self.version, "lag_sum": self._lag_sum,
-                "lag_count": self._lag_count}
+                "lag_count": self._lag_count, "shaper": self.shaper.state_dict()}
         (directory / "learner.json").write_text(json.dumps(meta))
         return directory
 
@@ -134,4 +140,5 @@ class Learner:
         meta = json.loads((directory / "learner.json").read_text())
         self.updates, self.version = meta["updates"], meta["version"]
         self._lag_sum, self._lag_count = meta["lag_sum"], meta["lag_count"]
+        self.shaper.load_state_dict(meta["shaper"])
         self._published = (self.version, self.agent.policy_state())

@@ -173,13 +173,17 @@ class _Paths:
     reward: np.ndarray    # float64 [m], discounted sum
     discount: np.ndarray  # float64 [m], gamma^k or 0 after `terminated`
     end: np.ndarray       # int64 [m], slot of the observation at the end of the path
+    slots: np.ndarray     # int64 [m, n], slot of the k-th step's row, -1 past the path's end
+    weights: np.ndarray   # float64 [m, n], gamma^k for steps on the path, else 0
+
+    _FIELDS = ("valid", "reward", "discount", "end", "slots", "weights")
 
     def take(self, mask: np.ndarray) -> _Paths:
-        return _Paths(self.valid[mask], self.reward[mask], self.discount[mask], self.end[mask])
+        return _Paths(*(getattr(self, f)[mask] for f in self._FIELDS))
 
 
 def _concat_paths(parts: list[_Paths]) -> _Paths:
-    return _Paths(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("valid", "reward", "discount", "end")))
+    return _Paths(*(np.concatenate([getattr(p, f) for p in parts]) for f in _Paths._FIELDS))
 
 
 def _check_sample_args(batch_size: int, n_step: int, gamma: float) -> None:
@@ -350,7 +354,9 @@ class ReplayBuffer:
         cur = starts.astype(np.int64, copy=True)
         reward = np.zeros(m, np.float64)
         discount = np.ones(m, np.float64)
-        for _ in range(n_step):
+        slots = np.full((m, n_step), -1, np.int64)
+        weights = np.zeros((m, n_step), np.float64)
+        for k in range(n_step):
             idx = np.flatnonzero(walking)
             if idx.size == 0:
                 break
@@ -364,12 +370,13 @@ class ReplayBuffer:
             walking[idx[~ok]] = False
             idx, c, nxt = idx[ok], c[ok], nxt[ok]
             reward[idx] += discount[idx] * a["reward"][c]
+            slots[idx, k], weights[idx, k] = c, discount[idx]
             discount[idx] *= gamma
             cur[idx] = nxt
             terminated = a["terminated"][c]
             discount[idx[terminated]] = 0.0  # no bootstrap past a true terminal
             walking[idx[terminated | a["truncated"][c]]] = False
-        return _Paths(valid, reward, discount, cur)
+        return _Paths(valid, reward, discount, cur, slots, weights)
 
     def _gather(self, starts: np.ndarray, paths: _Paths) -> dict[str, np.ndarray]:
         a = self._arrays
@@ -388,6 +395,12 @@ class ReplayBuffer:
             batch[key] = a[key][starts]
         for key in ("policy_version", "episode_id", "step"):
             batch[key] = a[key][starts]
+        # Per-step feedback along the n-step path, so reward terms derived from it (the CLIP bonus)
+        # can be added at sample time with the same discounting as the env reward.
+        on_path = paths.slots >= 0
+        for key in ("clip_margin", "clip_margin_mask", "safety", "safety_mask"):
+            batch[f"nstep_{key}"] = np.where(on_path, a[key][np.maximum(paths.slots, 0)], 0.0).astype(np.float32)
+        batch["nstep_weight"] = paths.weights.astype(np.float32)
         batch["index"] = starts.astype(np.int64)
         return batch
 

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ def test_every_shipped_config_loads(path):
 
 def test_overrides_with_dotted_paths():
     config = load_config(CONFIG_DIR / "quickstart.yaml",
-                         ["learner.batch_size=32", "agent.guidance.vmr_weight=1.0", "feedback.wanted=[vlm_action, safety]",
+                         ["learner.batch_size=32", "agent.guidance.vmr_weight=1.0", "feedback.model=expert+clip", "feedback.wanted=[vlm_action, safety]",
                           "env.town=Generated", "run.local=true"])
     assert config.learner.batch_size == 32 and config.agent.guidance.vmr_weight == 1.0
     assert config.feedback.wanted == ("vlm_action", "safety") and config.env.town == "Generated" and config.run.local
@@ -47,3 +48,45 @@ def test_resolved_config_round_trips(tmp_path: Path):
     config = load_config(CONFIG_DIR / "sac.yaml", ["learner.batch_size=99"])
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_every_shipped_config_and_variant_loads():
+    paths = sorted(CONFIG_DIR.rglob("*.yaml"))
+    assert len([p for p in paths if p.parent.name == "variants"]) == 13
+    for path in paths:
+        load_config(path)
+
+
+def test_variants_turn_on_what_their_name_says():
+    clip = load_config(CONFIG_DIR / "variants" / "sac-clip.yaml")
+    assert clip.agent.algorithm == "sac" and clip.learner.clip_reward_scale == 0.25
+    assert clip.feedback.model == "clip" and clip.feedback.wanted == ("clip_margin",)
+    assert clip.learner.batch_size == 256  # inherited from sac.yaml through `extends`
+    vmr = load_config(CONFIG_DIR / "variants" / "td3-vmr.yaml")
+    assert vmr.agent.guidance.vmr_weight == 1.0 and vmr.agent.guidance.awag_weight == 0.0
+    plain = load_config(CONFIG_DIR / "variants" / "drqv2-plain.yaml")
+    assert plain.feedback.mode == "off" and plain.agent.guidance.vmr_weight == 0.0
+    semantic = load_config(CONFIG_DIR / "variants" / "drqv2-semantic.yaml")
+    assert semantic.learner.semantic_reward_scale > 0 and "collided" in semantic.feedback.clip.unsafe_prompts[0]
+
+
+def test_extends_merges_sections_and_refuses_loops(tmp_path):
+    (tmp_path / "base.yaml").write_text("learner: {batch_size: 16, learning_starts: 7}\n")
+    (tmp_path / "top.yaml").write_text("extends: base.yaml\nlearner: {batch_size: 32}\n")
+    config = load_config(tmp_path / "top.yaml")
+    assert config.learner.batch_size == 32 and config.learner.learning_starts == 7
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["learner.clip_reward_scale=0.25"], "learner.clip_reward_scale needs the clip_margin feedback"),
+    (["feedback.model=clip", "feedback.wanted=[clip_margin]"], "agent.guidance (VMR/AWAG) needs the vlm_action"),
+    (["feedback.wanted=[vlm_action, safety]"], "feedback.model = 'expert' answers ['vlm_action']"),
+    (["learner.semantic_reward_scale=0.5", "feedback.model=expert+clip"], "semantic_reward_scale needs the safety"),
+])
+def test_feedback_a_loss_needs_must_be_asked_for(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CONFIG_DIR / "quickstart.yaml", overrides)

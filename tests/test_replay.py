@@ -139,6 +139,8 @@ def test_sample_shapes_and_dtypes():
         "vlm_action": ((8, 2), np.float32), "vlm_action_mask": ((8,), np.float32),
         "policy_version": ((8,), np.int64), "episode_id": ((8,), np.int64), "step": ((8,), np.int64),
         "index": ((8,), np.int64),
+        **{f"nstep_{key}": ((8, 2), np.float32)
+           for key in ("clip_margin", "clip_margin_mask", "safety", "safety_mask", "weight")},
     }
     assert set(batch) == set(expected)
     for key, (shape, dtype) in expected.items():
@@ -406,3 +408,21 @@ def test_link_into_a_changed_slot_is_not_followed(tmp_path):
     batch = ReplayBuffer.load(tmp_path / "replay").sample(256)
     assert 0 not in batch["index"]
     np.testing.assert_array_equal(batch["next_state"][:, 1], batch["state"][:, 1])
+
+
+def test_nstep_feedback_follows_the_path_with_its_discounts_and_stops_at_a_terminal():
+    buffer = ReplayBuffer(64)
+    # steps 0..4 are transitions, the one at step 3 terminates; row 4 is the final observation.
+    buffer.add(rows(0, range(5), terminated_at=[3], last_at=[4]))
+    batch = buffer.sample(64, n_step=3, gamma=0.5)
+    by_start = {int(s): i for i, s in enumerate(batch["step"])}
+    assert set(by_start) == {0, 1, 2, 3}
+    i = by_start[1]  # steps 1, 2, 3 on the path
+    np.testing.assert_allclose(batch["nstep_weight"][i], [1.0, 0.5, 0.25])
+    np.testing.assert_allclose(batch["nstep_clip_margin"][i], [0.5, 1.0, 1.5])  # margin = step / 2
+    np.testing.assert_allclose(batch["nstep_clip_margin_mask"][i], [1, 0, 1])  # mask = step % 2
+    np.testing.assert_allclose(batch["nstep_safety_mask"][i], [0, 0, 1])  # mask = step % 3 == 0
+    assert batch["reward"][i] == pytest.approx(2 + 0.5 * 3 + 0.25 * 4)
+    i = by_start[3]  # the terminal transition: a path of one step, the rest is padding with weight 0
+    np.testing.assert_allclose(batch["nstep_weight"][i], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(batch["nstep_clip_margin"][i], [1.5, 0.0, 0.0])

@@ -1,0 +1,235 @@
+"""The VLM prompt, the strict answer parser and the VLM advisor with a fake engine (CPU, no vLLM)."""
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from envs.types import RouteCommand
+from inference.feedback import FeedbackItem, validate
+from inference.vlm_advisor import VlmAdvisor
+from inference.vlm_prompt import build_prompt, parse_action
+
+# --- parse_action: accepted answers ---
+
+
+def test_plain_json():
+    action = parse_action('{"throttle": 0.6, "steer": -0.2, "brake": 0.0}')
+    np.testing.assert_allclose(action, [0.6, -0.2], rtol=1e-6)
+
+
+def test_fenced_json_and_plain_fence():
+    for text in ('```json\n{"throttle": 0.5, "steer": 0.1, "brake": 0}\n```',
+                 '  ```\n{"throttle": 0.5, "steer": 0.1, "brake": 0}\n```\n'):
+        np.testing.assert_allclose(parse_action(text), [0.5, 0.1], rtol=1e-6)
+
+
+def test_surrounding_whitespace_and_integers():
+    np.testing.assert_allclose(parse_action('\n {"throttle": 1, "steer": 0, "brake": 0} \n'), [1.0, 0.0])
+
+
+def test_brake_wins_over_throttle():
+    np.testing.assert_allclose(parse_action('{"throttle": 0.7, "steer": 0.0, "brake": 0.8}'), [-0.8, 0.0])
+
+
+def test_small_brake_gives_throttle():
+    np.testing.assert_allclose(parse_action('{"throttle": 0.4, "steer": 0.3, "brake": 0.05}'), [0.4, 0.3],
+                               rtol=1e-6)
+
+
+def test_float32_shape_and_valid():
+    action = parse_action('{"throttle": 0.3, "steer": 1.0, "brake": 0.0}')
+    assert action.dtype == np.float32 and action.shape == (2,)
+    assert validate("vlm_action", action)[1]
+
+
+# --- parse_action: rejected answers ---
+
+REJECTED = [
+    '{"throttle": 0.5, "steer": 0.0, "brake": 0.0, "reason": 1}',  # extra key
+    '{"throttle": 0.5, "steer": 0.0}',  # missing key
+    '{"throttle": "0.5", "steer": 0.0, "brake": 0.0}',  # string number
+    '{"throttle": true, "steer": 0.0, "brake": 0.0}',  # bool
+    '{"throttle": NaN, "steer": 0.0, "brake": 0.0}',
+    '{"throttle": 0.5, "steer": Infinity, "brake": 0.0}',
+    '{"throttle": 0.5, "steer": -Infinity, "brake": 0.0}',
+    '{"throttle": 1e999, "steer": 0.0, "brake": 0.0}',  # overflows to inf
+    '{"throttle": 1.2, "steer": 0.0, "brake": 0.0}',  # out of range
+    '{"throttle": 0.5, "steer": -1.5, "brake": 0.0}',
+    '{"throttle": 0.5, "steer": 0.0, "brake": -0.1}',
+    '{"throttle": 0.5, "steer": 0.0, "brake": null}',
+    '{"throttle": 0.5, "throttle": 0.5, "steer": 0.0, "brake": 0.0}',  # duplicate key
+    '{"throttle": 0.5, "steer": 0.0, "brake": 0.0} I will accelerate.',  # trailing prose
+    'Sure! {"throttle": 0.5, "steer": 0.0, "brake": 0.0}',  # leading prose
+    '{"throttle": 0.5, "steer": 0.0, "brake": 0.0}{"throttle": 0.5, "steer": 0.0, "brake": 0.0}',
+    '[0.5, 0.0, 0.0]',
+    '[{"throttle": 0.5, "steer": 0.0, "brake": 0.0}]',
+    '',
+    '   ',
+    'accelerate gently and keep the lane',
+    '```json\n{"throttle": 0.5, "steer": 0.0, "brake": 0.0}\n``` done',  # prose after the fence
+    '```json\n{"throttle": 0.5, "steer": 0.0, "brake": 0.0}',  # unclosed fence
+    '```python\n{"throttle": 0.5, "steer": 0.0, "brake": 0.0}\n```',  # wrong fence language
+    '{"throttle": 0.5, "steer": 0.0, "brake": 1' + "0" * 400 + '}',  # huge integer
+]
+
+
+@pytest.mark.parametrize("text", REJECTED)
+def test_rejects(text):
+    assert parse_action(text) is None
+
+
+def test_rejects_non_string():
+    assert parse_action(None) is None  # type: ignore[arg-type]
+
+
+# --- build_prompt ---
+
+
+def test_prompt_contents():
+    prompt = build_prompt(3.14159, (0.7071, -0.7071), int(RouteCommand.LEFT))
+    assert "3.14 m/s" in prompt
+    assert "(0.71, -0.71)" in prompt
+    assert RouteCommand.LEFT.phrase in prompt
+    for key in ('"throttle"', '"steer"', '"brake"'):
+        assert key in prompt
+    assert "JSON" in prompt and "bird's-eye view" in prompt
+
+
+def test_prompt_deterministic_and_without_forward():
+    a = build_prompt(0.0, None, 4)
+    assert a == build_prompt(0.0, None, 4)
+    assert "0.00 m/s" in a and "unknown" in a and RouteCommand.LANE_FOLLOW.phrase in a
+    assert "-0.00" not in build_prompt(0.0, (-0.0001, 1.0), 4)
+
+
+# --- VlmAdvisor with a fake engine ---
+
+
+class FakeTokenizer:
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert not tokenize and add_generation_prompt
+        text = messages[0]["content"][1]["text"]
+        return f"<|user|><image>{text}<|assistant|>"
+
+
+class FakeEngine:
+    """Answers each request with the next scripted text and records the calls."""
+
+    def __init__(self, answers, tokenizer=None):
+        self.answers, self.tokenizer, self.calls = list(answers), tokenizer, []
+
+    def get_tokenizer(self):
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer")
+        return self.tokenizer
+
+    def generate(self, requests, sampling_params):
+        self.calls.append((requests, sampling_params))
+        texts = [self.answers.pop(0) for _ in requests]
+        return [SimpleNamespace(outputs=[SimpleNamespace(text=t)]) for t in texts]
+
+
+GOOD = '{"throttle": 0.5, "steer": 0.1, "brake": 0.0}'
+
+
+def _item(step, image=True, wanted=("vlm_action",)):
+    img = np.full((192, 192, 3), step % 255, dtype=np.uint8) if image else None
+    return FeedbackItem(env_id=step % 3, step=step, wanted=wanted, command=4, speed=2.0,
+                        action=np.zeros(2, np.float32), image=img, forward=(1.0, 0.0))
+
+
+def test_one_generate_call_per_batch():
+    engine = FakeEngine([GOOD] * 4, FakeTokenizer())
+    advisor = VlmAdvisor("fake", llm=engine)
+    items = [_item(s) for s in range(4)]
+    results = advisor(items)
+    assert len(engine.calls) == 1
+    requests, sampling = engine.calls[0]
+    assert len(requests) == 4
+    assert requests[0]["prompt"].startswith("<|user|><image>")
+    assert requests[0]["multi_modal_data"]["image"].size == (192, 192)
+    assert sampling is not None
+    assert [r.key for r in results] == [i.key for i in items]
+    for r in results:
+        np.testing.assert_allclose(r.values["vlm_action"], [0.5, 0.1], rtol=1e-6)
+    assert advisor.counters() == {"requested": 4, "answered": 4, "malformed": 0}
+
+
+def test_plain_prompt_without_tokenizer():
+    engine = FakeEngine([GOOD])
+    VlmAdvisor("fake", llm=engine)([_item(0)])
+    assert engine.calls[0][0][0]["prompt"].startswith("<image>\n")
+
+
+def test_malformed_answers_are_unavailable():
+    engine = FakeEngine([GOOD, "I would brake.", '{"throttle": NaN, "steer": 0, "brake": 0}'])
+    advisor = VlmAdvisor("fake", llm=engine)
+    results = advisor([_item(s) for s in range(3)])
+    assert "vlm_action" in results[0].values
+    assert results[1].values == {} and results[2].values == {}
+    assert advisor.malformed == 2 and advisor.answered == 1 and advisor.requested == 3
+
+
+def test_items_without_image_or_not_wanting_are_not_sent():
+    engine = FakeEngine([GOOD, '{"throttle": 0.0, "steer": 0.0, "brake": 1.0}'])
+    advisor = VlmAdvisor("fake", llm=engine)
+    items = [_item(0, image=False), _item(1), _item(2, wanted=("clip_margin",)), _item(3)]
+    results = advisor(items)
+    assert len(engine.calls) == 1 and len(engine.calls[0][0]) == 2
+    assert [r.key for r in results] == [i.key for i in items]
+    assert results[0].values == {} and results[2].values == {}
+    np.testing.assert_allclose(results[1].values["vlm_action"], [0.5, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(results[3].values["vlm_action"], [-1.0, 0.0])
+    assert advisor.counters() == {"requested": 2, "answered": 2, "malformed": 0}
+
+
+def test_no_generate_call_without_requests():
+    engine = FakeEngine([])
+    results = VlmAdvisor("fake", llm=engine)([_item(0, image=False)])
+    assert engine.calls == [] and results[0].values == {}
+
+
+def test_generate_errors_propagate():
+    class Broken(FakeEngine):
+        def generate(self, requests, sampling_params):
+            raise RuntimeError("engine died")
+
+    with pytest.raises(RuntimeError, match="engine died"):
+        VlmAdvisor("fake", llm=Broken([]))([_item(0)])
+
+
+def test_missing_local_model_path(tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        VlmAdvisor(missing)
+
+
+def test_offline_uncached_hub_id_fails_fast(monkeypatch, tmp_path):
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE") as err:
+        VlmAdvisor("OpenGVLab/InternVL3-1B")
+    assert time.perf_counter() - start < 1.0
+    assert "OpenGVLab/InternVL3-1B" in str(err.value) and "local path" in str(err.value)
+
+
+def test_offline_cached_hub_id_passes_the_check(monkeypatch, tmp_path):
+    """A cached model gets past the offline check (and here fails only for lack of vLLM)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    snapshot = tmp_path / "hub" / "models--OpenGVLab--InternVL3-1B" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="runtime_env"):
+            VlmAdvisor("OpenGVLab/InternVL3-1B")
+    else:
+        pytest.skip("vLLM is installed here; building a real engine is the GPU test's job")
