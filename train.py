@@ -43,9 +43,20 @@ def prepare_run(args) -> tuple:
     else:
         config = load_config(args.config, args.overrides)
         run_dir = Path(config.run.runs_dir) / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    preflight(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     return config, RunLog(run_dir)
+
+
+def preflight(config) -> None:
+    """Files the run will need, checked before any process starts (a replica would fail minutes later)."""
+    clip = config.feedback.clip
+    if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint \
+            and not (Path(clip.checkpoint) / "open_clip_config.json").is_file():
+        raise ConfigError(f"feedback.clip.checkpoint = {clip.checkpoint} holds no trained CLIP model: train it with "
+                          f"`python -m inference.clip_training --out {clip.checkpoint}` (about 25 min on 2 CPU cores), "
+                          "or set feedback.clip.checkpoint=null and feedback.clip.pretrained=<open_clip tag>")
 
 
 def start_runtime(config):

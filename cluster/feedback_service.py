@@ -30,7 +30,7 @@ def _items_in(bundles: list) -> int:
 
 
 def _actor_options(config: FeedbackConfig, use_gpu: bool) -> dict:
-    options = {"num_cpus": 1, "num_gpus": config.gpu_fraction if use_gpu else 0.0}
+    options = {"num_cpus": config.replica_cpus, "num_gpus": config.gpu_fraction if use_gpu else 0.0}
     if "vlm" in config.model.split("+"):
         # vLLM pins its own torch: its replica gets its own environment rather than the learner's.
         options["runtime_env"] = {"pip": list(config.vlm.pip)}

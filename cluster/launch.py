@@ -60,7 +60,7 @@ def with_absolute_paths(config: Config) -> Config:
 
 def cpus_needed(config: Config) -> int:
     """Logical CPUs the plan asks for: learner, workers, feedback replicas, the evaluator."""
-    feedback = config.feedback.replicas if config.feedback.mode != "off" else 0
+    feedback = config.feedback.replicas * config.feedback.replica_cpus if config.feedback.mode != "off" else 0
     return 1 + config.workers.num_workers + feedback + 1
 
 
@@ -103,7 +103,8 @@ class RayRuntime:
 
     def start_worker(self, index: int) -> None:
         uid, self._next_uid = self._next_uid, self._next_uid + 1
-        actor = WorkerActor.options(num_cpus=1, max_restarts=0).remote(
+        resources = {self.config.workers.server_resource: 1} if self.config.workers.server_resource else None
+        actor = WorkerActor.options(num_cpus=1, max_restarts=0, resources=resources).remote(
             self.config, uid, self.learner, self.handle, seed=self.config.run.seed + 1000 * uid)
         self.workers[index] = (actor, uid, actor.run.remote(_TICKS_PER_CALL))
 

@@ -72,6 +72,7 @@ class FeedbackConfig:
     batch_wait_timeout_s: float = 0.01
     max_concurrent_batches: int = 1
     replicas: int = 1
+    replica_cpus: int = 1  # per replica; also its torch threads (Ray sets OMP_NUM_THREADS from it)
     gpu_fraction: float = 0.0  # per replica, when the cluster has GPUs
     deadline_s: float = 5.0  # an item unanswered this long is shipped with mask 0
     max_pending: int = 512  # backpressure: a worker waits when more items are unanswered
@@ -88,6 +89,9 @@ class WorkerConfig:
     chunk_size: int = 64  # transitions shipped to the learner per call
     pull_weights_every_steps: int = 200
     random_steps: int = 1000  # uniform random actions before the policy acts (per worker)
+    # A custom resource each rollout actor asks for one unit of (e.g. "carla_server", declared per node
+    # in ray_cluster.yaml as the number of CARLA servers it can host): the scheduler then spreads them.
+    server_resource: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,7 @@ CHECKS = {
     "feedback.max_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.max_concurrent_batches": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.replicas": (lambda v: v >= 1, "an integer >= 1"),
+    "feedback.replica_cpus": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.gpu_fraction": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "feedback.deadline_s": (lambda v: v > 0, "a positive number of seconds"),
     "feedback.max_pending": (lambda v: v >= 1, "an integer >= 1"),

@@ -26,7 +26,7 @@ from inference.clip_data import CollectSettings, collect, decode_png, read_datas
 from inference.clip_eval import confusion_matrix, plot_confusion, retrieval_metrics
 from inference.clip_feedback import context_logits
 from inference.clip_model import ClipModel, ClipSource
-from inference.clip_prompts import prompt_library
+from inference.clip_prompts import ACTIONS_PER_CONTEXT, prompt_library
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class TrainSettings:
     lr: float = 5e-4  # from scratch; fine-tuning a pretrained ViT-B-16 wants ~1e-5
     weight_decay: float = 0.1
     warmup_steps: int = 50
+    # The conditional 30-way loss (what the reward uses) against text anchors refreshed every few steps.
+    conditional_weight: float = 1.0
+    anchor_refresh_steps: int = 20
     eval_fraction: float = 0.15  # of episodes, held out
     seed: int = 0
     device: str = "auto"
@@ -66,6 +69,18 @@ def caption_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, ca
     loss = 0.5 * (image_loss + text_loss)
     accuracy = (logits.argmax(dim=1) == caption_ids).float().mean()
     return loss, {"loss": loss.item(), "batch_accuracy": accuracy.item()}
+
+
+def conditional_action_loss(image_emb: torch.Tensor, anchors: torch.Tensor, actions: torch.Tensor,
+                            logit_scale: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy of the true behaviour among the 30 prompts of each image's own (command, speed)
+    context, the softmax the reward is computed from. In-batch contrast mostly separates contexts
+    (other commands and speeds); this term teaches the actions within one.
+    image_emb [B, D]; anchors [B, 30, D] (detached text embeddings); actions [B] in 0..29."""
+    logits = logit_scale * torch.einsum("bd,bkd->bk", image_emb, anchors)
+    loss = F.cross_entropy(logits, actions)
+    return loss, {"conditional_loss": loss.item(),
+                  "conditional_accuracy": (logits.argmax(dim=1) == actions).float().mean().item()}
 
 
 @dataclass
@@ -140,20 +155,25 @@ def train_clip(data: str | Path, out: str | Path, settings: TrainSettings = Trai
     total, step, history = settings.epochs * steps_per_epoch, 0, []
     rng = np.random.default_rng(settings.seed)
     before, _, _ = evaluate(clip, held_out)
-    started = time.monotonic()
+    started, anchors = time.monotonic(), None
     for epoch in range(settings.epochs):
-        clip.model.train()
         order, losses = rng.permutation(len(train.images)), []
         for b in range(steps_per_epoch):
             rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total, settings)
-            loss, metrics = _train_step(clip, train, rows, optimizer, device)
+            if settings.conditional_weight > 0 and step % settings.anchor_refresh_steps == 0:
+                clip.forget_texts()
+                anchors = clip.text_embeddings(tuple(prompt_library())).view(-1, ACTIONS_PER_CONTEXT,
+                                                                             clip.model_cfg["embed_dim"])
+            clip.model.train()
+            loss, metrics = _train_step(clip, train, rows, optimizer, device, anchors, settings.conditional_weight)
             losses.append(metrics["loss"])
             step += 1
             if step % 20 == 0:
-                logger.info("epoch %d step %d/%d loss %.3f batch acc %.2f (%.0f img/s)", epoch + 1, step, total,
-                            metrics["loss"], metrics["batch_accuracy"],
+                logger.info("epoch %d step %d/%d loss %.3f batch acc %.2f conditional acc %.2f (%.0f img/s)",
+                            epoch + 1, step, total, metrics["loss"], metrics["batch_accuracy"],
+                            metrics.get("conditional_accuracy", float("nan")),
                             step * settings.batch_size / (time.monotonic() - started))
         result, _, _ = evaluate(clip, held_out)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "accuracy": result["accuracy"],
@@ -163,15 +183,22 @@ def train_clip(data: str | Path, out: str | Path, settings: TrainSettings = Trai
     return _finish(clip, held_out, out, settings, data, history, before, time.monotonic() - started)
 
 
-def _train_step(clip: ClipModel, split: _Split, rows: np.ndarray, optimizer, device: str):
+def _train_step(clip: ClipModel, split: _Split, rows: np.ndarray, optimizer, device: str,
+                anchors: torch.Tensor | None, conditional_weight: float):
     captions = [split.captions[i] for i in rows]
     unique = sorted(set(captions))
     ids = torch.as_tensor([unique.index(c) for c in captions], device=device)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-        image_emb = clip.model.encode_image(clip.preprocess(split.images[rows]), normalize=True)
-        text_emb = clip.model.encode_text(clip.tokenizer(unique).to(device), normalize=True)
-        loss, metrics = caption_contrastive_loss(image_emb.float(), text_emb.float(), ids,
-                                                 clip.model.logit_scale.exp().clamp(max=100.0))
+        image_emb = clip.model.encode_image(clip.preprocess(split.images[rows]), normalize=True).float()
+        text_emb = clip.model.encode_text(clip.tokenizer(unique).to(device), normalize=True).float()
+        scale = clip.model.logit_scale.exp().clamp(max=100.0)
+        loss, metrics = caption_contrastive_loss(image_emb, text_emb, ids, scale)
+        if anchors is not None and conditional_weight > 0:
+            contexts = torch.as_tensor(split.contexts[rows], device=device)
+            actions = torch.as_tensor(split.actions[rows], device=device)
+            conditional, more = conditional_action_loss(image_emb, anchors[contexts], actions, scale)
+            loss = loss + conditional_weight * conditional
+            metrics |= more
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(clip.model.parameters(), 1.0)

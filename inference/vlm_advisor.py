@@ -6,7 +6,7 @@ malformed one leaves the item unanswered (m = 0), never a default action.
 
 vLLM pins its own torch build, which clashes with the learner's torch, so vLLM is not installed
 in the project environment: the VLM deployment runs in its own Ray runtime_env
-(`feedback.vlm.runtime_env`). This module therefore imports vLLM lazily, only when it builds an
+(its packages: `feedback.vlm.pip`). This module therefore imports vLLM lazily, only when it builds an
 engine; tests inject a fake engine through `llm=`.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _import_vllm():
     except ImportError as err:
         raise ImportError(
             "vLLM is not installed in this Python environment. The VLM deployment runs in its own "
-            "Ray runtime_env (feedback.vlm.runtime_env) because vLLM pins its own torch; build the "
+            "Ray runtime_env (packages from feedback.vlm.pip) because vLLM pins its own torch; build the "
             "VlmAdvisor inside that runtime_env, not in the learner's environment."
         ) from err
     return vllm
@@ -151,7 +151,9 @@ class VlmAdvisor:
         if action is None:
             self.malformed += 1
             log.debug("malformed VLM answer: %r", text)
-            return {}
+            # Hand the raw answer on: the worker's validation marks it malformed (m = 0) at once, even
+            # when another model of a combined deployment answered the item's other fields.
+            return {"vlm_action": text}
         self.answered += 1
         return {"vlm_action": action}
 

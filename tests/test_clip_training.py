@@ -76,3 +76,15 @@ def test_reading_a_foreign_parquet_names_the_missing_columns(tmp_path):
         read_dataset(path)
     with pytest.raises(FileNotFoundError, match="inference.clip_data"):
         read_dataset(tmp_path / "missing.parquet")
+
+
+def test_conditional_loss_is_the_cross_entropy_within_the_context():
+    from inference.clip_training import conditional_action_loss
+
+    image = torch.tensor([[1.0, 0.0]])
+    anchors = torch.zeros(1, 30, 2)
+    anchors[0, 4] = torch.tensor([1.0, 0.0])  # only behaviour 4 matches the image
+    loss, metrics = conditional_action_loss(image, anchors, torch.tensor([4]), torch.tensor(2.0))
+    # logits: 2 for behaviour 4, 0 for the 29 others
+    assert loss.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 29)), abs=1e-6)
+    assert metrics["conditional_accuracy"] == 1.0

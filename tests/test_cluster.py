@@ -79,3 +79,20 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port):
     from ray import serve
 
     assert APP_NAME not in serve.status().applications  # the app does not outlive the run
+
+
+def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
+    import torch
+
+    from inference.clip_model import ClipModel, ClipSource
+
+    torch.manual_seed(0)
+    checkpoint = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
+    runtime = launch(quick_config(**{"feedback.model": "expert+clip", "feedback.wanted": "[vlm_action,clip_margin]",
+                                     "feedback.clip.checkpoint": str(checkpoint), "learner.clip_reward_scale": 0.25}))
+    try:
+        report = run_until(runtime, 700)
+        assert report["replay_feedback_clip_margin"] > 0.5 and report["replay_feedback_vlm_action"] > 0.5
+        assert "loss/clip_bonus" in report  # the learner shaped the sampled rewards
+    finally:
+        runtime.shutdown()

@@ -34,3 +34,10 @@ def test_bad_config_stops_at_start_with_the_field_path(tmp_path, caplog):
     assert train.main(args(tmp_path, "agent.algorithm=ppo")) == 2
     assert "agent.algorithm" in caplog.text and "drqv2, sac, td3" in caplog.text
     assert not list(tmp_path.glob("quickstart-*"))
+
+
+def test_missing_clip_checkpoint_stops_at_start_with_the_command_to_make_it(tmp_path, caplog):
+    assert train.main(args(tmp_path, "feedback.model=clip", "feedback.wanted=[clip_margin]",
+                           "agent.guidance.awag_weight=0", f"feedback.clip.checkpoint={tmp_path}/nothing")) == 2
+    assert "python -m inference.clip_training" in caplog.text
+    assert not list(tmp_path.glob("quickstart-*"))

@@ -60,12 +60,6 @@ def test_batch_of_eight(model):
     results = advisor(items)
     assert calls == [8]
     assert [r.key for r in results] == [i.key for i in items]
-    answered = 0
-    for r in results:
-        if "vlm_action" in r.values:
-            _, ok = validate("vlm_action", r.values["vlm_action"])
-            assert ok
-            answered += 1
-        else:
-            assert r.values == {}
+    # Every item gets an answer: a valid action, or the raw malformed text (the worker masks it).
+    answered = sum(validate("vlm_action", r.values["vlm_action"])[1] for r in results)
     assert advisor.counters() == {"requested": 8, "answered": answered, "malformed": 8 - answered}

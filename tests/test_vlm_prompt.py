@@ -166,8 +166,10 @@ def test_malformed_answers_are_unavailable():
     engine = FakeEngine([GOOD, "I would brake.", '{"throttle": NaN, "steer": 0, "brake": 0}'])
     advisor = VlmAdvisor("fake", llm=engine)
     results = advisor([_item(s) for s in range(3)])
-    assert "vlm_action" in results[0].values
-    assert results[1].values == {} and results[2].values == {}
+    assert validate("vlm_action", results[0].values["vlm_action"])[1]
+    # The raw answer is handed on, so the worker counts it malformed (mask 0) at once.
+    assert not validate("vlm_action", results[1].values["vlm_action"])[1]
+    assert not validate("vlm_action", results[2].values["vlm_action"])[1]
     assert advisor.malformed == 2 and advisor.answered == 1 and advisor.requested == 3
 
 

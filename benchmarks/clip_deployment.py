@@ -1,0 +1,122 @@
+"""CLIP feedback throughput: the Ray Serve deployment against the raw model's batched forward, at
+the same model and batch size, in one run (JSON).
+
+    .venv/bin/python benchmarks/clip_deployment.py [--batch 64] [--seconds 30] [overrides ...]
+
+Raw: `ClipFeedback` called in this process on full batches of `--batch` items. Deployment: the
+feedback app (`@serve.batch`, max_batch_size = --batch) fed by bundles of `feedback.bundle_steps`
+items, as rollout workers send them, with enough bundles in flight to fill every batch. Both use
+the same torch thread count (the replica's `feedback.replica_cpus`). Items carry real BEV images from
+the CLIP dataset when it exists, else random ones. The CLIP model is whatever feedback.clip names
+(default: the trained checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from ray import serve
+
+from cluster.feedback_service import APP_NAME, feedback_app
+from cluster.launch import with_absolute_paths
+from configs.loader import load_config
+from inference.feedback import FeedbackItem
+from inference.registry import build_model
+
+logger = logging.getLogger("benchmark")
+
+
+def sample_items(n: int, data: str) -> list[FeedbackItem]:
+    rng = np.random.default_rng(0)
+    if Path(data).is_file():
+        from inference.clip_data import decode_png, read_dataset
+
+        rows = read_dataset(data).slice(0, n).to_pylist()
+        return [FeedbackItem(0, i, ("clip_margin", "safety"), r["command"], r["speed"],
+                             np.array(r["expert_action"], np.float32), image=decode_png(r["image_png"]))
+                for i, r in enumerate(rows)]
+    return [FeedbackItem(0, i, ("clip_margin", "safety"), int(rng.integers(1, 7)), float(rng.uniform(0, 8)),
+                         rng.uniform(-1, 1, 2).astype(np.float32),
+                         image=rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)) for i in range(n)]
+
+
+def measure_raw(config, items: list[FeedbackItem], seconds: float) -> dict:
+    model = build_model(config)
+    model(items)  # warm-up
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        model(items)
+        done += len(items)
+    return {"items_per_s": done / (time.monotonic() - started), "torch_threads": torch.get_num_threads()}
+
+
+def measure_deployment(config, items: list[FeedbackItem], seconds: float) -> dict:
+    handle = serve.run(feedback_app(config, seed=0, use_gpu=torch.cuda.is_available()), name=APP_NAME,
+                       route_prefix=None)
+    try:
+        size = config.bundle_steps
+        bundles = [[_rekey(item, b, i) for i, item in enumerate(items[:size])] for b in range(64)]
+        in_flight = max(2, 2 * config.max_batch_size // size)
+        for response in [handle.remote(bundles[b % 64]) for b in range(in_flight)]:  # warm-up
+            response.result(timeout_s=300)
+        started, done, sent, latencies = time.monotonic(), 0, 0, []
+        pending = [(handle.remote(bundles[b % 64]), time.monotonic()) for b in range(in_flight)]
+        while pending:
+            response, sent_at = pending.pop(0)
+            answered = response.result(timeout_s=300)
+            latencies.append(time.monotonic() - sent_at)
+            done += sum(1 for r in answered if "clip_margin" in r.values)
+            sent += 1
+            if time.monotonic() - started < seconds:
+                pending.append((handle.remote(bundles[sent % 64]), time.monotonic()))
+        elapsed = time.monotonic() - started
+        return {"items_per_s": done / elapsed, "bundle_items": size, "bundles_in_flight": in_flight,
+                "bundle_latency_s_median": float(np.median(latencies)),
+                "bundle_latency_s_p95": float(np.percentile(latencies, 95))}
+    finally:
+        serve.delete(APP_NAME)
+
+
+def _rekey(item: FeedbackItem, env_id: int, step: int) -> FeedbackItem:
+    return FeedbackItem(env_id, step, item.wanted, item.command, item.speed, item.action, image=item.image)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--data", default="data/clip/town01.parquet", help="BEV images for the items")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. feedback.clip.arch=ViT-B-16")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    threads = torch.get_num_threads()
+    config = with_absolute_paths(load_config(None, [
+        "feedback.model=clip", "feedback.wanted=[clip_margin, safety]", f"feedback.max_batch_size={args.batch}",
+        f"feedback.replica_cpus={threads}", "feedback.batch_wait_timeout_s=0.05", *args.overrides])).feedback
+    items = sample_items(args.batch, args.data)
+    raw = measure_raw(config, items, args.seconds)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, threads + 1), include_dashboard=False,
+             log_to_driver=False)
+    try:
+        deployed = measure_deployment(config, items, args.seconds)
+    finally:
+        ray.shutdown()
+    clip = config.clip
+    print(json.dumps({
+        "raw": raw, "deployment": deployed, "ratio_deployment_over_raw": deployed["items_per_s"] / raw["items_per_s"],
+        "setting": {"batch": args.batch, "model": clip.checkpoint or f"{clip.arch}/{clip.pretrained}",
+                    "device": "cuda" if torch.cuda.is_available() else "cpu", "cpus": os.cpu_count(),
+                    "machine": platform.machine(), "window_s": args.seconds},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
