@@ -3,11 +3,12 @@ reward, trained on the embedded Town01 suite for the same env-step budget and ev
 
     .venv/bin/python benchmarks/learning_comparison.py --steps 20000 [--variants ...] [overrides ...]
 
-Each variant runs `train.py --config configs/variants/<name>.yaml` with the same CPU-scale overrides
-(small network, quickstart learner settings; pass your own overrides for a GPU run). The
-samples-per-insert bound (4) is set below what the CPU learner sustains, so every variant gets the
-same number of updates per env step however busy the machine is. A finished run of the same budget
-in --out is reused, so variants can be run one at a time. Writes
+Each variant runs `train.py --config configs/variants/<name>.yaml` with the same CPU-scale overrides:
+local mode (one process: the worker, the feedback model and the learner take turns, so every
+variant gets exactly samples_per_insert updates per env step however busy the machine is), a small
+network and quickstart learner settings. For a GPU cluster pass `run.local=false
+workers.num_workers=8 agent.network=foundrl ...` as overrides. A finished run of the same budget in
+--out is reused, so variants can be run one at a time or side by side. Writes
 comparison.png (route completion and return of training episodes against env steps) and
 comparison.json (the final Town02 evaluation of each), and prints a table.
 """
@@ -26,8 +27,9 @@ import numpy as np
 
 logger = logging.getLogger("benchmark")
 
-CPU_SCALE = ["agent.network=small", "agent.lr=0.0003", "learner.batch_size=64", "learner.replay_capacity=30000",
-             "learner.learning_starts=1000", "learner.samples_per_insert=4", "workers.num_workers=2",
+CPU_SCALE = ["run.local=true", "workers.num_workers=1", "agent.network=small", "agent.lr=0.0003",
+             "learner.batch_size=64", "learner.replay_capacity=30000", "learner.learning_starts=1000",
+             "learner.samples_per_insert=4",
              "workers.random_steps=1000", "eval.routes=[0,1,2,3,4]", "eval.max_steps=2000", "run.progress_every_s=30"]
 TABLE_KEYS = ("route_completion", "driving_score", "infraction_penalty", "arrived", "collision_vehicle_per_km",
               "mean_speed")

@@ -35,7 +35,8 @@ def launch(config: Config) -> "RayRuntime":
     gpus = ray.cluster_resources().get("GPU", 0.0)
     use_gpu = gpus >= 1.0
     logger.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if "node" not in k})
-    learner = LearnerActor.options(num_gpus=1 if use_gpu else 0, num_cpus=1, name="mentor-learner").remote(
+    learner = LearnerActor.options(num_gpus=config.learner.gpu_fraction if use_gpu else 0, num_cpus=1,
+                                   name="mentor-learner").remote(
         config, config.learner.device)
     ray.get(learner.report.remote())  # fail fast if the learner cannot start
     handle = None
@@ -188,7 +189,8 @@ class RayRuntime:
         self.workers = {}
         ray.get(self.learner.publish.remote())
         version, state = ray.get(self.learner.policy.remote(-1))
-        evaluator = EvaluatorActor.options(num_cpus=1).remote(self.config, eval_env_config(self.config),
+        resources = {self.config.workers.server_resource: 1} if self.config.workers.server_resource else None
+        evaluator = EvaluatorActor.options(num_cpus=1, resources=resources).remote(self.config, eval_env_config(self.config),
                                                                self.config.run.seed)
         try:
             return ray.get(evaluator.evaluate.remote(version, state))

@@ -145,6 +145,7 @@ class LearnerConfig:
     publish_every_updates: int = 20
     checkpoint_every_updates: int = 1000
     device: str = "auto"  # auto: cuda when available
+    gpu_fraction: float = 1.0  # of one GPU; below 1 lets GPU feedback replicas share the learner's GPU
     # Sample-time reward shaping (DESIGN §5): r + clip_reward_scale * normalised CLIP margin bonus
     # (Found-RL uses 0.25) + semantic_reward_scale * (2 * safety - 1) (VLM-RL-style language goals).
     clip_reward_scale: float = 0.0
@@ -207,6 +208,7 @@ CHECKS = {
     "learner.replay_capacity": (lambda v: v >= 16, "an integer >= 16"),
     "learner.samples_per_insert": (lambda v: v > 0, "a positive number"),
     "learner.clip_reward_scale": (lambda v: v >= 0, "a number >= 0"),
+    "learner.gpu_fraction": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
     "learner.semantic_reward_scale": (lambda v: v >= 0, "a number >= 0"),
     "feedback.clip.safe_prompts": (lambda v: len(v) >= 1, "a non-empty list of prompts"),
     "feedback.clip.unsafe_prompts": (lambda v: len(v) >= 1, "a non-empty list of prompts"),

@@ -214,6 +214,20 @@ class TownNetwork:
                                      f"(nearest: {lane_id}); pick a start or goal on a road")
         return lane_id, pos
 
+    def use_driving_lane_travel_times(self) -> None:
+        """Make SUMO's router time each edge at its drivable lanes' speed.
+
+        SUMO times an edge by its first lane's speed limit; in the CARLA towns that lane is the
+        sidewalk (2.78 m/s), while junction connections are timed at road speed, so the plain router
+        treats every road as five times longer than a turn and prefers turning to going straight.
+        The weights last until the next simulation.load: call this after each (re)start.
+        """
+        for edge, lanes in self.lanes_by_edge.items():
+            times = [self._sumo.lane.getLength(lane.id) / self._sumo.lane.getMaxSpeed(lane.id)
+                     for lane in lanes if lane.drivable]
+            if times:
+                self._sumo.edge.adaptTraveltime(edge, min(times))
+
     def plan(self, start_xy: tuple[float, float], goal_xy: tuple[float, float]) -> tuple[list[str], Route]:
         """Edges and the dense route polyline from start to goal."""
         start_lane, start_pos = self.locate(*start_xy)

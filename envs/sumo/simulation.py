@@ -97,6 +97,7 @@ class SumoSimulation:
             self._start(seed=0)
             xodr = None if settings.town == GENERATED_TOWN else self._maps.xodr_path(settings.town)
             self.network = TownNetwork(self._sumo, self.net_path, xodr)
+            self.network.use_driving_lane_travel_times()
             self.static_layers: StaticLayers = render_static_layers(
                 road_polygons=[], road_polylines=self.network.road_polylines(),
                 lane_polylines=self.network.lane_markings())
@@ -134,6 +135,7 @@ class SumoSimulation:
     def _start(self, seed: int) -> None:
         if self._started:
             self._sumo.simulation.load(self._args(seed)[1:])
+            self.network.use_driving_lane_travel_times()  # load() resets the router's weights
         else:
             self._sumo.start(self._args(seed))
             self._started = True
