@@ -76,7 +76,9 @@ class FeedbackConfig:
     gpu_fraction: float = 0.0  # per replica, when the cluster has GPUs
     deadline_s: float = 5.0  # an item unanswered this long is shipped with mask 0
     max_pending: int = 512  # backpressure: a worker waits when more items are unanswered
-    max_pending_age_s: float = 10.0  # ... or when its oldest pending item is this old
+    # ... or when its oldest pending item is this old. Below deadline_s, so that a model slower than the
+    # rollouts slows the workers down to its pace instead of letting items expire unanswered.
+    max_pending_age_s: float = 2.5
     slow_model_delay_s: float = 0.05  # per batch, for the deliberately slow model
     faulty_model_error_rate: float = 0.2  # for the deliberately faulty model
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -194,6 +196,7 @@ CHECKS = {
     "feedback.replica_cpus": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.gpu_fraction": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "feedback.deadline_s": (lambda v: v > 0, "a positive number of seconds"),
+    "feedback.max_pending_age_s": (lambda v: v > 0, "a positive number of seconds"),
     "feedback.max_pending": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.wanted": (lambda v: set(v) <= {"vlm_action", "clip_margin", "safety"},
                         "a list drawn from vlm_action, clip_margin, safety"),
