@@ -190,8 +190,8 @@ class RayRuntime:
         ray.get(self.learner.publish.remote())
         version, state = ray.get(self.learner.policy.remote(-1))
         resources = {self.config.workers.server_resource: 1} if self.config.workers.server_resource else None
-        evaluator = EvaluatorActor.options(num_cpus=1, resources=resources).remote(self.config, eval_env_config(self.config),
-                                                               self.config.run.seed)
+        evaluator = EvaluatorActor.options(num_cpus=1, resources=resources).remote(
+            self.config, eval_env_config(self.config), self.config.run.seed)
         try:
             return ray.get(evaluator.evaluate.remote(version, state))
         finally:

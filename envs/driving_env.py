@@ -97,7 +97,8 @@ class DrivingEnv(gym.Env):
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         obs, rgb = self._observe(snap, progress.index)
         info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
-                "forward": _carla_forward(snap.ego.yaw), "route": self.route_index, "route_length": self.route.length, "infractions": []}
+                "forward": _carla_forward(snap.ego.yaw), "route": self.route_index,
+                "route_length": self.route.length, "infractions": []}
         return obs, info
 
     def step(self, action):
@@ -118,7 +119,8 @@ class DrivingEnv(gym.Env):
         self._metrics.set_route_completion(1.0 if verdict.route_completed else progress.completion)
         obs, rgb = self._observe(snap, progress.index)
         info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
-                "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions], "route_completion": progress.completion,
+                "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions],
+                "route_completion": progress.completion,
                 "reward_terms": terms.__dict__ | {"total": terms.total}}
         if verdict.terminated or verdict.truncated:
             self._episode_over = True

@@ -167,7 +167,7 @@ def train_clip(data: str | Path, out: str | Path, settings: TrainSettings = Trai
                 anchors = clip.text_embeddings(tuple(prompt_library())).view(-1, ACTIONS_PER_CONTEXT,
                                                                              clip.model_cfg["embed_dim"])
             clip.model.train()
-            loss, metrics = _train_step(clip, train, rows, optimizer, device, anchors, settings.conditional_weight)
+            metrics = _train_step(clip, train, rows, optimizer, device, anchors, settings.conditional_weight)
             losses.append(metrics["loss"])
             step += 1
             if step % 20 == 0:
@@ -184,7 +184,7 @@ def train_clip(data: str | Path, out: str | Path, settings: TrainSettings = Trai
 
 
 def _train_step(clip: ClipModel, split: _Split, rows: np.ndarray, optimizer, device: str,
-                anchors: torch.Tensor | None, conditional_weight: float):
+                anchors: torch.Tensor | None, conditional_weight: float) -> dict[str, float]:
     captions = [split.captions[i] for i in rows]
     unique = sorted(set(captions))
     ids = torch.as_tensor([unique.index(c) for c in captions], device=device)
@@ -203,7 +203,7 @@ def _train_step(clip: ClipModel, split: _Split, rows: np.ndarray, optimizer, dev
     loss.backward()
     torch.nn.utils.clip_grad_norm_(clip.model.parameters(), 1.0)
     optimizer.step()
-    return loss, metrics
+    return metrics
 
 
 def _finish(clip: ClipModel, held_out: _Split, out, settings: TrainSettings, data, history: list, before: dict,

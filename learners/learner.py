@@ -140,5 +140,6 @@ class Learner:
         meta = json.loads((directory / "learner.json").read_text())
         self.updates, self.version = meta["updates"], meta["version"]
         self._lag_sum, self._lag_count = meta["lag_sum"], meta["lag_count"]
-        self.shaper.load_state_dict(meta["shaper"])
+        if "shaper" in meta:  # checkpoints written before reward shaping existed have none
+            self.shaper.load_state_dict(meta["shaper"])
         self._published = (self.version, self.agent.policy_state())

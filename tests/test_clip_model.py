@@ -79,8 +79,8 @@ def test_clip_feedback_matches_the_margin_computed_by_hand(tiny_clip):
     results = model(batch)
     emb = tiny_clip.encode_images(np.stack([i.image for i in batch]))
     library = tiny_clip.text_embeddings(tuple(prompt_library()))
-    logits = np.stack([tiny_clip.logit_scale * (emb[k] @ library[30 * context_index(i.command, i.speed):][:30].T).numpy()
-                       for k, i in enumerate(batch)])
+    rows = [library[30 * context_index(i.command, i.speed):][:30] for i in batch]
+    logits = np.stack([tiny_clip.logit_scale * (emb[k] @ rows[k].T).numpy() for k in range(len(batch))])
     expected = alignment_margin(logits, np.array([action_index(i.action) for i in batch]))
     np.testing.assert_allclose([r.values["clip_margin"] for r in results], expected, atol=1e-5)
     np.testing.assert_allclose(context_logits(library, tiny_clip.logit_scale, emb,

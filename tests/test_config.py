@@ -14,8 +14,8 @@ def test_every_shipped_config_loads(path):
 
 def test_overrides_with_dotted_paths():
     config = load_config(CONFIG_DIR / "quickstart.yaml",
-                         ["learner.batch_size=32", "agent.guidance.vmr_weight=1.0", "feedback.model=expert+clip", "feedback.wanted=[vlm_action, safety]",
-                          "env.town=Generated", "run.local=true"])
+                         ["learner.batch_size=32", "agent.guidance.vmr_weight=1.0", "feedback.model=expert+clip",
+                          "feedback.wanted=[vlm_action, safety]", "env.town=Generated", "run.local=true"])
     assert config.learner.batch_size == 32 and config.agent.guidance.vmr_weight == 1.0
     assert config.feedback.wanted == ("vlm_action", "safety") and config.env.town == "Generated" and config.run.local
 
