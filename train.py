@@ -52,11 +52,13 @@ def prepare_run(args) -> tuple:
 def preflight(config) -> None:
     """Files the run will need, checked before any process starts (a replica would fail minutes later)."""
     clip = config.feedback.clip
-    if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint \
-            and not (Path(clip.checkpoint) / "open_clip_config.json").is_file():
-        raise ConfigError(f"feedback.clip.checkpoint = {clip.checkpoint} holds no trained CLIP model: train it with "
-                          f"`python -m inference.clip_training --out {clip.checkpoint}` (about 25 min on 2 CPU cores), "
-                          "or set feedback.clip.checkpoint=null and feedback.clip.pretrained=<open_clip tag>")
+    if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint:
+        from inference.clip_model import ClipUnavailableError, check_checkpoint
+
+        try:
+            check_checkpoint(clip.checkpoint)
+        except ClipUnavailableError as exc:
+            raise ConfigError(f"feedback.clip.checkpoint: {exc}") from exc
 
 
 def start_runtime(config):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inference.hub import hub_offline
 from inference.open_clip_import import import_open_clip
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,6 @@ class ClipSource:
         return f"{self.arch}/{self.pretrained or 'random init'}"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 class ClipModel:
     """A frozen (eval-mode) CLIP model; `model` stays reachable for training."""
 
@@ -67,7 +64,7 @@ class ClipModel:
     def load(cls, source: ClipSource, device: str = "cpu") -> ClipModel:
         open_clip = import_open_clip()
         if source.checkpoint:
-            directory = _checked_checkpoint(Path(source.checkpoint).expanduser())
+            directory = check_checkpoint(source.checkpoint)
             model = open_clip.create_model(f"local-dir:{directory}", device=device)
             saved = json.loads((directory / CONFIG_FILE).read_text())
             arch = saved.get("arch", source.arch)
@@ -131,7 +128,9 @@ class ClipModel:
         return directory
 
 
-def _checked_checkpoint(directory: Path) -> Path:
+def check_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory, or ClipUnavailableError saying how to make one."""
+    directory = Path(path).expanduser()
     if not (directory / CONFIG_FILE).is_file():
         raise ClipUnavailableError(
             f"CLIP checkpoint {directory} not found (no {CONFIG_FILE} there). Train one with "
@@ -152,7 +151,7 @@ def _resolve_pretrained(open_clip, arch: str, pretrained: str | None) -> str | N
             raise ClipUnavailableError(f"CLIP weights file {pretrained} not found")
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise ClipUnavailableError(f"{arch} has no pretrained tag {pretrained!r}; its tags: {tags}")
-    if _offline() and not _weights_cached(tag_cfg):
+    if hub_offline() and not _weights_cached(tag_cfg):
         raise ClipUnavailableError(
             f"CLIP weights {arch}/{pretrained} are not in the local cache and HF_HUB_OFFLINE=1 forbids "
             f"downloading them. On a connected machine run `python -c \"import open_clip; "

@@ -12,39 +12,18 @@ engine; tests inject a fake engine through `llm=`.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from inference.feedback import FeedbackItem, FeedbackResult
+from inference.hub import hub_cache_dir, hub_model_cached, hub_offline
 from inference.vlm_prompt import build_prompt, parse_action
 
 log = logging.getLogger(__name__)
 
-_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub accepts as a true flag
-
-
 def _looks_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~"))
-
-
-def _hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, resolved from the environment as huggingface_hub does."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
-def _hub_model_cached(repo_id: str) -> bool:
-    # The documented cache layout (models--org--name/snapshots/<rev>/config.json), read directly:
-    # importing huggingface_hub alone takes ~0.3 s, over the 0.1 s budget for failing fast.
-    repo_dir = _hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
-    return any((repo_dir / "snapshots").glob("*/config.json"))
 
 
 def resolve_model(model: str) -> str:
@@ -56,10 +35,9 @@ def resolve_model(model: str) -> str:
         return str(path)
     if Path(model).is_dir():  # a relative local directory such as models/internvl3-1b
         return model
-    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
-    if offline and not _hub_model_cached(model):
+    if hub_offline() and not hub_model_cached(model):
         raise FileNotFoundError(
-            f"VLM model {model!r} is not in the Hugging Face cache ({_hub_cache_dir()}) and "
+            f"VLM model {model!r} is not in the Hugging Face cache ({hub_cache_dir()}) and "
             "HF_HUB_OFFLINE=1 forbids downloading it: download it on a connected machine "
             f"(`hf download {model}`) and copy it into that cache, or give the model as a local path"
         )
