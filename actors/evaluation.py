@@ -6,8 +6,11 @@ import logging
 from typing import Callable
 
 from envs.metrics import format_table, summarize
+from envs.types import SimulatorError
 
 logger = logging.getLogger(__name__)
+
+_ATTEMPTS = 3
 
 
 class EvaluationWorker:
@@ -33,6 +36,18 @@ class EvaluationWorker:
         return rows
 
     def _episode(self, route: int) -> dict[str, float]:
+        """One route; driven again from its start when the simulator fails part-way (a CARLA
+        server restart), so that every route of the table is scored on a whole episode."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return self._drive(route)
+            except SimulatorError as exc:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                logger.warning("route %d: simulator failed (%s); driving it again", route, exc)
+        raise AssertionError("unreachable")
+
+    def _drive(self, route: int) -> dict[str, float]:
         obs, _ = self._env.reset(seed=self._seed + route, options={"route": route})
         for _ in range(self._max_steps):
             action = self._policy.act(obs["bev"][None], obs["state"][None], step=0, explore=False)[0]

@@ -5,6 +5,7 @@ evaluation environment is opened only after the training environment has been cl
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import gymnasium as gym
@@ -22,18 +23,29 @@ from learners.learner import Learner
 logger = logging.getLogger(__name__)
 
 
-def make_env(env: EnvConfig):
+def make_env(env: EnvConfig, server=None):
+    """The configured environment; `server` is the CARLA server this process launched (its ports
+    replace the configured ones), if any."""
+    backend = {}
+    if env.backend == "carla":
+        from envs.carla.world import CarlaSettings
+
+        c = env.carla
+        port, tm_port = (server.rpc_port, server.tm_port) if server is not None else (c.port, c.tm_port)
+        backend = dict(backend="carla", server=server,
+                       carla=CarlaSettings(host=c.host, port=port, tm_port=tm_port, timeout_s=c.client_timeout_s,
+                                           rendering=not c.nullrhi))
     return gym.make(envs.ENV_ID, town=env.town, traffic=env.traffic, route_suite=env.route_suite,
-                    maps_dir=env.maps_dir)
+                    maps_dir=env.maps_dir, **backend)
 
 
 def eval_env_config(config: Config) -> EnvConfig:
     """Town02's NoCrash evaluation suite where maps exist, else the generated town's suite."""
     ev: EvalConfig = config.eval
-    town = ev.town or ("Town02" if "Town02" in MapSearch.from_settings(config.env.maps_dir).available_towns()
-                       else GENERATED_TOWN)
+    has_town02 = config.env.backend == "carla" or "Town02" in MapSearch.from_settings(config.env.maps_dir).available_towns()
+    town = ev.town or ("Town02" if has_town02 else GENERATED_TOWN)
     suite = ev.route_suite or ("nocrash_eval" if town == "Town02" else None)
-    return EnvConfig(town=town, traffic=ev.traffic, route_suite=suite, maps_dir=config.env.maps_dir)
+    return dataclasses.replace(config.env, town=town, traffic=ev.traffic, route_suite=suite)
 
 
 def make_feedback_client(config: Config):
@@ -52,7 +64,8 @@ class LocalRuntime:
                              "(libsumo allows one simulation per process); set workers.num_workers=1 or run on Ray")
         self.config = config
         self.learner = learner or Learner(config)
-        self.worker = RolloutWorker(config, worker_uid=0, make_env=lambda: make_env(config.env),
+        self.server = _launch_carla_server(config.env)
+        self.worker = RolloutWorker(config, worker_uid=0, make_env=lambda: make_env(config.env, self.server),
                                     policy=Agent(config.agent, device="cpu", seed=config.run.seed),
                                     feedback=make_feedback_client(config), ship=self.learner.add,
                                     model_inputs=model_inputs(config.feedback), seed=config.run.seed)
@@ -93,8 +106,8 @@ class LocalRuntime:
         self.worker.close()  # one simulation per process: free it for the evaluation env
         ev = self.config.eval
         policy = Agent(self.config.agent, device="cpu", seed=self.config.run.seed)
-        evaluator = EvaluationWorker(lambda: make_env(eval_env_config(self.config)), policy, ev.routes, ev.max_steps,
-                                     seed=self.config.run.seed)
+        evaluator = EvaluationWorker(lambda: make_env(eval_env_config(self.config), self.server), policy,
+                                     ev.routes, ev.max_steps, seed=self.config.run.seed)
         try:
             self.learner.publish()  # evaluate the very latest weights
             evaluator.set_policy(*self.learner.policy(-1))
@@ -107,3 +120,15 @@ class LocalRuntime:
             self.worker.close()
         except Exception:  # already closed by evaluate()
             logger.debug("worker close", exc_info=True)
+        if self.server is not None:
+            self.server.stop()
+
+
+def _launch_carla_server(env: EnvConfig):
+    """The CARLA server of this process when the config wants one launched (cluster/carla_server.py
+    is plain Python; imported here only then)."""
+    if env.backend != "carla":
+        return None
+    from cluster.carla_server import launch_for
+
+    return launch_for(env)

@@ -17,13 +17,14 @@ import numpy as np
 from actors.feedback_client import FeedbackClient
 from actors.pending import PendingTransitions
 from configs.schema import Config
-from envs.types import Route
+from envs.types import Route, SimulatorError
 from inference.feedback import FeedbackItem
 from learners.replay import empty_chunk
 
 logger = logging.getLogger(__name__)
 
 _PRIVILEGED_ROUTE_M = 60.0  # how much of the route ahead the expert advisor needs
+_RESET_ATTEMPTS = 3
 
 
 @dataclass
@@ -33,6 +34,7 @@ class WorkerStats:
     shipped_rows: int = 0
     backpressure_waits: int = 0
     backpressure_wait_s: float = 0.0
+    simulator_failures: int = 0
     episode_returns: list = field(default_factory=list)  # (return, route_completion, driving_score)
 
 
@@ -70,7 +72,12 @@ class RolloutWorker:
         self._wait_for_backpressure()
         action = self._act()
         self._record_and_request(action)
-        obs, reward, terminated, truncated, info = self._env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = self._env.step(action)
+        except SimulatorError as exc:
+            self._simulator_failed(exc)
+            self._exchange()
+            return
         self._episode_return += reward
         self._pending.complete_env(self.stream_id, self._step, reward=np.float32(reward),
                                    terminated=terminated, truncated=truncated,
@@ -125,18 +132,44 @@ class RolloutWorker:
                             image=self._info["rgb_bev"] if "image" in self._inputs else None,
                             forward=self._info.get("forward"), privileged=privileged)
 
-    def _end_episode(self, final_obs: dict, info: dict) -> None:
+    def _end_episode(self, final_obs: dict, info: dict | None) -> None:
+        """`info` None: the episode was cut short by a simulator failure and is not scored."""
         # The final observation is a row of its own: the next observation of the last transition.
         self._pending.add(self.stream_id, self._step, self._row(final_obs, is_last=True), ())
         self._pending.complete_env(self.stream_id, self._step)
         self._step += 1
-        metrics = info.get("episode_metrics", {})
-        self.stats.episodes += 1
-        self.stats.episode_returns.append((self._episode_return, metrics.get("route_completion", 0.0),
-                                           metrics.get("driving_score", 0.0)))
+        if info is not None:
+            metrics = info.get("episode_metrics", {})
+            self.stats.episodes += 1
+            self.stats.episode_returns.append((self._episode_return, metrics.get("route_completion", 0.0),
+                                               metrics.get("driving_score", 0.0)))
         self._episode += 1
         self._episode_return = 0.0
-        self._obs, self._info = self._env.reset()
+        self._obs, self._info = self._reset_env()
+
+    def _reset_env(self):
+        """reset(), tried again when the simulator fails during it (a CARLA server restarting, a
+        blocked spawn point); the third failure is the worker's (its actor is then replaced)."""
+        for attempt in range(_RESET_ATTEMPTS):
+            try:
+                return self._env.reset()
+            except SimulatorError as exc:
+                if attempt == _RESET_ATTEMPTS - 1:
+                    raise
+                logger.warning("worker %d: reset failed (%s); trying again", self.stream_id, exc)
+                self.stats.simulator_failures += 1
+
+    def _simulator_failed(self, exc: SimulatorError) -> None:
+        """The simulator failed mid-step (a CARLA tick time-out, a SUMO crash): the backend has
+        restarted what it needs; end the episode as truncated at the last observation and reset.
+        The bridging transition (same observation, reward 0, truncated) keeps every stored row
+        complete; a truncation bootstraps, so it teaches nothing false."""
+        logger.warning("worker %d: simulator failed at step %d, episode truncated: %s", self.stream_id, self._step, exc)
+        self.stats.simulator_failures += 1
+        self._pending.complete_env(self.stream_id, self._step, reward=np.float32(0.0), terminated=False,
+                                   truncated=True, cost=np.float32(0.0))
+        self._step += 1
+        self._end_episode(self._obs, None)
 
     def _exchange(self) -> None:
         if len(self._bundle) >= self._bundle_size():

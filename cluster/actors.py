@@ -23,19 +23,23 @@ class WorkerActor:
 
         from actors.local_runtime import make_env
         from actors.rollout_worker import RolloutWorker
+        from cluster.carla_server import launch_for
         from cluster.feedback_service import ServeFeedbackClient, SyncServeFeedbackClient
         from cluster.metrics import WorkerMetrics
         from inference.registry import model_inputs
         from learners.agent import Agent
 
         torch.set_num_threads(1)  # many workers share the node's cores
+        # A server that cannot start fails this actor here, with the searched paths or its log's
+        # tail; the driver then replaces the actor (cluster/launch.py).
+        self._server = launch_for(config.env)
         self._learner = learner
         self._in_flight: list = []
         client = None
         if feedback_handle is not None and config.feedback.mode != "off":
             client_cls = SyncServeFeedbackClient if config.feedback.mode == "sync" else ServeFeedbackClient
             client = client_cls(feedback_handle, timeout_s=config.feedback.deadline_s)
-        self.worker = RolloutWorker(config, worker_uid, make_env=lambda: make_env(config.env),
+        self.worker = RolloutWorker(config, worker_uid, make_env=lambda: make_env(config.env, self._server),
                                     policy=Agent(config.agent, device="cpu", seed=seed), feedback=client,
                                     ship=self._ship, model_inputs=model_inputs(config.feedback), seed=seed)
         self._pull_every = config.workers.pull_weights_every_steps
@@ -68,8 +72,18 @@ class WorkerActor:
         self._metrics.record(stats.env_steps, stats.backpressure_waits, feedback,
                              episodes[-1][0] if episodes else None)
         return {"env_steps": stats.env_steps, "episodes": episodes, "feedback": feedback,
+                "simulator_failures": stats.simulator_failures,
                 "backpressure_waits": stats.backpressure_waits, "backpressure_wait_s": stats.backpressure_wait_s,
                 "policy_version": self.worker.policy_version}
+
+    def close(self) -> None:
+        """Close the env and stop this actor's CARLA server (before the driver kills the actor:
+        a killed process cannot stop the server it started)."""
+        try:
+            self.worker.close()
+        finally:
+            if self._server is not None:
+                self._server.stop()
 
 
 @ray.remote(max_concurrency=8)
@@ -140,12 +154,22 @@ class EvaluatorActor:
     def __init__(self, config: Config, env_config, seed: int):
         from actors.evaluation import EvaluationWorker
         from actors.local_runtime import make_env
+        from cluster.carla_server import launch_for
         from learners.agent import Agent
 
         ev = config.eval
-        self.evaluator = EvaluationWorker(lambda: make_env(env_config), Agent(config.agent, device="cpu", seed=seed),
-                                          ev.routes, ev.max_steps, seed=seed)
+        self._server = launch_for(env_config)
+        self.evaluator = EvaluationWorker(lambda: make_env(env_config, self._server),
+                                          Agent(config.agent, device="cpu", seed=seed), ev.routes, ev.max_steps,
+                                          seed=seed)
 
     def evaluate(self, version: int, state: dict) -> dict:
         self.evaluator.set_policy(version, state)
         return self.evaluator.evaluate()
+
+    def close(self) -> None:
+        try:
+            self.evaluator.close()
+        finally:
+            if self._server is not None:
+                self._server.stop()

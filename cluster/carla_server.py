@@ -499,3 +499,26 @@ def _looks_like_timeout(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return "time-out" in text or "timed out" in text or "timeout" in text
+
+
+# -- from the run config ------------------------------------------------------------------------
+
+
+def server_settings(carla_config) -> CarlaServerSettings:
+    """The supervisor's settings from the run config's env.carla (configs.schema.CarlaConfig)."""
+    c = carla_config
+    return CarlaServerSettings(carla_root=c.carla_root, executable=c.executable, host=c.host, rpc_port=c.port,
+                               gpu_index=c.gpu_index, nullrhi=c.nullrhi, quality_level=c.quality_level,
+                               ready_timeout_s=c.ready_timeout_s, tick_timeout_s=c.tick_timeout_s,
+                               restart_every_s=c.restart_every_s, log_dir=c.log_dir)
+
+
+def launch_for(env_config) -> CarlaServer | None:
+    """Start this process's CARLA server when the run config asks for one (env.backend carla with
+    env.carla.launch), else None. Raises CarlaNotFoundError or CarlaServerError with the searched
+    paths or the server's last log lines, which fails the rollout actor that called it."""
+    if env_config.backend != "carla" or not env_config.carla.launch:
+        return None
+    server = CarlaServer(server_settings(env_config.carla))
+    server.start()
+    return server

@@ -72,7 +72,10 @@ def _local_resources(config: Config) -> dict:
         config.run.ray_address is None and not os.environ.get("RAY_ADDRESS") and not _cluster_running())
     if not starts_local:
         return {}
-    return {"num_cpus": max(os.cpu_count() or 1, cpus_needed(config))}
+    resources = {"num_cpus": max(os.cpu_count() or 1, cpus_needed(config))}
+    if config.workers.server_resource:  # one unit per rollout actor and the evaluator
+        resources["resources"] = {config.workers.server_resource: config.workers.num_workers + 1}
+    return resources
 
 
 def _cluster_running() -> bool:
@@ -99,6 +102,8 @@ class RayRuntime:
         self._metrics = DriverMetrics()
         self._started, self._last_steps, self._last_time = time.monotonic(), 0, time.monotonic()
         self.replaced_workers = 0
+        self._failures_in_a_row: dict[int, int] = {}  # per worker slot, reset by a report
+        self._owns_servers = config.env.backend == "carla" and config.env.carla.launch
         self.env_steps = 0
         self._last_progress = time.monotonic()
 
@@ -120,15 +125,16 @@ class RayRuntime:
             try:
                 report = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                logger.warning("rollout worker %d (uid %d) died (%s); starting a replacement", index, uid,
-                               type(exc).__name__)
-                self._replace(index)
+                # Includes an actor whose constructor failed (e.g. its CARLA server never became ready).
+                logger.warning("rollout worker %d (uid %d) died; starting a replacement: %s", index, uid, exc)
+                self._replace(index, exc)
                 continue
             except ray.exceptions.RayTaskError as exc:  # e.g. its simulator failed beyond a reset
                 logger.error("rollout worker %d (uid %d) failed; starting a replacement:\n%s", index, uid, exc)
-                ray.kill(actor)
-                self._replace(index)
+                _stop_all([actor], self._owns_servers)
+                self._replace(index, exc)
                 continue
+            self._failures_in_a_row[index] = 0
             self._episodes.extend(report.pop("episodes"))
             self._worker_reports[index] = report
             self.workers[index] = (actor, uid, actor.run.remote(_TICKS_PER_CALL))
@@ -143,7 +149,16 @@ class RayRuntime:
                 **({"episode_return": sum(e[0] for e in self._episodes[-10:]) / len(self._episodes[-10:])}
                    if self._episodes else {})}
 
-    def _replace(self, index: int) -> None:
+    def _replace(self, index: int, error: Exception) -> None:
+        """Start a new actor in the slot, unless the slot keeps failing without ever reporting: then
+        the cause (a missing CARLA install, a server that never gets ready) will not go away by
+        itself, and the run stops with it."""
+        failures = self._failures_in_a_row.get(index, 0) + 1
+        self._failures_in_a_row[index] = failures
+        limit = self.config.workers.max_failures_in_a_row
+        if failures >= limit:
+            raise RuntimeError(f"rollout worker slot {index} failed {failures} times in a row without reporting "
+                               f"(workers.max_failures_in_a_row = {limit}); the last failure:\n{error}") from error
         self.replaced_workers += 1
         self.start_worker(index)
 
@@ -184,8 +199,7 @@ class RayRuntime:
         from actors.local_runtime import eval_env_config
 
         ray.get(self.learner.stop.remote())
-        for actor, _, _ in self.workers.values():
-            ray.kill(actor)
+        _stop_all([actor for actor, _, _ in self.workers.values()], self._owns_servers)
         self.workers = {}
         ray.get(self.learner.publish.remote())
         version, state = ray.get(self.learner.policy.remote(-1))
@@ -195,7 +209,7 @@ class RayRuntime:
         try:
             return ray.get(evaluator.evaluate.remote(version, state))
         finally:
-            ray.kill(evaluator)
+            _stop_all([evaluator], self._owns_servers)
 
     def kill_worker(self, index: int) -> None:
         """For tests and drills: kill a rollout worker; the next step() replaces it."""
@@ -206,10 +220,24 @@ class RayRuntime:
             ray.get(self.learner.stop.remote(), timeout=60)
         except Exception:
             logger.debug("learner stop", exc_info=True)
-        for actor, _, _ in self.workers.values():
-            ray.kill(actor)
+        _stop_all([actor for actor, _, _ in self.workers.values()], self._owns_servers)
         ray.kill(self.learner)
         if self.handle is not None:
             serve.delete(APP_NAME)  # a Serve app outlives the job otherwise
         if self.config.run.shutdown_ray:
             ray.shutdown()
+
+
+
+def _stop_all(actors, graceful: bool, timeout_s: float = 60.0) -> None:
+    """Kill actors; `graceful` first lets them close their envs and stop their CARLA servers (a
+    killed process leaves the server it started running). A close waits for the actor's current
+    call, so all are asked at once and waited for together."""
+    if graceful:
+        closing = [actor.close.remote() for actor in actors]
+        try:
+            ray.wait(closing, num_returns=len(closing), timeout=timeout_s)
+        except Exception:  # dead or failed actors: the kill below is what matters
+            logger.debug("closing actors before the kill failed", exc_info=True)
+    for actor in actors:
+        ray.kill(actor)

@@ -17,11 +17,33 @@ TRAFFIC_PRESETS = ("empty", "regular", "dense")
 
 
 @dataclass(frozen=True)
+class CarlaConfig:
+    """The CARLA backend (env.backend: carla): a server per rollout actor, or one already running."""
+
+    launch: bool = True  # each rollout actor starts and supervises its own server (cluster/carla_server.py)
+    host: str = "127.0.0.1"
+    port: int = 2000  # rpc port; with launch, the preferred one (0: any free port)
+    tm_port: int = 8000  # traffic manager port when connecting to a running server (launched: rpc + 6000)
+    carla_root: str | None = None  # directory of CarlaUE4.sh; None: $CARLA_ROOT, then the usual places
+    executable: str | None = None  # the server script itself; wins over carla_root
+    gpu_index: int | None = None  # Vulkan adapter for -graphicsadapter; None: the default GPU
+    nullrhi: bool = True  # no rendering at all: the BEV needs none (set false for camera sensors)
+    quality_level: Literal["Low", "Epic"] = "Low"
+    ready_timeout_s: float = 120.0
+    tick_timeout_s: float = 20.0
+    restart_every_s: float = 0.0  # periodic restarts against CARLA's memory growth (0: never)
+    client_timeout_s: float = 20.0
+    log_dir: str = "runs/carla-logs"
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     town: str | None = None  # None: Town01 where its map is found, else the generated town
     traffic: Literal["empty", "regular", "dense"] = "regular"
     route_suite: str | None = None  # None: the town's own suite
     maps_dir: str | None = None
+    backend: Literal["sumo", "carla"] = "sumo"  # the embedded SUMO simulator, or CARLA servers
+    carla: CarlaConfig = field(default_factory=CarlaConfig)
 
 
 # VL-SAFE-style goals for the CLIP safety probability (BEV wording: the images are bird's-eye views).
@@ -94,6 +116,8 @@ class WorkerConfig:
     # A custom resource each rollout actor asks for one unit of (e.g. "carla_server", declared per node
     # in ray_cluster.yaml as the number of CARLA servers it can host): the scheduler then spreads them.
     server_resource: str | None = None
+    # A worker slot whose actors fail this many times in a row without a report stops the run.
+    max_failures_in_a_row: int = 5
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,13 @@ class Config:
 # Range checks beyond the types: field path -> (predicate, what is allowed).
 CHECKS = {
     "run.total_env_steps": (lambda v: v > 0, "a positive integer"),
+    "env.carla.port": (lambda v: 0 <= v <= 65535, "a port number, or 0 for any free port"),
+    "env.carla.tm_port": (lambda v: 0 < v <= 65535, "a port number"),
+    "env.carla.ready_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "env.carla.tick_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "env.carla.client_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "env.carla.restart_every_s": (lambda v: v >= 0, "seconds >= 0 (0: never)"),
+    "workers.max_failures_in_a_row": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.max_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.max_concurrent_batches": (lambda v: v >= 1, "an integer >= 1"),
     "feedback.replicas": (lambda v: v >= 1, "an integer >= 1"),
@@ -230,6 +261,11 @@ def model_fields(model: str) -> set[str]:
 def cross_checks(config: Config) -> list[str]:
     """Rules that span fields; each broken one is a message naming the fields and the fix."""
     problems = []
+    env = config.env
+    if env.backend == "carla" and not env.carla.launch and config.workers.num_workers > 1:
+        problems.append(f"env.carla.launch=false connects every worker to {env.carla.host}:{env.carla.port}, but a "
+                        f"CARLA world runs one ego per client here; use workers.num_workers=1 or let each worker "
+                        "launch its own server (env.carla.launch=true)")
     f, g, lr = config.feedback, config.agent.guidance, config.learner
     served = model_fields(f.model) if f.mode != "off" else set()
     unserved = set(f.wanted) - served

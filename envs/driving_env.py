@@ -3,6 +3,7 @@ and metrics. Observation {"bev": uint8 [15, 96, 96], "state": float32 [10]}; act
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ class DrivingSettings:
     maps_dir: str | None = None
     render_bev: bool = True  # False skips the BEV (zeros), for benchmarks and headless experts
     criteria: CriteriaConfig = CriteriaConfig()
+    backend: str = "sumo"  # "sumo" (embedded) or "carla" (a CARLA server; see envs/carla/world.py)
 
 
 class DrivingEnv(gym.Env):
@@ -45,12 +47,17 @@ class DrivingEnv(gym.Env):
 
     def __init__(self, town: str | None = None, traffic: str = "regular", route_suite: str | None = None,
                  seed: int | None = None, maps_dir: str | None = None, render_bev: bool = True,
-                 render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig()):
+                 render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig(),
+                 backend: str = "sumo", carla=None, server=None):
+        """`carla` (envs.carla.world.CarlaSettings) says where the CARLA server is, and `server` is its
+        supervisor (cluster.carla_server.CarlaServer) when this process launched it."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
-        town = town or MapSearch.from_settings(maps_dir).default_town()
+        if backend not in ("sumo", "carla"):
+            raise ValueError(f"backend {backend!r} is not known; use 'sumo' (embedded) or 'carla' (a CARLA server)")
+        town = town or ("Town01" if backend == "carla" else MapSearch.from_settings(maps_dir).default_town())
         self.config = DrivingSettings(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
-                                render_bev=render_bev, criteria=criteria)
+                                      render_bev=render_bev, criteria=criteria, backend=backend)
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Dict({
             "bev": gym.spaces.Box(0, 255, BEV_SHAPE, dtype=np.uint8),
@@ -61,7 +68,7 @@ class DrivingEnv(gym.Env):
         # One environment per process is the norm (libsumo); OpenCV's thread pool only adds
         # hand-off overhead on images this small, and competes with the other env processes.
         cv2.setNumThreads(1)
-        self.sim = SumoSimulation(SumoSettings(town=town, traffic=traffic, maps_dir=maps_dir))
+        self.sim = _simulation(self.config, carla, server)
         self._bev = BevRenderer(self.sim.static_layers)
         self._initial_seed = seed
         self._snapshot: Snapshot | None = None
@@ -120,6 +127,7 @@ class DrivingEnv(gym.Env):
         obs, rgb = self._observe(snap, progress.index)
         info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
                 "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions],
+                "lane_invasions": list(snap.lane_invasions),
                 "route_completion": progress.completion,
                 "reward_terms": terms.__dict__ | {"total": terms.total}}
         if verdict.terminated or verdict.truncated:
@@ -164,6 +172,15 @@ class DrivingEnv(gym.Env):
     @property
     def metrics(self) -> EpisodeMetrics:
         return self._metrics
+
+
+def _simulation(settings: DrivingSettings, carla, server):
+    if settings.backend == "carla":
+        from envs.carla.world import CarlaSettings, CarlaSimulation  # the carla wheel only where it is used
+
+        carla = dataclasses.replace(carla or CarlaSettings(), town=settings.town, traffic=settings.traffic)
+        return CarlaSimulation(carla, server=server)
+    return SumoSimulation(SumoSettings(town=settings.town, traffic=settings.traffic, maps_dir=settings.maps_dir))
 
 
 def _validated_action(action) -> np.ndarray:

@@ -55,15 +55,16 @@ def load_suite(name: str) -> RouteSuite:
 
 def random_route(network, rng: np.random.Generator, min_m: float = MIN_ROUTE_M,
                  max_m: float = MAX_ROUTE_M, tries: int = 200) -> RouteSpec:
-    """A route between two random lane points whose planned length lies in [min_m, max_m]."""
-    lanes = [lane for lane in network.lanes.values() if lane.drivable and not lane.internal
-             and len(lane.shape) >= 2 and polyline_length(lane.shape)[-1] > 25.0]
+    """A route between two random lane points whose planned length lies in [min_m, max_m].
+
+    `network` is either backend's town: `route_lanes()` (centre lines to start and end on),
+    `plan_route(start_xy, goal_xy) -> Route` and `to_carla`."""
+    lanes = [shape for shape in network.route_lanes() if polyline_length(shape)[-1] > 25.0]
     for _ in range(tries):
         a, b = (lanes[i] for i in rng.integers(len(lanes), size=2))
-        pa, pb = (point_along(lane.shape, rng.uniform(10.0, polyline_length(lane.shape)[-1] - 10.0))
-                  for lane in (a, b))
+        pa, pb = (point_along(shape, rng.uniform(10.0, polyline_length(shape)[-1] - 10.0)) for shape in (a, b))
         try:
-            _, route = network.plan(tuple(pa[:2]), tuple(pb[:2]))
+            route = network.plan_route(tuple(pa[:2]), tuple(pb[:2]))
         except ValueError:
             continue
         if min_m <= route.length <= max_m:

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class SimulatorError(RuntimeError):
+    """The simulator failed (SUMO crashed, a CARLA tick timed out); the message carries the town,
+    seed and step. `reset()` starts afresh, after the backend has restarted what it needs."""
+
+
 class RouteCommand(enum.IntEnum):
     """The six route commands, numbered like CARLA's RoadOption."""
 
@@ -146,3 +151,4 @@ class Snapshot:
     ran_stop_sign: bool = False  # the ego left a stop-sign zone without having stopped in it
     travelled: float = 0.0  # metres the ego moved this step
     stop_sign_pending: bool = False  # inside a stop-sign zone and not yet stopped there
+    lane_invasions: tuple[str, ...] = ()  # lane markings the ego crossed this step (CARLA's sensor)

@@ -96,3 +96,28 @@ def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
         assert "loss/clip_bonus" in report  # the learner shaped the sampled rewards
     finally:
         runtime.shutdown()
+
+
+def test_a_carla_server_that_never_gets_ready_fails_its_actor_and_then_the_run(metrics_port, tmp_path):
+    """Each rollout actor launches its own server (env.carla.launch). The stand-in program (NOT
+    CARLA; tests/standin_carla_server.py) hangs without opening its port, as a wedged UE4 does:
+    the actor fails with the server's log, the driver replaces it, and a slot that keeps failing
+    stops the run with the cause instead of retrying forever."""
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "CarlaUE4.sh"
+    standin = Path(__file__).with_name("standin_carla_server.py")
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{standin}" --mode hang "$@"\n')
+    script.chmod(0o755)
+    config = quick_config(**{"env.backend": "carla", "env.carla.executable": str(script), "env.carla.port": 0,
+                             "env.carla.ready_timeout_s": 2, "env.carla.log_dir": str(tmp_path / "logs"),
+                             "workers.num_workers": 1, "workers.max_failures_in_a_row": 2, "feedback.mode": "off"})
+    runtime = launch(config)
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)failed 2 times in a row.*not ready within 2 s.*last log lines"):
+            run_until(runtime, 1, timeout_s=120)
+        assert runtime.replaced_workers == 1
+        assert len(list((tmp_path / "logs").glob("carla-*.log"))) == 2  # one log per launch, kept
+    finally:
+        runtime.shutdown()

@@ -28,6 +28,9 @@ def test_overrides_with_dotted_paths():
     ("agent.guidance.vmr_wieght=1", "unknown field agent.guidance.vmr_wieght"),
     ("feedback.wanted=[vlm_action, mood]", "feedback.wanted"),
     ("learner", "must look like section.field=value"),
+    ("env.backend=unreal", "env.backend = 'unreal' is invalid: must be one of sumo, carla"),
+    ("env.carla.port=70000", "env.carla.port = 70000 is invalid: must be a port number, or 0 for any free port"),
+    ("env.carla.tick_timeout_s=0", "env.carla.tick_timeout_s = 0.0 is invalid: must be a positive number"),
 ])
 def test_invalid_values_name_the_field_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as err:
@@ -90,3 +93,13 @@ def test_extends_merges_sections_and_refuses_loops(tmp_path):
 def test_feedback_a_loss_needs_must_be_asked_for(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(CONFIG_DIR / "quickstart.yaml", overrides)
+
+
+def test_carla_backend_settings():
+    config = load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.carla_root=/opt/carla",
+                                                          "workers.server_resource=carla_server"])
+    assert config.env.backend == "carla" and config.env.carla.launch and config.env.carla.nullrhi
+    assert config.env.carla.carla_root == "/opt/carla"
+    with pytest.raises(ConfigError, match=re.escape("env.carla.launch=false connects every worker to 127.0.0.1:2000")):
+        load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.launch=false",
+                                                     "workers.num_workers=2"])

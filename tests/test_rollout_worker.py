@@ -10,6 +10,7 @@ from actors.rollout_worker import RolloutWorker
 from configs.loader import load_config
 from inference.expert_advisor import ExpertAdvisor
 from inference.test_models import FaultyModel, SlowModel
+from envs.types import SimulatorError
 from learners.replay import ReplayBuffer
 
 
@@ -97,3 +98,43 @@ def test_sync_mode_answers_everything(replay):
     n = len(replay)
     rows = ~replay.arrays["is_last"][:n]
     assert replay.arrays["vlm_action_mask"][:n][rows].min() == 1.0
+
+
+class FailingSteps:
+    """The real env, except that chosen step() and reset() calls fail as a dead CARLA server does."""
+
+    def __init__(self, env, fail_steps=(), fail_resets=0):
+        self.env, self.unwrapped = env, env.unwrapped
+        self._fail_steps, self._fail_resets = set(fail_steps), fail_resets
+        self.steps = 0
+
+    def reset(self, **kwargs):
+        if self._fail_resets and self.steps:
+            self._fail_resets -= 1
+            raise SimulatorError("server restarting")
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps in self._fail_steps:
+            raise SimulatorError("tick timed out")
+        return self.env.step(action)
+
+    def close(self):
+        self.env.close()
+
+
+def test_a_simulator_failure_truncates_the_episode_and_collection_goes_on(replay):
+    cfg = config(mode="off")
+    w = RolloutWorker(cfg, worker_uid=1, make_env=lambda: FailingSteps(make_env(cfg.env), fail_steps={30},
+                                                                       fail_resets=1),
+                      policy=ConstantPolicy(), feedback=None, ship=replay.add, seed=2)
+    collect(w, 60)
+    n = len(replay)
+    stored = replay.arrays
+    assert w.stats.simulator_failures == 2  # the step, then the first reset after it
+    assert w.stats.episodes == 0  # the cut-short episode is not scored
+    assert n == 61  # 60 transitions (the failed one bridged) and the final row of the cut episode
+    ends = np.flatnonzero(stored["is_last"][:n])
+    assert len(ends) == 1 and stored["truncated"][ends[0] - 1] and not stored["terminated"][ends[0] - 1]
+    np.testing.assert_array_equal(stored["bev"][ends[0]], stored["bev"][ends[0] - 1])  # bridged at the last obs

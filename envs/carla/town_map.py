@@ -199,6 +199,13 @@ class CarlaTownMap:
         pos, _ = project(np.array([x, y], dtype=np.float64), self.segments[key].xy)
         return key, pos
 
+    def route_lanes(self) -> list[np.ndarray]:
+        """Centre lines of the driving lanes outside junctions (where random routes start and end)."""
+        return [seg.xy for seg in self.segments.values() if seg.junction < 0]
+
+    def plan_route(self, start_xy: tuple[float, float], goal_xy: tuple[float, float]) -> Route:
+        return self.plan(start_xy, goal_xy)
+
     def plan(self, start_xy: tuple[float, float], goal_xy: tuple[float, float]) -> Route:
         """Dense route (about 1 m spacing) with a command per point, in Mentor's frame."""
         return self.graph.plan(self.locate(*start_xy), self.locate(*goal_xy))

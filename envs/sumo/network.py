@@ -228,6 +228,14 @@ class TownNetwork:
             if times:
                 self._sumo.edge.adaptTraveltime(edge, min(times))
 
+    def route_lanes(self) -> list[np.ndarray]:
+        """Centre lines of the drivable lanes outside junctions (where random routes start and end)."""
+        return [lane.shape for lane in self.lanes.values() if lane.drivable and not lane.internal
+                and len(lane.shape) >= 2]
+
+    def plan_route(self, start_xy: tuple[float, float], goal_xy: tuple[float, float]) -> Route:
+        return self.plan(start_xy, goal_xy)[1]
+
     def plan(self, start_xy: tuple[float, float], goal_xy: tuple[float, float]) -> tuple[list[str], Route]:
         """Edges and the dense route polyline from start to goal."""
         start_lane, start_pos = self.locate(*start_xy)

@@ -22,14 +22,14 @@ from envs.maps import GENERATED_TOWN, MapSearch
 from envs.sumo.netbuild import build_net
 from envs.sumo.network import TownNetwork
 from envs.sumo.traffic import TrafficManager, traffic_counts
-from envs.types import (Control, EgoState, LightState, NextLight, Route, Snapshot, StopLines)
+from envs.traffic_rules import WATCH_LIGHT_M, RedLightWatch, StopSignWatch, distance_ahead, ego_front
+from envs.types import Control, EgoState, LightState, NextLight, Route, SimulatorError, Snapshot, StopLines
 
 logger = logging.getLogger(__name__)
 
 EGO_ID = "ego"
 _CONTEXT_RADIUS_M = 60.0
 _STOP_LINE_RADIUS_M = 60.0
-_WATCH_LIGHT_M = 30.0  # start watching a stop line for red-light runs this far ahead
 _RED_STATES = frozenset("rRu")
 _YELLOW_STATES = frozenset("yY")
 _GREEN_STATES = frozenset("gG")
@@ -37,10 +37,6 @@ _GREEN_STATES = frozenset("gG")
 # libsumo allows one simulation per process; this records which object owns it.
 _process_owner: dict[str, object] = {}
 _process_lock = threading.Lock()
-
-
-class SimulatorError(RuntimeError):
-    """SUMO failed; the message carries the town, seed and step. `reset()` starts afresh."""
 
 
 class SimulationInUseError(RuntimeError):
@@ -193,8 +189,8 @@ class SumoSimulation:
         s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_PERSON_VARIABLE, _CONTEXT_RADIUS_M,
                                    [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LANE_ID])
         self._touching: set[str] = set()
-        self._watched_line, self._line_was_ahead = None, False
-        self._in_stop_zone, self._stopped_in_zone = False, False
+        self._red_light = RedLightWatch()
+        self._stop_sign = StopSignWatch()
         return route, self._snapshot(travelled=0.0)
 
     def step(self, control: Control) -> Snapshot:
@@ -242,11 +238,12 @@ class SumoSimulation:
         ego = EgoState(x=e.x, y=e.y, yaw=e.yaw, speed=e.speed, v_lateral=self._v_lateral, accel=self._accel,
                        length=p.length, width=p.width, control=self._control,
                        gear=vehicle_model.gear_for(e.speed, self._control.throttle))
+        self._ego_state = ego
         vehicles_arr, vehicle_speeds, vehicle_ids, walkers_arr, walker_speeds, walker_ids, walker_lanes = \
             self._nearby_objects()
         collisions = self._collisions(ego, vehicles_arr, vehicle_ids, walkers_arr, walker_ids)
         next_light = self._next_light()
-        at_stop, ran_stop = self._stop_sign_progress(e.x, e.y, e.speed)
+        at_stop, ran_stop, stop_pending = self._stop_sign.update(e.x, e.y, e.speed, self.network.stop_zones)
         return Snapshot(
             time=self._step_count * self.settings.dt,
             ego=ego,
@@ -259,7 +256,7 @@ class SumoSimulation:
             next_light=next_light,
             stop_zones=self._stop_zones_near(e.x, e.y),
             at_stop_sign=at_stop,
-            stop_sign_pending=at_stop and not self._stopped_in_zone,
+            stop_sign_pending=stop_pending,
             ran_stop_sign=ran_stop,
             on_drivable=self.static_layers.is_drivable(e.x, e.y),
             collisions=collisions,
@@ -315,12 +312,12 @@ class SumoSimulation:
         if upcoming:
             tls, index, distance, state = upcoming[0]
             line = self.network.stop_line(tls, index)
-            if line is not None and line is not self._watched_line and distance < _WATCH_LIGHT_M:
-                self._watched_line, self._line_was_ahead = line, True
-        if self._watched_line is not None:
-            line = self._watched_line
-            tls, state = line.tls, self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index]
-            distance = self._distance_ahead(line)[0]
+            if line is not None and distance < WATCH_LIGHT_M:
+                self._red_light.watch(line)
+        if self._red_light.line is not None:
+            line = self._red_light.line
+            tls, state = line.tls, self._link_state(line)
+            distance = distance_ahead(ego_front(self._ego_state), line)[0]
         elif not upcoming:
             return None
         tl = self._sumo.trafficlight
@@ -329,28 +326,16 @@ class SumoSimulation:
         return NextLight(state=_light_state(state), distance=max(0.0, distance),
                          phase_remaining=float(np.clip(remaining, 0.0, 1.0)))
 
-    def _distance_ahead(self, line) -> tuple[float, float]:
-        """(distance from the ego's front to the line along the lane, lateral offset from its centre)."""
-        e, half = self._ego, 0.5 * self.settings.vehicle.length
-        front = np.array([e.x + half * math.cos(e.yaw), e.y + half * math.sin(e.yaw)])
-        ahead = float((line.centre - front) @ line.direction)
-        across = abs(float((front - line.centre) @ np.array([-line.direction[1], line.direction[0]])))
-        return ahead, across
+    def _link_state(self, line) -> str:
+        return self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index]
 
     def _ran_red_light(self) -> bool:
         """The ego's front crossed the watched stop line this step while its signal showed red.
 
         Judged on our own geometry, not on SUMO's route mapping, which can jump near junctions.
         """
-        line = self._watched_line
-        if line is None:
-            return False
-        ahead, across = self._distance_ahead(line)
-        crossed = self._line_was_ahead and ahead <= 0.0 and across <= line.half_width + 1.0
-        self._line_was_ahead = ahead > 0.0
-        if crossed or ahead < -10.0:
-            self._watched_line = None
-        return crossed and self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index] in _RED_STATES
+        crossed = self._red_light.crossed(ego_front(self._ego_state))
+        return crossed is not None and self._link_state(crossed) in _RED_STATES
 
     def _stop_lines_near(self, x: float, y: float) -> StopLines:
         segments = self.network.stop_line_segments
@@ -367,25 +352,6 @@ class SumoSimulation:
         zones = self.network.stop_zones
         near = (np.abs(zones[:, 0] - x) < _STOP_LINE_RADIUS_M) & (np.abs(zones[:, 1] - y) < _STOP_LINE_RADIUS_M)
         return zones[near]
-
-    def _stop_sign_progress(self, x: float, y: float, speed: float) -> tuple[bool, bool]:
-        """(inside a stop zone now, left one this step without having stopped in it)."""
-        inside = self._at_stop_sign(x, y)
-        ran = self._in_stop_zone and not inside and not self._stopped_in_zone
-        if inside and not self._in_stop_zone:
-            self._stopped_in_zone = False
-        self._stopped_in_zone = self._stopped_in_zone or (inside and speed < 0.1)
-        self._in_stop_zone = inside
-        return inside, ran
-
-    def _at_stop_sign(self, x: float, y: float) -> bool:
-        zones = self.network.stop_zones
-        if len(zones) == 0:
-            return False
-        dx, dy = x - zones[:, 0], y - zones[:, 1]
-        c, s = np.cos(zones[:, 2]), np.sin(zones[:, 2])
-        along, across = c * dx + s * dy, -s * dx + c * dy
-        return bool(np.any((np.abs(along) <= zones[:, 3] / 2) & (np.abs(across) <= zones[:, 4] / 2)))
 
 
 def _light_state(char: str) -> LightState:
