@@ -22,6 +22,7 @@ only place that says why a UE4 process went away.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -243,6 +244,67 @@ def _kill_group(proc: subprocess.Popen, pgid: int, grace_s: float) -> None:
         logger.error("CARLA server pid %d did not exit after SIGKILL", proc.pid)
 
 
+# -- orphans: servers whose launching process was killed -----------------------------------------
+# A rollout actor killed with SIGKILL (ray.kill, the OOM killer) cannot stop the server it started,
+# and the server runs in its own session, so nothing else would. Each launch leaves an owner file
+# in the log directory; the next supervisor started there kills the groups whose owner is gone.
+
+
+def _owner_path(log_dir: str | os.PathLike, rpc: int) -> Path:
+    return Path(log_dir) / f"carla-{rpc}.owner"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _group_runs(pgid: int, marker: str) -> bool:
+    """Whether a live process of group `pgid` has `marker` on its command line (so a recycled
+    group id of an unrelated program is never signalled)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+def reap_orphans(log_dir: str | os.PathLike) -> int:
+    """Kill the CARLA servers launched from `log_dir` whose launching process has died; returns
+    how many process groups it killed."""
+    reaped = 0
+    for path in Path(log_dir).glob("carla-*.owner"):
+        try:
+            owner = json.loads(path.read_text())
+            owner_pid, pgid, marker = int(owner["owner_pid"]), int(owner["pgid"]), str(owner["marker"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if _pid_alive(owner_pid):
+            continue
+        if _group_runs(pgid, marker):
+            logger.warning("killing orphaned CARLA server group %d (%s): its launcher, pid %d, is gone",
+                           pgid, marker, owner_pid)
+            _signal_group(pgid, signal.SIGKILL)
+            reaped += 1
+        path.unlink(missing_ok=True)
+    return reaped
+
+
 def _finalize(proc: subprocess.Popen, pgid: int) -> None:
     """At interpreter exit (a Ray actor shutting down): no orphaned UE4 processes."""
     if proc.poll() is None:
@@ -331,6 +393,8 @@ class CarlaServer:
         if self.alive():
             return
         self.stop()  # a dead process still holds its log file and group
+        if Path(self.settings.log_dir).is_dir():
+            reap_orphans(self.settings.log_dir)  # they would hold GPU memory and ports
         preferred = self._rpc_port or self.settings.rpc_port  # a restart keeps its port when it can
         lost: list[int] = []
         for _ in range(self.settings.max_port_attempts):
@@ -362,6 +426,8 @@ class CarlaServer:
         self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         self._pgid = self._proc.pid  # a new session: the child leads its own process group
+        _owner_path(log_dir, rpc).write_text(json.dumps(
+            {"owner_pid": os.getpid(), "pgid": self._pgid, "marker": f"-carla-rpc-port={rpc}"}))
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pgid)
         started = time.monotonic()
         try:
@@ -460,6 +526,7 @@ class CarlaServer:
                 self._finalizer.detach()
                 self._finalizer = None
             _kill_group(proc, self._pgid, self.settings.stop_grace_s)
+            _owner_path(self.settings.log_dir, self._rpc_port).unlink(missing_ok=True)
             logger.info("CARLA server pid %d (rpc %s) stopped, exit code %s", proc.pid, self._rpc_port,
                         proc.returncode)
         if self._log is not None:

@@ -290,3 +290,39 @@ def test_real_carla_server_starts(tmp_path):
     with CarlaServer(settings) as server:
         assert server.version and server.version.startswith("0.9")
         assert server.map_name and "Town" in server.map_name
+
+
+def test_servers_of_a_killed_launcher_are_reaped_and_others_are_not(tmp_path):
+    """A rollout actor killed with SIGKILL cannot stop its server (own session); the next
+    supervisor launched from the same log directory kills it."""
+    import subprocess
+
+    child_code = (
+        "import sys, time\n"
+        "from tests.test_carla_server import make_server\n"
+        "from pathlib import Path\n"
+        "server = make_server(Path(sys.argv[1]), 'ok')\n"
+        "server.start()\n"
+        "print(server.pgid, flush=True)\n"
+        "time.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", child_code, str(tmp_path)], stdout=subprocess.PIPE,
+                                text=True, cwd=Path(__file__).parents[1])
+    try:
+        orphan_pgid = int(launcher.stdout.readline())
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert not group_gone(orphan_pgid)  # the launcher's death did not take the server with it
+
+    mine = make_server(tmp_path, "ok")  # a live supervisor's server is not an orphan
+    mine.start()
+    try:
+        from cluster.carla_server import reap_orphans
+
+        assert reap_orphans(tmp_path / "logs") == 0  # start() already reaped the orphan
+        assert wait_until(lambda: group_gone(orphan_pgid))
+        assert mine.alive()
+        assert [p.name for p in (tmp_path / "logs").glob("*.owner")] == [f"carla-{mine.rpc_port}.owner"]
+    finally:
+        mine.stop()
+    assert list((tmp_path / "logs").glob("*.owner")) == []
