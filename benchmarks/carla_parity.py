@@ -8,7 +8,8 @@ on the CARLA map's driving-lane centre lines, any lane, junctions included); rou
 (fraction of one route's points within 2.5 m of the other route's polyline, each way; a pair
 agrees when both fractions are >= 0.9) between random points on lane interiors at least 80 m
 apart, against the SUMO backend's planner; per-point command agreement on the agreeing routes;
-and timings.
+signals: distance from each traffic-light stop line read from carla.Map landmarks to the nearest
+SUMO stop line, and whether routes cross the same lights at the same places; and timings.
 """
 from __future__ import annotations
 
@@ -21,9 +22,32 @@ import time
 import numpy as np
 
 from envs.carla.parity import TownPair, polyline_agreement
+from envs.carla.signals import lights_on_route, read_signal_lines
 from envs.carla.town_map import CarlaTownMap
 from envs.maps import MapSearch
 from envs.sumo.network import RoutePlanningError
+
+
+def _signals(pair: TownPair, pairs) -> dict:
+    lines = [line for line in read_signal_lines(pair.carla) if line.kind == "light"]
+    sumo = np.array([line.centre for line in pair.network.stop_lines])
+    nearest = np.array([np.min(np.linalg.norm(sumo - line.centre, axis=1)) for line in lines])
+    same, crossed = 0, 0
+    for start, goal in pairs:
+        try:
+            _, sumo_route = pair.network.plan(tuple(start), tuple(goal))
+            carla_route = pair.carla.plan(tuple(start), tuple(goal))
+        except RoutePlanningError:
+            continue
+        if min(polyline_agreement(carla_route.xy, sumo_route.xy)) < 0.9:
+            continue  # different roads: their lights differ too
+        on_carla = [s for s, _ in lights_on_route(carla_route, lines)]
+        on_sumo = [s for s, _ in lights_on_route(sumo_route, lines)]
+        crossed += len(on_carla)
+        same += len(on_carla) == len(on_sumo) and bool(np.all(np.abs(np.subtract(on_carla, on_sumo)) <= 3.0))
+    return {"light_lines_carla": len(lines), "light_lines_sumo": len(sumo),
+            "line_to_sumo_m_median": float(np.median(nearest)), "line_to_sumo_m_max": float(np.max(nearest)),
+            "agreeing_routes_with_same_lights": same, "lights_crossed": crossed}
 
 
 def _routes(pair: TownPair, pairs) -> dict:
@@ -77,6 +101,7 @@ def measure(town: str, n_poses: int, n_pairs: int, seed: int) -> dict:
                     "road_iou_p05": float(np.percentile(iou, 5))})
         pairs = pair.sample_route_pairs(n_pairs, seed)
         out["routes"] = _routes(pair, pairs)
+        out["signals"] = _signals(pair, pairs)
     return out
 
 
