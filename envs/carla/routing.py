@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from envs.geometry import polyline_length, wrap_angle
-from envs.sumo.network import RoutePlanningError, _resample, slice_polyline
+from envs.geometry import polyline_length, route_from_pieces, slice_polyline, wrap_angle
+from envs.sumo.network import RoutePlanningError
 from envs.types import Route, RouteCommand
 
 LaneKey = tuple[int, int, int]  # (road id, section id, lane id)
@@ -135,7 +135,7 @@ class LaneGraph:
     def plan(self, start: tuple[LaneKey, float], goal: tuple[LaneKey, float]) -> Route:
         """Dense route from (lane, arc position) to (lane, arc position)."""
         path = self.search(start, goal)
-        return _resample(self._pieces(path, start[1], goal[1]))
+        return route_from_pieces(self._pieces(path, start[1], goal[1]))
 
     def search(self, start: tuple[LaneKey, float], goal: tuple[LaneKey, float]) -> list[tuple[LaneKey, str]]:
         """Lanes from start to goal, each with how it was entered ('start', 'follow', 'left', 'right')."""

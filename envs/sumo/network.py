@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.geometry import polyline_length
+from envs.geometry import polyline_length, route_from_pieces, slice_polyline
 from envs.types import Route, RouteCommand
 
 VEHICLE_CLASS = "passenger"
-_ROUTE_SPACING_M = 1.0
 _STOP_ZONE_M = 4.0  # length of the zone before a stop-sign line where the ego must halt
 
 
@@ -47,15 +46,6 @@ class StopLine:
     @property
     def centre(self) -> np.ndarray:
         return 0.5 * (self.segment[:2] + self.segment[2:])
-
-
-def slice_polyline(shape: np.ndarray, start: float, end: float) -> np.ndarray:
-    """The part of a polyline between two arc lengths, as points (interpolated at the ends)."""
-    s = polyline_length(shape)
-    start, end = max(0.0, start), min(s[-1], end)
-    inner = (s > start) & (s < end)
-    ends = [np.interp(v, s, shape[:, k]) for v in (start, end) for k in (0, 1)]
-    return np.vstack([ends[0:2], shape[inner], ends[2:4]])
 
 
 def offset_polyline(shape: np.ndarray, offset: float) -> np.ndarray:
@@ -247,7 +237,7 @@ class TownNetwork:
         if len(edges) == 1 and goal_pos < start_pos:
             raise RoutePlanningError(f"goal lies behind the start on {start_lane}")
         pieces = self._lane_pieces(edges, start_lane, start_pos, goal_pos)
-        return edges, _resample(pieces)
+        return edges, route_from_pieces(pieces)
 
     def _lane_pieces(self, edges: list[str], start_lane: str, start_pos: float, goal_pos: float):
         """(polyline, command) pieces along the lanes the route uses."""
@@ -328,25 +318,3 @@ def _is_grid_pair(edge: str, lanes_by_edge: dict[str, list[Lane]]) -> bool:
     """netgenerate names opposite edges A0B0 / B0A0."""
     m = re.fullmatch(r"([A-Z]+\d+)([A-Z]+\d+)", edge)
     return bool(m) and (m.group(2) + m.group(1)) in lanes_by_edge
-
-
-def _resample(pieces) -> Route:
-    """Join (polyline, command) pieces and resample at about 1 m spacing."""
-    xy_parts, cmd_parts = [], []
-    for shape, command in pieces:
-        if len(shape) < 2:
-            continue
-        s = polyline_length(shape)
-        n = max(2, int(math.ceil(s[-1] / _ROUTE_SPACING_M)) + 1)
-        grid = np.linspace(0.0, s[-1], n)
-        pts = np.stack([np.interp(grid, s, shape[:, 0]), np.interp(grid, s, shape[:, 1])], axis=1)
-        if xy_parts:
-            pts = pts[1:]  # the joint point is already there
-        xy_parts.append(pts)
-        cmd_parts.append(np.full(len(pts), int(command)))
-    xy = np.vstack(xy_parts)
-    keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-6])
-    xy, commands = xy[keep], np.concatenate(cmd_parts)[keep]
-    d = np.diff(xy, axis=0)
-    yaw = np.arctan2(d[:, 1], d[:, 0])
-    return Route(xy=xy, yaw=np.append(yaw, yaw[-1]), commands=commands)
