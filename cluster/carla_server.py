@@ -541,12 +541,17 @@ class CarlaServer:
         self.stop()
         self.start()
 
-    def maybe_periodic_restart(self) -> bool:
-        """Restart when restart_every_s has passed since the server became ready; True if it did."""
+    def restart_due(self) -> bool:
+        """Whether restart_every_s has passed since the server became ready (the caller releases
+        its client-side state, such as the traffic manager, and then calls `restart`)."""
         every = self.settings.restart_every_s
-        if every <= 0 or self._ready_at is None or time.monotonic() - self._ready_at < every:
+        return every > 0 and self._ready_at is not None and time.monotonic() - self._ready_at >= every
+
+    def maybe_periodic_restart(self) -> bool:
+        """Restart when `restart_due()`; True if it did."""
+        if not self.restart_due():
             return False
-        self.restart(f"periodic restart after {every:g} s (contains CARLA's memory growth)")
+        self.restart(f"periodic restart after {self.settings.restart_every_s:g} s (contains CARLA's memory growth)")
         return True
 
     def _tail(self) -> str:

@@ -11,7 +11,7 @@ from envs.carla.parity import TownPair
 from envs.carla.signals import STOP_ZONE_M, lights_on_route, read_signal_lines, stop_zones
 from envs.carla.town_map import CarlaTownMap
 from envs.route_suites import load_suite, random_route
-from envs.types import LightState, Route
+from envs.types import Control, LightState, Route
 
 _SUITE = {"Town01": "nocrash_train", "Town02": "nocrash_eval"}
 
@@ -98,7 +98,7 @@ def test_ego_state_mirrors_carla_frame(plain_map):
     transform = carla.Transform(carla.Location(x=10.0, y=20.0, z=0.3), carla.Rotation(yaw=90.0))
     box = carla.BoundingBox(carla.Location(x=0.5, y=0.0, z=0.7), carla.Vector3D(2.4, 1.0, 0.8))
     ego = readout.ego_state(plain_map, transform, box, carla.Vector3D(0.3, 5.0, 0.0), carla.Vector3D(0.0, 2.0, 0.0),
-                            carla.VehicleControl(throttle=0.6, steer=-0.25, brake=0.0))
+                            Control(throttle=0.6, steer=-0.25), gear=2)
     # The box sits 0.5 m ahead of the origin: CARLA (10, 20.5) -> Mentor (10, -20.5).
     assert (ego.x, ego.y) == pytest.approx((10.0, -20.5), abs=1e-4)
     assert ego.yaw == pytest.approx(-math.pi / 2)
@@ -107,14 +107,13 @@ def test_ego_state_mirrors_carla_frame(plain_map):
     assert ego.v_lateral == pytest.approx(0.3, abs=1e-5)
     assert ego.accel == pytest.approx(2.0, abs=1e-5)
     assert (ego.length, ego.width) == pytest.approx((4.8, 2.0))
-    assert (ego.control.throttle, ego.control.steer) == pytest.approx((0.6, -0.25))
+    assert (ego.control.throttle, ego.control.steer, ego.gear) == pytest.approx((0.6, -0.25, 2))
 
 
 def test_reversing_reads_as_zero_speed(plain_map):
     transform = carla.Transform(carla.Location(), carla.Rotation(yaw=0.0))
     box = carla.BoundingBox(carla.Location(), carla.Vector3D(2.0, 1.0, 0.8))
-    ego = readout.ego_state(plain_map, transform, box, carla.Vector3D(-1.0, 0.0, 0.0), carla.Vector3D(),
-                            carla.VehicleControl())
+    ego = readout.ego_state(plain_map, transform, box, carla.Vector3D(-1.0, 0.0, 0.0), carla.Vector3D(), Control())
     assert ego.speed == 0.0
 
 
@@ -129,8 +128,6 @@ def test_boxes_and_speeds(plain_map):
 
 
 def test_control_round_trip_and_kinds():
-    from envs.types import Control
-
     c = readout.vehicle_control(Control(throttle=0.4, steer=0.3, brake=0.0))
     assert (c.throttle, c.steer, c.brake) == pytest.approx((0.4, 0.3, 0.0))
     assert readout.collision_kind("vehicle.tesla.model3") == "vehicle"

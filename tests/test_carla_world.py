@@ -4,11 +4,8 @@ Tests marked `carla` need a CARLA 0.9.16 installation ($CARLA_ROOT) and a GPU or
 with `pytest -m carla`. Each starts its own supervised server. The first test needs no server: the
 real carla client meets a port where nothing answers.
 """
-import os
-import signal
 import socket
 
-import numpy as np
 import pytest
 
 from envs.carla.world import CarlaSettings
@@ -81,31 +78,37 @@ def test_passes_gymnasium_check(server):
         env.close()
 
 
-@pytest.mark.carla
-def test_a_killed_server_is_restarted_and_the_env_resets(server):
-    env = _env(server, traffic="empty")
-    try:
-        env.reset(seed=1, options={"route": 1})
+_KILL_SCRIPT = """
+import os, signal, sys
+
+from cluster.carla_server import CarlaServer, CarlaServerSettings
+from envs.carla.world import CarlaServerLost, CarlaSettings
+from envs.driving_env import DrivingEnv
+
+server = CarlaServer(CarlaServerSettings(rpc_port=0, nullrhi=True, log_dir=sys.argv[1]))
+server.start()
+env = DrivingEnv(town="Town01", traffic="empty", backend="carla", server=server,
+                 carla=CarlaSettings(port=server.rpc_port, tm_port=server.tm_port))
+env.reset(seed=1, options={"route": 1})
+env.step(np.array([0.5, 0.0], np.float32))
+os.killpg(server.pgid, signal.SIGKILL)
+try:
+    for _ in range(50):
         env.step(np.array([0.5, 0.0], np.float32))
-        restarts = server.restarts
-        os.killpg(server.pgid, signal.SIGKILL)
-        with pytest.raises(SimulatorError, match="reset\\(\\) reconnects to the restarted server"):
-            for _ in range(50):
-                env.step(np.array([0.5, 0.0], np.float32))
-        assert server.restarts == restarts + 1 and server.alive()
-        obs, _ = env.reset(seed=1, options={"route": 1})
-        assert obs["bev"][0].any()
-    finally:
-        env.close()
+except CarlaServerLost as exc:
+    print("LOST", "new process" in str(exc), server.alive(), flush=True)
+os._exit(0)  # the traffic manager's thread still points at the dead server
+"""
 
 
-def test_local_mode_without_a_carla_install_names_the_paths_searched(tmp_path, monkeypatch):
-    from actors.local_runtime import LocalRuntime
-    from cluster.carla_server import CarlaNotFoundError
-    from configs.loader import load_config
+@pytest.mark.carla
+def test_a_killed_server_is_reported_as_lost_and_stopped(tmp_path):
+    """In a child process: after a server death this process's traffic manager is unusable, so
+    the world stops the server and raises CarlaServerLost (on Ray the actor is then replaced)."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    monkeypatch.delenv("CARLA_ROOT", raising=False)
-    config = load_config(None, ["env.backend=carla", f"env.carla.carla_root={tmp_path}/nowhere",
-                                "workers.num_workers=1", "feedback.mode=off"])
-    with pytest.raises(CarlaNotFoundError, match=rf"(?s)searched:.*{tmp_path}/nowhere/CarlaUE4.sh.*CARLA_ROOT"):
-        LocalRuntime(config)
+    result = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path)], check=False, capture_output=True,
+                            text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert "LOST True False" in result.stdout, result.stdout + result.stderr

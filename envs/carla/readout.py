@@ -24,15 +24,14 @@ def box_centre(town: CarlaTownMap, transform: carla.Transform,
 
 
 def ego_state(town: CarlaTownMap, transform: carla.Transform, bounding_box: carla.BoundingBox,
-              velocity: carla.Vector3D, acceleration: carla.Vector3D, control: carla.VehicleControl) -> EgoState:
+              velocity: carla.Vector3D, acceleration: carla.Vector3D, control: Control, gear: int = 0) -> EgoState:
     x, y, yaw = box_centre(town, transform, bounding_box)
     forward, left = np.array([math.cos(yaw), math.sin(yaw)]), np.array([-math.sin(yaw), math.cos(yaw)])
     v = np.array([velocity.x, -velocity.y])  # CARLA's y points the other way
     a = np.array([acceleration.x, -acceleration.y])
     return EgoState(x=x, y=y, yaw=yaw, speed=max(0.0, float(v @ forward)), v_lateral=float(v @ left),
                     accel=float(a @ forward), length=2.0 * bounding_box.extent.x, width=2.0 * bounding_box.extent.y,
-                    control=Control(throttle=control.throttle, steer=control.steer, brake=control.brake),
-                    gear=int(control.gear))
+                    control=control, gear=int(gear))
 
 
 def boxes(town: CarlaTownMap, actors: Iterable[tuple[carla.Transform, carla.BoundingBox, carla.Vector3D]]

@@ -12,9 +12,17 @@ stop lines and value conversions it uses (town_map, signals, readout) are tested
   traffic-light actor; red-light and stop-sign rules judged as in the SUMO backend
   (envs.traffic_rules).
 
-A failed tick (time-out, dead server) raises SimulatorError after asking the server's supervisor
-(cluster.carla_server.CarlaServer, passed in as `server`) to restart it; the next reset()
-reconnects and rebuilds the world and the traffic manager.
+Server failures. The traffic manager runs inside this client process, in a table keyed by port,
+and its thread keeps calling the server it was made for; once that server is gone the process
+cannot get a working traffic manager again (its calls fail, and an unhandled failure on that
+thread aborts the process; carla#4577, #6748). So:
+- a failed tick or a dead server stops the server (through its supervisor,
+  cluster.carla_server.CarlaServer, passed in as `server`) and raises CarlaServerLost: the rollout
+  actor fails and the driver replaces it with a fresh process and a fresh server;
+- a periodic restart (the server still up) first shuts the traffic manager down, then restarts
+  the server and reconnects, in the same process;
+- an episode that cannot start (the ego's spawn point occupied) raises SimulatorError, and
+  reset() may simply be called again.
 """
 from __future__ import annotations
 
@@ -44,6 +52,7 @@ _CONTEXT_RADIUS_M = 60.0
 _SPAWN_CLEARANCE_M = 20.0  # background vehicles start at least this far from the ego
 _SPAWN_LIFT_M = 0.5  # spawn above the road so the chassis does not start inside it
 _ROUTE_WINDOW = 50  # route points (about 1 m apart) searched ahead for the ego's front each step
+_LOAD_WORLD_TIMEOUT_S = 180.0
 _WALKER_SPEED = 1.4  # m/s
 _WALKER_CROSSING_FRACTION = 0.1  # share of walkers that cross roads (CARLA's example uses 0-0.1)
 
@@ -61,12 +70,23 @@ class CarlaSettings:
     ego_blueprint: str = "vehicle.lincoln.mkz_2020"
 
 
+class CarlaServerLost(RuntimeError):
+    """The CARLA server died or stopped ticking; this process cannot continue with CARLA (see the
+    module docstring). Not a SimulatorError on purpose: the rollout worker does not retry it, its
+    actor fails and is replaced."""
+
+
 class ServerSupervisor(Protocol):
     """What the world needs from cluster.carla_server.CarlaServer."""
 
+    rpc_port: int | None
+    tm_port: int | None
+
     def restart(self, reason: str) -> None: ...
 
-    def maybe_periodic_restart(self) -> bool: ...
+    def restart_due(self) -> bool: ...
+
+    def stop(self) -> None: ...
 
     def tick_guard(self) -> contextlib.AbstractContextManager[float]: ...
 
@@ -84,24 +104,29 @@ class CarlaSimulation:
     # ----- connection ------------------------------------------------------------------------
     def _connect(self) -> None:
         s = self.settings
+        # A supervised server may have moved to other ports when it restarted.
+        port, tm_port = (self._server.rpc_port, self._server.tm_port) if self._server is not None else (s.port, s.tm_port)
         try:
-            self.client = carla.Client(s.host, s.port)
+            self.client = carla.Client(s.host, port)
             self.client.set_timeout(s.timeout_s)
             world = self.client.get_world()
-            if not world.get_map().name.endswith(s.town):
+            carla_map = world.get_map()
+            if not carla_map.name.endswith(s.town):
+                self.client.set_timeout(max(s.timeout_s, _LOAD_WORLD_TIMEOUT_S))  # a cold load reads the town from disk
                 world = self.client.load_world(s.town)
+                self.client.set_timeout(s.timeout_s)
+                carla_map = world.get_map()
             settings = world.get_settings()
             settings.synchronous_mode, settings.fixed_delta_seconds = True, s.dt
             settings.no_rendering_mode = not s.rendering
             world.apply_settings(settings)
-            self.traffic_manager = self.client.get_trafficmanager(s.tm_port)
+            self.traffic_manager = self.client.get_trafficmanager(tm_port)
             self.traffic_manager.set_synchronous_mode(True)
         except RuntimeError as exc:
-            raise SimulatorError(f"cannot reach a CARLA server at {s.host}:{s.port} ({exc}); start one "
+            raise SimulatorError(f"cannot reach a CARLA server at {s.host}:{port} ({exc}); start one "
                                  "(CarlaUE4.sh -carla-rpc-port=...) or let the worker launch its own "
                                  "(env.carla.launch: true)") from exc
-        self.world = world
-        self.carla_map = world.get_map()
+        self.world, self.carla_map, self._port = world, carla_map, port
         if not hasattr(self, "town_map"):  # the map's geometry does not change across restarts
             self.town_map = CarlaTownMap(s.town, self.carla_map)
             self.static_layers = self.town_map.static_layers
@@ -120,32 +145,42 @@ class CarlaSimulation:
         return lights
 
     def close(self) -> None:
-        if not getattr(self, "_connected", False):
-            return
+        if getattr(self, "_connected", False):
+            self._release()
+
+    def _release(self) -> None:
+        """Leave the server as a new client expects it: no actors of ours, asynchronous, and this
+        process's traffic manager shut down (else its thread keeps calling the server)."""
         try:
             self._destroy_episode()
             settings = self.world.get_settings()
             settings.synchronous_mode, settings.fixed_delta_seconds = False, None
             self.world.apply_settings(settings)  # an asynchronous server does not wait for a client
             self.traffic_manager.set_synchronous_mode(False)
+            self.traffic_manager.shut_down()
         except RuntimeError:
-            logger.debug("closing the CARLA world failed (the server may be gone)", exc_info=True)
+            logger.debug("releasing the CARLA world failed (the server may be gone)", exc_info=True)
         self._connected = False
 
     # ----- episode ---------------------------------------------------------------------------
     def reset(self, seed: int, route: RouteSpec) -> tuple[Route, Snapshot]:
         self._seed, self._step_count = seed, 0
         self._episode += 1
-        if self._server is not None and self._server.maybe_periodic_restart():
-            self._connected = False
+        if not self._connected:
+            raise CarlaServerLost("the CARLA world was closed or its server lost; make a new environment")
+        if self._server is not None and self._server.restart_due():
+            self._release()
+            self._server.restart("periodic restart (contains CARLA's memory growth)")
             self._forget_episode()
+            self._connect()
         try:
-            if not self._connected:
-                self._connect()
             self._destroy_episode()
             return self._begin_episode(seed, route)
+        except SimulatorError:
+            self._destroy_episode()  # e.g. the spawn point was taken: the server is fine
+            raise
         except RuntimeError as exc:
-            self._failed(exc)
+            self._lost(exc)
 
     def _begin_episode(self, seed: int, spec: RouteSpec) -> tuple[Route, Snapshot]:
         start_x, start_y, _ = self.town_map.from_carla(*spec.start)
@@ -159,7 +194,8 @@ class CarlaSimulation:
         counts = traffic_counts(self.settings.town, self.settings.traffic)
         self._spawn_vehicles(counts.vehicles, rng)
         self._spawn_walkers(counts.walkers)
-        self._collided_last_step: set[str] = set()
+        self._contact_frames: dict[str, int] = {}  # other actor -> last frame it touched the ego
+        self._control = Control()
         self._red_light, self._stop_sign = RedLightWatch(), StopSignWatch()
         self._route_pos = 0
         self._tick()
@@ -170,6 +206,8 @@ class CarlaSimulation:
         x, y, yaw = float(self.route.xy[0, 0]), float(self.route.xy[0, 1]), float(self.route.yaw[0])
         ground = self.carla_map.get_waypoint(readout.to_carla_transform(self.town_map, x, y, yaw, 0.0).location)
         transform = readout.to_carla_transform(self.town_map, x, y, yaw, ground.transform.location.z + _SPAWN_LIFT_M)
+        # A new actor's getters read the last world snapshot, which does not hold it yet: keep the pose.
+        self._ego_start = transform.location
         blueprint = self.world.get_blueprint_library().find(self.settings.ego_blueprint)
         blueprint.set_attribute("role_name", "hero")
         self._ego = self.world.try_spawn_actor(blueprint, transform)
@@ -190,17 +228,17 @@ class CarlaSimulation:
 
     def _on_collision(self, event: carla.CollisionEvent) -> None:
         with self._events_lock:
-            self._events.append((readout.collision_kind(event.other_actor.type_id), str(event.other_actor.id)))
+            self._events.append((event.frame, readout.collision_kind(event.other_actor.type_id),
+                                 str(event.other_actor.id)))
 
     def _on_lane_invasion(self, event: carla.LaneInvasionEvent) -> None:
         with self._events_lock:
             self._invasions.extend(str(marking.type) for marking in event.crossed_lane_markings)
 
     def _spawn_vehicles(self, count: int, rng: np.random.Generator) -> None:
-        start = self._ego.get_location()
-        points = [p for p in self.carla_map.get_spawn_points() if p.location.distance(start) > _SPAWN_CLEARANCE_M]
-        cars = [bp for bp in self.world.get_blueprint_library().filter("vehicle.*")
-                if bp.has_attribute("number_of_wheels") and bp.get_attribute("number_of_wheels").as_int() == 4]
+        points = [p for p in self.carla_map.get_spawn_points()
+                  if p.location.distance(self._ego_start) > _SPAWN_CLEARANCE_M]
+        cars = [bp for bp in self.world.get_blueprint_library().filter("vehicle.*") if _is_car(bp)]
         batch = []
         for i in rng.permutation(len(points))[:count]:
             blueprint = cars[int(rng.integers(len(cars)))]
@@ -225,14 +263,15 @@ class CarlaSimulation:
                 batch.append(carla.command.SpawnActor(blueprint, carla.Transform(location)))
         self._walker_ids = self._apply(batch)
         controller = library.find("controller.ai.walker")
-        controllers = self._apply([carla.command.SpawnActor(controller, carla.Transform(), walker)
-                                   for walker in self._walker_ids])
-        self.world.tick()  # controllers need a tick before they take orders
-        for actor in self.world.get_actors(controllers):
+        self._controllers = self._apply([carla.command.SpawnActor(controller, carla.Transform(), walker)
+                                         for walker in self._walker_ids])
+        self._tick()  # controllers need a tick before they take orders
+        for actor in self.world.get_actors(self._controllers):
             actor.start()
-            actor.go_to_location(self.world.get_random_location_from_navigation())
+            goal = self.world.get_random_location_from_navigation()
+            if goal is not None:
+                actor.go_to_location(goal)
             actor.set_max_speed(_WALKER_SPEED)
-        self._controllers = controllers
 
     def _apply(self, batch: list) -> list[int]:
         ids = []
@@ -249,8 +288,8 @@ class CarlaSimulation:
             sensor.stop()
         for actor in self.world.get_actors(self._controllers):
             actor.stop()
-        if self._actors:
-            self.client.apply_batch_sync([carla.command.DestroyActor(i) for i in self._actors], True)
+        if self._actors:  # controllers before their walkers, sensors before the ego: reverse spawn order
+            self.client.apply_batch_sync([carla.command.DestroyActor(i) for i in reversed(self._actors)], True)
         self._forget_episode()
 
     def _forget_episode(self) -> None:
@@ -265,14 +304,15 @@ class CarlaSimulation:
     # ----- stepping --------------------------------------------------------------------------
     def step(self, control: Control) -> Snapshot:
         if not self._connected or self._ego is None:
-            raise SimulatorError("the CARLA world is closed or its server restarted; call reset() first")
+            raise SimulatorError("no episode is running; call reset() first")
         self._step_count += 1
+        self._control = control
         try:
             self._ego.apply_control(readout.vehicle_control(control))
             self._tick()
             return self._snapshot()
         except RuntimeError as exc:
-            self._failed(exc)
+            self._lost(exc)
 
     def _tick(self) -> None:
         with self._tick_guard() as timeout_s:
@@ -283,20 +323,24 @@ class CarlaSimulation:
             return self._server.tick_guard()
         return _plain_guard(self.settings.timeout_s)
 
-    def _failed(self, exc: Exception):
+    def _lost(self, exc: Exception):
         context = (f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
-                   f"episode={self._episode} step={self._step_count} server={self.settings.host}:{self.settings.port}")
+                   f"episode={self._episode} step={self._step_count} server={self.settings.host}:{self._port}")
         self._connected = False
         if self._server is not None:
-            self._forget_episode()
-            self._server.restart(f"{type(exc).__name__}: {exc} ({context})")
-        raise SimulatorError(f"CARLA failed ({context}): {exc}. reset() reconnects"
-                             + (" to the restarted server." if self._server is not None else ".")) from exc
+            self._server.stop()  # its GPU memory and ports go now, not when the actor is reaped
+        raise CarlaServerLost(f"CARLA failed ({context}): {type(exc).__name__}: {exc}. The server "
+                              + ("was stopped; " if self._server is not None else "") + "this process's traffic "
+                              "manager cannot be reused, so CARLA needs a new process: on Ray the driver "
+                              "replaces the rollout actor (and its server); a local run stops, resume it "
+                              "with train.py --resume") from exc
 
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self) -> Snapshot:
+        # The applied control, not get_control(): that reads the last snapshot, a step behind.
         ego = readout.ego_state(self.town_map, self._ego.get_transform(), self._ego.bounding_box,
-                                self._ego.get_velocity(), self._ego.get_acceleration(), self._ego.get_control())
+                                self._ego.get_velocity(), self._ego.get_acceleration(), self._control,
+                                gear=self._ego.get_control().gear)
         vehicles, walkers = self._near(self._vehicle_ids, ego.x, ego.y), self._near(self._walker_ids, ego.x, ego.y)
         vehicle_boxes, vehicle_speeds = readout.boxes(
             self.town_map, ((a.get_transform(), a.bounding_box, a.get_velocity()) for a in vehicles))
@@ -333,13 +377,19 @@ class CarlaSimulation:
         return found
 
     def _sensor_events(self, speed: float) -> tuple[tuple, tuple[str, ...]]:
-        """New contacts (one event per other actor per contact, not per frame) and crossed markings."""
+        """New contacts and crossed markings. Event sensors cannot be waited for: an event of this
+        frame may come after tick() returned and is then reported a step late. A contact is new
+        when its other actor was not touching in the previous frame, so one contact is one event
+        however its frames fall between steps."""
         with self._events_lock:
             events, self._events = self._events, []
             invasions, self._invasions = tuple(self._invasions), []
-        touching = {other for _, other in events}
-        new = {other: kind for kind, other in events if other not in self._collided_last_step}
-        self._collided_last_step = touching
+        new: dict[str, str] = {}
+        for frame, kind, other in sorted(events):
+            last = self._contact_frames.get(other)
+            if last is None or frame - last > 1:
+                new.setdefault(other, kind)
+            self._contact_frames[other] = frame
         return tuple(CollisionEvent(kind=kind, other_id=other, speed=speed) for other, kind in new.items()), invasions
 
     def _state(self, line: SignalLine) -> LightState:
@@ -378,6 +428,13 @@ class CarlaSimulation:
     def _zones_near(self, x: float, y: float) -> np.ndarray:
         zones = self._zones
         return zones[(np.abs(zones[:, 0] - x) < _CONTEXT_RADIUS_M) & (np.abs(zones[:, 1] - y) < _CONTEXT_RADIUS_M)]
+
+
+def _is_car(blueprint: carla.ActorBlueprint) -> bool:
+    """Cars only (no trucks, vans, buses or two-wheelers), as NoCrash's traffic."""
+    if blueprint.has_attribute("base_type"):
+        return blueprint.get_attribute("base_type").as_str().lower() == "car"
+    return blueprint.has_attribute("number_of_wheels") and blueprint.get_attribute("number_of_wheels").as_int() == 4
 
 
 @contextlib.contextmanager
