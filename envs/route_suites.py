@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.geometry import point_along, polyline_length
-from envs.sumo.simulation import RouteSpec
+from envs.types import RouteSpec
 
 logger = logging.getLogger(__name__)
 

@@ -131,6 +131,14 @@ class Route:
 
 
 @dataclass(frozen=True)
+class RouteSpec:
+    """Start pose and goal in CARLA coordinates (x, y metres, yaw degrees), as suites store them."""
+
+    start: tuple[float, float, float]
+    goal: tuple[float, float]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything privileged about one simulation step, shared by BEV, reward, criteria, expert."""
 

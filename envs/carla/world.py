@@ -7,7 +7,7 @@ stop lines and value conversions it uses (town_map, signals, readout) are tested
 
 - synchronous mode at `dt` (0.1 s), the traffic manager in synchronous mode on its own port;
 - the ego is a CARLA vehicle with CARLA's physics; background vehicles on the traffic manager's
-  autopilot and walkers on CARLA's walker AI, in the NoCrash counts of envs.sumo.traffic;
+  autopilot and walkers on CARLA's walker AI, in the NoCrash counts of envs.traffic_presets;
 - collision and lane-invasion sensors on the ego; light states from each stop line's
   traffic-light actor; red-light and stop-sign rules judged as in the SUMO backend
   (envs.traffic_rules).
@@ -41,10 +41,9 @@ from envs.carla import readout
 from envs.carla.signals import TRAFFIC_LIGHT, SignalLine, lights_on_route, read_signal_lines, segments_array, stop_zones
 from envs.carla.town_map import CarlaTownMap
 from envs.collision import CollisionEvent
-from envs.sumo.simulation import RouteSpec
-from envs.sumo.traffic import traffic_counts
+from envs.traffic_presets import traffic_counts
 from envs.traffic_rules import WATCH_LIGHT_M, RedLightWatch, StopSignWatch, ego_front
-from envs.types import Control, LightState, NextLight, Route, SimulatorError, Snapshot, StopLines
+from envs.types import Control, LightState, NextLight, Route, RouteSpec, SimulatorError, Snapshot, StopLines
 
 logger = logging.getLogger(__name__)
 

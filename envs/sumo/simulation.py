@@ -21,9 +21,10 @@ from envs.collision import CollisionEvent, colliding
 from envs.maps import GENERATED_TOWN, MapSearch
 from envs.sumo.netbuild import build_net
 from envs.sumo.network import TownNetwork
-from envs.sumo.traffic import TrafficManager, traffic_counts
+from envs.sumo.traffic import TrafficManager
+from envs.traffic_presets import traffic_counts
 from envs.traffic_rules import WATCH_LIGHT_M, RedLightWatch, StopSignWatch, distance_ahead, ego_front
-from envs.types import Control, EgoState, LightState, NextLight, Route, SimulatorError, Snapshot, StopLines
+from envs.types import Control, EgoState, LightState, NextLight, Route, RouteSpec, SimulatorError, Snapshot, StopLines
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +42,6 @@ _process_lock = threading.Lock()
 
 class SimulationInUseError(RuntimeError):
     """A second simulation was requested in a process that already runs one."""
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    """Start pose and goal in CARLA coordinates (x, y metres, yaw degrees), as suites store them."""
-
-    start: tuple[float, float, float]
-    goal: tuple[float, float]
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,17 @@
-"""Background traffic for the SUMO backend: NoCrash presets, spawning and keeping the counts up."""
+"""Background traffic for the SUMO backend: spawning the preset counts (envs.traffic_presets) and
+keeping them up."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
 from envs.geometry import point_along, polyline_length
+from envs.traffic_presets import TrafficCounts
 
 logger = logging.getLogger(__name__)
 
-TRAFFIC_PRESETS = ("empty", "regular", "dense")
-
-# NoCrash (Codevilla et al., 2019): vehicles and pedestrians per town and traffic level.
-_NOCRASH_COUNTS = {
-    "Town01": {"empty": (0, 0), "regular": (20, 50), "dense": (100, 250)},
-    "Town02": {"empty": (0, 0), "regular": (15, 50), "dense": (70, 150)},
-}
 _SPAWN_CLEARANCE_M = 20.0  # keep background vehicles this far from the ego's start
-
-
-@dataclass(frozen=True)
-class TrafficCounts:
-    vehicles: int
-    walkers: int
-
-
-def traffic_counts(town: str, preset: str) -> TrafficCounts:
-    """NoCrash counts for Town01/Town02; other towns use Town02's (the smaller town)."""
-    if preset not in TRAFFIC_PRESETS:
-        raise ValueError(f"unknown traffic preset {preset!r}; choose one of {', '.join(TRAFFIC_PRESETS)}")
-    table = _NOCRASH_COUNTS.get(town, _NOCRASH_COUNTS["Town02"])
-    return TrafficCounts(*table[preset])
 
 
 class TrafficManager:
