@@ -70,7 +70,7 @@ class WorkerActor:
         episodes = stats.episode_returns[self._reported_episodes:]
         self._reported_episodes = len(stats.episode_returns)
         self._metrics.record(stats.env_steps, stats.backpressure_waits, feedback,
-                             episodes[-1][0] if episodes else None)
+                             episodes[-1][0] if episodes else None, stats.simulator_failures)
         return {"env_steps": stats.env_steps, "episodes": episodes, "feedback": feedback,
                 "simulator_failures": stats.simulator_failures,
                 "backpressure_waits": stats.backpressure_waits, "backpressure_wait_s": stats.backpressure_wait_s,

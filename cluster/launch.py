@@ -143,7 +143,7 @@ class RayRuntime:
         now = time.monotonic()
         rate = (self.env_steps - self._last_steps) / max(now - self._last_time, 1e-6)
         self._last_steps, self._last_time = self.env_steps, now
-        self._metrics.record(rate, self._episodes[-20:])
+        self._metrics.record(rate, self._episodes[-20:], self.replaced_workers)
         return {**learner, **self._feedback_summary(), "env_steps_per_s": rate,
                 "replaced_workers": float(self.replaced_workers),
                 **({"episode_return": sum(e[0] for e in self._episodes[-10:]) / len(self._episodes[-10:])}

@@ -23,12 +23,19 @@ class WorkerMetrics:
                               tag_keys=("worker",))
         self._episode_return = Gauge("mentor_episode_return", "return of the last finished episode",
                                      tag_keys=("worker",))
+        self._simulator_failures = Counter("mentor_simulator_failures",
+                                           "simulator failures a worker recovered from (episode truncated)",
+                                           tag_keys=("worker",))
         for metric in (self._env_steps, self._pending, self._availability, self._latency, self._waits,
-                       self._episode_return):
+                       self._episode_return, self._simulator_failures):
             metric.set_default_tags(tags)
-        self._last_steps, self._last_waits = 0, 0
+        self._last_steps, self._last_waits, self._last_failures = 0, 0, 0
 
-    def record(self, env_steps: int, waits: int, feedback: dict, last_return: float | None) -> None:
+    def record(self, env_steps: int, waits: int, feedback: dict, last_return: float | None,
+               simulator_failures: int = 0) -> None:
+        if simulator_failures > self._last_failures:
+            self._simulator_failures.inc(simulator_failures - self._last_failures)
+            self._last_failures = simulator_failures
         if env_steps > self._last_steps:
             self._env_steps.inc(env_steps - self._last_steps)
             self._last_steps = env_steps
@@ -73,9 +80,12 @@ class DriverMetrics:
         self._steps_per_s = Gauge("mentor_env_steps_per_s", "environment steps per second, all workers")
         self._driving_score = Gauge("mentor_driving_score", "driving score of recent training episodes")
         self._route_completion = Gauge("mentor_route_completion", "route completion of recent episodes")
+        self._replaced = Gauge("mentor_replaced_workers", "rollout actors replaced after dying or failing "
+                               "(a lost CARLA server, one that never got ready)")
 
-    def record(self, steps_per_s: float, recent: list[tuple[float, float, float]]) -> None:
+    def record(self, steps_per_s: float, recent: list[tuple[float, float, float]], replaced_workers: int = 0) -> None:
         self._steps_per_s.set(steps_per_s)
+        self._replaced.set(replaced_workers)
         if recent:
             self._route_completion.set(sum(r[1] for r in recent) / len(recent))
             self._driving_score.set(sum(r[2] for r in recent) / len(recent))
