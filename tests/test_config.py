@@ -96,10 +96,10 @@ def test_feedback_a_loss_needs_must_be_asked_for(overrides, message):
 
 
 def test_carla_backend_settings():
-    config = load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.carla_root=/opt/carla",
+    config = load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.carla_root=carla-0.9.16",
                                                           "workers.server_resource=carla_server"])
     assert config.env.backend == "carla" and config.env.carla.launch and config.env.carla.nullrhi
-    assert config.env.carla.carla_root == "/opt/carla"
+    assert config.env.carla.carla_root == "carla-0.9.16"
     with pytest.raises(ConfigError, match=re.escape("env.carla.launch=false connects every worker to 127.0.0.1:2000")):
         load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.launch=false",
                                                      "workers.num_workers=2"])

@@ -243,7 +243,7 @@ class CarlaSimulation:
             blueprint = cars[int(rng.integers(len(cars)))]
             blueprint.set_attribute("role_name", "autopilot")
             batch.append(carla.command.SpawnActor(blueprint, points[int(i)]).then(
-                carla.command.SetAutopilot(carla.command.FutureActor, True, self.settings.tm_port)))
+                carla.command.SetAutopilot(carla.command.FutureActor, True, self.traffic_manager.get_port())))
         self._vehicle_ids = self._apply(batch)
         if len(self._vehicle_ids) < count:
             logger.info("spawned %d of %d background vehicles (spawn points taken)", len(self._vehicle_ids), count)
@@ -265,12 +265,16 @@ class CarlaSimulation:
         self._controllers = self._apply([carla.command.SpawnActor(controller, carla.Transform(), walker)
                                          for walker in self._walker_ids])
         self._tick()  # controllers need a tick before they take orders
-        for actor in self.world.get_actors(self._controllers):
+        for actor in self._actors_by_id(self._controllers):
             actor.start()
             goal = self.world.get_random_location_from_navigation()
             if goal is not None:
                 actor.go_to_location(goal)
             actor.set_max_speed(_WALKER_SPEED)
+
+    def _actors_by_id(self, ids: list[int]) -> list:
+        # Never get_actors([]): an empty id list must not read as "all actors".
+        return list(self.world.get_actors(ids)) if ids else []
 
     def _apply(self, batch: list) -> list[int]:
         ids = []
@@ -285,7 +289,7 @@ class CarlaSimulation:
     def _destroy_episode(self) -> None:
         for sensor in self._sensors:
             sensor.stop()
-        for actor in self.world.get_actors(self._controllers):
+        for actor in self._actors_by_id(self._controllers):
             actor.stop()
         if self._actors:  # controllers before their walkers, sensors before the ego: reverse spawn order
             self.client.apply_batch_sync([carla.command.DestroyActor(i) for i in reversed(self._actors)], True)
@@ -368,7 +372,7 @@ class CarlaSimulation:
 
     def _near(self, ids: list[int], x: float, y: float) -> list[carla.Actor]:
         found = []
-        for actor in self.world.get_actors(ids):
+        for actor in self._actors_by_id(ids):
             location = actor.get_location()
             ax, ay, _ = self.town_map.from_carla(location.x, location.y)
             if math.hypot(ax - x, ay - y) < _CONTEXT_RADIUS_M:
