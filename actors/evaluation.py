@@ -36,8 +36,8 @@ class EvaluationWorker:
         return rows
 
     def _episode(self, route: int) -> dict[str, float]:
-        """One route; driven again from its start when the simulator fails part-way (a CARLA
-        server restart), so that every route of the table is scored on a whole episode."""
+        """One route; driven again from its start when the simulator fails part-way (a SUMO
+        crash), so that every route of the table is scored on a whole episode."""
         for attempt in range(_ATTEMPTS):
             try:
                 return self._drive(route)

@@ -14,6 +14,7 @@ import envs
 from actors.evaluation import EvaluationWorker
 from actors.feedback_client import InProcessFeedbackClient, SyncFeedbackClient
 from actors.rollout_worker import RolloutWorker
+from cluster.carla_server import launch_for  # plain Python: the supervisor, no Ray
 from configs.schema import Config, EnvConfig, EvalConfig
 from envs.maps import GENERATED_TOWN, MapSearch
 from inference.registry import build_model, model_inputs
@@ -24,17 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 def make_env(env: EnvConfig, server=None):
-    """The configured environment; `server` is the CARLA server this process launched (its ports
-    replace the configured ones), if any."""
+    """The configured environment; `server` is the CARLA server this process launched, if any
+    (the CARLA world then takes its ports from it)."""
     backend = {}
     if env.backend == "carla":
         from envs.carla.world import CarlaSettings
 
         c = env.carla
-        port, tm_port = (server.rpc_port, server.tm_port) if server is not None else (c.port, c.tm_port)
-        backend = dict(backend="carla", server=server,
-                       carla=CarlaSettings(host=c.host, port=port, tm_port=tm_port, timeout_s=c.client_timeout_s,
-                                           rendering=not c.nullrhi))
+        backend = {"backend": "carla", "server": server,
+                   "carla": CarlaSettings(host=c.host, port=c.port, tm_port=c.tm_port, timeout_s=c.client_timeout_s,
+                                          rendering=not c.nullrhi)}
     return gym.make(envs.ENV_ID, town=env.town, traffic=env.traffic, route_suite=env.route_suite,
                     maps_dir=env.maps_dir, **backend)
 
@@ -64,7 +64,7 @@ class LocalRuntime:
                              "(libsumo allows one simulation per process); set workers.num_workers=1 or run on Ray")
         self.config = config
         self.learner = learner or Learner(config)
-        self.server = _launch_carla_server(config.env)
+        self.server = launch_for(config.env)  # a CARLA server when env.backend is carla, else None
         self.worker = RolloutWorker(config, worker_uid=0, make_env=lambda: make_env(config.env, self.server),
                                     policy=Agent(config.agent, device="cpu", seed=config.run.seed),
                                     feedback=make_feedback_client(config), ship=self.learner.add,
@@ -122,13 +122,3 @@ class LocalRuntime:
             logger.debug("worker close", exc_info=True)
         if self.server is not None:
             self.server.stop()
-
-
-def _launch_carla_server(env: EnvConfig):
-    """The CARLA server of this process when the config wants one launched (cluster/carla_server.py
-    is plain Python; imported here only then)."""
-    if env.backend != "carla":
-        return None
-    from cluster.carla_server import launch_for
-
-    return launch_for(env)

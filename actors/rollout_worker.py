@@ -148,8 +148,8 @@ class RolloutWorker:
         self._obs, self._info = self._reset_env()
 
     def _reset_env(self):
-        """reset(), tried again when the simulator fails during it (a CARLA server restarting, a
-        blocked spawn point); the third failure is the worker's (its actor is then replaced)."""
+        """reset(), tried again when the simulator fails during it (a SUMO crash, a blocked CARLA
+        spawn point); the third failure is the worker's (its actor is then replaced)."""
         for attempt in range(_RESET_ATTEMPTS):
             try:
                 return self._env.reset()
@@ -160,8 +160,8 @@ class RolloutWorker:
                 self.stats.simulator_failures += 1
 
     def _simulator_failed(self, exc: SimulatorError) -> None:
-        """The simulator failed mid-step (a CARLA tick time-out, a SUMO crash): the backend has
-        restarted what it needs; end the episode as truncated at the last observation and reset.
+        """The simulator failed mid-step (a SUMO crash) and can go on after a reset: end the
+        episode as truncated at the last observation and reset.
         The bridging transition (same observation, reward 0, truncated) keeps every stored row
         complete; a truncation bootstraps, so it teaches nothing false."""
         logger.warning("worker %d: simulator failed at step %d, episode truncated: %s", self.stream_id, self._step, exc)

@@ -13,8 +13,9 @@ import numpy as np
 
 
 class SimulatorError(RuntimeError):
-    """The simulator failed (SUMO crashed, a CARLA tick timed out); the message carries the town,
-    seed and step. `reset()` starts afresh, after the backend has restarted what it needs."""
+    """The simulator failed but can go on (SUMO crashed, a CARLA ego spawn point was taken); the
+    message carries the town, seed and step. `reset()` starts afresh. A lost CARLA server is not
+    one of these (envs.carla.world.CarlaServerLost: its process must be replaced)."""
 
 
 class RouteCommand(enum.IntEnum):

@@ -231,11 +231,11 @@ class SumoSimulation:
         ego = EgoState(x=e.x, y=e.y, yaw=e.yaw, speed=e.speed, v_lateral=self._v_lateral, accel=self._accel,
                        length=p.length, width=p.width, control=self._control,
                        gear=vehicle_model.gear_for(e.speed, self._control.throttle))
-        self._ego_state = ego
+        front = ego_front(ego)
         vehicles_arr, vehicle_speeds, vehicle_ids, walkers_arr, walker_speeds, walker_ids, walker_lanes = \
             self._nearby_objects()
         collisions = self._collisions(ego, vehicles_arr, vehicle_ids, walkers_arr, walker_ids)
-        next_light = self._next_light()
+        next_light = self._next_light(front)
         at_stop, ran_stop, stop_pending = self._stop_sign.update(e.x, e.y, e.speed, self.network.stop_zones)
         return Snapshot(
             time=self._step_count * self.settings.dt,
@@ -253,7 +253,7 @@ class SumoSimulation:
             ran_stop_sign=ran_stop,
             on_drivable=self.static_layers.is_drivable(e.x, e.y),
             collisions=collisions,
-            ran_red_light=self._ran_red_light(),
+            ran_red_light=self._ran_red_light(front),
             travelled=travelled,
         )
 
@@ -298,7 +298,7 @@ class SumoSimulation:
         self._touching = touching
         return tuple(events)
 
-    def _next_light(self) -> NextLight | None:
+    def _next_light(self, front: np.ndarray) -> NextLight | None:
         """The light ahead: found through SUMO's route, then tracked on our own geometry once
         within reach (SUMO's mapping of the ego can jump onto the junction early)."""
         upcoming = self._sumo.vehicle.getNextTLS(EGO_ID)
@@ -310,7 +310,7 @@ class SumoSimulation:
         if self._red_light.line is not None:
             line = self._red_light.line
             tls, state = line.tls, self._link_state(line)
-            distance = distance_ahead(ego_front(self._ego_state), line)[0]
+            distance = distance_ahead(front, line)[0]
         elif not upcoming:
             return None
         tl = self._sumo.trafficlight
@@ -322,12 +322,12 @@ class SumoSimulation:
     def _link_state(self, line) -> str:
         return self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index]
 
-    def _ran_red_light(self) -> bool:
+    def _ran_red_light(self, front: np.ndarray) -> bool:
         """The ego's front crossed the watched stop line this step while its signal showed red.
 
         Judged on our own geometry, not on SUMO's route mapping, which can jump near junctions.
         """
-        crossed = self._red_light.crossed(ego_front(self._ego_state))
+        crossed = self._red_light.crossed(front)
         return crossed is not None and self._link_state(crossed) in _RED_STATES
 
     def _stop_lines_near(self, x: float, y: float) -> StopLines:
