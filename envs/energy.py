@@ -8,8 +8,9 @@ The vehicle is a point mass on a flat road. The tractive force it needs is
 Two consumers turn that force into a per-step cost:
 
 * a combustion engine (`fuel_rate`, kg/s): only positive power burns fuel, no engine braking credit;
-* a battery-electric drivetrain (`battery_cell_current`, A per cell): positive power draws current,
-  negative power (braking) regenerates and gives a negative current.
+* a battery-electric drivetrain (`battery_cell_current`, A per cell, exactly Found-RL's published
+  `compute_Icell`): positive power draws current, negative power (braking) regenerates and gives a
+  negative current.
 
 All functions accept floats or numpy arrays (broadcast together) and return a float for scalar
 inputs, an array otherwise.
@@ -55,12 +56,16 @@ class FuelParams:
 
 @dataclass(frozen=True)
 class BatteryParams:
-    """Battery pack and electric drivetrain constants."""
+    """Battery and electric drivetrain constants of Found-RL's published `compute_Icell`.
+
+    The published metric applies `open_circuit_voltage` and `internal_resistance` to a single cell
+    (physically they are pack values); Mentor follows it so that its tables compare with the paper's.
+    """
 
     cells_series: int = 100
-    strings_parallel: int = 10  # the pack current splits evenly over these strings
-    open_circuit_voltage: float = 370.0  # Voc of the whole pack, V
-    internal_resistance: float = 0.1  # Rint of the whole pack, ohm
+    strings_parallel: int = 10  # the motor power is shared by cells_series * strings_parallel cells
+    open_circuit_voltage: float = 370.0  # Voc, V, applied per cell as in the published metric
+    internal_resistance: float = 0.1  # Rint, ohm, applied per cell as in the published metric
     motor_efficiency: float = 0.9
     battery_efficiency: float = 0.95
     wheel_radius: float = 0.33  # m
@@ -68,8 +73,12 @@ class BatteryParams:
     rotating_mass_factor: float = BATTERY_ROTATING_MASS_FACTOR
 
     @property
-    def max_pack_current(self) -> float:
-        """Current at which the pack delivers its maximum power Voc^2 / (4 Rint)."""
+    def cells(self) -> int:
+        return self.cells_series * self.strings_parallel
+
+    @property
+    def max_cell_current(self) -> float:
+        """Current at which a cell delivers its maximum power Voc^2 / (4 Rint)."""
         return self.open_circuit_voltage / (2.0 * self.internal_resistance)
 
 
@@ -117,38 +126,41 @@ def battery_power(
     params: VehicleEnergyParams = DEFAULT_VEHICLE,
     battery: BatteryParams = DEFAULT_BATTERY,
 ) -> ArrayLike:
-    """Electrical power at the pack terminals (W): losses add when driving, subtract when regenerating."""
+    """Electrical power drawn from the battery (W), as in Found-RL's `compute_Icell`:
+    P_EM = P_mech / eta_motor when driving, P_mech * eta_motor when regenerating, then / eta_battery
+    in both cases (the published metric divides by the battery efficiency whatever the sign)."""
     v = np.asarray(speed, dtype=np.float64)
     force = np.asarray(road_load_force(v, accel, params, battery.rotating_mass_factor))
-    # Spelled out through the drivetrain so the gear/wheel constants stay meaningful;
-    # the product reduces to F v.
+    # Spelled out through the drivetrain (P_mech = omega T) so the gear/wheel constants stay
+    # meaningful; the product reduces to F v.
     wheel_torque = force * battery.wheel_radius
     motor_torque = wheel_torque / battery.gear_ratio
     motor_speed = v / battery.wheel_radius * battery.gear_ratio  # rad/s
     mech_power = motor_torque * motor_speed
-    eta = battery.motor_efficiency * battery.battery_efficiency
-    return _as_output(np.where(mech_power >= 0.0, mech_power / eta, mech_power * eta))
+    motor_power = np.where(mech_power >= 0.0, mech_power / battery.motor_efficiency,
+                           mech_power * battery.motor_efficiency)
+    return _as_output(motor_power / battery.battery_efficiency)
 
 
-def pack_current(power: ArrayLike, battery: BatteryParams = DEFAULT_BATTERY) -> ArrayLike:
-    """Pack current (A) solving I (Voc - I Rint) = P on the physical (low-current) branch.
+def cell_current(cell_power: ArrayLike, battery: BatteryParams = DEFAULT_BATTERY) -> ArrayLike:
+    """Cell current (A) solving I (Voc - I Rint) = P_cell on the physical (low-current) branch.
 
-    Beyond the pack's maximum power Voc^2 / (4 Rint) there is no solution; the current is
-    clamped to the max-power current Voc / (2 Rint).
+    Beyond the maximum power Voc^2 / (4 Rint) there is no solution; the current is clamped to
+    the max-power current Voc / (2 Rint).
     """
-    p = np.asarray(power, dtype=np.float64)
+    p = np.asarray(cell_power, dtype=np.float64)
     voc, rint = battery.open_circuit_voltage, battery.internal_resistance
     disc = voc**2 - 4.0 * rint * p
     infeasible = disc < 0.0
     if np.any(infeasible):
         logger.debug(
-            "battery power above pack maximum %.0f W at %d sample(s); clamping current to %.1f A",
-            voc**2 / (4.0 * rint), int(np.count_nonzero(infeasible)), battery.max_pack_current,
+            "cell power above its maximum %.0f W at %d sample(s); clamping current to %.1f A",
+            voc**2 / (4.0 * rint), int(np.count_nonzero(infeasible)), battery.max_cell_current,
         )
     root = np.sqrt(np.maximum(disc, 0.0))
     # 2P / (Voc + sqrt(disc)) equals (Voc - sqrt(disc)) / (2 Rint) but does not cancel
     # catastrophically at small P; at disc = 0 both give Voc / (2 Rint).
-    current = np.where(infeasible, battery.max_pack_current, 2.0 * p / (voc + root))
+    current = np.where(infeasible, battery.max_cell_current, 2.0 * p / (voc + root))
     return _as_output(current)
 
 
@@ -158,6 +170,7 @@ def battery_cell_current(
     params: VehicleEnergyParams = DEFAULT_VEHICLE,
     battery: BatteryParams = DEFAULT_BATTERY,
 ) -> ArrayLike:
-    """Current through one cell (A): the pack current shared by the parallel strings; negative = regen."""
-    current = np.asarray(pack_current(battery_power(speed, accel, params, battery), battery))
-    return _as_output(current / battery.strings_parallel)
+    """Found-RL's Icell (A): the battery power shared by all n_ser x n_par cells, then
+    I (Voc - I Rint) = P_cell; negative when regenerating."""
+    cell_power = np.asarray(battery_power(speed, accel, params, battery)) / battery.cells
+    return _as_output(np.asarray(cell_current(cell_power, battery)))

@@ -296,14 +296,15 @@ def summarize(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def _format_cell(value: Any) -> str:
-    """3 decimals; tiny non-zero values (e.g. fuel in kg/s) in 3-decimal scientific so they do not read as 0."""
+    """3 decimals, 4 below 0.1 (cell currents are a few mA); tiny non-zero values (e.g. fuel in kg/s)
+    in 3-decimal scientific so they do not read as 0."""
     if value is None:
         return "-"
     if isinstance(value, (int, float, np.integer, np.floating)):
         number = float(value)
         if number != 0.0 and abs(number) < 5e-4:
             return f"{number:.3e}"
-        return f"{number:.3f}"
+        return f"{number:.4f}" if abs(number) < 0.1 else f"{number:.3f}"
     return str(value)
 
 

@@ -12,7 +12,7 @@ from envs.energy import (
     battery_cell_current,
     battery_power,
     fuel_rate,
-    pack_current,
+    cell_current,
     road_load_force,
 )
 
@@ -28,7 +28,8 @@ def test_defaults():
         1847.0, 9.81, 0.01, 0.23, 1.226, 2.2,
     )
     b = BatteryParams()
-    assert b.max_pack_current == pytest.approx(1850.0)  # 370 / (2 * 0.1)
+    assert b.max_cell_current == pytest.approx(1850.0)  # 370 / (2 * 0.1)
+    assert b.cells == 1000  # 100 in series x 10 in parallel
 
 
 def test_road_load_force_cruise():
@@ -60,25 +61,29 @@ def test_fuel_rate_values():
     assert fuel_rate(0.0, 1.0) == 0.0
 
 
+# Battery: Found-RL's published compute_Icell. P_EM = P_mech / 0.9 (driving) or P_mech * 0.9
+# (regenerating); P_cell = P_EM / 0.95 / (100 * 10 cells); I solves I (370 - 0.1 I) = P_cell.
+
 def test_battery_cell_current_cruise():
-    # P_m = 188.94515 * 5 = 944.72575 W; P_b = 944.72575 / (0.9 * 0.95) = 1104.9423977 W
+    # P_mech = 188.94515 * 5 = 944.72575 W; P_EM / 0.95 = 944.72575 / 0.9 / 0.95 = 1104.9423977 W
     assert battery_power(5.0, 0.0) == pytest.approx(1104.9423976608186)
-    # I = (370 - sqrt(370^2 - 4*0.1*1104.9424)) / 0.2 = 2.98874502 A pack; / 10 strings
-    assert battery_cell_current(5.0, 0.0) == pytest.approx(0.29887450198384613, rel=1e-9)
+    # P_cell = 1.1049424 W; I = 2 P / (370 + sqrt(370^2 - 0.4 P)) = 0.0029863332 A
+    assert battery_cell_current(5.0, 0.0) == pytest.approx(0.002986333214809258, rel=1e-9)
 
 
 def test_battery_cell_current_accelerating():
-    # F = 188.94515 + 1.1*1847*1 = 2220.64515 N; P_m = 11103.22575 W; P_b = P_m / 0.855 = 12986.2289 W
+    # F = 188.94515 + 1.1*1847*1 = 2220.64515 N; P_mech = 11103.22575 W; / 0.9 / 0.95 = 12986.2289 W
     assert battery_power(5.0, 1.0) == pytest.approx(12986.228947368423)
-    # I = (370 - sqrt(136900 - 0.4*12986.2289)) / 0.2 = 35.43732 A pack -> 3.543732 A per cell
-    assert battery_cell_current(5.0, 1.0) == pytest.approx(3.5437322513681977, rel=1e-9)
+    # P_cell = 12.986229 W -> I = 0.035098249 A (the 0.035 A; the paper reports 0.04-0.11 A)
+    assert battery_cell_current(5.0, 1.0) == pytest.approx(0.035098249016423846, rel=1e-9)
 
 
 def test_battery_cell_current_regenerating():
-    # F = -3874.45485 N; P_m = -19372.27425 W; regen P_b = P_m * 0.855 = -16563.29448 W
-    assert battery_power(5.0, -2.0) == pytest.approx(-16563.29448375)
-    # I = (370 - sqrt(136900 + 0.4*16563.29448)) / 0.2 = -44.23677 A pack -> -4.423677 A per cell
-    assert battery_cell_current(5.0, -2.0) == pytest.approx(-4.423677106044494, rel=1e-9)
+    # F = -3874.45485 N; P_mech = -19372.27425 W; regen P_EM = P_mech * 0.9 = -17435.04683 W,
+    # divided (not multiplied) by the battery efficiency: -17435.04683 / 0.95 = -18352.68087 W
+    assert battery_power(5.0, -2.0) == pytest.approx(-18352.680868421055)
+    # P_cell = -18.3526809 W -> I = 2 P / (370 + sqrt(136900 + 0.4 * 18.3527)) = -0.049601175 A
+    assert battery_cell_current(5.0, -2.0) == pytest.approx(-0.04960117524530401, rel=1e-9)
 
 
 def test_battery_at_standstill_draws_nothing():
@@ -87,19 +92,20 @@ def test_battery_at_standstill_draws_nothing():
     assert battery_cell_current(0.0, 1.0) == 0.0
 
 
-def test_pack_current_clamps_beyond_max_power(caplog):
-    # v=30, a=5: F = 181.1907 + 0.5*1.226*0.23*2.2*900 + 1.1*1847*5 = 10618.8509 N,
-    # P_b = 10618.8509*30/0.855 = 372591.26 W > Voc^2/(4 Rint) = 342250 W -> clamp to 1850 A
+def test_cell_current_clamps_beyond_max_power(caplog):
+    # Voc^2 / (4 Rint) = 342250 W per cell: beyond it there is no real root -> clamp to 1850 A
     with caplog.at_level(logging.DEBUG, logger="envs.energy"):
-        assert battery_cell_current(30.0, 5.0) == pytest.approx(185.0)
+        assert cell_current(400_000.0) == pytest.approx(1850.0)
     assert sum("clamping" in r.message for r in caplog.records) == 1
     # exactly at max power the root is Voc / (2 Rint) = 1850 A
-    assert pack_current(342250.0) == pytest.approx(1850.0)
+    assert cell_current(342250.0) == pytest.approx(1850.0)
+    # v=30, a=5 draws 372591.26 W from the battery, 372.59 W per cell: far from the limit
+    assert battery_cell_current(30.0, 5.0) == pytest.approx(1.0072776228921103, rel=1e-9)
 
 
-def test_pack_current_satisfies_power_equation():
+def test_cell_current_satisfies_power_equation():
     p = np.array([-50_000.0, -1.0, 0.0, 1e-3, 1.0, 1e4, 3e5])
-    i = pack_current(p)
+    i = cell_current(p)
     assert np.allclose(i * (370.0 - 0.1 * i), p, rtol=1e-12, atol=1e-9)
 
 
@@ -117,4 +123,4 @@ def test_array_inputs_broadcast():
     assert fuel[1, 2] == pytest.approx(8.061724053030303e-04, rel=1e-9)
 
     cell = battery_cell_current(np.array([5.0, 5.0, 5.0, 0.0]), np.array([0.0, 1.0, -2.0, 0.0]))
-    assert cell == pytest.approx([0.29887450198384613, 3.5437322513681977, -4.423677106044494, 0.0])
+    assert cell == pytest.approx([0.002986333214809258, 0.035098249016423846, -0.04960117524530401, 0.0])

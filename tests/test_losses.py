@@ -165,6 +165,26 @@ def test_awag_gate_weight_clip_and_mask():
     assert zero.item() == 0.0
 
 
+def test_masked_rows_holding_inf_or_nan_give_zero_gradients():
+    # The loss value ignored masked rows before; their gradient must be exactly 0 too, not nan
+    # (a product with the mask would give d/dq (q - t)^2 * 0 = 2 * inf * 0 = nan).
+    mask = torch.tensor([1.0, 0.0, 0.0])
+    q1_vlm = torch.tensor([3.0, float("inf"), float("nan")], requires_grad=True)
+    q2_vlm = torch.tensor([1.0, -float("inf"), float("nan")], requires_grad=True)
+    loss, _ = guidance.vmr_loss(q1_vlm, q2_vlm, torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]),
+                                mask, delta=2.0)
+    loss.backward()
+    assert loss.item() == pytest.approx((0.25 + 1.0) / 3)
+    assert q1_vlm.grad.tolist() == pytest.approx([2 * 0.5 / 3, 0.0, 0.0])
+    assert q2_vlm.grad.tolist() == pytest.approx([2 * -1.0 / 3, 0.0, 0.0])
+
+    log_prob = torch.tensor([-1.0, -float("inf"), float("nan")], requires_grad=True)
+    loss, _ = guidance.awag_loss(torch.tensor([1.0, float("inf"), float("nan")]), torch.zeros(3), log_prob, mask)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.exp(0.5) / 3)
+    assert log_prob.grad.tolist() == pytest.approx([-math.exp(0.5) / 3, 0.0, 0.0])
+
+
 def test_scaled_base_actor_loss():
     # mean|Q| = (2 + 4) / 2 = 3 -> -3 * 2.5 / 3 = -2.5
     loss, metrics = guidance.scaled_base_actor_loss(torch.tensor(-3.0), torch.tensor([2.0, -4.0]), alpha=2.5)

@@ -80,17 +80,18 @@ def test_known_episode_result():
     assert r["fuel_rate"] == pytest.approx(1.6076401515151514e-04, rel=1e-9)
     # 1.60764015e-4 kg/s * 10 s = 1.60764e-3 kg over 0.1 km -> 1.60764 kg / 100 km
     assert r["fuel_per_100km"] == pytest.approx(1.6076401515151513, rel=1e-9)
-    # P_b = 2122.085 / 0.855 = 2481.9708 W; I = (370 - sqrt(370^2 - 0.4*2481.9708)) / 0.2 / 10
-    assert r["battery_cell_current"] == pytest.approx(0.6720234907988356, rel=1e-9)
+    # Found-RL's compute_Icell: P_cell = 2122.085 / 0.9 / 0.95 / 1000 cells = 2.4819708 W;
+    # I = 2 P / (370 + sqrt(370^2 - 0.4 P)) = 0.0067080412 A
+    assert r["battery_cell_current"] == pytest.approx(0.006708041243285539, rel=1e-9)
 
 
 def test_mean_cell_current_is_signed():
     metrics = EpisodeMetrics(route_length_m=10.0, dt=0.1)
-    metrics.step(5.0, 1.0, 0.5, False, [], 0.0)  # +3.5437322514 A per cell, 8.0617240530e-4 kg/s
-    metrics.step(5.0, -2.0, 0.5, False, [], 0.0)  # -4.4236771060 A per cell (regen), 0 kg/s
+    metrics.step(5.0, 1.0, 0.5, False, [], 0.0)  # +0.0350982490 A per cell, 8.0617240530e-4 kg/s
+    metrics.step(5.0, -2.0, 0.5, False, [], 0.0)  # -0.0496011752 A per cell (regen), 0 kg/s
     r = metrics.result()
-    # (3.5437322514 - 4.4236771060) / 2 = -0.4399724273
-    assert r["battery_cell_current"] == pytest.approx(-0.439972427338148, rel=1e-9)
+    # (0.0350982490 - 0.0496011752) / 2 = -0.0072514631
+    assert r["battery_cell_current"] == pytest.approx(-0.007251463114440082, rel=1e-9)
     # (8.0617240530e-4 * 0.1 + 0) / 0.2 s = 4.0308620265e-4 kg/s
     assert r["fuel_rate"] == pytest.approx(4.030862026515151e-04, rel=1e-9)
 
@@ -189,7 +190,7 @@ def test_format_table():
     assert len(lines) == 4  # header, rule, two rows
     assert lines[0].split() == ["name", *DEFAULT_TABLE_KEYS]
     assert lines[2].startswith("route_00") and lines[3].startswith("mean")
-    for token in ("0.176", "0.235", "10.000", "0.750", "20.000", "0.672"):
+    for token in ("0.176", "0.235", "10.000", "0.750", "20.000", "0.0067"):
         assert token in lines[2]
     # all lines the same width: right-aligned columns
     assert len({len(line) for line in lines}) == 1

@@ -15,8 +15,15 @@ import torch
 Schedule = Literal["constant", "linear", "cosine"]
 
 
+def _select(mask: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor with its unadvised rows (mask 0) replaced by 0 BEFORE any arithmetic: a masked row
+    holding inf or nan then gets an exactly zero gradient (a product with the mask would give 0 * inf)."""
+    advised = mask > 0
+    return tuple(torch.where(advised, v, torch.zeros_like(v)) for v in values)
+
+
 def _masked_batch_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # where() rather than a bare product: a masked row holding inf/nan must still contribute exactly 0.
+    """mean over the whole batch of mask * values; `values` must already be selected (finite)."""
     return torch.where(mask > 0, values * mask, torch.zeros_like(values)).sum() / values.shape[0]
 
 
@@ -29,11 +36,12 @@ def vmr_loss(q1_vlm: torch.Tensor, q2_vlm: torch.Tensor, q1_pi_detached: torch.T
     sg(Q_i(s, a)) is the value the critic is already fitting. The error is masked PER SAMPLE and then
     averaged over the batch size (the published code averaged before masking, letting unadvised rows leak in).
     """
-    err1 = (q1_vlm - (q1_pi_detached.detach() + delta)).pow(2)
-    err2 = (q2_vlm - (q2_pi_detached.detach() + delta)).pow(2)
+    q1_vlm, q2_vlm, q1_pi, q2_pi = _select(mask, q1_vlm, q2_vlm, q1_pi_detached.detach(), q2_pi_detached.detach())
+    err1 = (q1_vlm - (q1_pi + delta)).pow(2)
+    err2 = (q2_vlm - (q2_pi + delta)).pow(2)
     loss = _masked_batch_mean(err1, mask) + _masked_batch_mean(err2, mask)
     advised = mask > 0
-    gap = (torch.min(q1_vlm, q2_vlm) - torch.min(q1_pi_detached, q2_pi_detached)).detach()
+    gap = (torch.min(q1_vlm, q2_vlm) - torch.min(q1_pi, q2_pi)).detach()
     gap_mean = gap[advised].mean().item() if bool(advised.any()) else 0.0
     return loss, {"vmr_loss": loss.item(), "vmr_q_gap": gap_mean}
 
@@ -43,7 +51,8 @@ def awag_loss(q_vlm_min: torch.Tensor, q_pi_min: torch.Tensor, log_prob_vlm: tor
               max_weight: float = 20.0) -> tuple[torch.Tensor, dict[str, float]]:
     """mean_B[mask * 1{A > 0} * min(exp(A / T), max_weight) * -log pi(a_vlm | s)],
     A = min_i Q_i(s, a_vlm) - min_i Q_i(s, mu(s)). Only log pi carries a gradient."""
-    advantage = (q_vlm_min - q_pi_min).detach()
+    q_vlm_min, q_pi_min, log_prob_vlm = _select(mask, q_vlm_min.detach(), q_pi_min.detach(), log_prob_vlm)
+    advantage = q_vlm_min - q_pi_min
     gate = (advantage > 0).to(log_prob_vlm.dtype)
     # Clamp the exponent, not the exponential: exp(A/T) may overflow to inf, and 0 * inf is nan.
     weight = torch.exp(torch.clamp(advantage / temperature, max=math.log(max_weight)))
