@@ -3,8 +3,10 @@ returns the metric table."""
 from __future__ import annotations
 
 import logging
-from typing import Callable
 
+import numpy as np
+
+from core import Policy, PolicySnapshot
 from envs.metrics import format_table, summarize
 from envs.types import SimulatorError
 
@@ -14,17 +16,17 @@ _ATTEMPTS = 3
 
 
 class EvaluationWorker:
-    def __init__(self, make_env: Callable, policy, routes: tuple[int, ...], max_steps: int, seed: int = 0):
-        self._env = make_env()
+    def __init__(self, env, policy: Policy, routes: tuple[int, ...], max_steps: int, seed: int = 0):
+        self._env = env
         self._policy = policy
         self._routes = routes
         self._max_steps = max_steps
         self._seed = seed
         self.policy_version = -1
 
-    def set_policy(self, version: int, state: dict) -> None:
-        self._policy.load_policy_state(state)
-        self.policy_version = version
+    def set_policy(self, snapshot: PolicySnapshot) -> None:
+        self._policy.load_weights(snapshot.weights)
+        self.policy_version = snapshot.version
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Per-route metrics plus a "mean" row."""
@@ -49,9 +51,12 @@ class EvaluationWorker:
 
     def _drive(self, route: int) -> dict[str, float]:
         obs, _ = self._env.reset(seed=self._seed + route, options={"route": route})
+        carry, is_first = self._policy.initial_carry(1), True
         for _ in range(self._max_steps):
-            action = self._policy.act(obs["bev"][None], obs["state"][None], step=0, explore=False)[0]
-            obs, _, terminated, truncated, info = self._env.step(action)
+            batch = {"bev": obs["bev"][None], "state": obs["state"][None]}
+            carry, action = self._policy.act(carry, batch, np.array([is_first]), explore=False, step=0)
+            obs, _, terminated, truncated, info = self._env.step(action[0])
+            is_first = False
             if terminated or truncated:
                 return info["episode_metrics"]
         metrics = self._env.unwrapped.metrics.result()

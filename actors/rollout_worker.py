@@ -1,15 +1,20 @@
-"""A rollout worker: one environment, a policy copy, and a feedback client it never waits on.
+"""A rollout worker: one environment, a Policy, and a feedback client it never waits on.
 
 Each tick it acts, sends the observation's feedback item (bundled over a few ticks to keep the
 per-call cost low), steps the env, attaches whatever answers came back, and ships finished rows
 to the learner in chunks. When the oldest unanswered item falls too far behind, it waits
 (backpressure) instead of dropping anything.
+
+One clock: the worker acts on the run's global env-step count, learned from the learner at every
+sync (`pull_weights_every_steps` of its own steps apart) plus its own steps since. The random
+warm-up (`workers.random_steps`) and the exploration schedules follow that clock, so a resumed or
+replacement worker neither repeats the warm-up nor explores as if the run had just begun.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -17,6 +22,7 @@ import numpy as np
 from actors.feedback_client import FeedbackClient
 from actors.pending import PendingTransitions
 from configs.schema import Config
+from core import Episode, Policy, PolicySnapshot
 from envs.types import Route, SimulatorError
 from inference.feedback import FeedbackItem
 from learners.replay import empty_chunk
@@ -25,48 +31,67 @@ logger = logging.getLogger(__name__)
 
 _PRIVILEGED_ROUTE_M = 60.0  # how much of the route ahead the expert advisor needs
 _RESET_ATTEMPTS = 3
+EPISODES_PER_STREAM = 1_000_000  # episode ids: stream_id * this + the stream's episode index
+
+
+# (global env steps, the newest snapshot if newer than the version asked about)
+Sync = Callable[[int], tuple[int, PolicySnapshot | None]]
 
 
 @dataclass
 class WorkerStats:
     env_steps: int = 0
+    random_actions: int = 0  # warm-up actions (uniform), before the global clock passed random_steps
     episodes: int = 0
     shipped_rows: int = 0
     backpressure_waits: int = 0
     backpressure_wait_s: float = 0.0
     simulator_failures: int = 0
-    episode_returns: list = field(default_factory=list)  # (return, route_completion, driving_score)
 
 
 class RolloutWorker:
     """Plain class: runs in-process (local mode, tests) or inside a Ray actor (cluster/)."""
 
-    def __init__(self, config: Config, worker_uid: int, make_env: Callable, policy, feedback: FeedbackClient | None,
-                 ship: Callable[[dict], None], model_inputs: frozenset[str] = frozenset(), seed: int = 0):
+    def __init__(self, config: Config, stream_id: int, env, policy: Policy, feedback: FeedbackClient | None,
+                 ship: Callable[[dict], None], sync: Sync, model_inputs: frozenset[str] = frozenset(), seed: int = 0):
         self.config = config
-        self.stream_id = worker_uid
-        self._env = make_env()
+        self.stream_id = stream_id
+        self._env = env
         self._policy = policy
         self._feedback = feedback if config.feedback.mode != "off" else None
         self._wanted = tuple(config.feedback.wanted) if self._feedback is not None else ()
         self._ship = ship
+        self._pull = sync
         self._inputs = model_inputs
         self._pending = PendingTransitions(config.feedback.deadline_s)
         self._bundle: list[FeedbackItem] = []
         self._outbox: list[dict] = []
         self._rng = np.random.default_rng(seed)
         self.stats = WorkerStats()
-        self.policy_version = 0
+        self._new_episodes: list[Episode] = []
+        self.policy_version = -1
+        self._clock_at_sync = 0
+        self._steps_since_sync = 0
         self._step = 0  # this stream's never-reset step counter
         self._episode = 0
+        self._carry = policy.initial_carry(1)
+        self._sync()  # the current weights and clock before the first action
         self._obs, self._info = self._env.reset(seed=seed)
+        self._is_first = True
         self._episode_return = 0.0
 
+    @property
+    def clock(self) -> int:
+        """The run's env steps as this worker knows them: the learner's count at the last sync plus
+        its own steps since."""
+        return self._clock_at_sync + self._steps_since_sync
+
     # ----- the loop --------------------------------------------------------------------------
-    def run(self, ticks: int) -> WorkerStats:
+    def run(self, ticks: int) -> None:
         for _ in range(ticks):
+            if self._steps_since_sync >= self.config.workers.pull_weights_every_steps:
+                self._sync()
             self.tick()
-        return self.stats
 
     def tick(self) -> None:
         self._wait_for_backpressure()
@@ -82,17 +107,21 @@ class RolloutWorker:
         self._pending.complete_env(self.stream_id, self._step, reward=np.float32(reward),
                                    terminated=terminated, truncated=truncated,
                                    cost=np.float32(1.0 if info["infractions"] else 0.0))
-        self._step += 1
-        self.stats.env_steps += 1
+        self._advance()
         if terminated or truncated:
-            self._end_episode(obs, info)
+            self._end_episode(obs, info, terminated, truncated)
         else:
-            self._obs, self._info = obs, info
+            self._obs, self._info, self._is_first = obs, info, False
         self._exchange()
 
-    def flush(self) -> None:
-        """Send what is bundled and ship every row that is ready (used at the end of a run)."""
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Ship everything this worker holds: bundled items go out, pending rows wait for their
+        answers or their deadline (at most deadline_s), and every finished row is shipped."""
         self._send_bundle()
+        limit = time.monotonic() + (timeout_s if timeout_s is not None else self.config.feedback.deadline_s + 1.0)
+        while len(self._pending) and time.monotonic() < limit:
+            time.sleep(0.005)
+            self._collect()
         self._collect()
         if self._outbox:
             self._ship_outbox()
@@ -103,17 +132,33 @@ class RolloutWorker:
         self._env.close()
 
     # ----- pieces ----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        clock, snapshot = self._pull(self.policy_version)
+        self._clock_at_sync, self._steps_since_sync = max(clock, self.clock), 0
+        if snapshot is not None:
+            self._policy.load_weights(snapshot.weights)
+            self.policy_version = snapshot.version
+
+    def _advance(self) -> None:
+        self._step += 1
+        self._steps_since_sync += 1
+        self.stats.env_steps += 1
+
     def _act(self) -> np.ndarray:
-        if self.stats.env_steps < self.config.workers.random_steps:
+        if self.clock < self.config.workers.random_steps:
+            self.stats.random_actions += 1
             return self._rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
-        action = self._policy.act(self._obs["bev"][None], self._obs["state"][None], step=self.stats.env_steps,
-                                  explore=True)
+        obs = {"bev": self._obs["bev"][None], "state": self._obs["state"][None]}
+        self._carry, action = self._policy.act(self._carry, obs, np.array([self._is_first]), explore=True,
+                                               step=self.clock)
         return np.asarray(action[0], dtype=np.float32)
 
     def _row(self, obs: dict, is_last: bool) -> dict:
         """The fields known now; the rest are filled as they come, or stay zero (with mask 0)."""
-        return dict(bev=obs["bev"], state=obs["state"], is_last=is_last, policy_version=self.policy_version,
-                    episode_id=self.stream_id * 1_000_000 + self._episode, stream_id=self.stream_id, step=self._step)
+        return dict(bev=obs["bev"], state=obs["state"], is_first=self._is_first and not is_last, is_last=is_last,
+                    policy_version=self.policy_version,
+                    episode_id=self.stream_id * EPISODES_PER_STREAM + self._episode, stream_id=self.stream_id,
+                    step=self._step)
 
     def _record_and_request(self, action: np.ndarray) -> None:
         row = self._row(self._obs, is_last=False)
@@ -132,20 +177,24 @@ class RolloutWorker:
                             image=self._info["rgb_bev"] if "image" in self._inputs else None,
                             forward=self._info.get("forward"), privileged=privileged)
 
-    def _end_episode(self, final_obs: dict, info: dict | None) -> None:
+    def _end_episode(self, final_obs: dict, info: dict | None, terminated: bool, truncated: bool) -> None:
         """`info` None: the episode was cut short by a simulator failure and is not scored."""
         # The final observation is a row of its own: the next observation of the last transition.
+        # Its terminated/truncated say how the episode ended (a sequence's is_terminal).
         self._pending.add(self.stream_id, self._step, self._row(final_obs, is_last=True), ())
-        self._pending.complete_env(self.stream_id, self._step)
+        self._pending.complete_env(self.stream_id, self._step, terminated=terminated, truncated=truncated)
         self._step += 1
         if info is not None:
             metrics = info.get("episode_metrics", {})
             self.stats.episodes += 1
-            self.stats.episode_returns.append((self._episode_return, metrics.get("route_completion", 0.0),
-                                               metrics.get("driving_score", 0.0)))
+            self._new_episodes.append(Episode(self.stream_id, self.clock, float(self._episode_return),
+                                              float(metrics.get("route_completion", 0.0)),
+                                              float(metrics.get("driving_score", 0.0))))
         self._episode += 1
         self._episode_return = 0.0
         self._obs, self._info = self._reset_env()
+        self._is_first = True
+        self._carry = self._policy.initial_carry(1)
 
     def _reset_env(self):
         """reset(), tried again when the simulator fails during it (a SUMO crash, a blocked CARLA
@@ -168,8 +217,8 @@ class RolloutWorker:
         self.stats.simulator_failures += 1
         self._pending.complete_env(self.stream_id, self._step, reward=np.float32(0.0), terminated=False,
                                    truncated=True, cost=np.float32(0.0))
-        self._step += 1
-        self._end_episode(self._obs, None)
+        self._advance()
+        self._end_episode(self._obs, None, terminated=False, truncated=True)
 
     def _exchange(self) -> None:
         if len(self._bundle) >= self._bundle_size():
@@ -213,10 +262,16 @@ class RolloutWorker:
             self._collect()  # expired rows leave at their deadline, so this ends
         self.stats.backpressure_wait_s += time.monotonic() - started
 
-    # ----- policy and reporting ----------------------------------------------------------------
-    def set_policy(self, version: int, state: dict) -> None:
-        self._policy.load_policy_state(state)
-        self.policy_version = version
+    # ----- reporting -------------------------------------------------------------------------
+    def report(self) -> dict:
+        """Counters since the start (cumulative) and the episodes finished since the last report."""
+        episodes, self._new_episodes = self._new_episodes, []
+        s = self.stats
+        return {"stream_id": self.stream_id, "env_steps": s.env_steps, "random_actions": s.random_actions,
+                "shipped_rows": s.shipped_rows, "backpressure_waits": s.backpressure_waits,
+                "backpressure_wait_s": s.backpressure_wait_s, "simulator_failures": s.simulator_failures,
+                "policy_version": self.policy_version, "clock": self.clock, "feedback": self.feedback_report(),
+                "episodes": episodes}
 
     def feedback_report(self) -> dict:
         c = self._pending.counters
@@ -224,6 +279,7 @@ class RolloutWorker:
         return {
             "pending": len(self._pending),
             "answered": c.answered, "malformed": c.malformed, "late": c.late, "expired": c.expired,
+            "failed_calls": self._feedback.failed_calls if self._feedback is not None else 0,
             "availability": c.answered / wanted_total if wanted_total else 1.0,
             "latency_s": c.latency_sum_s / c.latency_count if c.latency_count else 0.0,
         }
@@ -232,4 +288,3 @@ class RolloutWorker:
 def _route_ahead(route: Route, index: int) -> Route:
     end = int(np.searchsorted(route.s, route.s[index] + _PRIVILEGED_ROUTE_M)) + 1
     return Route(xy=route.xy[index:end], yaw=route.yaw[index:end], commands=route.commands[index:end])
-

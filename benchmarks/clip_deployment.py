@@ -25,7 +25,7 @@ import ray
 import torch
 from ray import serve
 
-from cluster.feedback_service import APP_NAME, feedback_app
+from cluster.feedback_service import APP_PREFIX, feedback_app
 from cluster.launch import with_absolute_paths
 from configs.loader import load_config
 from inference.feedback import FeedbackItem
@@ -59,7 +59,8 @@ def measure_raw(config, items: list[FeedbackItem], seconds: float) -> dict:
 
 
 def measure_deployment(config, items: list[FeedbackItem], seconds: float) -> dict:
-    handle = serve.run(feedback_app(config, seed=0, use_gpu=torch.cuda.is_available()), name=APP_NAME,
+    app_name = f"{APP_PREFIX}-benchmark-{os.getpid()}"
+    handle = serve.run(feedback_app(config, seed=0, use_gpu=torch.cuda.is_available()), name=app_name,
                        route_prefix=None)
     try:
         size = config.bundle_steps
@@ -82,7 +83,7 @@ def measure_deployment(config, items: list[FeedbackItem], seconds: float) -> dic
                 "bundle_latency_s_median": float(np.median(latencies)),
                 "bundle_latency_s_p95": float(np.percentile(latencies, 95))}
     finally:
-        serve.delete(APP_NAME)
+        serve.delete(app_name)
 
 
 def _rekey(item: FeedbackItem, env_id: int, step: int) -> FeedbackItem:

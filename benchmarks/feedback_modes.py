@@ -34,10 +34,10 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
         while runtime.env_steps == 0 or time.monotonic() - started < warmup_s:
             runtime.step()
         steps0, t0 = runtime.env_steps, time.monotonic()
-        updates0 = runtime.step()["learner_updates"]
+        updates0 = runtime.step().metrics["learner_updates"]
         report = {}
         while time.monotonic() - t0 < window_s:
-            report = runtime.step()
+            report = runtime.step().metrics
         elapsed = time.monotonic() - t0
         return {
             "env_steps_per_s": (runtime.env_steps - steps0) / elapsed,

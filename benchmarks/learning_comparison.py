@@ -6,7 +6,7 @@ reward, trained on the embedded Town01 suite for the same env-step budget and ev
 Each variant runs `train.py --config configs/variants/<name>.yaml` with the same CPU-scale overrides:
 local mode (one process: the worker, the feedback model and the learner take turns, so every
 variant gets exactly samples_per_insert updates per env step however busy the machine is), a small
-network and quickstart learner settings. For a GPU cluster pass `run.local=false
+network and quickstart learner settings. For a GPU cluster pass `run.mode=ray
 workers.num_workers=8 agent.network=foundrl ...` as overrides. A finished run of the same budget in
 --out is reused, so variants can be run one at a time or side by side. Writes
 comparison.png (route completion and return of training episodes against env steps) and
@@ -27,7 +27,7 @@ import numpy as np
 
 logger = logging.getLogger("benchmark")
 
-CPU_SCALE = ["run.local=true", "workers.num_workers=1", "agent.network=small", "agent.lr=0.0003",
+CPU_SCALE = ["run.mode=local", "workers.num_workers=1", "agent.network=small", "agent.lr=0.0003",
              "learner.batch_size=64", "learner.replay_capacity=30000", "learner.learning_starts=1000",
              "learner.samples_per_insert=4",
              "workers.random_steps=1000", "eval.routes=[0,1,2,3,4]", "eval.max_steps=2000", "run.progress_every_s=30"]
@@ -43,7 +43,7 @@ def run_variant(name: str, steps: int, out: Path, overrides: list[str]) -> Path:
         return finished[-1]
     before = set(out.glob(f"{name}-*"))
     command = [sys.executable, "train.py", "--config", f"configs/variants/{name}.yaml", f"run.total_env_steps={steps}",
-               f"agent.std_steps={steps}", f"run.runs_dir={out}", *CPU_SCALE, *overrides]
+               f"agent.drqv2.std_steps={steps}", f"run.runs_dir={out}", *CPU_SCALE, *overrides]
     logger.info("running %s", " ".join(command))
     started = time.monotonic()
     subprocess.run(command, check=True)

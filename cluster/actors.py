@@ -1,4 +1,5 @@
-"""Ray actor wrappers around the plain roles: rollout worker, learner, evaluator."""
+"""Ray actor wrappers around the plain roles: rollout worker, learner, evaluator. Each is built by
+the same assembly as in local mode (actors/assembly.py); only the transport differs."""
 from __future__ import annotations
 
 import logging
@@ -12,69 +13,68 @@ from configs.schema import Config
 logger = logging.getLogger(__name__)
 
 _MAX_CHUNKS_IN_FLIGHT = 4  # a worker waits when this many chunks are still on their way
+_LEARNER_POLL_S = 0.05  # how often a worker that is too far ahead of the learner asks again
 
 
 @ray.remote
 class WorkerActor:
     """A RolloutWorker in its own process; ships chunks to the learner and pulls its weights."""
 
-    def __init__(self, config: Config, worker_uid: int, learner, feedback_handle, seed: int):
+    def __init__(self, config: Config, stream_id: int, learner, feedback_handle):
         import torch
 
-        from actors.local_runtime import make_env
-        from actors.rollout_worker import RolloutWorker
-        from cluster.carla_server import launch_for
-        from cluster.feedback_service import ServeFeedbackClient, SyncServeFeedbackClient
+        from actors.assembly import build_rollout_worker
+        from cluster.feedback_service import serve_sender
         from cluster.metrics import WorkerMetrics
-        from inference.registry import model_inputs
-        from learners.agent import Agent
+        from envs.carla.server import launch_for
 
         torch.set_num_threads(1)  # many workers share the node's cores
         # A server that cannot start fails this actor here, with the searched paths or its log's
-        # tail; the driver then replaces the actor (cluster/launch.py).
+        # tail; the driver then replaces the actor (cluster/runtime.py).
         self._server = launch_for(config.env)
         self._learner = learner
         self._in_flight: list = []
-        client = None
-        if feedback_handle is not None and config.feedback.mode != "off":
-            client_cls = SyncServeFeedbackClient if config.feedback.mode == "sync" else ServeFeedbackClient
-            client = client_cls(feedback_handle, timeout_s=config.feedback.deadline_s)
-        self.worker = RolloutWorker(config, worker_uid, make_env=lambda: make_env(config.env, self._server),
-                                    policy=Agent(config.agent, device="cpu", seed=seed), feedback=client,
-                                    ship=self._ship, model_inputs=model_inputs(config.feedback), seed=seed)
-        self._pull_every = config.workers.pull_weights_every_steps
-        self._metrics = WorkerMetrics(worker_uid)
-        self._reported_episodes = 0
+        send = serve_sender(feedback_handle) if feedback_handle is not None else None
+        self.worker = build_rollout_worker(config, stream_id, ship=self._ship, sync=self._sync, send=send,
+                                           server=self._server)
+        self._metrics = WorkerMetrics(stream_id)
+
+    def _sync(self, known_version: int):
+        return ray.get(self._learner.sync.remote(known_version))
 
     def _ship(self, chunk: dict) -> None:
         self._in_flight.append(self._learner.add.remote(chunk))
         if len(self._in_flight) > _MAX_CHUNKS_IN_FLIGHT:
             done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - _MAX_CHUNKS_IN_FLIGHT)
-            ray.get(done)  # surfaces a learner-side error here rather than silently
+            credits = ray.get(done)  # surfaces a learner-side error here rather than silently
+            if credits[-1] is not None and credits[-1] <= 0:
+                self._wait_for_learner()
+
+    def _wait_for_learner(self) -> None:
+        """The workers are max_insert_lead transitions ahead of the train ratio: wait for the learner."""
+        while True:
+            credit = ray.get(self._learner.inserts_allowed.remote())
+            if credit is None or credit > 0:
+                return
+            time.sleep(_LEARNER_POLL_S)
 
     def run(self, ticks: int) -> dict:
-        """Take `ticks` env steps, pulling fresh weights every few hundred; returns a report."""
-        done = 0
-        while done < ticks:
-            n = min(self._pull_every, ticks - done)
-            self.worker.run(n)
-            done += n
-            latest = ray.get(self._learner.policy.remote(self.worker.policy_version))
-            if latest is not None:
-                self.worker.set_policy(*latest)
+        """Take `ticks` env steps (syncing weights on the worker's own schedule); returns a report."""
+        self.worker.run(ticks)
+        return self.report()
+
+    def drain(self) -> dict:
+        """Ship everything held (pending rows wait for their feedback or deadline) and wait until
+        the learner has it all; the final report."""
+        self.worker.drain()
+        ray.get(self._in_flight)
+        self._in_flight = []
         return self.report()
 
     def report(self) -> dict:
-        stats = self.worker.stats
-        feedback = self.worker.feedback_report()
-        episodes = stats.episode_returns[self._reported_episodes:]
-        self._reported_episodes = len(stats.episode_returns)
-        self._metrics.record(stats.env_steps, stats.backpressure_waits, feedback,
-                             episodes[-1][0] if episodes else None, stats.simulator_failures)
-        return {"env_steps": stats.env_steps, "episodes": episodes, "feedback": feedback,
-                "simulator_failures": stats.simulator_failures,
-                "backpressure_waits": stats.backpressure_waits, "backpressure_wait_s": stats.backpressure_wait_s,
-                "policy_version": self.worker.policy_version}
+        report = self.worker.report()
+        self._metrics.record(report)
+        return report
 
     def close(self) -> None:
         """Close the env and stop this actor's CARLA server (before the driver kills the actor:
@@ -88,7 +88,7 @@ class WorkerActor:
 
 @ray.remote(max_concurrency=8)
 class LearnerActor:
-    """The Learner with its update loop on a thread, so `add`, `policy` and `report` calls are
+    """The Learner with its update loop on a thread, so `add`, `sync` and `report` calls are
     served while it trains."""
 
     def __init__(self, config: Config, device: str):
@@ -118,11 +118,14 @@ class LearnerActor:
             logger.exception("learner update loop failed")
             self.error = repr(exc)
 
-    def add(self, chunk: dict) -> int:
+    def add(self, chunk: dict) -> int | None:
         return self.learner.add(chunk)
 
-    def policy(self, known_version: int):
-        return self.learner.policy(known_version)
+    def inserts_allowed(self) -> int | None:
+        return self.learner.inserts_allowed()
+
+    def sync(self, known_version: int):
+        return self.learner.sync(known_version)
 
     def report(self) -> dict:
         report = self.learner.report()
@@ -131,13 +134,14 @@ class LearnerActor:
             raise RuntimeError(f"the learner's update loop stopped: {self.error}")
         return report
 
-    def save(self, directory: str) -> str:
+    def save(self, directory: str) -> None:
         with self._pause:
-            return str(self.learner.save(directory))
+            self.learner.save(directory)
 
     def load(self, directory: str) -> None:
-        with self._pause:
-            self.learner.load(directory)
+        if self._thread is not None:
+            raise RuntimeError("the learner is already training: load a checkpoint before it starts")
+        self.learner.load(directory)
 
     def publish(self) -> None:
         with self._pause:
@@ -151,20 +155,15 @@ class LearnerActor:
 
 @ray.remote
 class EvaluatorActor:
-    def __init__(self, config: Config, env_config, seed: int):
-        from actors.evaluation import EvaluationWorker
-        from actors.local_runtime import make_env
-        from cluster.carla_server import launch_for
-        from learners.agent import Agent
+    def __init__(self, config: Config):
+        from actors.assembly import build_evaluator, eval_env_config
+        from envs.carla.server import launch_for
 
-        ev = config.eval
-        self._server = launch_for(env_config)
-        self.evaluator = EvaluationWorker(lambda: make_env(env_config, self._server),
-                                          Agent(config.agent, device="cpu", seed=seed), ev.routes, ev.max_steps,
-                                          seed=seed)
+        self._server = launch_for(eval_env_config(config))
+        self.evaluator = build_evaluator(config, self._server)
 
-    def evaluate(self, version: int, state: dict) -> dict:
-        self.evaluator.set_policy(version, state)
+    def evaluate(self, snapshot) -> dict:
+        self.evaluator.set_policy(snapshot)
         return self.evaluator.evaluate()
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
 """The feedback service: a Ray Serve deployment that micro-batches feedback items from all
-workers, and the worker-side client that reaches it through a DeploymentHandle.
+workers, and the workers' transport to it through a DeploymentHandle.
 
 Requests are bundles (a worker's items of a few ticks); `@serve.batch` counts items, not bundles,
 through `batch_size_fn`, and `max_ongoing_requests` is sized so batches can really fill.
@@ -7,18 +7,15 @@ through `batch_size_fn`, and `max_ongoing_requests` is sized so batches can real
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 
 from ray import serve
 
-from actors.feedback_client import ResultInbox
 from configs.schema import FeedbackConfig
 from inference.feedback import FeedbackItem, FeedbackResult
 
 logger = logging.getLogger(__name__)
 
-APP_NAME = "mentor-feedback"
+APP_PREFIX = "mentor-feedback"  # each run deploys its own app: mentor-feedback-<run id>
 
 
 def _items_in(bundles: list) -> int:
@@ -38,7 +35,7 @@ def _actor_options(config: FeedbackConfig, use_gpu: bool) -> dict:
 
 
 def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
-    """The Serve application for `config`: bind it with serve.run(..., name=APP_NAME)."""
+    """The Serve application for `config`: bind it with serve.run(..., name=<the run's app name>)."""
     max_batch = config.max_batch_size
 
     @serve.deployment(
@@ -55,18 +52,14 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
             from inference.registry import build_model
 
             self._model = build_model(config, seed)
-            self.failed_batches = 0
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=config.batch_wait_timeout_s,
                      max_concurrent_batches=config.max_concurrent_batches, batch_size_fn=_items_in)
         async def answer(self, bundles: list[list[FeedbackItem]]) -> list[list[FeedbackResult]]:
+            """A model error fails every call of the batch: the workers count it (failed_calls) and
+            its items expire unanswered (mask 0)."""
             items = [item for bundle in bundles for item in bundle]
-            try:
-                by_key = {r.key: r for r in self._model(items)}
-            except Exception:  # the items stay unanswered; workers mark them unavailable
-                self.failed_batches += 1
-                logger.warning("feedback model failed on %d items", len(items), exc_info=True)
-                by_key = {}
+            by_key = {r.key: r for r in self._model(items)}
             return [[by_key[i.key] for i in bundle if i.key in by_key] for bundle in bundles]
 
         async def __call__(self, bundle: list[FeedbackItem]) -> list[FeedbackResult]:
@@ -75,60 +68,12 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
     return FeedbackDeployment.bind()
 
 
-class ServeFeedbackClient:
-    """Sends bundles through a DeploymentHandle and collects answers on a helper thread, so the
-    simulator never blocks. A failed or timed-out call leaves its items unanswered (mask 0)."""
+def serve_sender(handle):
+    """The workers' transport to the deployment (actors/feedback_client.py): a call per bundle
+    through the DeploymentHandle, its answers awaited with DeploymentResponse.result."""
 
-    def __init__(self, handle, timeout_s: float):
-        self._handle = handle
-        self._timeout_s = timeout_s
-        self._responses: queue.Queue = queue.Queue()
-        self._inbox = ResultInbox()
-        self.failed_calls = 0
-        self._thread = threading.Thread(target=self._collect, name="feedback-responses", daemon=True)
-        self._thread.start()
+    def send(items: list[FeedbackItem]):
+        response = handle.remote(items)
+        return lambda timeout_s: response.result(timeout_s=timeout_s)
 
-    def submit(self, items: list[FeedbackItem]) -> None:
-        self._responses.put(self._handle.remote(items))
-
-    def poll(self) -> list[FeedbackResult]:
-        return self._inbox.take()
-
-    def close(self) -> None:
-        self._responses.put(None)
-        self._thread.join(timeout=self._timeout_s + 1.0)
-
-    def _collect(self) -> None:
-        while True:
-            response = self._responses.get()
-            if response is None:
-                return
-            try:
-                results = response.result(timeout_s=self._timeout_s)
-            except Exception:  # a dead replica or a time-out: these items expire unanswered
-                self.failed_calls += 1
-                logger.warning("feedback call failed", exc_info=True)
-                continue
-            self._inbox.put(results)
-
-
-class SyncServeFeedbackClient:
-    """One blocking call per bundle: the synchronous baseline of the benchmark."""
-
-    def __init__(self, handle, timeout_s: float):
-        self._handle, self._timeout_s = handle, timeout_s
-        self._inbox = ResultInbox()
-        self.failed_calls = 0
-
-    def submit(self, items: list[FeedbackItem]) -> None:
-        try:
-            self._inbox.put(self._handle.remote(items).result(timeout_s=self._timeout_s))
-        except Exception:
-            self.failed_calls += 1
-            logger.warning("feedback call failed", exc_info=True)
-
-    def poll(self) -> list[FeedbackResult]:
-        return self._inbox.take()
-
-    def close(self) -> None:
-        pass
+    return send

@@ -26,28 +26,33 @@ class WorkerMetrics:
         self._simulator_failures = Counter("mentor_simulator_failures",
                                            "simulator failures a worker recovered from (episode truncated)",
                                            tag_keys=("worker",))
+        self._failed_calls = Counter("mentor_feedback_failed_calls",
+                                     "feedback calls that failed (model error, dead replica, time-out)",
+                                     tag_keys=("worker",))
         for metric in (self._env_steps, self._pending, self._availability, self._latency, self._waits,
-                       self._episode_return, self._simulator_failures):
+                       self._episode_return, self._simulator_failures, self._failed_calls):
             metric.set_default_tags(tags)
-        self._last_steps, self._last_waits, self._last_failures = 0, 0, 0
+        self._last: dict[str, int] = {}
 
-    def record(self, env_steps: int, waits: int, feedback: dict, last_return: float | None,
-               simulator_failures: int = 0) -> None:
-        if simulator_failures > self._last_failures:
-            self._simulator_failures.inc(simulator_failures - self._last_failures)
-            self._last_failures = simulator_failures
-        if env_steps > self._last_steps:
-            self._env_steps.inc(env_steps - self._last_steps)
-            self._last_steps = env_steps
-        if waits > self._last_waits:
-            self._waits.inc(waits - self._last_waits)
-            self._last_waits = waits
+    def _count(self, counter: Counter, name: str, total: int) -> None:
+        """Counters take increments; the worker reports running totals."""
+        delta = total - self._last.get(name, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._last[name] = total
+
+    def record(self, report: dict) -> None:
+        feedback = report["feedback"]
+        self._count(self._env_steps, "env_steps", report["env_steps"])
+        self._count(self._waits, "waits", report["backpressure_waits"])
+        self._count(self._simulator_failures, "failures", report["simulator_failures"])
+        self._count(self._failed_calls, "failed_calls", feedback["failed_calls"])
         self._pending.set(feedback["pending"])
         self._availability.set(feedback["availability"])
         if feedback["latency_s"] > 0:
             self._latency.observe(feedback["latency_s"])
-        if last_return is not None:
-            self._episode_return.set(last_return)
+        if report["episodes"]:
+            self._episode_return.set(report["episodes"][-1].episode_return)
 
 
 class LearnerMetrics:
@@ -83,9 +88,10 @@ class DriverMetrics:
         self._replaced = Gauge("mentor_replaced_workers", "rollout actors replaced after dying or failing "
                                "(a lost CARLA server, one that never got ready)")
 
-    def record(self, steps_per_s: float, recent: list[tuple[float, float, float]], replaced_workers: int = 0) -> None:
-        self._steps_per_s.set(steps_per_s)
-        self._replaced.set(replaced_workers)
-        if recent:
-            self._route_completion.set(sum(r[1] for r in recent) / len(recent))
-            self._driving_score.set(sum(r[2] for r in recent) / len(recent))
+    def record(self, metrics: dict[str, float]) -> None:
+        """The runtime's merged report (actors/reporting.py)."""
+        self._steps_per_s.set(metrics["env_steps_per_s"])
+        self._replaced.set(metrics["replaced_workers"])
+        if "route_completion" in metrics:
+            self._route_completion.set(metrics["route_completion"])
+            self._driving_score.set(metrics["driving_score"])

@@ -1,11 +1,13 @@
-"""Load a Config from YAML plus `key=value` overrides, validating every field.
+"""Load a Config from YAML files plus `key=value` overrides, validating every field.
 
-Errors name the field's full path (`learner.batch_size`) and what is allowed, so a bad run stops
-at start rather than an hour in.
+Several files merge in order: `load_config(["configs/quickstart.yaml", "configs/debug.yaml"])` puts
+the debug overlay's tiny budgets on top of the quickstart. Errors name the file or the field's full
+path (`learner.batch_size`) and what is allowed, so a bad run stops at start rather than an hour in.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -13,20 +15,22 @@ from typing import Any, Literal
 
 import yaml
 
-from configs.schema import CHECKS, Config, cross_checks
+from configs.schema import MOVED, Config, cross_checks
 
 CONFIG_DIR = Path(__file__).resolve().parent
+_E_NOTATION = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message has the field path and the allowed values."""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(paths: str | Path | list | tuple | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
     data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        data = _read_yaml(path, seen=())
+    if paths is not None:
+        for path in [paths] if isinstance(paths, (str, Path)) else paths:
+            data = _merge(data, _read_yaml(Path(path), seen=()))
     for override in overrides:
         _apply_override(data, override)
     config = _build(Config, data, "")
@@ -43,7 +47,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
                           f"{', '.join(sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob('*.yaml')))}")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: `extends` loops back to itself through {[str(p) for p in seen]}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("extends", None)
@@ -72,7 +79,20 @@ def _apply_override(data: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    node[parts[-1]] = _parse_value(raw, override)
+
+
+def _parse_value(raw: str, override: str):
+    """A YAML value; YAML 1.1 reads 3e-4 as a string, so numbers in e-notation are taken as floats."""
+    if not raw.strip():
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({err})") from err
+    if isinstance(value, str) and _E_NOTATION.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _build(cls, data: dict, prefix: str):
@@ -82,19 +102,33 @@ def _build(cls, data: dict, prefix: str):
     unknown = set(data) - set(fields)
     if unknown:
         name = sorted(unknown)[0]
+        moved = MOVED.get(f"{prefix}{name}")
+        if moved:
+            raise ConfigError(f"{prefix}{name} has moved: it is now {moved}")
         raise ConfigError(f"unknown field {prefix}{name}; {cls.__name__} has: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, raw in data.items():
         values[name] = _convert(hints[name], raw, f"{prefix}{name}")
     config = cls(**values)
-    for name in fields:
-        path = f"{prefix}{name}"
-        if path in CHECKS:
-            check, allowed = CHECKS[path]
-            if not check(getattr(config, name)):
-                raise ConfigError(f"{path} = {getattr(config, name)!r} is invalid: must be {allowed}")
+    for name, f in fields.items():
+        _check_field(f, getattr(config, name), f"{prefix}{name}")
     return config
+
+
+def _check_field(f: dataclasses.Field, value, path: str) -> None:
+    """The field's declared range (numbers) or rule (anything else); None passes where it is allowed."""
+    if value is None:
+        return
+    if "range" in f.metadata:
+        kind = "an integer" if isinstance(value, int) else "a number"
+        if not f.metadata["range"].contains(value):
+            raise ConfigError(f"{path} = {value!r} is invalid: must be "
+                              f"{f.metadata['range'].describe(kind)} ({f.metadata['unit']})")
+    if "check" in f.metadata:
+        predicate, allowed = f.metadata["check"]
+        if not predicate(value):
+            raise ConfigError(f"{path} = {value!r} is invalid: must be {allowed}")
 
 
 def _convert(hint, raw, path: str):

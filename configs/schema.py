@@ -1,38 +1,90 @@
 """The typed experiment configuration: frozen dataclasses, validated on load.
 
-A run is described by one YAML file (see configs/*.yaml) plus `key=value` overrides with dotted
-paths (`learner.batch_size=128`). Anything invalid stops the run at start with the field's full
-path and what is allowed.
+A run is described by YAML files (configs/*.yaml, overlays such as configs/debug.yaml) plus
+`key=value` overrides with dotted paths (`learner.batch_size=128`). Every numeric field declares
+its unit and its allowed range (`num`); anything invalid stops the run at start with the field's
+full path and what is allowed.
+
+The algorithms are the sections of `AgentConfig`: a section's dataclass names the module that
+implements it (`implementation`), and `agent.algorithm` picks one by its field name. Adding an
+algorithm adds its files and one section line there (learners/registry.py resolves it).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Callable, ClassVar, Literal
 
-ALGORITHMS = ("drqv2", "sac", "td3")
 NETWORK_PRESETS = ("small", "foundrl")
-FEEDBACK_MODELS = ("none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip")
 FEEDBACK_MODES = ("off", "async", "sync")
 TRAFFIC_PRESETS = ("empty", "regular", "dense")
+FEEDBACK_FIELDS = ("vlm_action", "clip_margin", "safety")
 
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: [low, high], either end open or absent."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self, kind: str) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"{kind} in {'(' if self.low_open else '['}{_num(self.low)}, "
+                    f"{_num(self.high)}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
+        if self.high is not None:
+            return f"{kind} {'<' if self.high_open else '<='} {_num(self.high)}"
+        return kind
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def num(default: float | int | None, low: float | None = None, high: float | None = None, *, unit: str,
+        low_open: bool = False, high_open: bool = False):
+    """A numeric field with its unit and allowed range (checked by configs/loader.py)."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open), "unit": unit})
+
+
+def check(default: Any, predicate: Callable[[Any], bool], allowed: str, factory: bool = False):
+    """A non-numeric field with a rule beyond its type."""
+    meta = {"check": (predicate, allowed)}
+    return field(default_factory=default, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+def section(cls):
+    return field(default_factory=cls)
+
+
+# ------------------------------------------------------------------------------------------ environment
 
 @dataclass(frozen=True)
 class CarlaConfig:
     """The CARLA backend (env.backend: carla): a server per rollout actor, or one already running."""
 
-    launch: bool = True  # each rollout actor starts and supervises its own server (cluster/carla_server.py)
+    launch: bool = True  # each rollout actor starts and supervises its own server (envs/carla/server.py)
     host: str = "127.0.0.1"
-    port: int = 2000  # rpc port; with launch, the preferred one (0: any free port)
-    tm_port: int = 8000  # traffic manager port when connecting to a running server (launched: rpc + 6000)
+    port: int = num(2000, 0, 65535, unit="port")  # rpc port; with launch, the preferred one (0: any free)
+    tm_port: int = num(8000, 1, 65535, unit="port")  # traffic manager port of a running server (launched: rpc+6000)
     carla_root: str | None = None  # directory of CarlaUE4.sh; None: $CARLA_ROOT, then the usual places
     executable: str | None = None  # the server script itself; wins over carla_root
-    gpu_index: int | None = None  # Vulkan adapter for -graphicsadapter; None: the default GPU
+    gpu_index: int | None = num(None, 0, unit="GPU index")  # Vulkan adapter (-graphicsadapter); None: default
     nullrhi: bool = True  # no rendering at all: the BEV needs none (set false for camera sensors)
     quality_level: Literal["Low", "Epic"] = "Low"
-    ready_timeout_s: float = 120.0
-    tick_timeout_s: float = 20.0
-    restart_every_s: float = 0.0  # periodic restarts against CARLA's memory growth (0: never)
-    client_timeout_s: float = 20.0
+    ready_timeout_s: float = num(120.0, 0, unit="s", low_open=True)  # launch until the server answers
+    tick_timeout_s: float = num(20.0, 0, unit="s", low_open=True)  # a tick longer than this: server lost
+    restart_every_s: float = num(0.0, 0, unit="s")  # periodic restarts against memory growth (0: never)
+    client_timeout_s: float = num(20.0, 0, unit="s", low_open=True)
     log_dir: str = "runs/carla-logs"
 
 
@@ -41,10 +93,12 @@ class EnvConfig:
     town: str | None = None  # None: Town01 where its map is found, else the generated town
     traffic: Literal["empty", "regular", "dense"] = "regular"
     route_suite: str | None = None  # None: the town's own suite
-    maps_dir: str | None = None
+    maps_dir: str | None = None  # None: $MENTOR_MAPS_DIR, $CARLA_ROOT, then the generated town
     backend: Literal["sumo", "carla"] = "sumo"  # the embedded SUMO simulator, or CARLA servers
-    carla: CarlaConfig = field(default_factory=CarlaConfig)
+    carla: CarlaConfig = section(CarlaConfig)
 
+
+# ------------------------------------------------------------------------------------------- feedback
 
 # VL-SAFE-style goals for the CLIP safety probability (BEV wording: the images are bird's-eye views).
 SAFE_PROMPTS = (
@@ -66,8 +120,8 @@ class ClipConfig:
     pretrained: str | None = None  # an open_clip tag of `arch` (laion2b_s34b_b88k) or a weights file
     # The checkpoint `python -m inference.clip_training` writes by default; wins over arch/pretrained.
     checkpoint: str | None = "artifacts/clip/mentor-clip-tiny"
-    safe_prompts: tuple[str, ...] = SAFE_PROMPTS
-    unsafe_prompts: tuple[str, ...] = UNSAFE_PROMPTS
+    safe_prompts: tuple[str, ...] = check(SAFE_PROMPTS, lambda v: len(v) >= 1, "a non-empty list of prompts")
+    unsafe_prompts: tuple[str, ...] = check(UNSAFE_PROMPTS, lambda v: len(v) >= 1, "a non-empty list of prompts")
     device: str = "auto"  # auto: cuda when the replica has a GPU
 
 
@@ -76,10 +130,10 @@ class VlmConfig:
     """The VLM advisor on vLLM (inference/vlm_advisor.py)."""
 
     model: str = "OpenGVLab/InternVL3-1B"  # a hub id (in the HF cache) or a local path
-    max_tokens: int = 64
-    temperature: float = 0.0
-    max_model_len: int = 4096
-    gpu_memory_utilization: float = 0.5
+    max_tokens: int = num(64, 8, unit="tokens")  # generated per answer; the JSON answer needs room
+    temperature: float = num(0.0, 0, unit="1")  # sampling temperature (0: greedy)
+    max_model_len: int = num(4096, 256, unit="tokens")  # vLLM context length
+    gpu_memory_utilization: float = num(0.5, 0, 1, unit="fraction", low_open=True)  # of the replica's GPU
     # vLLM pins its own torch: the deployment gets its own runtime_env with these packages.
     pip: tuple[str, ...] = ("vllm==0.33.0",)
 
@@ -88,165 +142,184 @@ class VlmConfig:
 class FeedbackConfig:
     model: Literal["none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip"] = "expert"
     mode: Literal["off", "async", "sync"] = "async"
-    wanted: tuple[str, ...] = ("vlm_action",)  # feedback fields each step asks for
-    bundle_steps: int = 32  # a worker sends its items once per this many steps (a handle call costs ~4 ms CPU)
-    max_batch_size: int = 64  # items per model call (Serve @serve.batch)
-    batch_wait_timeout_s: float = 0.01
-    max_concurrent_batches: int = 1
-    replicas: int = 1
-    replica_cpus: int = 1  # per replica; also its torch threads (Ray sets OMP_NUM_THREADS from it)
-    gpu_fraction: float = 0.0  # per replica, when the cluster has GPUs
-    deadline_s: float = 5.0  # an item unanswered this long is shipped with mask 0
-    max_pending: int = 512  # backpressure: a worker waits when more items are unanswered
+    wanted: tuple[str, ...] = check(("vlm_action",), lambda v: set(v) <= set(FEEDBACK_FIELDS),
+                                    "a list drawn from " + ", ".join(FEEDBACK_FIELDS))  # fields each step asks for
+    bundle_steps: int = num(32, 1, unit="env steps")  # a worker sends its items once per this many steps
+    max_batch_size: int = num(64, 1, unit="items")  # items per model call (Serve @serve.batch)
+    batch_wait_timeout_s: float = num(0.01, 0, unit="s")  # how long a batch waits to fill
+    max_concurrent_batches: int = num(1, 1, unit="batches")  # per replica
+    replicas: int = num(1, 1, unit="replicas")
+    replica_cpus: int = num(1, 1, unit="CPUs")  # per replica; also its torch threads (OMP_NUM_THREADS)
+    gpu_fraction: float = num(0.0, 0, 1, unit="GPU")  # per replica, when the cluster has GPUs
+    deadline_s: float = num(5.0, 0, unit="s", low_open=True)  # unanswered this long: shipped with mask 0
+    max_pending: int = num(512, 1, unit="items")  # backpressure: a worker waits when more are unanswered
     # ... or when its oldest pending item is this old. Below deadline_s, so that a model slower than the
     # rollouts slows the workers down to its pace instead of letting items expire unanswered.
-    max_pending_age_s: float = 2.5
-    slow_model_delay_s: float = 0.05  # per batch, for the deliberately slow model
-    faulty_model_error_rate: float = 0.2  # for the deliberately faulty model
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    vlm: VlmConfig = field(default_factory=VlmConfig)
+    max_pending_age_s: float = num(2.5, 0, unit="s", low_open=True)
+    slow_model_delay_s: float = num(0.05, 0, unit="s")  # per batch, for the deliberately slow model
+    faulty_model_error_rate: float = num(0.2, 0, 1, unit="fraction")  # for the deliberately faulty model
+    clip: ClipConfig = section(ClipConfig)
+    vlm: VlmConfig = section(VlmConfig)
 
+
+# -------------------------------------------------------------------------------------------- workers
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    num_workers: int = 2  # one environment each: libsumo runs one simulation per process
-    chunk_size: int = 64  # transitions shipped to the learner per call
-    pull_weights_every_steps: int = 200
-    random_steps: int = 1000  # uniform random actions before the policy acts (per worker)
+    num_workers: int = num(2, 1, unit="workers")  # one environment each (libsumo: one simulation/process)
+    chunk_size: int = num(64, 1, unit="rows")  # rows shipped to the learner per call
+    pull_weights_every_steps: int = num(200, 1, unit="env steps")  # a worker's own steps between pulls
+    random_steps: int = num(1000, 0, unit="env steps")  # uniform random actions until the GLOBAL clock passes this
     # A custom resource each rollout actor asks for one unit of (e.g. "carla_server", declared per node
     # in ray_cluster.yaml as the number of CARLA servers it can host): the scheduler then spreads them.
     server_resource: str | None = None
     # A worker slot whose actors fail this many times in a row without a report stops the run.
-    max_failures_in_a_row: int = 5
+    max_failures_in_a_row: int = num(5, 1, unit="failures")
+
+
+# ------------------------------------------------------------------------------------------ algorithms
+
+@dataclass(frozen=True)
+class DrQv2Config:
+    """DrQ-v2 (Yarats et al. 2021): a deterministic actor explored with a scheduled clipped Gaussian."""
+
+    implementation: ClassVar[str] = "learners.actor_critic.drqv2"
+    std_start: float = num(1.0, 0, unit="action units", low_open=True)  # exploration std at env step 0
+    std_end: float = num(0.1, 0, unit="action units", low_open=True)  # ... reached at std_steps
+    std_steps: int = num(100_000, 1, unit="env steps")  # linear schedule length (global clock)
+    std_clip: float = num(0.3, 0, unit="action units", low_open=True)  # target-policy noise clip
+
+
+@dataclass(frozen=True)
+class SacConfig:
+    """SAC (Haarnoja et al. 2018): tanh-Gaussian actor and a learned temperature."""
+
+    implementation: ClassVar[str] = "learners.actor_critic.sac"
+    init_temperature: float = num(0.1, 0, unit="1", low_open=True)  # initial alpha
+
+
+@dataclass(frozen=True)
+class Td3Config:
+    """TD3 (Fujimoto et al. 2018): target smoothing, delayed actor, Gaussian exploration."""
+
+    implementation: ClassVar[str] = "learners.actor_critic.td3"
+    policy_noise: float = num(0.2, 0, unit="action units")  # target smoothing noise std
+    noise_clip: float = num(0.5, 0, unit="action units")  # ... clipped to +-noise_clip
+    exploration_noise: float = num(0.1, 0, unit="action units")  # acting noise std
+    policy_delay: int = num(2, 1, unit="critic updates")  # actor and targets update every this many
 
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """VMR (critic) and AWAG (actor) weights; 0 disables. Schedules follow DESIGN §6."""
+    """VMR (critic) and AWAG (actor) weights from the advisor's actions; 0 disables. docs/architecture.md §6."""
 
-    vmr_weight: float = 0.0
-    vmr_delta: float = 2.0
-    vmr_hold_steps: int = 50_000
-    vmr_decay_end: int = 150_000
+    vmr_weight: float = num(0.0, 0, unit="1")  # lambda before the decay
+    vmr_delta: float = num(2.0, unit="return units")  # Q(s, a_vlm) is regressed to Q(s, a) + delta
+    vmr_hold_steps: int = num(50_000, 0, unit="env steps")  # lambda constant until here
+    vmr_decay_end: int = num(150_000, 0, unit="env steps")  # ... and 0 from here on
     vmr_schedule: Literal["constant", "linear", "cosine"] = "linear"  # the decay after vmr_hold_steps
-    awag_weight: float = 0.0
-    awag_decay_steps: int = 300_000
-    awag_power: float = 0.7
+    awag_weight: float = num(0.0, 0, unit="1")  # iota at env step 0
+    awag_decay_steps: int = num(300_000, 1, unit="env steps")
+    awag_power: float = num(0.7, 0, unit="1", low_open=True)  # progress ** power inside the cosine
     awag_schedule: Literal["constant", "linear", "cosine"] = "cosine"
-    awag_temperature: float = 2.0
-    awag_max_weight: float = 20.0
+    awag_temperature: float = num(2.0, 0, unit="return units", low_open=True)  # w = exp(A / temperature)
+    awag_max_weight: float = num(20.0, 0, unit="1", low_open=True)  # w clipped here
+    bc_alpha: float = num(2.5, 0, unit="1", low_open=True)  # base actor loss * alpha / mean|Q| (TD3+BC form)
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    algorithm: Literal["drqv2", "sac", "td3"] = "drqv2"
-    network: Literal["small", "foundrl"] = "small"
-    lr: float = 1e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    n_step: int = 3
-    # DrQ-v2 exploration: std linear from std_start to std_end over std_steps; clipped noise.
-    std_start: float = 1.0
-    std_end: float = 0.1
-    std_steps: int = 100_000
-    std_clip: float = 0.3
-    augment_pad: int = 4  # random shift in pixels (DrQ-v2); 0 disables
-    # SAC
-    init_temperature: float = 0.1
-    # TD3
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    exploration_noise: float = 0.1
-    policy_delay: int = 2
-    bc_alpha: float = 2.5  # the base actor loss is scaled by alpha / mean|Q| (AWAG, DESIGN §6)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    """The algorithm (`algorithm` names one of the sections below) and what all of them share."""
 
+    algorithm: str = "drqv2"
+    network: Literal["small", "foundrl"] = "small"
+    lr: float = num(1e-4, 0, unit="1/update", low_open=True)  # Adam step size of every optimiser
+    gamma: float = num(0.99, 0, 1, unit="1/env step", high_open=True)  # discount
+    tau: float = num(0.005, 0, 1, unit="1/update", low_open=True)  # target network soft-update rate
+    n_step: int = num(3, 1, unit="env steps")  # return horizon of a transition batch
+    augment_pad: int = num(4, 0, unit="px")  # DrQ random shift; 0 disables
+    guidance: GuidanceConfig = section(GuidanceConfig)
+    # The algorithm sections: one line per algorithm (learners/registry.py resolves `implementation`).
+    drqv2: DrQv2Config = section(DrQv2Config)
+    sac: SacConfig = section(SacConfig)
+    td3: Td3Config = section(Td3Config)
+
+    @property
+    def params(self):
+        """The chosen algorithm's own section."""
+        return getattr(self, self.algorithm)
+
+
+def algorithm_names() -> tuple[str, ...]:
+    """Every algorithm: the AgentConfig sections whose dataclass names an implementation."""
+    defaults = AgentConfig()
+    return tuple(f.name for f in dataclasses.fields(AgentConfig) if hasattr(getattr(defaults, f.name), "implementation"))
+
+
+# -------------------------------------------------------------------------------------------- learner
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    batch_size: int = 256
-    replay_capacity: int = 150_000
-    learning_starts: int = 1024
-    samples_per_insert: float = 32.0  # bound on (batch_size * updates) / inserted transitions
-    publish_every_updates: int = 20
-    checkpoint_every_updates: int = 1000
+    batch_size: int = num(256, 1, unit="samples")
+    replay_capacity: int = num(150_000, 16, unit="rows")
+    learning_starts: int = num(1024, 0, unit="env steps")  # no update before the replay holds this many
+    samples_per_insert: float = num(32.0, 0, unit="samples/transition", low_open=True)  # the train ratio
+    # How far (transitions) the workers may run ahead of the ratio before they wait for the learner;
+    # null: never wait (the learner does what it can; the achieved ratio is reported).
+    max_insert_lead: int | None = num(None, 1, unit="transitions")
+    publish_every_updates: int = num(20, 1, unit="updates")  # workers see new weights this often
+    checkpoint_every_updates: int = num(1000, 1, unit="updates")
     device: str = "auto"  # auto: cuda when available
-    gpu_fraction: float = 1.0  # of one GPU; below 1 lets GPU feedback replicas share the learner's GPU
-    # Sample-time reward shaping (DESIGN §5): r + clip_reward_scale * normalised CLIP margin bonus
+    gpu_fraction: float = num(1.0, 0, 1, unit="GPU", low_open=True)  # below 1 shares the GPU with replicas
+    # Sample-time reward shaping (docs/architecture.md §6): r + clip_reward_scale * normalised CLIP margin bonus
     # (Found-RL uses 0.25) + semantic_reward_scale * (2 * safety - 1) (VLM-RL-style language goals).
-    clip_reward_scale: float = 0.0
-    semantic_reward_scale: float = 0.0
+    clip_reward_scale: float = num(0.0, 0, unit="reward/bonus")
+    semantic_reward_scale: float = num(0.0, 0, unit="reward")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     route_suite: str | None = None  # None: nocrash_eval on Town02 where maps exist, else generated
     town: str | None = None
-    routes: tuple[int, ...] = (0, 1, 2)
+    routes: tuple[int, ...] = check((0, 1, 2), lambda v: len(v) >= 1 and min(v) >= 0, "a non-empty list of "
+                                    "route indices >= 0")
     traffic: Literal["empty", "regular", "dense"] = "regular"
-    max_steps: int = 3000
+    max_steps: int = num(3000, 1, unit="env steps")  # per route
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "quickstart"
-    total_env_steps: int = 20_000
-    seed: int = 0
+    mode: Literal["ray", "local"] = "ray"  # ray: a cluster (started if none); local: one process, no Ray
+    total_env_steps: int = num(20_000, 0, unit="env steps")  # the run ends here (0: no env-step budget)
+    total_updates: int = num(0, 0, unit="updates")  # ... or here (0: no update budget)
+    seed: int = num(0, 0, unit="1")
     runs_dir: str = "runs"
-    progress_every_s: float = 5.0
-    local: bool = False  # single process, no Ray (the same classes)
+    progress_every_s: float = num(5.0, 0, unit="s", low_open=True)
     ray_address: str | None = None  # None: join a running cluster (ray job submit) or start one
     shutdown_ray: bool = True  # disconnect from Ray at the end (tests that share a cluster say no)
-    time_limit_s: float = 0.0  # stop after this long (0: no limit)
+    time_limit_s: float = num(0.0, 0, unit="s")  # stop after this long (0: no limit)
 
 
 @dataclass(frozen=True)
 class Config:
-    run: RunConfig = field(default_factory=RunConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
-    workers: WorkerConfig = field(default_factory=WorkerConfig)
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = section(RunConfig)
+    env: EnvConfig = section(EnvConfig)
+    feedback: FeedbackConfig = section(FeedbackConfig)
+    workers: WorkerConfig = section(WorkerConfig)
+    agent: AgentConfig = section(AgentConfig)
+    learner: LearnerConfig = section(LearnerConfig)
+    eval: EvalConfig = section(EvalConfig)
 
 
-# Range checks beyond the types: field path -> (predicate, what is allowed).
-CHECKS = {
-    "run.total_env_steps": (lambda v: v > 0, "a positive integer"),
-    "env.carla.port": (lambda v: 0 <= v <= 65535, "a port number, or 0 for any free port"),
-    "env.carla.tm_port": (lambda v: 0 < v <= 65535, "a port number"),
-    "env.carla.ready_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
-    "env.carla.tick_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
-    "env.carla.client_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
-    "env.carla.restart_every_s": (lambda v: v >= 0, "seconds >= 0 (0: never)"),
-    "workers.max_failures_in_a_row": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.max_batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.max_concurrent_batches": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.replicas": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.replica_cpus": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.gpu_fraction": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-    "feedback.deadline_s": (lambda v: v > 0, "a positive number of seconds"),
-    "feedback.max_pending_age_s": (lambda v: v > 0, "a positive number of seconds"),
-    "feedback.max_pending": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.wanted": (lambda v: set(v) <= {"vlm_action", "clip_margin", "safety"},
-                        "a list drawn from vlm_action, clip_margin, safety"),
-    "workers.num_workers": (lambda v: v >= 1, "an integer >= 1"),
-    "feedback.bundle_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "workers.chunk_size": (lambda v: v >= 1, "an integer >= 1"),
-    "agent.lr": (lambda v: v > 0, "a positive number"),
-    "agent.gamma": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
-    "agent.tau": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
-    "agent.n_step": (lambda v: v >= 1, "an integer >= 1"),
-    "learner.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "learner.replay_capacity": (lambda v: v >= 16, "an integer >= 16"),
-    "learner.samples_per_insert": (lambda v: v > 0, "a positive number"),
-    "learner.clip_reward_scale": (lambda v: v >= 0, "a number >= 0"),
-    "learner.gpu_fraction": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
-    "learner.semantic_reward_scale": (lambda v: v >= 0, "a number >= 0"),
-    "feedback.clip.safe_prompts": (lambda v: len(v) >= 1, "a non-empty list of prompts"),
-    "feedback.clip.unsafe_prompts": (lambda v: len(v) >= 1, "a non-empty list of prompts"),
-    "feedback.vlm.max_tokens": (lambda v: v >= 8, "an integer >= 8 (the JSON answer needs room)"),
+# Fields that moved, so that an old config or run directory gets told where they went.
+MOVED = {
+    "run.local": "run.mode (local or ray)",
+    **{f"agent.{name}": f"agent.drqv2.{name}" for name in ("std_start", "std_end", "std_steps", "std_clip")},
+    "agent.init_temperature": "agent.sac.init_temperature",
+    **{f"agent.{name}": f"agent.td3.{name}" for name in ("policy_noise", "noise_clip", "exploration_noise",
+                                                          "policy_delay")},
+    "agent.bc_alpha": "agent.guidance.bc_alpha",
 }
 
 _MODEL_FIELDS = {"expert": {"vlm_action"}, "slow": {"vlm_action"}, "faulty": {"vlm_action"},
@@ -261,11 +334,28 @@ def model_fields(model: str) -> set[str]:
 def cross_checks(config: Config) -> list[str]:
     """Rules that span fields; each broken one is a message naming the fields and the fix."""
     problems = []
+    if config.agent.algorithm not in algorithm_names():
+        problems.append(f"agent.algorithm = {config.agent.algorithm!r} is invalid: must be one of "
+                        f"{', '.join(algorithm_names())}")
+    if config.run.total_env_steps == 0 and config.run.total_updates == 0:
+        problems.append("run.total_env_steps and run.total_updates are both 0: give the run a budget")
     env = config.env
     if env.backend == "carla" and not env.carla.launch and config.workers.num_workers > 1:
         problems.append(f"env.carla.launch=false connects every worker to {env.carla.host}:{env.carla.port}, but a "
                         f"CARLA world runs one ego per client here; use workers.num_workers=1 or let each worker "
                         "launch its own server (env.carla.launch=true)")
+    if config.run.mode == "local" and config.workers.num_workers != 1:
+        problems.append(f"workers.num_workers = {config.workers.num_workers}: run.mode=local runs one worker "
+                        "(libsumo allows one simulation per process); set workers.num_workers=1 or run.mode=ray")
+    g = config.agent.guidance
+    if g.vmr_decay_end < g.vmr_hold_steps:
+        problems.append(f"agent.guidance.vmr_decay_end = {g.vmr_decay_end} is before vmr_hold_steps = "
+                        f"{g.vmr_hold_steps}; the decay must end after it starts")
+    return problems + _feedback_checks(config)
+
+
+def _feedback_checks(config: Config) -> list[str]:
+    problems = []
     f, g, lr = config.feedback, config.agent.guidance, config.learner
     served = model_fields(f.model) if f.mode != "off" else set()
     unserved = set(f.wanted) - served

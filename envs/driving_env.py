@@ -15,16 +15,16 @@ from envs.bev import BevRenderer
 from envs.criteria import Criteria, CriteriaConfig
 from envs.maps import MapSearch
 from envs.metrics import EpisodeMetrics, Infraction
-from envs.observation import STATE_HIGH, STATE_LOW, STATE_SIZE, state_vector
+from envs.observation import state_vector
 from envs.reward import roach_reward
 from envs.route_suites import DEFAULT_SUITE_FOR_TOWN, RANDOM_SUITE, load_suite, random_route
 from envs.route_tracker import RouteTracker
+from envs.spaces import BEV_SHAPE, RGB_BEV_SHAPE, action_space, observation_space
 from envs.sumo.simulation import SumoSettings, SumoSimulation
 from envs.types import Control, Route, Snapshot
 
 logger = logging.getLogger(__name__)
 
-BEV_SHAPE = (15, 96, 96)
 _SEVERE = frozenset({Infraction.COLLISION_VEHICLE, Infraction.COLLISION_PEDESTRIAN, Infraction.COLLISION_STATIC,
                      Infraction.RED_LIGHT, Infraction.STOP_SIGN})
 
@@ -50,7 +50,7 @@ class DrivingEnv(gym.Env):
                  render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig(),
                  backend: str = "sumo", carla=None, server=None):
         """`carla` (envs.carla.world.CarlaSettings) says where the CARLA server is, and `server` is its
-        supervisor (cluster.carla_server.CarlaServer) when this process launched it."""
+        supervisor (envs.carla.server.CarlaServer) when this process launched it."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
         if backend not in ("sumo", "carla"):
@@ -59,11 +59,8 @@ class DrivingEnv(gym.Env):
         self.config = DrivingSettings(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
                                       render_bev=render_bev, criteria=criteria, backend=backend)
         self.render_mode = render_mode
-        self.observation_space = gym.spaces.Dict({
-            "bev": gym.spaces.Box(0, 255, BEV_SHAPE, dtype=np.uint8),
-            "state": gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_SIZE,), dtype=np.float32),
-        })
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self.observation_space = observation_space()
+        self.action_space = action_space()
         self._suite = self._resolve_suite(town, route_suite)
         # One environment per process is the norm (libsumo); OpenCV's thread pool only adds
         # hand-off overhead on images this small, and competes with the other env processes.
@@ -161,7 +158,7 @@ class DrivingEnv(gym.Env):
             self._bev.push(snap)
             bev, rgb = self._bev.render(snap, self.route, route_index)
         else:
-            bev, rgb = np.zeros(BEV_SHAPE, np.uint8), np.zeros((192, 192, 3), np.uint8)
+            bev, rgb = np.zeros(BEV_SHAPE, np.uint8), np.zeros(RGB_BEV_SHAPE, np.uint8)
         self._last_rgb = rgb
         return {"bev": bev, "state": state_vector(snap)}, rgb
 

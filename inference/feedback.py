@@ -1,14 +1,13 @@
 """The feedback contract between rollout workers and feedback models.
 
-A worker sends one `FeedbackItem` per env step, keyed by (env_id, step); a model takes a batch of
-items and returns one `FeedbackResult` per item, in any order. Values that are missing or
+A worker sends one `FeedbackItem` per env step, keyed by (env_id, step); a model (core.FeedbackModel)
+takes a batch of items and returns one `FeedbackResult` per item, in any order. Values that are missing or
 malformed are never replaced by defaults: `validate` turns them into "unavailable" (mask 0).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -41,14 +40,6 @@ class FeedbackResult:
     @property
     def key(self) -> tuple[int, int]:
         return self.env_id, self.step
-
-
-class FeedbackModel(Protocol):
-    """A batch of items in, a batch of results out."""
-
-    inputs: frozenset[str]  # which optional item parts it reads: "image", "privileged"
-
-    def __call__(self, items: list[FeedbackItem]) -> list[FeedbackResult]: ...
 
 
 def validate(field_name: str, value) -> tuple[np.ndarray | float | None, bool]:

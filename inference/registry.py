@@ -9,8 +9,9 @@ import logging
 
 from configs.schema import FeedbackConfig
 from inference.expert_advisor import ExpertAdvisor
-from inference.feedback import FeedbackItem, FeedbackModel, FeedbackResult
-from inference.test_models import FaultyModel, SlowModel
+from core import FeedbackModel
+from inference.feedback import FeedbackItem, FeedbackResult
+from inference.stand_ins import FaultyModel, SlowModel
 
 logger = logging.getLogger(__name__)
 

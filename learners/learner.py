@@ -1,7 +1,8 @@
-"""The Learner: owns the replay buffer and the agent, updates at a bounded samples-per-insert
-ratio, publishes policy weights every N updates, checkpoints and resumes.
+"""The Learner: owns the replay buffer and the agent, updates at the configured sample-to-insert
+ratio, publishes acting weights every N updates, checkpoints and resumes.
 
-Bookkeeping only: the mathematics lives in learners/losses and learners/agent.py.
+Bookkeeping only: the agent says what it samples (agent.batch) and does the gradient step; the
+mathematics lives in learners/losses and the agent's files.
 """
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ import numpy as np
 import torch
 
 from configs.schema import Config
-from learners.agent import Agent
+from core import PolicySnapshot
+from learners.pacing import SampleToInsertRatio
+from learners.registry import make_agent
 from learners.replay import ReplayBuffer
 from learners.reward_shaping import RewardShaper
 
 logger = logging.getLogger(__name__)
+
+AGENT_FILE, REPLAY_DIR, STATE_FILE = "agent.pt", "replay", "learner.json"
 
 
 def resolve_device(name: str) -> str:
@@ -36,44 +41,51 @@ class Learner:
     def __init__(self, config: Config, device: str = "auto"):
         self.config = config
         self.device = resolve_device(device if device != "auto" else config.learner.device)
-        self.agent = Agent(config.agent, device=self.device, seed=config.run.seed)
+        self.agent = make_agent(config.agent, device=self.device, seed=config.run.seed)
         self.replay = ReplayBuffer(config.learner.replay_capacity, seed=config.run.seed)
         self.shaper = RewardShaper(config.learner.clip_reward_scale, config.learner.semantic_reward_scale)
+        lc = config.learner
+        self.ratio = SampleToInsertRatio(lc.samples_per_insert, lc.batch_size, lc.learning_starts, lc.max_insert_lead)
         self.updates = 0
         self.version = 0
-        self._published: tuple[int, dict] = (0, self.agent.policy_state())
+        self._published = PolicySnapshot(0, self.agent.policy_weights())
         self._lock = threading.Lock()  # `add` may run on another thread than `train`
         self._lag_sum, self._lag_count = 0.0, 0
         self.last_metrics: dict[str, float] = {}
         self._started = time.monotonic()
+        self._updates_at_start = 0
 
     # ----- data in ---------------------------------------------------------------------------
-    def add(self, chunk: dict) -> int:
+    def add(self, chunk: dict) -> int | None:
+        """Insert a chunk of rows; returns how many more transitions the ratio lets the workers
+        insert before they must wait for the learner (None: no limit)."""
         with self._lock:
-            added = self.replay.add(chunk)
+            self.replay.add(chunk)
             self.shaper.observe(chunk)
         transitions = ~chunk["is_last"]
         if transitions.any():
             self._lag_sum += float(np.sum(self.version - chunk["policy_version"][transitions]))
             self._lag_count += int(transitions.sum())
-        return added
+        return self.inserts_allowed()
+
+    def inserts_allowed(self) -> int | None:
+        return self.ratio.inserts_allowed(self.env_steps, self.updates)
 
     @property
     def env_steps(self) -> int:
+        """The run's global clock: transitions inserted so far."""
         return self.replay.transitions_total
 
     # ----- updates ---------------------------------------------------------------------------
     def updates_allowed(self) -> int:
-        """Updates the samples-per-insert bound allows now (0 before learning starts)."""
-        cfg = self.config.learner
-        fresh = self.env_steps - cfg.learning_starts
-        if fresh < 0 or not self.replay.can_sample(cfg.batch_size):
+        """Updates the ratio allows now (0 before learning starts or while the batch cannot be drawn)."""
+        allowed = self.ratio.updates_allowed(self.env_steps, self.updates)
+        if allowed == 0 or not self.agent.batch.can_sample(self.replay, self.config.learner.batch_size):
             return 0
-        budget = int(cfg.samples_per_insert * (fresh + cfg.batch_size) / cfg.batch_size)
-        return max(0, budget - self.updates)
+        return allowed
 
     def train(self, max_updates: int | None = None) -> int:
-        """Run the updates the rate limit allows (at most max_updates); returns how many ran."""
+        """Run the updates the ratio allows (at most max_updates); returns how many ran."""
         done = 0
         while (max_updates is None or done < max_updates) and self.updates_allowed() > 0:
             self.update()
@@ -81,65 +93,86 @@ class Learner:
         return done
 
     def update(self) -> dict[str, float]:
-        cfg = self.config
         with self._lock:
-            batch = self.replay.sample(cfg.learner.batch_size, cfg.agent.n_step, cfg.agent.gamma)
-            shaping = {}
-            if self.shaper.active:
-                batch["reward"], shaping = self.shaper(batch)
+            batch, shaping = self.agent.batch.sample(self.replay, self.config.learner.batch_size, self.shaper)
         metrics = self.agent.update(batch, step=self.env_steps) | shaping
         self.updates += 1
-        if self.updates % cfg.learner.publish_every_updates == 0:
+        if self.updates % self.config.learner.publish_every_updates == 0:
             self.publish()
         self.last_metrics = metrics
         return metrics
 
     def publish(self) -> None:
         self.version += 1
-        self._published = (self.version, self.agent.policy_state())
+        self._published = PolicySnapshot(self.version, self.agent.policy_weights())
 
-    def policy(self, known_version: int = -1) -> tuple[int, dict] | None:
-        """The latest published policy if newer than `known_version` (workers pull)."""
-        version, state = self._published
-        return (version, state) if version > known_version else None
+    def sync(self, known_version: int = -1) -> tuple[int, PolicySnapshot | None]:
+        """What a worker pulls: the global env-step clock, and the latest published weights if newer
+        than `known_version`."""
+        snapshot = self._published
+        return self.env_steps, (snapshot if snapshot.version > known_version else None)
 
     # ----- reporting -------------------------------------------------------------------------
     def report(self) -> dict[str, float]:
         stats = self.replay.stats()
+        elapsed = max(time.monotonic() - self._started, 1e-6)
         return {
             "env_steps": float(self.env_steps),
             "learner_updates": float(self.updates),
             "policy_version": float(self.version),
             "policy_lag": self._lag_sum / self._lag_count if self._lag_count else 0.0,
             "replay_size": float(len(self.replay)),
-            "updates_per_s": self.updates / max(time.monotonic() - self._started, 1e-6),
+            "updates_per_s": (self.updates - self._updates_at_start) / elapsed,
+            "samples_per_insert": self.ratio.achieved(self.env_steps, self.updates),
             **{f"replay_{k}": float(v) for k, v in stats.items() if k not in ("size",)},
             **{f"loss/{k}": float(v) for k, v in self.last_metrics.items()},
         }
 
     # ----- checkpoints -----------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path) -> None:
+        """Write the agent, the replay and the counters into `directory` (a new one: the caller
+        publishes it atomically, runner/checkpoint.py)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.agent.state_dict(), directory / "agent.pt.tmp")
-        (directory / "agent.pt.tmp").replace(directory / "agent.pt")
+        torch.save(self.agent.state_dict(), directory / AGENT_FILE)
         with self._lock:
-            self.replay.save(directory / "replay")
+            self.replay.save(directory / REPLAY_DIR)
         meta = {"updates": self.updates, "version": self.version, "lag_sum": self._lag_sum,
                 "lag_count": self._lag_count, "shaper": self.shaper.state_dict()}
-        (directory / "learner.json").write_text(json.dumps(meta))
-        return directory
+        (directory / STATE_FILE).write_text(json.dumps(meta))
 
     def load(self, directory: str | Path) -> None:
+        """Restore a checkpoint; raises ValueError naming the file and the reason when it cannot."""
         directory = Path(directory)
-        missing = [p for p in ("agent.pt", "replay", "learner.json") if not (directory / p).exists()]
+        missing = [p for p in (AGENT_FILE, REPLAY_DIR, STATE_FILE) if not (directory / p).exists()]
         if missing:
             raise FileNotFoundError(f"checkpoint {directory} is incomplete: missing {', '.join(missing)}")
-        self.agent.load_state_dict(torch.load(directory / "agent.pt", map_location=self.device, weights_only=False))
-        self.replay = ReplayBuffer.load(directory / "replay")
-        meta = json.loads((directory / "learner.json").read_text())
-        self.updates, self.version = meta["updates"], meta["version"]
-        self._lag_sum, self._lag_count = meta["lag_sum"], meta["lag_count"]
-        if "shaper" in meta:  # checkpoints written before reward shaping existed have none
-            self.shaper.load_state_dict(meta["shaper"])
-        self._published = (self.version, self.agent.policy_state())
+        meta = _read_state(directory / STATE_FILE)
+        agent_state = _read_agent(directory / AGENT_FILE, self.device)
+        replay = ReplayBuffer.load(directory / REPLAY_DIR)
+        self.agent.load_state_dict(agent_state)
+        self.replay = replay
+        self.updates, self.version = int(meta["updates"]), int(meta["version"])
+        self._lag_sum, self._lag_count = float(meta["lag_sum"]), int(meta["lag_count"])
+        self.shaper.load_state_dict(meta["shaper"])
+        self._published = PolicySnapshot(self.version, self.agent.policy_weights())
+        self._started, self._updates_at_start = time.monotonic(), self.updates
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} cannot be read as the learner's counters ({err})") from err
+    missing = [k for k in ("updates", "version", "lag_sum", "lag_count", "shaper") if not isinstance(meta, dict)
+               or k not in meta]
+    if missing:
+        raise ValueError(f"{path} is not a learner state: missing {', '.join(missing)}")
+    return meta
+
+
+def _read_agent(path: Path, device: str) -> dict:
+    try:  # weights_only: a checkpoint from someone else cannot run code here
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a truncated or foreign file
+        raise ValueError(f"{path} cannot be loaded as an agent checkpoint ({type(err).__name__}: {err})") from err

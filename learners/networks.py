@@ -11,10 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BEV_CHANNELS = 15
-BEV_SIZE = 96
-STATE_DIM = 10
-ACTION_DIM = 2
+from envs.spaces import ACTION_SIZE, BEV_SHAPE, STATE_SIZE
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 ATANH_CLAMP = 0.999  # a given action is pulled inside (-1, 1) before atanh so its log-prob stays finite
 
@@ -61,7 +59,7 @@ def count_parameters(module: nn.Module) -> int:
 class Encoder(nn.Module):
     """BEV masks [B, 15, 96, 96] (uint8, or float in [0, 255]) -> flat features [B, repr_dim]."""
 
-    def __init__(self, preset: str, in_channels: int = BEV_CHANNELS, size: int = BEV_SIZE):
+    def __init__(self, preset: str, in_channels: int = BEV_SHAPE[0], size: int = BEV_SHAPE[1]):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -94,7 +92,7 @@ class Actor(nn.Module):
     deterministic (DrQ-v2, TD3): mean is the tanh-squashed action and log_std is None;
     stochastic (SAC): mean and log_std of the Gaussian before the tanh, log_std within [-5, 2]."""
 
-    def __init__(self, repr_dim: int, state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,
+    def __init__(self, repr_dim: int, state_dim: int = STATE_SIZE, action_dim: int = ACTION_SIZE,
                  feature_dim: int = 50, hidden_dim: int = 1024, stochastic: bool = False):
         super().__init__()
         self.stochastic = stochastic
@@ -120,7 +118,7 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Twin Q heads on [trunk(feat), state, action]; forward -> (Q1, Q2), each [B]."""
 
-    def __init__(self, repr_dim: int, state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,
+    def __init__(self, repr_dim: int, state_dim: int = STATE_SIZE, action_dim: int = ACTION_SIZE,
                  feature_dim: int = 50, hidden_dim: int = 1024):
         super().__init__()
         self.trunk = trunk(repr_dim, feature_dim)

@@ -7,8 +7,14 @@ the same stream. Storing next observations separately would double the dominant 
 
 Chunk layout: `dict[str, np.ndarray]` with the keys of `ROW_SPEC` and a common leading dimension N.
 Rows of one stream are in step order within a chunk and chunks of one stream arrive in order; chunks of
-different streams interleave arbitrarily. An episode of T transitions is T+1 rows, the last with
-is_last=True (terminated/truncated is set on the row before it).
+different streams interleave arbitrarily. An episode of T transitions is T+1 rows: the first with
+is_first=True, the last with is_last=True. terminated/truncated are set on the row of the transition
+that ended the episode (row T-1) and repeated on the is_last row, which holds no transition: there they
+say how the episode ended (is_terminal of a sequence). A stream's step counter never resets, so the
+is_last row of one episode is linked to the is_first row of the next.
+
+Two ways to sample, both from the same links: n-step transitions (`sample`, for actor-critic agents)
+and fixed-length sequences that may cross episode boundaries (`sample_sequences`, for world models).
 """
 from __future__ import annotations
 
@@ -24,27 +30,27 @@ from typing import Any
 
 import numpy as np
 
+from envs.spaces import ACTION_SIZE, BEV_SHAPE, STATE_SIZE
+
 log = logging.getLogger(__name__)
 
-BEV_SHAPE: tuple[int, ...] = (15, 96, 96)
-STATE_DIM = 10
-ACTION_DIM = 2
-
-# Single source of truth for the row layout: key -> (shape without the leading dim, dtype).
+# Single source of truth for the row layout (replay, chunks, datasets): key -> (shape without the
+# leading dim, dtype).
 ROW_SPEC: dict[str, tuple[tuple[int, ...], np.dtype]] = {
     "bev": (BEV_SHAPE, np.dtype(np.uint8)),
-    "state": ((STATE_DIM,), np.dtype(np.float32)),
-    "action": ((ACTION_DIM,), np.dtype(np.float32)),
+    "state": ((STATE_SIZE,), np.dtype(np.float32)),
+    "action": ((ACTION_SIZE,), np.dtype(np.float32)),
     "reward": ((), np.dtype(np.float32)),
     "cost": ((), np.dtype(np.float32)),
     "terminated": ((), np.dtype(np.bool_)),
     "truncated": ((), np.dtype(np.bool_)),
+    "is_first": ((), np.dtype(np.bool_)),
     "is_last": ((), np.dtype(np.bool_)),
     "clip_margin": ((), np.dtype(np.float32)),
     "clip_margin_mask": ((), np.dtype(np.float32)),
     "safety": ((), np.dtype(np.float32)),
     "safety_mask": ((), np.dtype(np.float32)),
-    "vlm_action": ((ACTION_DIM,), np.dtype(np.float32)),
+    "vlm_action": ((ACTION_SIZE,), np.dtype(np.float32)),
     "vlm_action_mask": ((), np.dtype(np.float32)),
     "policy_version": ((), np.dtype(np.int64)),
     "episode_id": ((), np.dtype(np.int64)),
@@ -57,7 +63,7 @@ FEEDBACK_KEYS: tuple[str, ...] = (
 MASK_KEYS: tuple[str, ...] = tuple(key for key in FEEDBACK_KEYS if key.endswith("_mask"))
 LINK_KEY = "next_row"  # per-slot link to the next row of the same stream, -1 when unknown
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: rows carry is_first
 _META_FILE = "meta.json"
 _MAX_DRAW_ROUNDS = 50
 _CAN_SAMPLE_BLOCK = 4096
@@ -181,9 +187,23 @@ class _Paths:
     def take(self, mask: np.ndarray) -> _Paths:
         return _Paths(*(getattr(self, f)[mask] for f in self._FIELDS))
 
+    @classmethod
+    def concat(cls, parts: list[_Paths]) -> _Paths:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls._FIELDS))
 
-def _concat_paths(parts: list[_Paths]) -> _Paths:
-    return _Paths(*(np.concatenate([getattr(p, f) for p in parts]) for f in _Paths._FIELDS))
+
+@dataclass
+class _Chains:
+    """Result of following links from candidate start slots for a fixed number of rows."""
+    valid: np.ndarray  # bool [m]
+    slots: np.ndarray  # int64 [m, length]
+
+    def take(self, mask: np.ndarray) -> _Chains:
+        return _Chains(self.valid[mask], self.slots[mask])
+
+    @classmethod
+    def concat(cls, parts: list[_Chains]) -> _Chains:
+        return cls(np.concatenate([p.valid for p in parts]), np.concatenate([p.slots for p in parts]))
 
 
 def _check_sample_args(batch_size: int, n_step: int, gamma: float) -> None:
@@ -302,8 +322,26 @@ class ReplayBuffer:
     def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
         """Uniformly sample batch_size valid n-step transitions (with replacement); gathers only those rows."""
         _check_sample_args(batch_size, n_step, gamma)
-        starts, paths = self._draw_valid_starts(batch_size, n_step, gamma)
+        starts, paths = self._draw_valid_starts(batch_size, lambda c: self._walk(c, n_step, gamma),
+                                                "transitions", f" (n_step={n_step})")
         return self._gather(starts, paths)
+
+    def sample_sequences(self, batch_size: int, length: int) -> dict[str, np.ndarray]:
+        """Uniformly sample batch_size runs of `length` consecutive rows of one stream (with replacement).
+
+        Every ROW_SPEC key comes back as [B, length, ...], plus `index` [B, length] (the slots) and
+        `is_terminal` [B, length] (an is_last row of an episode that terminated). Runs may cross episode
+        boundaries; `is_first` marks where a new episode starts, as in DreamerV3's replay.
+        """
+        if batch_size < 1 or length < 1:
+            raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
+        starts, chains = self._draw_valid_starts(batch_size, lambda c: self._chain(c, length),
+                                                 f"sequences of {length} rows")
+        slots = chains.slots
+        batch = {key: self._arrays[key][slots] for key in ROW_SPEC}
+        batch["is_terminal"] = batch["is_last"] & batch["terminated"]
+        batch["index"] = slots
+        return batch
 
     def can_sample(self, batch_size: int) -> bool:
         """True when at least batch_size transition rows are stored and at least one 1-step start is valid."""
@@ -311,17 +349,25 @@ class ReplayBuffer:
             return False
         if np.count_nonzero(~self._arrays["is_last"][:self._size]) < batch_size:
             return False
+        return self._any_valid_start(lambda block: self._walk(block, 1, 1.0).valid)
+
+    def can_sample_sequences(self, batch_size: int, length: int) -> bool:
+        """True when at least batch_size * length rows are stored and one run of `length` rows exists."""
+        if self._size < max(batch_size, 1) * length:
+            return False
+        return self._any_valid_start(lambda block: self._chain(block, length).valid)
+
+    def _any_valid_start(self, valid_in) -> bool:
         # Scan in blocks and stop at the first valid start; consumes no randomness.
         for lo in range(0, self._size, _CAN_SAMPLE_BLOCK):
-            block = np.arange(lo, min(lo + _CAN_SAMPLE_BLOCK, self._size))
-            if self._walk(block, 1, 1.0).valid.any():
+            if valid_in(np.arange(lo, min(lo + _CAN_SAMPLE_BLOCK, self._size))).any():
                 return True
         return False
 
-    def _draw_valid_starts(self, batch_size: int, n_step: int, gamma: float) -> tuple[np.ndarray, _Paths]:
-        """Rejection sampling: draw candidate slots, keep the valid ones, redraw until enough."""
+    def _draw_valid_starts(self, batch_size: int, walk, what: str, detail: str = "") -> tuple[np.ndarray, Any]:
+        """Rejection sampling: draw candidate slots, keep those `walk` finds valid, redraw until enough."""
         starts: list[np.ndarray] = []
-        paths: list[_Paths] = []
+        found_parts: list = []
         found = drawn = 0
         max_draw = max(16 * batch_size, 4096)
         for _ in range(_MAX_DRAW_ROUNDS if self._size else 0):
@@ -332,18 +378,39 @@ class ReplayBuffer:
             rate = max(found, 0.5) / drawn if drawn else 1.0
             m = min(int(np.ceil(1.25 * need / rate)) + 8, max_draw)
             candidates = self._rng.integers(0, self._size, size=m, dtype=np.int64)
-            walked = self._walk(candidates, n_step, gamma)
+            walked = walk(candidates)
             keep = np.flatnonzero(walked.valid)[:need]
             starts.append(candidates[keep])
-            paths.append(walked.take(keep))
+            found_parts.append(walked.take(keep))
             found += keep.size
             drawn += m
         if found < batch_size:
             raise RuntimeError(
-                f"not enough valid transitions: found {found} of {batch_size} requested (n_step={n_step}) "
+                f"not enough valid {what}: found {found} of {batch_size} requested{detail} "
                 f"after drawing {drawn} candidates from {self._size} stored rows; add more data (check "
                 "can_sample() first) or make sure each stream's rows have consecutive steps")
-        return np.concatenate(starts), _concat_paths(paths)
+        return np.concatenate(starts), type(found_parts[0]).concat(found_parts)
+
+    def _next_in_stream(self, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(next slot, ok): the linked row, if it still holds the same stream's next step."""
+        a = self._arrays
+        nxt = a[LINK_KEY][cur]
+        ok = (nxt >= 0) & (nxt < self._size)
+        safe = np.where(ok, nxt, 0)
+        # A link into an overwritten slot fails this check: the slot now holds another stream/step.
+        ok &= (a["stream_id"][safe] == a["stream_id"][cur]) & (a["step"][safe] == a["step"][cur] + 1)
+        return safe, ok
+
+    def _chain(self, starts: np.ndarray, length: int) -> _Chains:
+        """Follow links from each start for length - 1 rows, whatever the episode boundaries."""
+        slots = np.empty((len(starts), length), np.int64)
+        slots[:, 0] = starts
+        valid = np.ones(len(starts), bool)
+        for k in range(1, length):
+            nxt, ok = self._next_in_stream(slots[:, k - 1])
+            valid &= ok
+            slots[:, k] = np.where(valid, nxt, slots[:, k - 1])
+        return _Chains(valid, slots)
 
     def _walk(self, starts: np.ndarray, n_step: int, gamma: float) -> _Paths:
         """Follow links from each start for up to n_step transitions, vectorised over starts."""
@@ -361,11 +428,8 @@ class ReplayBuffer:
             if idx.size == 0:
                 break
             c = cur[idx]
-            nxt = a[LINK_KEY][c]
-            ok = ~a["is_last"][c] & (nxt >= 0) & (nxt < self._size)
-            safe = np.where(ok, nxt, 0)
-            # A link into an overwritten slot fails this check: the slot now holds another stream/step.
-            ok &= (a["stream_id"][safe] == a["stream_id"][c]) & (a["step"][safe] == a["step"][c] + 1)
+            nxt, ok = self._next_in_stream(c)
+            ok &= ~a["is_last"][c]
             valid[idx[~ok]] = False
             walking[idx[~ok]] = False
             idx, c, nxt = idx[ok], c[ok], nxt[ok]

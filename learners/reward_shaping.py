@@ -1,21 +1,27 @@
 """Reward terms from feedback, added when the learner samples (so their scale can change without
-recollecting data), discounted along the n-step path exactly like the env reward.
+recollecting data). They are computed per step, from each step's own feedback, so that any batch
+kind can use them: an n-step transition discounts them along its path exactly like the env reward,
+a sequence adds them step by step (learners/batches.py).
 
 CLIP action alignment (Found-RL §4.3): bonus_t = clip((margin_t - mean) / std, -1, 1) with a running
 mean/std of every margin inserted so far; r += clip_scale * bonus. Semantic goals (VLM-RL style):
 r += semantic_scale * (2 * p_goal - 1), p_goal the CLIP probability of the positive goals. A step
-without the feedback (mask 0) adds nothing.
+without the feedback (mask 0) adds exactly nothing, whatever its stored value.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from inference.clip_prompts import RunningMeanStd
 
+# The per-step feedback fields the terms read (each with its `_mask`).
+STEP_FIELDS = ("clip_margin", "clip_margin_mask", "safety", "safety_mask")
 
-def nstep_bonus(values: np.ndarray, masks: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """sum_k weights[:, k] * masks[:, k] * values[:, k]: [B, n] -> [B]."""
-    return np.sum(np.where(masks > 0, weights * values, 0.0), axis=1)
+
+def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask > 0, values, 0.0)
 
 
 class RewardShaper:
@@ -27,26 +33,24 @@ class RewardShaper:
     def active(self) -> bool:
         return self.clip_scale > 0 or self.semantic_scale > 0
 
-    def observe(self, chunk: dict) -> None:
+    def observe(self, chunk: Mapping[str, np.ndarray]) -> None:
         """Fold a chunk's available margins into the running statistics."""
         seen = (chunk["clip_margin_mask"] > 0) & ~chunk["is_last"]
         self.margins.update(chunk["clip_margin"][seen])
 
-    def __call__(self, batch: dict) -> tuple[np.ndarray, dict[str, float]]:
-        """The shaped n-step reward [B] of a replay batch, and what each term added on average."""
-        reward = batch["reward"].astype(np.float64)
-        metrics = {}
+    def terms(self, steps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each active term per step, shaped like the feedback arrays ([B, n] or [B, T]); 0 where masked."""
+        out = {}
         if self.clip_scale > 0:
-            bonus = self.margins.bonus(batch["nstep_clip_margin"])
-            added = self.clip_scale * nstep_bonus(bonus, batch["nstep_clip_margin_mask"], batch["nstep_weight"])
-            reward = reward + added
-            metrics |= {"clip_bonus": float(added.mean()), "clip_margin_mean": self.margins.mean}
+            bonus = self.margins.bonus(_masked(steps["clip_margin"], steps["clip_margin_mask"]))
+            out["clip_bonus"] = self.clip_scale * _masked(bonus, steps["clip_margin_mask"])
         if self.semantic_scale > 0:
-            goal = 2.0 * batch["nstep_safety"] - 1.0
-            added = self.semantic_scale * nstep_bonus(goal, batch["nstep_safety_mask"], batch["nstep_weight"])
-            reward = reward + added
-            metrics["semantic_reward"] = float(added.mean())
-        return reward.astype(np.float32), metrics
+            goal = 2.0 * _masked(steps["safety"], steps["safety_mask"]) - 1.0
+            out["semantic_reward"] = self.semantic_scale * _masked(goal, steps["safety_mask"])
+        return out
+
+    def stats(self) -> dict[str, float]:
+        return {"clip_margin_mean": self.margins.mean} if self.clip_scale > 0 else {}
 
     def state_dict(self) -> dict:
         return {"margins": self.margins.state_dict()}

@@ -1,5 +1,5 @@
 """A stand-in for CarlaUE4.sh that the supervision tests start. It is NOT CARLA: it only behaves like
-a server process (ports, log lines, crashes, hangs, signals) so that cluster/carla_server.py's
+a server process (ports, log lines, crashes, hangs, signals) so that envs/carla/server.py's
 supervision can be tested without a simulator.
 
     python standin_carla_server.py -carla-rpc-port=N [other CARLA flags, ignored] [--mode MODE]

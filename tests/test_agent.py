@@ -1,16 +1,22 @@
-"""The Agent on the small preset: acting, one update per algorithm, exact checkpoint round trips."""
+"""The actor-critic agents and policies on the small preset: acting, one update per algorithm, exact
+checkpoint round trips, and the same numbers as the single Agent class they replaced."""
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from configs.schema import AgentConfig, GuidanceConfig
-from learners.agent import Agent
+from core import Agent, Policy
+from learners.batches import TransitionBatch
+from learners.registry import make_agent, make_policy
 
 ALGORITHMS = ("drqv2", "sac", "td3")
 GUIDED = GuidanceConfig(vmr_weight=1.0, awag_weight=1.0)
+GOLDEN = Path(__file__).parent / "data" / "actor_critic_golden.json"
 
 
 def config(algorithm: str, guided: bool = True) -> AgentConfig:
@@ -21,6 +27,11 @@ def observations(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     bev = (rng.random((n, 15, 96, 96)) < 0.2).astype(np.uint8) * 255
     return bev, rng.standard_normal((n, 10)).astype(np.float32)
+
+
+def obs(n: int, seed: int) -> dict:
+    bev, state = observations(n, seed)
+    return {"bev": bev, "state": state}
 
 
 def random_batch(n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
@@ -40,22 +51,55 @@ def random_batch(n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
             "vlm_action_mask": vlm_mask, "policy_version": np.zeros(n, np.int64)}
 
 
+def act(policy, observation, explore, step=0):
+    n = len(observation["bev"])
+    _, action = policy.act(policy.initial_carry(n), observation, np.ones(n, bool), explore=explore, step=step)
+    return action
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_factories_build_the_contracts(algorithm):
+    agent, policy = make_agent(config(algorithm)), make_policy(config(algorithm))
+    assert isinstance(agent, Agent) and isinstance(policy, Policy)
+    assert agent.batch == TransitionBatch(n_step=3, gamma=0.99)  # the agent says what it samples
+    assert not hasattr(policy, "critic") and not hasattr(policy, "update")  # acting only
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_the_same_numbers_as_the_agent_class_they_replaced(algorithm):
+    """Three guided updates and the deterministic action, recorded from the former single Agent
+    class (learners/agent.py at commit afe8d36) with seed 3: identical mathematics, bit for bit."""
+    golden = json.loads(GOLDEN.read_text())[algorithm]
+    agent = make_agent(config(algorithm), seed=3)
+    assert [agent.update(random_batch(seed=i), step=1000 * i) for i in range(3)] == golden["updates"]
+    policy = make_policy(config(algorithm), seed=0)
+    policy.load_weights(agent.policy_weights())
+    assert act(policy, obs(4, seed=9), explore=False).tolist() == golden["mode_action"]
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_act_shapes_and_bounds(algorithm):
-    agent = Agent(config(algorithm))
-    bev, state = observations(4, seed=1)
+    policy = make_policy(config(algorithm))
+    observation = obs(4, seed=1)
     for explore in (True, False):
-        action = agent.act(bev, state, step=0, explore=explore)
+        action = act(policy, observation, explore)
         assert action.shape == (4, 2) and action.dtype == np.float32
         assert np.all(np.abs(action) <= 1.0)
-    deterministic = agent.act(bev, state, step=0, explore=False)
-    assert np.array_equal(deterministic, agent.act(bev, state, step=0, explore=False))
+    assert np.array_equal(act(policy, observation, False), act(policy, observation, False))
+
+
+def test_drqv2_exploration_follows_the_global_clock():
+    policy = make_policy(config("drqv2"))
+    observation = obs(256, seed=1)
+    mode = act(policy, observation, explore=False)
+    spread = {step: np.abs(act(policy, observation, True, step) - mode).mean() for step in (0, 100_000)}
+    assert spread[0] > 5 * spread[100_000]  # std 1.0 at step 0, 0.1 from std_steps on
 
 
 @pytest.mark.parametrize("guided", (False, True))
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_update_returns_finite_metrics(algorithm, guided):
-    agent = Agent(config(algorithm, guided))
+    agent = make_agent(config(algorithm, guided))
     metrics = agent.update(random_batch(), step=1000)
     expected = {"critic_loss", "actor_loss", "q_mean", "vlm_available"}
     expected |= {"vmr_loss", "awag_loss", "vmr_lambda", "awag_iota"} if guided else set()
@@ -66,57 +110,63 @@ def test_update_returns_finite_metrics(algorithm, guided):
 
 
 def test_td3_delays_the_actor():
-    agent = Agent(config("td3"))
+    agent = make_agent(config("td3"))
     batch = random_batch()
     assert "actor_loss" in agent.update(batch, step=0)
     assert "actor_loss" not in agent.update(batch, step=1)  # policy_delay 2
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_state_dict_round_trip_resumes_exactly(algorithm):
+def test_state_dict_round_trip_resumes_exactly(algorithm, tmp_path):
     cfg = config(algorithm)
     first, second = random_batch(seed=0), random_batch(seed=1)
-    original = Agent(cfg, seed=0)
+    original = make_agent(cfg, seed=0)
     original.update(first, step=10)
     snapshot = original.state_dict()
-    restored = Agent(cfg, seed=7)
-    restored.load_state_dict(snapshot)
-    bev, state = observations(3, seed=2)
-    for explore in (True, False):
-        assert np.array_equal(original.act(bev, state, 10, explore), restored.act(bev, state, 10, explore))
+    torch.save(snapshot, tmp_path / "agent.pt")
+    restored = make_agent(cfg, seed=7)
+    restored.load_state_dict(torch.load(tmp_path / "agent.pt", weights_only=True))  # no pickle needed
+    assert all(torch.equal(a, b) for a, b in zip(original.policy_weights().values(),
+                                                 restored.policy_weights().values()))
     expected = original.update(second, step=11)
     assert restored.update(second, step=11) == expected
     # The snapshot is a copy: updating the original afterwards did not change it.
-    late = Agent(cfg, seed=3)
+    late = make_agent(cfg, seed=3)
     late.load_state_dict(snapshot)
-    late.act(bev, state, 10, True), late.act(bev, state, 10, False)  # consume the act stream the same way
     assert late.update(second, step=11) == expected
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_policy_state_loads_into_fresh_agent(algorithm):
-    trained = Agent(config(algorithm), seed=0)
+def test_policy_weights_load_into_a_fresh_policy(algorithm):
+    trained = make_agent(config(algorithm), seed=0)
     trained.update(random_batch(), step=0)
-    policy = trained.policy_state()
-    assert all(k.startswith(("encoder.", "actor.")) and v.device.type == "cpu" for k, v in policy.items())
-    fresh = Agent(config(algorithm), seed=1)
-    fresh.load_policy_state(policy)
-    bev, state = observations(5, seed=3)
-    assert np.array_equal(trained.act(bev, state, 0, explore=False), fresh.act(bev, state, 0, explore=False))
+    weights = trained.policy_weights()
+    assert all(k.startswith(("encoder.", "actor.")) and v.device.type == "cpu" for k, v in weights.items())
+    first, second = make_policy(config(algorithm), seed=1), make_policy(config(algorithm), seed=2)
+    first.load_weights(weights)
+    second.load_weights(weights)
+    observation = obs(5, seed=3)
+    assert np.array_equal(act(first, observation, False), act(second, observation, False))
 
 
 def test_checkpoint_for_another_algorithm_is_refused():
     with pytest.raises(ValueError, match="drqv2/small"):
-        Agent(config("sac")).load_state_dict(Agent(config("drqv2")).state_dict())
+        make_agent(config("sac")).load_state_dict(make_agent(config("drqv2")).state_dict())
 
 
 def test_same_seed_same_initialisation_without_touching_global_rng():
     before = torch.random.get_rng_state()
-    a, b = Agent(config("drqv2"), seed=4), Agent(config("drqv2"), seed=4)
+    a, b = make_agent(config("drqv2"), seed=4), make_agent(config("drqv2"), seed=4)
+    policy = make_policy(config("drqv2"), seed=4)
     assert torch.equal(torch.random.get_rng_state(), before)
-    assert all(torch.equal(x, y) for x, y in zip(a.policy_state().values(), b.policy_state().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.policy_weights().values(), b.policy_weights().values()))
+    # the policy built from the same seed starts from the agent's own initial weights
+    observation = obs(3, seed=0)
+    fresh = make_policy(config("drqv2"), seed=9)
+    fresh.load_weights(a.policy_weights())
+    assert np.array_equal(act(policy, observation, False), act(fresh, observation, False))
 
 
 def test_foundrl_parameter_count():
-    count = Agent(dataclasses.replace(config("drqv2"), network="foundrl")).parameter_count()
+    count = make_agent(dataclasses.replace(config("drqv2"), network="foundrl")).parameter_count()
     assert 2_000_000 <= count <= 6_000_000, count  # 3,837,584 here; Found-RL's model: 3.82M

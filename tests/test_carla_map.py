@@ -13,6 +13,8 @@ from envs.geometry import wrap_angle
 from envs.maps import MapSearch
 from envs.types import Control, EgoState, Route, RouteCommand, Snapshot, StopLines, empty_boxes
 
+pytestmark = pytest.mark.sim
+
 _PAIRS: dict[str, TownPair] = {}  # libsumo runs one simulation per process: keep one town open
 
 

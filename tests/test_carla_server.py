@@ -1,4 +1,4 @@
-"""Supervision of a CARLA server process (cluster/carla_server.py).
+"""Supervision of a CARLA server process (envs/carla/server.py).
 
 These tests exercise the supervision logic against a stand-in program (tests/standin_carla_server.py),
 not CARLA itself: it crashes, hangs, ignores SIGTERM and answers a line protocol on demand. Only the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.carla_server import (
+from envs.carla.server import (
     CarlaNotFoundError,
     CarlaServer,
     CarlaServerError,
@@ -29,6 +29,8 @@ from cluster.carla_server import (
     server_command,
 )
 from tests.standin_carla_server import MAP_NAME, VERSION
+
+pytestmark = pytest.mark.sim
 
 STANDIN = Path(__file__).with_name("standin_carla_server.py")
 
@@ -317,7 +319,7 @@ def test_servers_of_a_killed_launcher_are_reaped_and_others_are_not(tmp_path):
     mine = make_server(tmp_path, "ok")  # a live supervisor's server is not an orphan
     mine.start()
     try:
-        from cluster.carla_server import reap_orphans
+        from envs.carla.server import reap_orphans
 
         assert reap_orphans(tmp_path / "logs") == 0  # start() already reaped the orphan
         assert wait_until(lambda: group_gone(orphan_pgid))

@@ -13,6 +13,8 @@ from envs.carla.town_map import CarlaTownMap
 from envs.route_suites import load_suite, random_route
 from envs.types import Control, LightState, Route
 
+pytestmark = pytest.mark.sim
+
 _SUITE = {"Town01": "nocrash_train", "Town02": "nocrash_eval"}
 
 

@@ -33,7 +33,7 @@ def test_unknown_backend_is_refused():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from cluster.carla_server import CarlaServer, CarlaServerSettings
+    from envs.carla.server import CarlaServer, CarlaServerSettings
 
     settings = CarlaServerSettings(rpc_port=0, nullrhi=True, log_dir=str(tmp_path_factory.mktemp("carla-logs")))
     with CarlaServer(settings) as running:
@@ -81,7 +81,7 @@ def test_passes_gymnasium_check(server):
 _KILL_SCRIPT = """
 import os, signal, sys
 
-from cluster.carla_server import CarlaServer, CarlaServerSettings
+from envs.carla.server import CarlaServer, CarlaServerSettings
 from envs.carla.world import CarlaServerLost, CarlaSettings
 from envs.driving_env import DrivingEnv
 

@@ -15,6 +15,8 @@ from inference.clip_training import TrainSettings, caption_contrastive_loss, tra
 from inference.feedback import FeedbackItem
 from inference.registry import build_model
 
+pytestmark = pytest.mark.sim
+
 
 def test_identical_captions_are_not_pushed_apart():
     # Two images share the only caption: image->text has one class (loss 0); text->image spreads

@@ -8,9 +8,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from cluster.feedback_service import APP_NAME  # noqa: E402
 from cluster.launch import launch  # noqa: E402
 from configs.loader import CONFIG_DIR, load_config  # noqa: E402
+from learners.replay import ReplayBuffer  # noqa: E402
+from runner.checkpoint import find_checkpoint, write_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.ray
 
 
 def free_port() -> int:
@@ -28,12 +31,11 @@ def metrics_port():
     ray.shutdown()
 
 
-def quick_config(**extra):
-    overrides = ["env.town=Generated", "env.traffic=regular", "workers.num_workers=2", "workers.random_steps=200",
-                 "learner.learning_starts=200", "learner.batch_size=16", "learner.samples_per_insert=4",
-                 "learner.publish_every_updates=2", "run.shutdown_ray=false", "eval.routes=[0]",
-                 "eval.max_steps=100"] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(CONFIG_DIR / "quickstart.yaml", overrides)
+def quick_config(*extra, **overrides):
+    return load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
+                       ["workers.num_workers=2", "workers.random_steps=200", "learner.learning_starts=200",
+                        "learner.batch_size=16", "learner.samples_per_insert=4", "run.shutdown_ray=false",
+                        "eval.max_steps=100", *extra, *(f"{k}={v}" for k, v in overrides.items())])
 
 
 def run_until(runtime, steps, timeout_s=240):
@@ -41,34 +43,65 @@ def run_until(runtime, steps, timeout_s=240):
     report = {}
     while runtime.env_steps < steps:
         assert time.monotonic() - started < timeout_s, f"stuck at {runtime.env_steps} env steps"
-        report = runtime.step()
+        report = runtime.step().metrics
     return report
 
 
-def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port):
-    runtime = launch(quick_config())
+def rows_by_stream(replay_dir) -> dict[int, list[int]]:
+    replay = ReplayBuffer.load(replay_dir)
+    streams, steps = replay.arrays["stream_id"][:len(replay)], replay.arrays["step"][:len(replay)]
+    return {int(s): sorted(steps[streams == s].tolist()) for s in set(streams.tolist())}
+
+
+def assert_same_metric_names_as_local_mode(ray_keys: set[str]) -> None:
+    from actors.local_runtime import LocalRuntime
+
+    local = LocalRuntime(quick_config("run.mode=local", "workers.num_workers=1"))
+    try:
+        keys = set()
+        while "loss/critic_loss" not in keys:
+            keys = set(local.step().metrics)
+    finally:
+        local.shutdown()
+    sometimes = {"episode_return", "route_completion", "driving_score"}  # once an episode has finished
+    assert keys - sometimes == ray_keys - sometimes
+
+
+def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
+    runtime = launch(quick_config(), run_id="killed")
     try:
         assert runtime.use_gpu  # the learner asked for the (logical) GPU; workers run on CPUs
-        assert ray.get_actor("mentor-learner") is not None
+        assert ray.get_actor("mentor-learner-killed") is not None
         from ray import serve
 
-        assert APP_NAME in serve.status().applications
-        report = run_until(runtime, 800)
-        shipped_before = report["replay_inserted_total"]
-
+        assert runtime.app_name == "mentor-feedback-killed" and runtime.app_name in serve.status().applications
+        ray_keys = set(run_until(runtime, 800))
+        assert_same_metric_names_as_local_mode(ray_keys)
+        killed = runtime.slots[0].stream_id
         runtime.kill_worker(0)
         report = run_until(runtime, runtime.env_steps + 800)
-        assert runtime.replaced_workers >= 1
-        assert report["replay_inserted_total"] >= shipped_before  # nothing shipped was lost
+        assert runtime.counters.replaced_workers >= 1
         assert report["learner_updates"] > 0 and report["policy_version"] > 0
         assert report["feedback/availability"] > 0.9
 
         # A dead feedback replica: its items go unanswered (mask 0) until Serve replaces it; no hang.
         (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                      if "SERVE_REPLICA" in a["name"] and "mentor-feedback" in a["name"]]
+                      if "SERVE_REPLICA" in a["name"] and runtime.app_name in a["name"]]
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=False)
-        report = run_until(runtime, runtime.env_steps + 600)
-        assert report["env_steps"] >= shipped_before + 1400
+        run_until(runtime, runtime.env_steps + 600)
+
+        # Nothing shipped was lost: drain the workers, then count rows per stream in the replay.
+        runtime.finish()
+        runtime.save(tmp_path)
+        stored = rows_by_stream(tmp_path / "replay")
+        reports = runtime.worker_reports()
+        for stream, report in reports.items():
+            assert stored[stream] == list(range(len(stored[stream]))), f"stream {stream} has a gap"
+            if stream == killed:  # what it shipped before its last report arrived, and maybe more
+                assert len(stored[stream]) >= report["shipped_rows"]
+            else:  # drained: every row it shipped is in the replay, and nothing else
+                assert len(stored[stream]) == report["shipped_rows"], stream
+        assert set(stored) == set(reports)
 
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         for name in ("ray_mentor_env_steps", "ray_mentor_learner_updates", "ray_mentor_replay_size",
@@ -78,7 +111,34 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port):
         runtime.shutdown()
     from ray import serve
 
-    assert APP_NAME not in serve.status().applications  # the app does not outlive the run
+    assert "mentor-feedback-killed" not in serve.status().applications  # the app does not outlive the run
+
+
+def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics_port, tmp_path):
+    first = launch(quick_config("learner.max_insert_lead=200"), run_id="resume-a")
+    try:
+        report = run_until(first, 600)
+        # The workers waited for the learner: at most the lead (plus the chunks in flight) ahead of
+        # the inserts the ratio expects for the updates done (debug overlay: batch 16, ratio 4, starts 200).
+        expected = 200 + max(0, -(-report["learner_updates"] * 16 // 4) - 16)
+        assert report["env_steps"] - expected <= 200 + 2 * 5 * 16
+        saved = first.finish().metrics  # every worker's rows are in the replay now
+        write_checkpoint(tmp_path, first)
+    finally:
+        first.shutdown()
+    second = launch(quick_config(), run_id="resume-b")
+    try:
+        second.load(find_checkpoint(tmp_path))  # before anything runs
+        assert (second.env_steps, second.updates) == (saved["env_steps"], saved["learner_updates"])
+        report = second.step().metrics
+        assert report["policy_version"] >= saved["policy_version"]
+        assert report["replay_inserted_total"] >= saved["replay_inserted_total"]  # nothing dropped by the load
+        report = run_until(second, saved["env_steps"] + 400)
+        assert report["random_actions"] == 0  # the clock was past random_steps: no second warm-up
+        assert min(second.worker_reports()) >= 2  # new streams: 0 and 1 were the first run's
+        assert second.counters.next_stream_id >= 4
+    finally:
+        second.shutdown()
 
 
 def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
@@ -89,7 +149,8 @@ def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
     torch.manual_seed(0)
     checkpoint = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
     runtime = launch(quick_config(**{"feedback.model": "expert+clip", "feedback.wanted": "[vlm_action,clip_margin]",
-                                     "feedback.clip.checkpoint": str(checkpoint), "learner.clip_reward_scale": 0.25}))
+                                     "feedback.clip.checkpoint": str(checkpoint), "learner.clip_reward_scale": 0.25}),
+                     run_id="clip")
     try:
         report = run_until(runtime, 700)
         assert report["replay_feedback_clip_margin"] > 0.5 and report["replay_feedback_vlm_action"] > 0.5
@@ -117,7 +178,7 @@ def test_a_carla_server_that_never_gets_ready_fails_its_actor_and_then_the_run(m
     try:
         with pytest.raises(RuntimeError, match=r"(?s)failed 2 times in a row.*not ready within 2 s.*last log lines"):
             run_until(runtime, 1, timeout_s=120)
-        assert runtime.replaced_workers == 1
+        assert runtime.counters.replaced_workers == 1
         assert len(list((tmp_path / "logs").glob("carla-*.log"))) == 2  # one log per launch, kept
     finally:
         runtime.shutdown()

@@ -15,9 +15,12 @@ def test_every_shipped_config_loads(path):
 def test_overrides_with_dotted_paths():
     config = load_config(CONFIG_DIR / "quickstart.yaml",
                          ["learner.batch_size=32", "agent.guidance.vmr_weight=1.0", "feedback.model=expert+clip",
-                          "feedback.wanted=[vlm_action, safety]", "env.town=Generated", "run.local=true"])
+                          "feedback.wanted=[vlm_action, safety]", "env.town=Generated", "run.mode=local",
+                          "workers.num_workers=1", "agent.lr=3e-4", "agent.drqv2.std_steps=500"])
     assert config.learner.batch_size == 32 and config.agent.guidance.vmr_weight == 1.0
-    assert config.feedback.wanted == ("vlm_action", "safety") and config.env.town == "Generated" and config.run.local
+    assert config.feedback.wanted == ("vlm_action", "safety") and config.env.town == "Generated"
+    assert config.run.mode == "local" and config.agent.lr == 3e-4  # e-notation is a number, not a string
+    assert config.agent.params.std_steps == 500 and config.agent.params is config.agent.drqv2
 
 
 @pytest.mark.parametrize("override,message", [
@@ -29,8 +32,16 @@ def test_overrides_with_dotted_paths():
     ("feedback.wanted=[vlm_action, mood]", "feedback.wanted"),
     ("learner", "must look like section.field=value"),
     ("env.backend=unreal", "env.backend = 'unreal' is invalid: must be one of sumo, carla"),
-    ("env.carla.port=70000", "env.carla.port = 70000 is invalid: must be a port number, or 0 for any free port"),
-    ("env.carla.tick_timeout_s=0", "env.carla.tick_timeout_s = 0.0 is invalid: must be a positive number"),
+    ("env.carla.port=70000", "env.carla.port = 70000 is invalid: must be an integer in [0, 65535] (port)"),
+    ("env.carla.tick_timeout_s=0", "env.carla.tick_timeout_s = 0.0 is invalid: must be a number > 0 (s)"),
+    # Values that used to crash or hang the run at its first update or tick:
+    ("learner.publish_every_updates=0", "learner.publish_every_updates = 0 is invalid: must be an integer >= 1"),
+    ("agent.td3.policy_delay=0", "agent.td3.policy_delay = 0 is invalid: must be an integer >= 1"),
+    ("workers.pull_weights_every_steps=0", "workers.pull_weights_every_steps = 0 is invalid: must be an integer >= 1"),
+    ("eval.routes=[]", "eval.routes = () is invalid: must be a non-empty list"),
+    # Fields that moved tell where they went:
+    ("agent.std_steps=5", "agent.std_steps has moved: it is now agent.drqv2.std_steps"),
+    ("run.local=true", "run.local has moved: it is now run.mode (local or ray)"),
 ])
 def test_invalid_values_name_the_field_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as err:
@@ -103,3 +114,42 @@ def test_carla_backend_settings():
     with pytest.raises(ConfigError, match=re.escape("env.carla.launch=false connects every worker to 127.0.0.1:2000")):
         load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.launch=false",
                                                      "workers.num_workers=2"])
+
+
+def test_every_numeric_field_declares_its_unit_and_range():
+    import dataclasses
+    import typing
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                yield from walk(hint, f"{prefix}{f.name}.")
+            elif hint in (int, float) or set(typing.get_args(hint)) in ({int, type(None)}, {float, type(None)}):
+                yield f"{prefix}{f.name}", f
+
+    missing = [path for path, f in walk(Config, "") if "range" not in f.metadata or not f.metadata.get("unit")]
+    assert not missing, f"numeric fields without a unit and range: {missing}"
+
+
+def test_debug_overlay_goes_on_top_of_any_experiment():
+    config = load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"], ["learner.batch_size=4"])
+    assert config.run.total_env_steps == 400 and config.env.town == "Generated"
+    assert config.learner.batch_size == 4 and config.agent.algorithm == "drqv2"  # overrides come last
+    assert load_config([CONFIG_DIR / "sac.yaml", CONFIG_DIR / "debug.yaml"]).agent.algorithm == "sac"
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("learner:\n  batch_size: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        load_config(bad)
+
+
+def test_a_run_needs_a_budget_and_local_mode_one_worker():
+    with pytest.raises(ConfigError, match="give the run a budget"):
+        load_config(None, ["run.total_env_steps=0"])
+    assert load_config(None, ["run.total_env_steps=0", "run.total_updates=100"]).run.total_updates == 100
+    with pytest.raises(ConfigError, match="run.mode=local runs one worker"):
+        load_config(None, ["run.mode=local", "workers.num_workers=2"])

@@ -8,6 +8,8 @@ import envs
 from envs.driving_env import DrivingEnv
 from envs.expert import expert_action
 
+pytestmark = pytest.mark.sim
+
 
 @pytest.fixture
 def town01_env(town01):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.ray
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -36,9 +38,8 @@ def test_ray_job_submit_runs_train_py(head_node, tmp_path):
     env, address = head_node
     result = subprocess.run(
         [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
-         "python", "train.py", "--config", "configs/quickstart.yaml", "env.town=Generated",
-         "run.total_env_steps=600", "workers.random_steps=200", "learner.learning_starts=200",
-         "learner.batch_size=16", "eval.routes=[0]", "eval.max_steps=100", f"run.runs_dir={tmp_path}"],
+         "python", "train.py", "--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml",
+         "run.total_env_steps=600", "learner.batch_size=16", "eval.max_steps=100", f"run.runs_dir={tmp_path}"],
         env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

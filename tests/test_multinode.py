@@ -19,6 +19,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from cluster.launch import launch  # noqa: E402
 from configs.loader import CONFIG_DIR, load_config  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 SERVERS_PER_NODE = 2
 ROLLOUT_NODES = 2
 NUM_WORKERS = SERVERS_PER_NODE * ROLLOUT_NODES
@@ -89,14 +91,15 @@ def test_learner_on_gpu_head_and_rollouts_spread_by_carla_server(cluster):
     started = time.monotonic()
     head_id = cluster.head_node.node_id
     rollout_ids = {node.node_id for node in cluster.worker_nodes}
-    runtime = launch(multinode_config(cluster.address))
+    runtime = launch(multinode_config(cluster.address), run_id="multinode")
     try:
         assert runtime.use_gpu
+        runtime.step()  # the workers start with the first step
 
         # The learner holds the only (logical) GPU, which is on the head.
         from ray.util.state import list_actors
 
-        (learner,) = list_actors(filters=[("name", "=", "mentor-learner")], detail=True)
+        (learner,) = list_actors(filters=[("name", "=", "mentor-learner-multinode")], detail=True)
         assert learner.node_id == head_id, "the learner should run on the GPU head"
 
         # Four rollout actors, two per rollout node: each holds one carla_server unit.
@@ -117,7 +120,7 @@ def test_learner_on_gpu_head_and_rollouts_spread_by_carla_server(cluster):
         deadline = time.monotonic() + 75
         while runtime.env_steps < 400 or report.get("learner_updates", 0) <= 0:
             assert time.monotonic() < deadline, f"stuck at {runtime.env_steps} env steps, report {report}"
-            report = runtime.step()
+            report = runtime.step().metrics
         assert report["env_steps"] >= 400 and report["learner_updates"] > 0
         assert report["replay_size"] > 0
 

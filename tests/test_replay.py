@@ -426,3 +426,53 @@ def test_nstep_feedback_follows_the_path_with_its_discounts_and_stops_at_a_termi
     i = by_start[3]  # the terminal transition: a path of one step, the rest is padding with weight 0
     np.testing.assert_allclose(batch["nstep_weight"][i], [1.0, 0.0, 0.0])
     np.testing.assert_allclose(batch["nstep_clip_margin"][i], [1.5, 0.0, 0.0])
+
+
+# --------------------------------------------------------------------------------------- sequences
+
+def brute_force_sequence_starts(buffer, length):
+    """Every slot from which `length` consecutive rows of one stream are stored, by a plain search."""
+    a, n = buffer.arrays, len(buffer)
+    where = {(int(a["stream_id"][i]), int(a["step"][i])): i for i in range(n)}
+    starts = set()
+    for i in range(n):
+        sid, step = int(a["stream_id"][i]), int(a["step"][i])
+        if all((sid, step + k) in where for k in range(length)):
+            starts.add(i)
+    return starts
+
+
+def test_sequences_follow_links_across_episodes_and_match_a_brute_force_search():
+    buffer = ReplayBuffer(40, seed=3)
+    # two streams interleaved, episodes that end, a gap in stream 2, and a ring that wraps
+    buffer.add(concat(episode(1, 0, 4), rows(2, range(100, 106))))
+    buffer.add(concat(rows(1, range(5, 12)), rows(2, range(108, 112))))  # stream 2 skips 106, 107
+    buffer.add(concat(episode(1, 12, 6, end="truncated"), rows(2, range(112, 125))))
+    length = 4
+    expected = brute_force_sequence_starts(buffer, length)
+    batch = buffer.sample_sequences(512, length)
+    assert set(batch["index"][:, 0].tolist()) == expected  # every valid start reachable, no other
+    a = buffer.arrays
+    np.testing.assert_array_equal(batch["step"], batch["step"][:, :1] + np.arange(length))
+    assert (batch["stream_id"] == batch["stream_id"][:, :1]).all()
+    np.testing.assert_array_equal(batch["bev"], a["bev"][batch["index"]])
+    np.testing.assert_array_equal(batch["reward"], a["reward"][batch["index"]])
+    assert batch["bev"].shape == (512, length, 15, 96, 96) and batch["action"].shape == (512, length, 2)
+    assert buffer.can_sample_sequences(8, length) and not buffer.can_sample_sequences(8, 30)
+
+
+def test_sequence_flags_mark_episode_starts_and_terminal_ends():
+    buffer = ReplayBuffer(64)
+    first = episode(0, 0, 3)  # rows 0..3, row 2 terminates, row 3 is the final observation
+    first["is_first"][0] = True
+    first["terminated"][3] = True  # the worker repeats how the episode ended on its is_last row
+    second = rows(0, range(4, 8), episode=1)
+    second["is_first"][0] = True
+    buffer.add(concat(first, second))
+    batch = buffer.sample_sequences(256, 8)  # only one run of 8 exists: steps 0..7
+    np.testing.assert_array_equal(batch["step"][0], np.arange(8))
+    np.testing.assert_array_equal(batch["is_first"][0], [1, 0, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(batch["is_last"][0], [0, 0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(batch["is_terminal"][0], [0, 0, 0, 1, 0, 0, 0, 0])
+    with pytest.raises(RuntimeError, match="not enough valid sequences of 9 rows"):
+        buffer.sample_sequences(1, 9)

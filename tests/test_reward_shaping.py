@@ -1,41 +1,35 @@
-"""Sample-time reward shaping against hand-computed values."""
+"""Sample-time reward shaping against hand-computed values: per-step terms, discounted along an
+n-step path for transitions, added step by step for sequences."""
 import numpy as np
 import pytest
 
-from learners.reward_shaping import RewardShaper, nstep_bonus
+from learners.batches import SequenceBatch, TransitionBatch
+from learners.replay import ReplayBuffer, empty_chunk
+from learners.reward_shaping import RewardShaper
 
 
-def batch(**overrides):
+def steps(**overrides):
     base = {
-        "reward": np.array([1.0, 2.0], np.float32),
-        "nstep_weight": np.array([[1.0, 0.5], [1.0, 0.0]], np.float32),
-        "nstep_clip_margin": np.array([[0.3, 0.1], [0.2, 0.9]], np.float32),
-        "nstep_clip_margin_mask": np.array([[1, 1], [0, 1]], np.float32),
-        "nstep_safety": np.array([[1.0, 0.0], [0.75, 0.5]], np.float32),
-        "nstep_safety_mask": np.array([[1, 1], [1, 0]], np.float32),
+        "clip_margin": np.array([[0.3, 0.1], [0.2, 0.9]], np.float32),
+        "clip_margin_mask": np.array([[1, 1], [0, 1]], np.float32),
+        "safety": np.array([[1.0, 0.0], [0.75, np.nan]], np.float32),  # a masked nan must not leak in
+        "safety_mask": np.array([[1, 1], [1, 0]], np.float32),
     }
     return base | overrides
 
 
-def test_nstep_bonus_weights_and_masks():
-    values = np.array([[1.0, 2.0, np.nan]])  # a masked nan must not leak in
-    assert nstep_bonus(values, np.array([[1, 1, 0]]), np.array([[1.0, 0.5, 0.25]]))[0] == pytest.approx(2.0)
-
-
-def test_clip_bonus_is_normalised_clipped_scaled_and_discounted():
+def test_clip_bonus_is_normalised_clipped_scaled_and_masked_per_step():
     shaper = RewardShaper(clip_scale=0.25)
     shaper.margins.mean, shaper.margins.var = 0.2, 0.01  # std 0.1
-    reward, metrics = shaper(batch())
-    # row 0: bonuses clip((0.3-0.2)/0.1)=1 and clip((0.1-0.2)/0.1)=-1 -> 1 + 0.5 * -1 = 0.5
-    # row 1: step 0 has no margin, step 1 is past the path (weight 0) -> 0
-    np.testing.assert_allclose(reward, [1.0 + 0.25 * 0.5, 2.0], rtol=1e-4)
-    assert metrics["clip_bonus"] == pytest.approx(0.25 * 0.5 / 2, rel=1e-3)
+    terms = shaper.terms(steps())
+    # clip((0.3-0.2)/0.1) = 1, clip((0.1-0.2)/0.1) = -1; (0.2 masked) 0, clip((0.9-0.2)/0.1) = 1
+    np.testing.assert_allclose(terms["clip_bonus"], 0.25 * np.array([[1, -1], [0, 1]]), rtol=1e-4)
+    assert set(terms) == {"clip_bonus"}
 
 
 def test_semantic_reward_maps_goal_probability_to_plus_minus_one():
-    reward, _ = RewardShaper(semantic_scale=0.5)(batch())
-    # row 0: (2*1-1) + 0.5 * (2*0-1) = 0.5 ; row 1: (2*0.75-1) = 0.5 (step 1 masked)
-    np.testing.assert_allclose(reward, [1.0 + 0.25, 2.0 + 0.25], rtol=1e-5)
+    terms = RewardShaper(semantic_scale=0.5).terms(steps())
+    np.testing.assert_allclose(terms["semantic_reward"], 0.5 * np.array([[1.0, -1.0], [0.5, 0.0]]))
 
 
 def test_observe_uses_only_available_margins_of_transition_rows():
@@ -52,3 +46,32 @@ def test_observe_uses_only_available_margins_of_transition_rows():
 
 def test_inactive_shaper_is_off():
     assert not RewardShaper().active and RewardShaper(clip_scale=0.1).active
+
+
+def one_stream(n: int) -> ReplayBuffer:
+    """Rewards 1 per step, safety 1 (goal reached) on even steps and 0 on odd ones, all available."""
+    chunk = empty_chunk(n)
+    chunk["step"][:] = np.arange(n)
+    chunk["reward"][:] = 1.0
+    chunk["safety"][:] = (np.arange(n) % 2 == 0)
+    chunk["safety_mask"][:] = 1.0
+    chunk["is_first"][0] = True
+    replay = ReplayBuffer(64, seed=0)
+    replay.add(chunk)
+    return replay
+
+
+def test_transition_batch_discounts_the_terms_like_the_env_reward():
+    replay = one_stream(10)
+    batch, metrics = TransitionBatch(n_step=2, gamma=0.5).sample(replay, 32, RewardShaper(semantic_scale=1.0))
+    start_even = batch["step"] % 2 == 0
+    # even start: env 1 + 0.5 * 1 = 1.5, semantic (+1) + 0.5 * (-1) = 0.5 -> 2.0; odd start: 1.5 + (-1 + 0.5) = 1.0
+    np.testing.assert_allclose(batch["reward"], np.where(start_even, 2.0, 1.0))
+    assert metrics["semantic_reward"] == pytest.approx(np.where(start_even, 0.5, -0.5).mean())
+
+
+def test_sequence_batch_adds_the_terms_step_by_step():
+    replay = one_stream(10)
+    batch, _ = SequenceBatch(length=4).sample(replay, 16, RewardShaper(semantic_scale=1.0))
+    assert batch["reward"].shape == (16, 4)
+    np.testing.assert_allclose(batch["reward"], np.where(batch["step"] % 2 == 0, 2.0, 0.0))

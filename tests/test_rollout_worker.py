@@ -4,39 +4,67 @@ import dataclasses
 import numpy as np
 import pytest
 
-from actors.feedback_client import InProcessFeedbackClient, SyncFeedbackClient
-from actors.local_runtime import make_env
+from actors.assembly import make_env
+from actors.feedback_client import FeedbackClient, InProcessBatcher
 from actors.rollout_worker import RolloutWorker
 from configs.loader import load_config
-from inference.expert_advisor import ExpertAdvisor
-from inference.test_models import FaultyModel, SlowModel
+from core import PolicySnapshot
 from envs.types import SimulatorError
+from inference.expert_advisor import ExpertAdvisor
+from inference.stand_ins import FaultyModel, SlowModel
 from learners.replay import ReplayBuffer
+
+pytestmark = pytest.mark.sim
 
 
 class ConstantPolicy:
-    def act(self, bev, state, step, explore):
-        return np.tile(np.array([0.4, 0.0], np.float32), (len(bev), 1))
+    """Throttle 0.4, straight; records the clock it was asked to act at."""
 
-    def load_policy_state(self, state):
-        pass
+    def __init__(self):
+        self.steps, self.weights = [], None
+
+    def initial_carry(self, batch_size):
+        return None
+
+    def act(self, carry, obs, is_first, *, explore, step):
+        self.steps.append(step)
+        return carry, np.tile(np.array([0.4, 0.0], np.float32), (len(obs["bev"]), 1))
+
+    def load_weights(self, weights):
+        self.weights = weights
 
 
-def config(**feedback):
+class Clock:
+    """A learner stand-in for `sync`: a global clock and a published snapshot."""
+
+    def __init__(self, env_steps=0, version=0):
+        self.env_steps, self.version, self.calls = env_steps, version, 0
+
+    def __call__(self, known_version):
+        self.calls += 1
+        snapshot = PolicySnapshot(self.version, {"v": self.version}) if self.version > known_version else None
+        return self.env_steps, snapshot
+
+
+def config(*extra, **feedback):
     base = load_config(None, ["env.town=Generated", "env.traffic=regular", "workers.num_workers=1",
-                              "workers.random_steps=0", "workers.chunk_size=16"])
+                              "workers.random_steps=0", "workers.chunk_size=16", *extra])
     return dataclasses.replace(base, feedback=dataclasses.replace(base.feedback, **feedback))
 
 
-def worker(cfg, client, replay):
-    return RolloutWorker(cfg, worker_uid=3, make_env=lambda: make_env(cfg.env), policy=ConstantPolicy(),
-                         feedback=client, ship=replay.add, model_inputs=ExpertAdvisor.inputs, seed=1)
+def client(model, mode="async", deadline_s=5.0, **batching):
+    return FeedbackClient(InProcessBatcher(model, **batching).send, mode, timeout_s=deadline_s)
+
+
+def worker(cfg, feedback, replay, policy=None, sync=None, env=None, stream_id=3):
+    return RolloutWorker(cfg, stream_id, env or make_env(cfg.env), policy or ConstantPolicy(), feedback,
+                         ship=replay.add, sync=sync or Clock(), model_inputs=ExpertAdvisor.inputs, seed=1)
 
 
 def collect(w, ticks: int) -> None:
     try:
         w.run(ticks)
-        w.flush()
+        w.drain()
     finally:
         w.close()
 
@@ -48,7 +76,7 @@ def replay():
 
 def test_async_feedback_reaches_the_replay_with_masks(replay):
     cfg = config(bundle_steps=4)
-    w = worker(cfg, InProcessFeedbackClient(ExpertAdvisor()), replay)
+    w = worker(cfg, client(ExpertAdvisor()), replay)
     collect(w, 200)
     stored = replay.arrays
     n = len(replay)
@@ -61,13 +89,13 @@ def test_async_feedback_reaches_the_replay_with_masks(replay):
 
 def test_backpressure_keeps_pending_bounded_with_a_slow_model(replay):
     cfg = config(bundle_steps=1, max_pending=8, max_pending_age_s=10.0, deadline_s=10.0)
-    w = worker(cfg, InProcessFeedbackClient(SlowModel(ExpertAdvisor(), delay_s=0.02), max_batch_size=2), replay)
+    w = worker(cfg, client(SlowModel(ExpertAdvisor(), delay_s=0.02), deadline_s=10.0, max_batch_size=2), replay)
     peak = 0
     try:
         for _ in range(60):
             w.tick()
             peak = max(peak, w.feedback_report()["pending"])
-        w.flush()
+        w.drain()
     finally:
         w.close()
     assert peak <= 8 + 1  # the bound, plus the final observation of an episode that may end
@@ -77,7 +105,7 @@ def test_backpressure_keeps_pending_bounded_with_a_slow_model(replay):
 
 def test_faulty_model_gives_mask_zero_never_defaults(replay):
     cfg = config(bundle_steps=2, deadline_s=0.5)
-    w = worker(cfg, InProcessFeedbackClient(FaultyModel(ExpertAdvisor(), error_rate=0.5, seed=0)), replay)
+    w = worker(cfg, client(FaultyModel(ExpertAdvisor(), error_rate=0.5, seed=0), deadline_s=0.5), replay)
     collect(w, 200)
     n = len(replay)
     stored = replay.arrays
@@ -89,11 +117,12 @@ def test_faulty_model_gives_mask_zero_never_defaults(replay):
     assert np.all(np.isfinite(actions)) and np.all(np.abs(actions) <= 1.0)
     report = w.feedback_report()
     assert report["malformed"] + report["expired"] > 0
+    assert report["failed_calls"] > 0  # whole batches that raised are counted, not only expired items
 
 
 def test_sync_mode_answers_everything(replay):
     cfg = config(mode="sync")
-    w = worker(cfg, SyncFeedbackClient(ExpertAdvisor()), replay)
+    w = worker(cfg, client(ExpertAdvisor(), mode="sync"), replay)
     collect(w, 50)
     n = len(replay)
     rows = ~replay.arrays["is_last"][:n]
@@ -126,9 +155,7 @@ class FailingSteps:
 
 def test_a_simulator_failure_truncates_the_episode_and_collection_goes_on(replay):
     cfg = config(mode="off")
-    w = RolloutWorker(cfg, worker_uid=1, make_env=lambda: FailingSteps(make_env(cfg.env), fail_steps={30},
-                                                                       fail_resets=1),
-                      policy=ConstantPolicy(), feedback=None, ship=replay.add, seed=2)
+    w = worker(cfg, None, replay, env=FailingSteps(make_env(cfg.env), fail_steps={30}, fail_resets=1), stream_id=1)
     collect(w, 60)
     n = len(replay)
     stored = replay.arrays
@@ -138,3 +165,36 @@ def test_a_simulator_failure_truncates_the_episode_and_collection_goes_on(replay
     ends = np.flatnonzero(stored["is_last"][:n])
     assert len(ends) == 1 and stored["truncated"][ends[0] - 1] and not stored["terminated"][ends[0] - 1]
     np.testing.assert_array_equal(stored["bev"][ends[0]], stored["bev"][ends[0] - 1])  # bridged at the last obs
+    assert stored["truncated"][ends[0]]  # the is_last row repeats how the episode ended
+
+
+def test_one_clock_warm_up_and_exploration_follow_the_global_step(replay):
+    cfg = config("workers.random_steps=1000", "workers.pull_weights_every_steps=50", mode="off")
+    # A fresh run: the global clock is at 0, so the worker takes the random warm-up.
+    fresh_policy, fresh_clock = ConstantPolicy(), Clock(env_steps=0)
+    fresh = worker(cfg, None, replay, policy=fresh_policy, sync=fresh_clock)
+    collect(fresh, 100)
+    assert fresh.stats.random_actions == 100 and not fresh_policy.steps
+    # A resumed or replacement worker joins a run at 5000 global steps: no warm-up again, and it
+    # acts on the global clock (plus its own steps since the last sync), not on its own count.
+    policy, clock = ConstantPolicy(), Clock(env_steps=5000, version=7)
+    joined = worker(cfg, None, ReplayBuffer(4096), policy=policy, sync=clock, stream_id=4)
+    assert joined.policy_version == 7 and policy.weights == {"v": 7}  # current weights before acting
+    joined.run(50)
+    clock.env_steps = 9000  # the other workers moved the run on
+    collect(joined, 70)
+    assert joined.stats.random_actions == 0
+    assert policy.steps[:50] == list(range(5000, 5050))  # the global count plus its own steps since
+    assert policy.steps[50:] == list(range(9000, 9050)) + list(range(9050, 9070))  # re-synced at step 50
+    assert clock.calls == 3  # at the start, then every 50 of its own steps
+
+
+def test_rows_mark_the_first_step_of_each_episode(replay):
+    cfg = config(mode="off")
+    w = worker(cfg, None, replay, env=FailingSteps(make_env(cfg.env), fail_steps={20, 45}))
+    collect(w, 60)
+    a, n = replay.arrays, len(replay)
+    firsts = np.flatnonzero(a["is_first"][:n])
+    lasts = np.flatnonzero(a["is_last"][:n])
+    assert firsts.tolist() == [0, *(lasts + 1)[:len(firsts) - 1].tolist()]  # each episode starts after the last
+    assert not (a["is_first"][:n] & a["is_last"][:n]).any()

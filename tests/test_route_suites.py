@@ -4,6 +4,8 @@ import pytest
 from envs.route_suites import available_suites, load_suite
 from envs.sumo.simulation import SumoSettings, SumoSimulation
 
+pytestmark = pytest.mark.sim
+
 
 def test_shipped_suites():
     assert {"nocrash_train", "nocrash_eval", "generated", "random"} <= set(available_suites())

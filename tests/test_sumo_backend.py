@@ -10,6 +10,8 @@ from envs.maps import MapSearch
 from envs.sumo.simulation import SimulationInUseError, SimulatorError, SumoSettings, SumoSimulation
 from envs.types import Control, RouteCommand
 
+pytestmark = pytest.mark.sim
+
 
 @pytest.fixture
 def town01_sim(town01):

@@ -1,33 +1,91 @@
-"""train.py in local mode (one process, no Ray): a short run, then a resumed one."""
+"""train.py in local mode (one process, no Ray): a short run, a resumed one that continues where it
+stopped, and resumes that must refuse without touching the run directory."""
 import json
+import shutil
 
+import pytest
 import yaml
 
 import train
+from runner.checkpoint import COMPLETE
+
+pytestmark = pytest.mark.sim
 
 
 def args(tmp_path, *extra):
-    return ["--config", "configs/quickstart.yaml", "run.local=true", "workers.num_workers=1", "env.town=Generated",
-            "run.total_env_steps=400", "workers.random_steps=100", "learner.learning_starts=100",
-            "learner.batch_size=8", "learner.samples_per_insert=2", "learner.publish_every_updates=2",
-            "eval.routes=[0]", "eval.max_steps=50", f"run.runs_dir={tmp_path}", *extra]
+    return ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", "run.mode=local",
+            "workers.num_workers=1", f"run.runs_dir={tmp_path}", *extra]
 
 
-def test_local_run_then_resume(tmp_path):
+def snapshot(run_dir):
+    """Every file's bytes under the run directory."""
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("runs")
     assert train.main(args(tmp_path)) == 0
     (run_dir,) = tmp_path.glob("quickstart-*")
-    assert (run_dir / "checkpoint" / "agent.pt").is_file() and (run_dir / "checkpoint" / "replay").is_dir()
+    return run_dir
+
+
+def test_local_run_then_resume(finished_run, tmp_path):
+    run_dir = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    checkpoint = run_dir / "checkpoint"
+    assert (checkpoint / COMPLETE).is_file() and (checkpoint / "agent.pt").is_file()
+    assert not (run_dir / "checkpoint.partial").exists()
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert "mean" in evaluation and 0.0 <= evaluation["mean"]["route_completion"] <= 1.0
-    assert (run_dir / "tb").is_dir()
+    assert (run_dir / "tb").is_dir() and (run_dir / "learning_curve.png").is_file()
+    saved = json.loads((checkpoint / COMPLETE).read_text())
+    runtime_counters = json.loads((checkpoint / "runtime.json").read_text())
     first = (run_dir / "progress.jsonl").read_text().strip().splitlines()
+    assert saved["env_steps"] >= 400
 
     assert train.main(["--resume", str(run_dir), "run.total_env_steps=700"]) == 0
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["run"]["total_env_steps"] == 700
-    rows = (run_dir / "progress.jsonl").read_text().strip().splitlines()
-    resumed_steps = [json.loads(line)["env_steps"] for line in rows[len(first):]]
-    assert resumed_steps and min(resumed_steps) >= 400 and max(resumed_steps) >= 700  # continued, not restarted
+    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().strip().splitlines()[len(first):]]
+    assert rows and min(r["env_steps"] for r in rows) >= saved["env_steps"]  # continued, not restarted
+    assert max(r["env_steps"] for r in rows) >= 700
+    assert min(r["learner_updates"] for r in rows) >= saved["updates"]
+    assert max(r["random_actions"] for r in rows) == 0  # the clock is past random_steps: no second warm-up
+    resumed = json.loads((checkpoint / "runtime.json").read_text())
+    assert resumed["next_stream_id"] == runtime_counters["next_stream_id"] + 1  # a new stream for the new worker
+
+
+@pytest.mark.parametrize("damage", ["no marker", "learner.json missing", "agent.pt truncated", "garbage json"])
+def test_a_resume_that_cannot_load_refuses_and_changes_nothing(finished_run, tmp_path, damage, caplog):
+    run_dir = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    checkpoint = run_dir / "checkpoint"
+    if damage == "no marker":  # a crash while the checkpoint was being written
+        (checkpoint / COMPLETE).unlink()
+    elif damage == "learner.json missing":
+        (checkpoint / "learner.json").unlink()
+    elif damage == "agent.pt truncated":
+        data = (checkpoint / "agent.pt").read_bytes()
+        (checkpoint / "agent.pt").write_bytes(data[: len(data) // 2])
+    else:
+        (checkpoint / "learner.json").write_text("{not json")
+    before = snapshot(run_dir)
+    assert train.main(["--resume", str(run_dir), "run.total_env_steps=700"]) == 2
+    assert snapshot(run_dir) == before  # not a byte changed
+    assert str(run_dir) in caplog.text
+    expected = {"no marker": "no complete checkpoint", "learner.json missing": "missing learner.json",
+                "agent.pt truncated": "agent.pt cannot be loaded", "garbage json": "learner.json cannot be read"}
+    assert expected[damage] in caplog.text
+
+
+def test_a_resume_with_another_algorithm_refuses_and_keeps_the_config(finished_run, tmp_path, caplog):
+    run_dir = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    before = snapshot(run_dir)
+    assert train.main(["--resume", str(run_dir), "agent.algorithm=sac"]) == 2
+    assert "drqv2/small but this agent is sac/small" in caplog.text
+    assert snapshot(run_dir) == before  # config.yaml still says drqv2: a plain --resume still works
 
 
 def test_bad_config_stops_at_start_with_the_field_path(tmp_path, caplog):

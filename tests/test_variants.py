@@ -8,6 +8,8 @@ import torch
 import train
 from inference.clip_model import ClipModel, ClipSource
 
+pytestmark = pytest.mark.sim
+
 
 @pytest.fixture(scope="module")
 def clip_checkpoint(tmp_path_factory):
@@ -17,12 +19,11 @@ def clip_checkpoint(tmp_path_factory):
 
 
 def run_variant(name, tmp_path, *extra):
-    argv = ["--config", f"configs/variants/{name}.yaml", "run.local=true", "workers.num_workers=1",
-            "env.town=Generated", "env.route_suite=null", "eval.town=Generated", "eval.route_suite=null",
+    argv = ["--config", f"configs/variants/{name}.yaml", "--config", "configs/debug.yaml", "run.mode=local",
+            "workers.num_workers=1", "env.route_suite=null", "eval.town=Generated", "eval.route_suite=null",
             "run.total_env_steps=260", "workers.random_steps=60", "learner.learning_starts=60",
-            "learner.batch_size=8", "learner.samples_per_insert=1", "learner.publish_every_updates=4",
-            "agent.network=small", "feedback.bundle_steps=8", "eval.routes=[0]", "eval.max_steps=20",
-            f"run.runs_dir={tmp_path}", *extra]
+            "learner.samples_per_insert=1", "learner.publish_every_updates=4", "agent.network=small",
+            "feedback.bundle_steps=8", "eval.max_steps=20", f"run.runs_dir={tmp_path}", *extra]
     assert train.main(argv) == 0
     (run_dir,) = tmp_path.glob(f"{name}-*")
     rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]

@@ -17,7 +17,7 @@ and its thread keeps calling the server it was made for; once that server is gon
 cannot get a working traffic manager again (its calls fail, and an unhandled failure on that
 thread aborts the process; carla#4577, #6748). So:
 - a failed tick or a dead server stops the server (through its supervisor,
-  cluster.carla_server.CarlaServer, passed in as `server`) and raises CarlaServerLost: the rollout
+  envs.carla.server.CarlaServer, passed in as `server`) and raises CarlaServerLost: the rollout
   actor fails and the driver replaces it with a fresh process and a fresh server;
 - a periodic restart (the server still up) first shuts the traffic manager down, then restarts
   the server and reconnects, in the same process;
@@ -76,7 +76,7 @@ class CarlaServerLost(RuntimeError):
 
 
 class ServerSupervisor(Protocol):
-    """What the world needs from cluster.carla_server.CarlaServer."""
+    """What the world needs from envs.carla.server.CarlaServer."""
 
     rpc_port: int | None
     tm_port: int | None

@@ -59,7 +59,7 @@ class SumoSettings:
 
 def _import_libsumo():
     """Import libsumo, keeping its import-time pyarrow ABI notice off stdout (benchmarks print JSON
-    there). The notice is harmless for Mentor: SUMO runs with Parquet I/O in one process (DESIGN §9)."""
+    there). The notice is harmless for Mentor: SUMO runs with Parquet I/O in one process (docs/architecture.md §9)."""
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         import libsumo

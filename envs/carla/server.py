@@ -6,7 +6,7 @@ the same code runs alone for debugging. The supervisor
 - finds `CarlaUE4.sh` (explicit path, configured root, $CARLA_ROOT, the usual install places) and
   names every path it searched when there is none;
 - picks free ports: rpc P, streaming P+1, secondary P+2 (all bound by the server), plus a traffic
-  manager port of its own (P+6000 where free, as DESIGN §4 has it);
+  manager port of its own (P+6000 where free, docs/architecture.md §8);
 - starts the server in a new session (its own process group: CarlaUE4.sh runs the UE4 binary as a
   child, and a kill must reach both), with stdout and stderr in a log file per launch;
 - waits for readiness: the rpc port accepts connections, then the server answers its version and

@@ -5,7 +5,8 @@ import time
 
 import numpy as np
 
-from inference.feedback import FeedbackItem, FeedbackModel, FeedbackResult
+from core import FeedbackModel
+from inference.feedback import FeedbackItem, FeedbackResult
 
 
 class SlowModel:

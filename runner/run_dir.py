@@ -1,4 +1,5 @@
-"""A run directory: resolved config, progress log, TensorBoard, checkpoints, evaluation, curves."""
+"""A run directory: resolved config, progress log, TensorBoard, episodes, evaluation, curves.
+(Checkpoints: runner/checkpoint.py.)"""
 from __future__ import annotations
 
 import csv
@@ -6,6 +7,8 @@ import json
 import logging
 import time
 from pathlib import Path
+
+from core import Episode
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +19,6 @@ class RunLog:
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_dir = self.dir / "checkpoint"
         self._writer = None
         self._last_line = 0.0
         self._progress_path = self.dir / "progress.jsonl"  # one JSON object per report: keys come and go
@@ -36,13 +38,15 @@ class RunLog:
         with open(self._progress_path, "a") as f:
             f.write(json.dumps({"env_steps": step, **values}, default=float) + "\n")
 
-    def episodes(self, rows: list[tuple[float, float, float]], env_steps: int) -> None:
-        """Finished training episodes: (return, route completion, driving score)."""
-        for ret, rc, ds in rows:
-            self._append_csv(self._episodes_path, {"env_steps": env_steps, "episode_return": ret,
-                                                   "route_completion": rc, "driving_score": ds})
-            self.tensorboard().add_scalar("episode/return", ret, env_steps)
-            self.tensorboard().add_scalar("episode/route_completion", rc, env_steps)
+    def episodes(self, episodes: list[Episode]) -> None:
+        """Finished training episodes, at the global env step each was reported."""
+        for e in episodes:
+            self._append_csv(self._episodes_path, {"env_steps": e.env_steps, "stream_id": e.stream_id,
+                                                   "episode_return": e.episode_return,
+                                                   "route_completion": e.route_completion,
+                                                   "driving_score": e.driving_score})
+            self.tensorboard().add_scalar("episode/return", e.episode_return, e.env_steps)
+            self.tensorboard().add_scalar("episode/route_completion", e.route_completion, e.env_steps)
 
     def progress_line(self, text: str, every_s: float) -> None:
         now = time.monotonic()

@@ -1,0 +1,74 @@
+"""How the acting roles are put together: one place for every runtime (local, Ray, and next the
+offline and dataset-collection ones). A runtime only says where rows go (`ship`), where weights and
+the clock come from (`sync`), how feedback items travel (`send`), and which CARLA server, if any,
+this process launched."""
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+
+import envs
+from actors.evaluation import EvaluationWorker
+from actors.feedback_client import FeedbackClient, InProcessBatcher, Send
+from actors.rollout_worker import RolloutWorker, Sync
+from configs.schema import Config, EnvConfig, EvalConfig
+from envs.maps import GENERATED_TOWN, MapSearch
+from inference.registry import build_model, model_inputs
+from learners.registry import make_policy
+
+SEEDS_PER_STREAM = 1000  # worker seeds: run.seed + 1000 * stream id
+
+
+def make_env(env: EnvConfig, server=None):
+    """The configured environment; `server` is the CARLA server this process launched, if any
+    (the CARLA world then takes its ports from it)."""
+    backend = {}
+    if env.backend == "carla":
+        from envs.carla.world import CarlaSettings
+
+        c = env.carla
+        backend = {"backend": "carla", "server": server,
+                   "carla": CarlaSettings(host=c.host, port=c.port, tm_port=c.tm_port, timeout_s=c.client_timeout_s,
+                                          rendering=not c.nullrhi)}
+    return gym.make(envs.ENV_ID, town=env.town, traffic=env.traffic, route_suite=env.route_suite,
+                    maps_dir=env.maps_dir, **backend)
+
+
+def eval_env_config(config: Config) -> EnvConfig:
+    """Town02's NoCrash evaluation suite where maps exist, else the generated town's suite."""
+    ev: EvalConfig = config.eval
+    has_town02 = config.env.backend == "carla" or "Town02" in MapSearch.from_settings(config.env.maps_dir).available_towns()
+    town = ev.town or ("Town02" if has_town02 else GENERATED_TOWN)
+    suite = ev.route_suite or ("nocrash_eval" if town == "Town02" else None)
+    return dataclasses.replace(config.env, town=town, traffic=ev.traffic, route_suite=suite)
+
+
+def worker_seed(config: Config, stream_id: int) -> int:
+    return config.run.seed + SEEDS_PER_STREAM * stream_id
+
+
+def build_rollout_worker(config: Config, stream_id: int, *, ship, sync: Sync, send: Send | None,
+                         server=None) -> RolloutWorker:
+    """A worker on its own stream: the environment, a Policy of the configured algorithm, and a
+    feedback client on `send` (None, or feedback.mode off: no feedback)."""
+    seed = worker_seed(config, stream_id)
+    feedback = None
+    if send is not None and config.feedback.mode != "off":
+        feedback = FeedbackClient(send, config.feedback.mode, timeout_s=config.feedback.deadline_s)
+    return RolloutWorker(config, stream_id, make_env(config.env, server), make_policy(config.agent, seed), feedback,
+                         ship, sync, model_inputs(config.feedback), seed)
+
+
+def build_evaluator(config: Config, server=None) -> EvaluationWorker:
+    ev = config.eval
+    return EvaluationWorker(make_env(eval_env_config(config), server), make_policy(config.agent, config.run.seed),
+                            ev.routes, ev.max_steps, seed=config.run.seed)
+
+
+def in_process_feedback(config: Config) -> InProcessBatcher | None:
+    """The feedback model on a thread of this process (local mode); None when there is none."""
+    if config.feedback.mode == "off" or config.feedback.model == "none":
+        return None
+    return InProcessBatcher(build_model(config.feedback, seed=config.run.seed), config.feedback.max_batch_size,
+                            config.feedback.batch_wait_timeout_s)

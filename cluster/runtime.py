@@ -1,0 +1,238 @@
+"""The Ray runtime: the same roles as local mode, each in its own actor, driven by the training
+loop through the Runtime contract (core.py).
+
+Nothing runs until the first step(): a checkpoint loads into an idle learner, so rows shipped
+before the load cannot be dropped. A rollout worker that dies is replaced by a worker on a new
+stream (its shipped rows are already in the replay); a slot that keeps failing without ever
+reporting stops the run with the cause.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from actors.reporting import StepRate, episode_metrics, merge_worker_reports
+from actors.run_state import RunCounters, budget_spent
+from cluster.actors import EvaluatorActor, WorkerActor
+from cluster.metrics import DriverMetrics
+from configs.schema import Config
+from core import StepReport
+
+logger = logging.getLogger(__name__)
+
+_WAIT_S = 2.0  # a step waits this long for worker reports
+_STALL_WARNING_S = 60.0
+
+
+@dataclass
+class _Slot:
+    actor: object
+    stream_id: int
+    call: object  # the in-flight run() call
+
+
+class RayRuntime:
+    def __init__(self, config: Config, learner, handle, use_gpu: bool, app_name: str | None):
+        self.config = config
+        self.learner = learner
+        self.handle = handle
+        self.use_gpu = use_gpu
+        self.app_name = app_name
+        self.counters = RunCounters()
+        self.slots: dict[int, _Slot] = {}
+        self._reports: dict[int, dict] = {}  # stream id -> its latest report (retired streams kept)
+        self._recent = []
+        self._failures_in_a_row: dict[int, int] = {}  # per slot, reset by a report
+        self._owns_servers = config.env.backend == "carla" and config.env.carla.launch
+        self._metrics = DriverMetrics()
+        self._rate = StepRate()
+        self._started = self._finished = False
+        self._learner_report: dict = {}
+        self._last_progress = time.monotonic()
+
+    @property
+    def env_steps(self) -> int:
+        return int(self._learner_report.get("env_steps", 0))
+
+    @property
+    def updates(self) -> int:
+        return int(self._learner_report.get("learner_updates", 0))
+
+    # ----- starting and stepping ---------------------------------------------------------------
+    def _start(self) -> None:
+        self._learner_report = ray.get(self.learner.report.remote())
+        self._rate = StepRate(self.env_steps)
+        for index in range(self.config.workers.num_workers):
+            self._start_worker(index)
+        self.learner.start.remote()
+        self._started = True
+
+    def _start_worker(self, index: int) -> None:
+        stream = self.counters.new_stream()
+        resources = {self.config.workers.server_resource: 1} if self.config.workers.server_resource else None
+        actor = WorkerActor.options(num_cpus=1, max_restarts=0, resources=resources).remote(
+            self.config, stream, self.learner, self.handle)
+        self.slots[index] = _Slot(actor, stream, actor.run.remote(self.config.workers.pull_weights_every_steps))
+
+    def step(self) -> StepReport:
+        """Wait briefly for worker reports, replace dead workers, return the merged report."""
+        if self._finished:
+            raise RuntimeError("the runtime has finished collecting; step() is no longer possible")
+        if not self._started:
+            self._start()
+        calls = {slot.call: index for index, slot in self.slots.items()}
+        ready, _ = ray.wait(list(calls), num_returns=1, timeout=_WAIT_S)
+        self._warn_if_stalled(bool(ready))
+        episodes = []
+        for ref in ready:
+            index = calls[ref]
+            report = self._collect(index, ref)
+            if report is not None:
+                episodes += report["episodes"]
+                slot = self.slots[index]
+                slot.call = slot.actor.run.remote(self.config.workers.pull_weights_every_steps)
+        return self._report(episodes)
+
+    def _collect(self, index: int, ref) -> dict | None:
+        slot = self.slots[index]
+        try:
+            report = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+            # Includes an actor whose constructor failed (e.g. its CARLA server never became ready).
+            logger.warning("rollout worker %d (stream %d) died; starting a replacement: %s", index, slot.stream_id, exc)
+            self._replace(index, exc)
+            return None
+        except ray.exceptions.RayTaskError as exc:  # e.g. its simulator failed beyond a reset
+            logger.error("rollout worker %d (stream %d) failed; starting a replacement:\n%s", index, slot.stream_id, exc)
+            _stop_all([slot.actor], self._owns_servers)
+            self._replace(index, exc)
+            return None
+        self._failures_in_a_row[index] = 0
+        self._reports[slot.stream_id] = report
+        return report
+
+    def _report(self, episodes: list) -> StepReport:
+        self._learner_report = ray.get(self.learner.report.remote())
+        self.counters.episodes += len(episodes)
+        self._recent = (self._recent + episodes)[-20:]
+        worker_reports = [{k: v for k, v in r.items() if k != "episodes"} for r in self._reports.values()]
+        metrics = {**self._learner_report, **merge_worker_reports(worker_reports),
+                   "env_steps_per_s": self._rate(self.env_steps),
+                   "replaced_workers": float(self.counters.replaced_workers), **episode_metrics(self._recent)}
+        self._metrics.record(metrics)
+        return StepReport(metrics, episodes)
+
+    def _replace(self, index: int, error: Exception) -> None:
+        """Start a new actor in the slot, unless the slot keeps failing without ever reporting: then
+        the cause (a missing CARLA install, a server that never gets ready) will not go away by
+        itself, and the run stops with it."""
+        retired = self._reports.get(self.slots[index].stream_id)
+        if retired is not None:  # a dead worker's unshipped rows are gone: it holds nothing now
+            retired["feedback"] = {**retired["feedback"], "pending": 0}
+        failures = self._failures_in_a_row.get(index, 0) + 1
+        self._failures_in_a_row[index] = failures
+        limit = self.config.workers.max_failures_in_a_row
+        if failures >= limit:
+            raise RuntimeError(f"rollout worker slot {index} failed {failures} times in a row without reporting "
+                               f"(workers.max_failures_in_a_row = {limit}); the last failure:\n{error}") from error
+        self.counters.replaced_workers += 1
+        self._start_worker(index)
+
+    def _warn_if_stalled(self, progressed: bool) -> None:
+        now = time.monotonic()
+        if progressed:
+            self._last_progress = now
+        elif now - self._last_progress > _STALL_WARNING_S:
+            logger.warning("no rollout worker has reported for %.0f s; actors may be waiting for resources. "
+                           "Available: %s", now - self._last_progress, ray.available_resources())
+            self._last_progress = now
+
+    def done(self) -> bool:
+        return budget_spent(self.config.run, self.env_steps, self.updates)
+
+    # ----- stopping, checkpoints, evaluation ---------------------------------------------------
+    def finish(self) -> StepReport:
+        """Stop collecting and learning: every worker finishes its current call, ships everything
+        it holds (the learner has it all when this returns), and stops."""
+        if not self._started or self._finished:
+            return StepReport(self._learner_report)
+        episodes = []
+        for index, slot in list(self.slots.items()):
+            last = self._collect(index, slot.call)  # a worker that dies here is replaced and drained too
+            episodes += last["episodes"] if last is not None else []
+            slot = self.slots[index]
+            try:
+                report = ray.get(slot.actor.drain.remote())
+            except ray.exceptions.RayError as exc:
+                logger.warning("rollout worker %d (stream %d) could not drain: %s", index, slot.stream_id, exc)
+                continue
+            self._reports[slot.stream_id] = report
+            episodes += report["episodes"]
+        ray.get(self.learner.stop.remote())
+        _stop_all([slot.actor for slot in self.slots.values()], self._owns_servers)
+        self.slots = {}
+        self._finished = True
+        return self._report(episodes)
+
+    def save(self, directory: Path) -> None:
+        ray.get(self.learner.save.remote(str(directory)))
+        self.counters.save(Path(directory))
+
+    def load(self, directory: Path) -> None:
+        if self._started:
+            raise RuntimeError("load() must come before the first step(): workers are already collecting")
+        counters = RunCounters.load(Path(directory))
+        ray.get(self.learner.load.remote(str(directory)))
+        self.counters = counters
+        self._learner_report = ray.get(self.learner.report.remote())
+
+    def evaluate(self) -> dict:
+        """Stop collecting and learning (everything shipped is in the replay), then drive the suite."""
+        self.finish()
+        ray.get(self.learner.publish.remote())
+        _, snapshot = ray.get(self.learner.sync.remote(-1))
+        resources = {self.config.workers.server_resource: 1} if self.config.workers.server_resource else None
+        evaluator = EvaluatorActor.options(num_cpus=1, resources=resources).remote(self.config)
+        try:
+            return ray.get(evaluator.evaluate.remote(snapshot))
+        finally:
+            _stop_all([evaluator], self._owns_servers)
+
+    def kill_worker(self, index: int) -> None:
+        """For tests and drills: kill a rollout worker; the next step() replaces it."""
+        ray.kill(self.slots[index].actor, no_restart=True)
+
+    def worker_reports(self) -> dict[int, dict]:
+        """The latest report of every stream, retired ones included (for drills and tests)."""
+        return dict(self._reports)
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self.learner.stop.remote(), timeout=60)
+        except Exception:  # noqa: BLE001 - already dead or stopped
+            logger.debug("learner stop", exc_info=True)
+        _stop_all([slot.actor for slot in self.slots.values()], self._owns_servers)
+        ray.kill(self.learner)
+        if self.app_name is not None:
+            serve.delete(self.app_name)  # a Serve app outlives the job otherwise
+        if self.config.run.shutdown_ray:
+            ray.shutdown()
+
+
+def _stop_all(actors, graceful: bool, timeout_s: float = 60.0) -> None:
+    """Kill actors; `graceful` first lets them close their envs and stop their CARLA servers (a
+    killed process leaves the server it started running). A close waits for the actor's current
+    call, so all are asked at once and waited for together."""
+    if graceful:
+        closing = [actor.close.remote() for actor in actors]
+        try:
+            ray.wait(closing, num_returns=len(closing), timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - dead or failed actors: the kill below is what matters
+            logger.debug("closing actors before the kill failed", exc_info=True)
+    for actor in actors:
+        ray.kill(actor)
