@@ -119,6 +119,15 @@ class StepReport:
     episodes: list[Episode] = field(default_factory=list)
 
 
+class RoleFailed(RuntimeError):
+    """A role the run cannot go on without (the learner, the feedback service) failed; the message
+    names the role and the cause. Rollout workers are replaced instead."""
+
+    def __init__(self, role: str, cause: str):
+        super().__init__(f"the {role} failed: {cause}")
+        self.role, self.cause = role, cause
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """Drives collection and learning in one mode: local (one process), ray (a cluster), offline."""
@@ -130,10 +139,14 @@ class Runtime(Protocol):
     def updates(self) -> int: ...
 
     def step(self) -> StepReport:
-        """Collect and learn for a short while (seconds); starts the roles on the first call."""
+        """Collect and learn for a short while (seconds); starts the roles on the first call.
+        Raises RoleFailed when a role the run needs has failed."""
 
     def done(self) -> bool:
         """The run's budget is spent (run.total_env_steps online, run.total_updates if set)."""
+
+    def finish(self) -> StepReport:
+        """Stop collecting: every worker ships what it holds; the last metrics and episodes."""
 
     def save(self, directory: Path) -> None:
         """A complete checkpoint (learner, replay, counters) into a new directory."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from configs.loader import ConfigError, load_config, save_config
 from envs.metrics import format_table
 from runner.checkpoint import CheckpointError, checkpoint_info, find_checkpoint
-from runner.loop import train
+from runner.loop import RunFailed, RunInterrupted, train
 from runner.run_dir import RunLog
 from runner.runtimes import make_runtime
 
@@ -93,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         log = RunLog(run_dir)
-        rows = train(config, log, runtime)
+        try:
+            rows = train(config, log, runtime)
+        except RunInterrupted as exc:
+            logger.warning("%s", exc)
+            return 130 if exc.signal_name == "SIGINT" else 143
+        except RunFailed as exc:
+            logger.error("%s", exc)
+            return 1
         print(format_table(rows))  # the command's result, on stdout
     finally:
         runtime.shutdown()

@@ -20,7 +20,7 @@ import time
 from typing import Callable, Literal
 
 from core import FeedbackModel
-from inference.feedback import FeedbackItem, FeedbackResult
+from inference.feedback import FeedbackItem, FeedbackResult, unexpired
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class InProcessBatcher:
         self._wait = batch_wait_s
         self._queue: queue.Queue[tuple[list[FeedbackItem], concurrent.futures.Future] | None] = queue.Queue()
         self.batches = 0
+        self.skipped_expired = 0  # items already past their deadline when their batch came up
         self._thread = threading.Thread(target=self._serve, name="feedback-model", daemon=True)
         self._thread.start()
 
@@ -139,9 +140,10 @@ class InProcessBatcher:
             self._run(bundles)
 
     def _run(self, bundles: list[tuple[list[FeedbackItem], concurrent.futures.Future]]) -> None:
-        items = [item for bundle, _ in bundles for item in bundle]
+        items = unexpired([item for bundle, _ in bundles for item in bundle])
+        self.skipped_expired += sum(len(bundle) for bundle, _ in bundles) - len(items)
         try:
-            by_key = {result.key: result for result in self._model(items)}
+            by_key = {result.key: result for result in self._model(items)} if items else {}
         except Exception as exc:  # noqa: BLE001 - every call of the batch fails with it
             for _, future in bundles:
                 future.set_exception(exc)

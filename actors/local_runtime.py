@@ -16,9 +16,9 @@ from actors.reporting import StepRate, episode_metrics, merge_worker_reports
 from actors.rollout_worker import RolloutWorker
 from actors.run_state import RunCounters, budget_spent
 from configs.schema import Config
-from core import StepReport
+from core import RoleFailed, StepReport
 from envs.carla.server import launch_for  # plain Python: the supervisor, no Ray
-from learners.learner import Learner
+from learners.learner import Learner, LearnerDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,10 @@ class LocalRuntime:
         if self.config.run.total_env_steps:  # no further than the budget
             ticks = max(1, min(ticks, self.config.run.total_env_steps - self.worker.clock))
         self.worker.run(ticks)
-        self.learner.train()
+        try:
+            self.learner.train()
+        except LearnerDiverged as exc:
+            raise RoleFailed("learner", str(exc)) from exc
         return self._report()
 
     def _report(self) -> StepReport:

@@ -69,6 +69,11 @@ class RolloutWorker:
         self._rng = np.random.default_rng(seed)
         self.stats = WorkerStats()
         self._new_episodes: list[Episode] = []
+        # Backpressure window (items awaiting feedback): adapted so that answers come back within
+        # feedback.max_pending_age_s / 2, however fast or slow the model is (a Vegas-like controller);
+        # it starts at two bundles and grows while answers come back in time.
+        self._window = 2.0 * self._bundle_size()
+        self._latency_seen = (0, 0.0)
         self.policy_version = -1
         self._clock_at_sync = 0
         self._steps_since_sync = 0
@@ -175,7 +180,8 @@ class RolloutWorker:
         return FeedbackItem(env_id=self.stream_id, step=self._step, wanted=self._wanted,
                             command=int(self._info["command"]), speed=float(self._info["speed"]), action=action,
                             image=self._info["rgb_bev"] if "image" in self._inputs else None,
-                            forward=self._info.get("forward"), privileged=privileged)
+                            forward=self._info.get("forward"), privileged=privileged,
+                            expires_at=time.time() + self.config.feedback.deadline_s)
 
     def _end_episode(self, final_obs: dict, info: dict | None, terminated: bool, truncated: bool) -> None:
         """`info` None: the episode was cut short by a simulator failure and is not scored."""
@@ -239,7 +245,20 @@ class RolloutWorker:
         if self._feedback is not None:
             for result in self._feedback.poll():
                 self._pending.attach(result)
+            self._adapt_window()
         self._outbox.extend(self._pending.pop_ready())
+
+    def _adapt_window(self) -> None:
+        """Scale the window by target latency / recent latency (at most x2 down, x1.25 up per answer
+        batch), between one bundle and feedback.max_pending."""
+        c, (count, total) = self._pending.counters, self._latency_seen
+        if c.latency_count == count:
+            return
+        recent = (c.latency_sum_s - total) / (c.latency_count - count)
+        self._latency_seen = (c.latency_count, c.latency_sum_s)
+        target = self.config.feedback.max_pending_age_s / 2
+        factor = min(max(target / max(recent, 1e-3), 0.5), 1.25)
+        self._window = min(max(self._window * factor, float(self._bundle_size())), self.config.feedback.max_pending)
 
     def _ship_outbox(self) -> None:
         chunk = empty_chunk(len(self._outbox))
@@ -250,14 +269,17 @@ class RolloutWorker:
         self.stats.shipped_rows += len(self._outbox)
         self._outbox = []
 
+    def _must_wait(self) -> bool:
+        return (len(self._pending) > self._window
+                or self._pending.oldest_age() > self.config.feedback.max_pending_age_s)
+
     def _wait_for_backpressure(self) -> None:
-        limits = self.config.feedback
-        if len(self._pending) <= limits.max_pending and self._pending.oldest_age() <= limits.max_pending_age_s:
+        if not self._must_wait():
             return
         started = time.monotonic()
         self.stats.backpressure_waits += 1
         self._send_bundle()
-        while len(self._pending) > limits.max_pending or self._pending.oldest_age() > limits.max_pending_age_s:
+        while self._must_wait():
             time.sleep(0.002)
             self._collect()  # expired rows leave at their deadline, so this ends
         self.stats.backpressure_wait_s += time.monotonic() - started

@@ -116,7 +116,7 @@ class LearnerActor:
                     time.sleep(0.005)
         except Exception as exc:  # reported to the driver through report()
             logger.exception("learner update loop failed")
-            self.error = repr(exc)
+            self.error = f"{type(exc).__name__}: {exc}"
 
     def add(self, chunk: dict) -> int | None:
         return self.learner.add(chunk)
@@ -128,11 +128,10 @@ class LearnerActor:
         return self.learner.sync(known_version)
 
     def report(self) -> dict:
+        """The learner's numbers; `error` is set once its update loop has stopped on an exception."""
         report = self.learner.report()
         self._metrics.record(report)
-        if self.error:
-            raise RuntimeError(f"the learner's update loop stopped: {self.error}")
-        return report
+        return {**report, "error": self.error}
 
     def save(self, directory: str) -> None:
         with self._pause:

@@ -11,7 +11,7 @@ import logging
 from ray import serve
 
 from configs.schema import FeedbackConfig
-from inference.feedback import FeedbackItem, FeedbackResult
+from inference.feedback import FeedbackItem, FeedbackResult, unexpired
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
         async def answer(self, bundles: list[list[FeedbackItem]]) -> list[list[FeedbackResult]]:
             """A model error fails every call of the batch: the workers count it (failed_calls) and
             its items expire unanswered (mask 0)."""
-            items = [item for bundle in bundles for item in bundle]
-            by_key = {r.key: r for r in self._model(items)}
+            items = unexpired([item for bundle in bundles for item in bundle])  # no model time for late ones
+            by_key = {r.key: r for r in self._model(items)} if items else {}
             return [[by_key[i.key] for i in bundle if i.key in by_key] for bundle in bundles]
 
         async def __call__(self, bundle: list[FeedbackItem]) -> list[FeedbackResult]:

@@ -21,7 +21,7 @@ from actors.run_state import RunCounters, budget_spent
 from cluster.actors import EvaluatorActor, WorkerActor
 from cluster.metrics import DriverMetrics
 from configs.schema import Config
-from core import StepReport
+from core import RoleFailed, StepReport
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,22 @@ class RayRuntime:
         return int(self._learner_report.get("learner_updates", 0))
 
     # ----- starting and stepping ---------------------------------------------------------------
+    def _poll_learner(self) -> dict:
+        """The learner's report; RoleFailed when its process died or its update loop stopped."""
+        try:
+            report = ray.get(self.learner.report.remote(), timeout=120)
+        except ray.exceptions.RayActorError as exc:
+            raise RoleFailed("learner", f"its process died ({type(exc).__name__}); the rows it held since the "
+                             f"last checkpoint are gone from memory: {exc}") from exc
+        except ray.exceptions.GetTimeoutError as exc:
+            raise RoleFailed("learner", "it did not answer for 120 s") from exc
+        error = report.pop("error")
+        if error:
+            raise RoleFailed("learner", error)
+        return report
+
     def _start(self) -> None:
-        self._learner_report = ray.get(self.learner.report.remote())
+        self._learner_report = self._poll_learner()
         self._rate = StepRate(self.env_steps)
         for index in range(self.config.workers.num_workers):
             self._start_worker(index)
@@ -104,10 +118,12 @@ class RayRuntime:
             report = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
             # Includes an actor whose constructor failed (e.g. its CARLA server never became ready).
+            self._poll_learner()  # a worker that failed because the learner died is not the culprit
             logger.warning("rollout worker %d (stream %d) died; starting a replacement: %s", index, slot.stream_id, exc)
             self._replace(index, exc)
             return None
         except ray.exceptions.RayTaskError as exc:  # e.g. its simulator failed beyond a reset
+            self._poll_learner()
             logger.error("rollout worker %d (stream %d) failed; starting a replacement:\n%s", index, slot.stream_id, exc)
             _stop_all([slot.actor], self._owns_servers)
             self._replace(index, exc)
@@ -117,7 +133,7 @@ class RayRuntime:
         return report
 
     def _report(self, episodes: list) -> StepReport:
-        self._learner_report = ray.get(self.learner.report.remote())
+        self._learner_report = self._poll_learner()
         self.counters.episodes += len(episodes)
         self._recent = (self._recent + episodes)[-20:]
         worker_reports = [{k: v for k, v in r.items() if k != "episodes"} for r in self._reports.values()]
@@ -189,7 +205,7 @@ class RayRuntime:
         counters = RunCounters.load(Path(directory))
         ray.get(self.learner.load.remote(str(directory)))
         self.counters = counters
-        self._learner_report = ray.get(self.learner.report.remote())
+        self._learner_report = self._poll_learner()
 
     def evaluate(self) -> dict:
         """Stop collecting and learning (everything shipped is in the replay), then drive the suite."""

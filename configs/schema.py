@@ -299,6 +299,7 @@ class RunConfig:
     ray_address: str | None = None  # None: join a running cluster (ray job submit) or start one
     shutdown_ray: bool = True  # disconnect from Ray at the end (tests that share a cluster say no)
     time_limit_s: float = num(0.0, 0, unit="s")  # stop after this long (0: no limit)
+    checkpoint_every_s: float = num(300.0, 0, unit="s")  # also checkpoint on this wall-clock interval (0: never)
 
 
 @dataclass(frozen=True)

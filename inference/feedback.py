@@ -7,6 +7,7 @@ malformed are never replaced by defaults: `validate` turns them into "unavailabl
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,10 @@ class FeedbackItem:
     image: np.ndarray | None = None  # uint8 [192, 192, 3] RGB BEV, for image models
     forward: tuple[float, float] | None = None  # ego unit forward vector, CARLA world frame (VLM prompt)
     privileged: tuple | None = None  # (snapshot, route ahead) for the expert advisor
+    expires_at: float = math.inf  # wall-clock time (time.time()) after which an answer is useless
+
+    def expired(self, now: float) -> bool:
+        return now > self.expires_at
 
     @property
     def key(self) -> tuple[int, int]:
@@ -40,6 +45,13 @@ class FeedbackResult:
     @property
     def key(self) -> tuple[int, int]:
         return self.env_id, self.step
+
+
+def unexpired(items: list[FeedbackItem]) -> list[FeedbackItem]:
+    """The items still worth model time: one past its deadline would be answered too late to be used
+    (its worker ships the row with mask 0 at the deadline), so it is skipped, not computed."""
+    now = time.time()
+    return [item for item in items if not item.expired(now)]
 
 
 def validate(field_name: str, value) -> tuple[np.ndarray | float | None, bool]:

@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 AGENT_FILE, REPLAY_DIR, STATE_FILE = "agent.pt", "replay", "learner.json"
 
 
+class LearnerDiverged(RuntimeError):
+    """An update produced non-finite losses or weights; the message names the update and the terms."""
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         if not torch.cuda.is_available():
@@ -96,6 +100,11 @@ class Learner:
         with self._lock:
             batch, shaping = self.agent.batch.sample(self.replay, self.config.learner.batch_size, self.shaper)
         metrics = self.agent.update(batch, step=self.env_steps) | shaping
+        bad = sorted(name for name, value in metrics.items() if not np.isfinite(value))
+        if bad:
+            raise LearnerDiverged(f"update {self.updates + 1} (at {self.env_steps} env steps) gave non-finite "
+                                  f"{', '.join(f'{name}={metrics[name]}' for name in bad)}; the weights published "
+                                  f"last (policy v{self.version}) are the last good ones")
         self.updates += 1
         if self.updates % self.config.learner.publish_every_updates == 0:
             self.publish()
@@ -103,8 +112,15 @@ class Learner:
         return metrics
 
     def publish(self) -> None:
+        """Publish the acting weights, unless they hold a non-finite value (then nothing is published)."""
+        weights = self.agent.policy_weights()
+        bad = [name for name, tensor in weights.items() if not bool(torch.isfinite(tensor).all())]
+        if bad:
+            raise LearnerDiverged(f"after update {self.updates} (at {self.env_steps} env steps) the weights "
+                                  f"{', '.join(bad[:5])} hold non-finite values; policy v{self.version} stays the "
+                                  "last published one")
         self.version += 1
-        self._published = PolicySnapshot(self.version, self.agent.policy_weights())
+        self._published = PolicySnapshot(self.version, weights)
 
     def sync(self, known_version: int = -1) -> tuple[int, PolicySnapshot | None]:
         """What a worker pulls: the global env-step clock, and the latest published weights if newer

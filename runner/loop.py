@@ -1,37 +1,119 @@
 """The training loop, in the order a run goes: step the runtime until its budget is spent
-(checkpointing on the way), stop collecting, checkpoint, evaluate."""
+(checkpointing every learner.checkpoint_every_updates updates and run.checkpoint_every_s seconds),
+stop collecting, checkpoint, evaluate.
+
+Ctrl-C or SIGTERM (what `ray job stop` sends) ends the loop at the next step: the workers ship what
+they hold, a checkpoint is written, and the run can be resumed with `train.py --resume`. When a role
+the run cannot go on without fails (the learner dies or diverges), the run stops naming it, with the
+last checkpoint to resume from.
+"""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from pathlib import Path
 
 from configs.schema import Config
-from core import Runtime, StepReport
-from runner.checkpoint import write_checkpoint
+from core import RoleFailed, Runtime, StepReport
+from runner.checkpoint import CheckpointError, checkpoint_info, find_checkpoint, write_checkpoint
 from runner.run_dir import RunLog, plot_learning_curve
 
 logger = logging.getLogger(__name__)
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM: the run stopped early with a checkpoint."""
+
+    def __init__(self, signal_name: str, checkpoint: Path):
+        super().__init__(f"{signal_name}: stopped with a checkpoint at {checkpoint}; continue with "
+                         f"train.py --resume {checkpoint.parent}")
+        self.signal_name, self.checkpoint = signal_name, checkpoint
+
+
+class RunFailed(Exception):
+    """A role the run needs failed; the message says which, why, and where to resume from."""
+
+
+class _StopSignals:
+    """The first SIGINT/SIGTERM asks the loop to stop at its next step; a second one interrupts at once."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # the second one: do not wait any longer
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        logger.warning("%s: stopping at the next step (the workers ship what they hold, then a checkpoint); "
+                       "send it again to stop at once", self.received)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
     """Collect and learn until run.total_env_steps (or run.total_updates), then the evaluation table."""
     started = time.monotonic()
-    last_checkpoint = runtime.updates
-    while not runtime.done():
-        record(log, runtime.step(), runtime, config, started)
-        if runtime.updates - last_checkpoint >= config.learner.checkpoint_every_updates:
-            write_checkpoint(log.dir, runtime)
-            last_checkpoint = runtime.updates
-        if config.run.time_limit_s and time.monotonic() - started > config.run.time_limit_s:
-            logger.info("time limit of %.0f s reached at %d env steps", config.run.time_limit_s, runtime.env_steps)
-            break
-    record(log, runtime.finish(), runtime, config, started)  # every worker's last rows and episodes
-    write_checkpoint(log.dir, runtime)
+    last = _Checkpoints(config, log.dir, runtime)
+    with _StopSignals() as stop:
+        try:
+            while not runtime.done() and stop.received is None:
+                record(log, runtime.step(), runtime, config, started)
+                last.maybe_write()
+                if config.run.time_limit_s and time.monotonic() - started > config.run.time_limit_s:
+                    logger.info("time limit of %.0f s reached at %d env steps", config.run.time_limit_s,
+                                runtime.env_steps)
+                    break
+        except RoleFailed as exc:
+            raise RunFailed(f"{exc} (at {runtime.env_steps} env steps, {runtime.updates} updates). {last.advice()}") \
+                from exc
+        record(log, runtime.finish(), runtime, config, started)  # every worker's last rows and episodes
+        checkpoint = last.write()
+        if stop.received is not None:
+            raise RunInterrupted(stop.received, checkpoint)
     rows = runtime.evaluate()
     log.write_json("evaluation.json", rows)
     curve = plot_learning_curve(log.dir)
     logger.info("run directory: %s%s", log.dir, f" (learning curve: {curve.name})" if curve else "")
     return rows
+
+
+class _Checkpoints:
+    """When to checkpoint (updates or wall clock) and what the last one was."""
+
+    def __init__(self, config: Config, run_dir: Path, runtime: Runtime):
+        self.config, self.run_dir, self.runtime = config, run_dir, runtime
+        self.updates, self.time = runtime.updates, time.monotonic()
+
+    def maybe_write(self) -> None:
+        every_s = self.config.run.checkpoint_every_s
+        if (self.runtime.updates - self.updates >= self.config.learner.checkpoint_every_updates
+                or (every_s and time.monotonic() - self.time >= every_s)):
+            self.write()
+
+    def write(self) -> Path:
+        path = write_checkpoint(self.run_dir, self.runtime)
+        self.updates, self.time = self.runtime.updates, time.monotonic()
+        return path
+
+    def advice(self) -> str:
+        try:
+            path = find_checkpoint(self.run_dir)  # this run's last, or the one it resumed from
+        except CheckpointError:
+            return "The run stopped before its first checkpoint: start it again"
+        return (f"The last checkpoint is {path} ({checkpoint_info(path)['env_steps']} env steps): continue with "
+                f"train.py --resume {self.run_dir}")
 
 
 def record(log: RunLog, report: StepReport, runtime: Runtime, config: Config, started: float) -> None:

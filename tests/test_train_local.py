@@ -99,3 +99,56 @@ def test_missing_clip_checkpoint_stops_at_start_with_the_command_to_make_it(tmp_
                            "agent.guidance.awag_weight=0", f"feedback.clip.checkpoint={tmp_path}/nothing")) == 2
     assert "python -m inference.clip_training" in caplog.text
     assert not list(tmp_path.glob("quickstart-*"))
+
+
+def test_a_diverging_learner_stops_the_run_naming_it_and_the_checkpoint(tmp_path, caplog, monkeypatch):
+    from learners.actor_critic.drqv2 import DrQv2Agent
+
+    calls = {"n": 0}
+    original = DrQv2Agent.critic_loss
+
+    def diverging(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, metrics = original(self, *args, **kwargs)
+        if calls["n"] > 150:  # after the first checkpoint (checkpoint_every_updates=100)
+            return loss * float("nan"), metrics | {"critic_loss": float("nan")}
+        return loss, metrics
+
+    monkeypatch.setattr(DrQv2Agent, "critic_loss", diverging)
+    assert train.main(args(tmp_path, "run.total_env_steps=2000", "learner.checkpoint_every_updates=100")) == 1
+    (run_dir,) = tmp_path.glob("quickstart-*")
+    assert "the learner failed: update 151" in caplog.text and "critic_loss=nan" in caplog.text
+    assert f"continue with train.py --resume {run_dir}" in caplog.text
+    assert (run_dir / "checkpoint" / COMPLETE).is_file() and not (run_dir / "evaluation.json").exists()
+
+
+def test_ctrl_c_stops_with_a_checkpoint_that_loses_nothing_and_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "train.py", *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("quickstart-*/progress.jsonl")) or time.monotonic() < deadline - 110:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output[-3000:]
+    (run_dir,) = tmp_path.glob("quickstart-*")
+    assert "SIGINT: stopped with a checkpoint" in output and not (run_dir / "evaluation.json").exists()
+    last = json.loads((run_dir / "progress.jsonl").read_text().strip().splitlines()[-1])
+    # Every row the worker produced was shipped (drained) and is in the checkpoint.
+    assert last["shipped_rows"] == last["replay_inserted_total"]
+    saved = json.loads((run_dir / "checkpoint" / COMPLETE).read_text())
+    assert saved["env_steps"] == last["env_steps"] == last["worker_env_steps"]
+
+    assert train.main(["--resume", str(run_dir), f"run.total_env_steps={saved['env_steps'] + 200}"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().strip().splitlines()]
+    resumed = [r for r in rows if r["env_steps"] > saved["env_steps"]]
+    assert resumed and resumed[0]["learner_updates"] >= saved["updates"]
+    assert max(r["random_actions"] for r in resumed) == 0

@@ -1,0 +1,73 @@
+"""The Learner on synthetic rows: the ratio, publishing, and a diverging update that stops with the
+update, the loss term and the last good weights instead of publishing non-finite weights."""
+import numpy as np
+import pytest
+import torch
+
+from configs.loader import CONFIG_DIR, load_config
+from learners.learner import Learner, LearnerDiverged
+from learners.replay import empty_chunk
+
+
+def config(*extra):
+    return load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
+                       ["learner.learning_starts=32", "learner.batch_size=8", "learner.samples_per_insert=4",
+                        "learner.publish_every_updates=2", *extra])
+
+
+def rows(n: int, stream: int = 0, start: int = 0) -> dict:
+    rng = np.random.default_rng(start)
+    chunk = empty_chunk(n)
+    chunk["bev"][:] = (rng.random((n, 15, 96, 96)) < 0.1).astype(np.uint8) * 255
+    chunk["action"][:] = rng.uniform(-1, 1, (n, 2))
+    chunk["reward"][:] = rng.standard_normal(n)
+    chunk["stream_id"][:] = stream
+    chunk["step"][:] = np.arange(start, start + n)
+    chunk["is_first"][0] = start == 0
+    return chunk
+
+
+def test_updates_follow_the_ratio_and_publish():
+    learner = Learner(config())
+    learner.add(rows(31))
+    assert learner.train() == 0  # before learning_starts
+    learner.add(rows(9, start=31))  # 40 transitions: 4 * (8 + 8) / 8 = 8 updates
+    assert learner.train() == 8 and learner.version == 4
+    report = learner.report()
+    assert report["samples_per_insert"] == pytest.approx(4.0) and report["learner_updates"] == 8
+    clock, snapshot = learner.sync(known_version=1)
+    assert clock == 40 and snapshot.version == 4
+    assert learner.sync(known_version=4)[1] is None
+
+
+def test_a_non_finite_loss_stops_with_the_update_and_the_term():
+    learner = Learner(config())
+    learner.add(rows(40))
+    learner.train(max_updates=3)
+    original = learner.agent.critic_loss
+
+    def broken(*args, **kwargs):
+        loss, metrics = original(*args, **kwargs)
+        return loss * float("nan"), metrics | {"critic_loss": float("nan")}
+
+    learner.agent.critic_loss = broken
+    with pytest.raises(LearnerDiverged, match=r"update 4 \(at 40 env steps\) gave non-finite .*critic_loss=nan.*policy v1"):
+        learner.train()
+    assert learner.updates == 3 and learner.version == 1  # nothing counted or published after it
+
+
+def test_non_finite_weights_are_never_published():
+    learner = Learner(config())
+    with torch.no_grad():
+        next(learner.agent.actor.parameters()).fill_(float("inf"))
+    with pytest.raises(LearnerDiverged, match="actor.* hold non-finite values; policy v0 stays"):
+        learner.publish()
+    assert learner.sync(-1)[1].version == 0
+
+
+def test_workers_are_held_back_by_the_insert_lead():
+    learner = Learner(config("learner.max_insert_lead=16"))
+    assert learner.add(rows(32)) == 16  # at learning_starts: the lead counts from there
+    assert learner.add(rows(24, start=32)) == -8  # 24 ahead of 0 updates' worth: wait
+    learner.train()
+    assert learner.inserts_allowed() > 0
