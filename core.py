@@ -119,6 +119,11 @@ class StepReport:
     episodes: list[Episode] = field(default_factory=list)
 
 
+class CannotStart(RuntimeError):
+    """The run cannot start as configured (the cluster cannot hold it, a file it needs is bad); the
+    message says what and how to fix it."""
+
+
 class RoleFailed(RuntimeError):
     """A role the run cannot go on without (the learner, the feedback service) failed; the message
     names the role and the cause. Rollout workers are replaced instead."""

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from configs.loader import ConfigError, load_config, save_config
+from core import CannotStart
 from envs.metrics import format_table
 from runner.checkpoint import CheckpointError, checkpoint_info, find_checkpoint
 from runner.loop import RunFailed, RunInterrupted, train
@@ -53,14 +54,27 @@ def prepare_run(args) -> tuple:
         checkpoint = find_checkpoint(run_dir)
     else:
         config = load_config(args.config, args.overrides)
-        run_dir = Path(config.run.runs_dir) / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = new_run_dir(Path(config.run.runs_dir), config.run.name)
         checkpoint = None
     preflight(config)
     return config, run_dir, checkpoint
 
 
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """runs/<name>-<time>, with -2, -3, ... when two runs start in the same second."""
+    base = runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
 def preflight(config) -> None:
-    """Files the run will need, checked before any process starts (a replica would fail minutes later)."""
+    """Files the run will need, checked before any process starts (a replica would fail minutes later,
+    an evaluation route only after the whole training run)."""
+    check_maps(config)
+    check_eval_routes(config)
     clip = config.feedback.clip
     if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint:
         from inference.clip_model import ClipUnavailableError, check_checkpoint
@@ -71,6 +85,42 @@ def preflight(config) -> None:
             raise ConfigError(f"feedback.clip.checkpoint: {exc}") from exc
 
 
+def check_maps(config) -> None:
+    """A maps directory that was set but does not exist is a mistake, not a reason to switch towns."""
+    import os
+
+    from envs.maps import MAPS_ENV_VAR, MapSearch
+
+    given = {"env.maps_dir": config.env.maps_dir, f"${MAPS_ENV_VAR}": os.environ.get(MAPS_ENV_VAR)}
+    for name, path in given.items():
+        if path and not Path(path).expanduser().is_dir():
+            raise ConfigError(f"{name} = {path!r} is not a directory; point it at a directory of CARLA .xodr "
+                              f"files (e.g. ../shared/maps/carla), or unset it to drive on the generated town")
+    search = MapSearch.from_settings(config.env.maps_dir)
+    if config.env.town is None and config.env.backend == "sumo" and search.default_town() != "Town01":
+        logger.warning("no CARLA maps found (searched: %s): this run drives on the generated town; set $%s "
+                       "to a directory of CARLA .xodr files for Town01/Town02",
+                       ", ".join(map(str, search.directories)) or "nothing configured", MAPS_ENV_VAR)
+
+
+def check_eval_routes(config) -> None:
+    from actors.assembly import eval_env_config
+    from envs.route_suites import DEFAULT_SUITE_FOR_TOWN, RANDOM_SUITE, load_suite
+
+    env = eval_env_config(config)
+    name = env.route_suite or DEFAULT_SUITE_FOR_TOWN.get(env.town, RANDOM_SUITE)
+    if name == RANDOM_SUITE:
+        return
+    try:
+        size = len(load_suite(name))
+    except ValueError as exc:
+        raise ConfigError(f"eval.route_suite: {exc}") from exc
+    outside = [route for route in config.eval.routes if route >= size]
+    if outside:
+        raise ConfigError(f"eval.routes = {list(config.eval.routes)}: {outside} not in the evaluation suite "
+                          f"{name!r}, which has routes 0-{size - 1}")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -79,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         logger.error("%s", exc)
         return 2
-    runtime = make_runtime(config, run_id=run_dir.name)
+    try:
+        runtime = make_runtime(config, run_dir)
+    except CannotStart as exc:
+        logger.error("%s", exc)
+        return 2
     log = None
     try:
         if checkpoint is not None:
@@ -101,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         except RunFailed as exc:
             logger.error("%s", exc)
             return 1
+        except CannotStart as exc:
+            logger.error("%s", exc)
+            return 2
         print(format_table(rows))  # the command's result, on stdout
     finally:
         runtime.shutdown()

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 from actors.assembly import build_evaluator, build_rollout_worker, in_process_feedback
-from actors.reporting import StepRate, episode_metrics, merge_worker_reports
+from actors.reporting import StepRate, WorkerReports, episode_metrics
 from actors.rollout_worker import RolloutWorker
-from actors.run_state import RunCounters, budget_spent
+from actors.run_state import REPLAY_DIR, RunCounters, budget_spent
 from configs.schema import Config
 from core import RoleFailed, StepReport
 from envs.carla.server import launch_for  # plain Python: the supervisor, no Ray
@@ -24,14 +24,15 @@ logger = logging.getLogger(__name__)
 
 
 class LocalRuntime:
-    def __init__(self, config: Config, run_id: str | None = None):
+    def __init__(self, config: Config, run_dir: Path):
         self.config = config
-        self.learner = Learner(config)
+        self.learner = Learner(config, Path(run_dir) / REPLAY_DIR)
         self.counters = RunCounters()
         self.worker: RolloutWorker | None = None  # built at the first step, after any load
         self._batcher = None
         self._server = None
         self._rate = StepRate()
+        self._merge = WorkerReports()
         self._recent = []
 
     @property
@@ -43,6 +44,7 @@ class LocalRuntime:
         return self.learner.updates
 
     def _start(self) -> None:
+        self.learner.check_can_start()
         self._server = launch_for(self.config.env)  # a CARLA server when env.backend is carla, else None
         self._batcher = in_process_feedback(self.config)
         self.worker = build_rollout_worker(self.config, self.counters.new_stream(), ship=self.learner.add,
@@ -69,7 +71,7 @@ class LocalRuntime:
         episodes = worker.pop("episodes")
         self.counters.episodes += len(episodes)
         self._recent = (self._recent + episodes)[-20:]
-        metrics = {**self.learner.report(), **merge_worker_reports([worker]), "env_steps_per_s": self._rate(
+        metrics = {**self.learner.report(), **self._merge.merge([worker]), "env_steps_per_s": self._rate(
             self.env_steps), "replaced_workers": float(self.counters.replaced_workers), **episode_metrics(self._recent)}
         return StepReport(metrics, episodes)
 
@@ -94,6 +96,8 @@ class LocalRuntime:
             raise RuntimeError("load() must come before the first step(): the worker is already collecting")
         counters = RunCounters.load(directory)
         self.learner.load(directory)
+        # Streams started after the checkpoint shipped rows too (they are in the journal): skip them.
+        counters.next_stream_id = max(counters.next_stream_id, self.learner.replay.max_stream_id() + 1)
         self.counters = counters
 
     def evaluate(self) -> dict[str, dict[str, float]]:

@@ -41,6 +41,7 @@ class PendingTransitions:
         self._rows: dict[tuple[int, int], _Pending] = {}
         self._order: dict[int, collections.deque[int]] = collections.defaultdict(collections.deque)
         self.counters = FeedbackCounters()
+        self.latencies: list[float] = []  # each answer's latency since the last take_latencies()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -74,14 +75,20 @@ class PendingTransitions:
                 pending.row[name] = value
                 pending.row[f"{name}_mask"] = 1.0
                 self.counters.answered += 1
-                self.counters.latency_sum_s += self._clock() - pending.created
+                latency = self._clock() - pending.created
+                self.counters.latency_sum_s += latency
                 self.counters.latency_count += 1
+                self.latencies.append(latency)
             else:
                 self.counters.malformed += 1
         # A result that answered none of the wanted fields counts as malformed for each of them.
         if not any(name in result.values for name in pending.wanted):
             self.counters.malformed += len(pending.wanted - pending.answered)
             pending.answered |= pending.wanted
+
+    def take_latencies(self) -> list[float]:
+        taken, self.latencies = self.latencies, []
+        return taken
 
     def pop_ready(self) -> list[dict]:
         """Rows that may ship now, each stream's in step order."""

@@ -1,5 +1,9 @@
 """One report for every mode: the learner's numbers plus the workers' merged, under the same
-metric names whether the workers run in this process or on a cluster."""
+metric names whether the workers run in this process or on a cluster.
+
+Feedback availability and latency are reported over the last interval (what changed since the
+previous report), so a dashboard shows the service as it is now; the counts are running totals.
+"""
 from __future__ import annotations
 
 import time
@@ -7,28 +11,36 @@ import time
 from core import Episode
 
 _FEEDBACK_COUNTS = ("answered", "malformed", "expired", "late", "failed_calls")
+_WORKER_COUNTS = ("env_steps", "random_actions", "shipped_rows", "backpressure_waits", "backpressure_wait_s",
+                  "simulator_failures")
 
 
-def merge_worker_reports(reports: list[dict]) -> dict[str, float]:
-    """Sum the workers' cumulative counters; feedback availability over every wanted field."""
-    if not reports:
-        return {}
-    fb = {key: sum(r["feedback"][key] for r in reports) for key in _FEEDBACK_COUNTS}
-    wanted = fb["answered"] + fb["malformed"] + fb["expired"]
-    answered = max(fb["answered"], 1)
-    latency = sum(r["feedback"]["latency_s"] * r["feedback"]["answered"] for r in reports) / answered
-    return {
-        "worker_env_steps": float(sum(r["env_steps"] for r in reports)),
-        "random_actions": float(sum(r["random_actions"] for r in reports)),
-        "shipped_rows": float(sum(r["shipped_rows"] for r in reports)),
-        "backpressure_waits": float(sum(r["backpressure_waits"] for r in reports)),
-        "backpressure_wait_s": float(sum(r["backpressure_wait_s"] for r in reports)),
-        "simulator_failures": float(sum(r["simulator_failures"] for r in reports)),
-        "feedback/pending": float(sum(r["feedback"]["pending"] for r in reports)),
-        "feedback/availability": fb["answered"] / wanted if wanted else 1.0,
-        "feedback/latency_s": latency,
-        **{f"feedback/{key}": float(value) for key, value in fb.items()},
-    }
+class WorkerReports:
+    """Merges the workers' latest reports (running totals), with availability and latency over the
+    interval since the previous merge."""
+
+    def __init__(self):
+        self._previous = {"answered": 0, "wanted": 0, "latency_sum_s": 0.0}
+
+    def merge(self, reports: list[dict]) -> dict[str, float]:
+        if not reports:
+            return {}
+        fb = {key: sum(r["feedback"][key] for r in reports) for key in (*_FEEDBACK_COUNTS, "latency_sum_s")}
+        wanted = fb["answered"] + fb["malformed"] + fb["expired"]
+        answered = fb["answered"] - self._previous["answered"]
+        asked = wanted - self._previous["wanted"]
+        latency = fb["latency_sum_s"] - self._previous["latency_sum_s"]
+        self._previous = {"answered": fb["answered"], "wanted": wanted, "latency_sum_s": fb["latency_sum_s"]}
+        merged = {("worker_env_steps" if key == "env_steps" else key): float(sum(r[key] for r in reports))
+                  for key in _WORKER_COUNTS}
+        return {
+            **merged,
+            "feedback/pending": float(sum(r["feedback"]["pending"] for r in reports)),
+            "feedback/availability": answered / asked if asked > 0 else 1.0,  # over the last interval
+            "feedback/latency_s": latency / answered if answered > 0 else 0.0,  # mean over the last interval
+            "feedback/availability_total": fb["answered"] / wanted if wanted else 1.0,
+            **{f"feedback/{key}": float(fb[key]) for key in _FEEDBACK_COUNTS},
+        }
 
 
 def episode_metrics(recent: list[Episode]) -> dict[str, float]:

@@ -296,6 +296,8 @@ class RolloutWorker:
                 "episodes": episodes}
 
     def feedback_report(self) -> dict:
+        """Running totals since the worker started, and each answer's latency since the last report
+        (`latencies`: the dashboard's histogram records observations, not means)."""
         c = self._pending.counters
         wanted_total = c.answered + c.malformed + c.expired
         return {
@@ -304,6 +306,8 @@ class RolloutWorker:
             "failed_calls": self._feedback.failed_calls if self._feedback is not None else 0,
             "availability": c.answered / wanted_total if wanted_total else 1.0,
             "latency_s": c.latency_sum_s / c.latency_count if c.latency_count else 0.0,
+            "latency_sum_s": c.latency_sum_s,
+            "latencies": self._pending.take_latencies(),
         }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from configs.schema import RunConfig
 
 RUNTIME_FILE = "runtime.json"
+REPLAY_DIR = "replay"  # the replay's journal, inside the run directory (learners/replay_journal.py)
 
 
 @dataclass

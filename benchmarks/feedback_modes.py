@@ -17,7 +17,10 @@ import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import ray
 
@@ -28,7 +31,8 @@ logger = logging.getLogger("benchmark")
 
 
 def measure(config, warmup_s: float, window_s: float) -> dict:
-    runtime = launch(config)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"feedback-{config.feedback.mode}-"))  # the replay journal goes here
+    runtime = launch(config, run_dir)
     try:
         started = time.monotonic()
         while runtime.env_steps == 0 or time.monotonic() - started < warmup_s:
@@ -51,6 +55,7 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
         }
     finally:
         runtime.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main() -> None:

@@ -91,11 +91,11 @@ class LearnerActor:
     """The Learner with its update loop on a thread, so `add`, `sync` and `report` calls are
     served while it trains."""
 
-    def __init__(self, config: Config, device: str):
+    def __init__(self, config: Config, replay_dir: str, device: str):
         from cluster.metrics import LearnerMetrics
         from learners.learner import Learner
 
-        self.learner = Learner(config, device=device)
+        self.learner = Learner(config, replay_dir, device=device)
         self._metrics = LearnerMetrics()
         self._stop = threading.Event()
         self._pause = threading.Lock()  # held by the update loop per update; save() takes it
@@ -103,6 +103,7 @@ class LearnerActor:
         self.error: str | None = None
 
     def start(self) -> None:
+        self.learner.check_can_start()
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="learner", daemon=True)
             self._thread.start()
@@ -145,6 +146,9 @@ class LearnerActor:
     def publish(self) -> None:
         with self._pause:
             self.learner.publish()
+
+    def max_stream_id(self) -> int:
+        return self.learner.replay.max_stream_id()
 
     def stop(self) -> None:
         self._stop.set()

@@ -10,23 +10,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import uuid
+import time
+from pathlib import Path
 
 import ray
 from ray import serve
 
+from actors.run_state import REPLAY_DIR
 from cluster.actors import LearnerActor
 from cluster.feedback_service import APP_PREFIX, feedback_app
 from cluster.runtime import RayRuntime
 from configs.schema import Config
+from core import CannotStart
 
 logger = logging.getLogger(__name__)
 
 
-def launch(config: Config, run_id: str | None = None) -> RayRuntime:
+def launch(config: Config, run_dir: Path) -> RayRuntime:
     """Start (or join) Ray and place the learner and the feedback service; the workers start at the
-    runtime's first step (after any checkpoint has loaded)."""
-    run_id = run_id or f"{config.run.name}-{uuid.uuid4().hex[:8]}"
+    runtime's first step (after any checkpoint has loaded). The run directory's name names the
+    run's actors and Serve app; the learner journals the replay there (on its node's disk)."""
+    run_dir = Path(run_dir).resolve()
+    run_id = run_dir.name
     config = with_absolute_paths(config)
     if not ray.is_initialized():
         # None joins the cluster of `ray job submit` / `ray start`, or starts a local one.
@@ -35,9 +40,18 @@ def launch(config: Config, run_id: str | None = None) -> RayRuntime:
         ray.init(address=config.run.ray_address, log_to_driver=True, **_local_resources(config))
     use_gpu = ray.cluster_resources().get("GPU", 0.0) >= 1.0
     logger.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if "node" not in k})
+    wait_for_placement(config, use_gpu)
     learner = LearnerActor.options(num_gpus=config.learner.gpu_fraction if use_gpu else 0, num_cpus=1,
-                                   name=f"mentor-learner-{run_id}").remote(config, config.learner.device)
-    ray.get(learner.report.remote())  # fail fast if the learner cannot start
+                                   name=f"mentor-learner-{run_id}").remote(
+        config, str(run_dir / REPLAY_DIR), config.learner.device)
+    try:  # fail fast if the learner cannot start (or cannot be placed: another run holds the GPU)
+        ray.get(learner.report.remote(), timeout=max(config.run.placement_timeout_s, 60.0))
+    except ray.exceptions.GetTimeoutError as exc:
+        ray.kill(learner)
+        raise PlacementError(f"the learner could not be placed within {max(config.run.placement_timeout_s, 60):g} s "
+                             f"(it asks for {config.learner.gpu_fraction:g} GPU{'' if use_gpu else ' (none here)'} "
+                             f"and 1 CPU; free now: {ray.available_resources()}); another run may hold them: "
+                             "lower learner.gpu_fraction so runs share the GPU") from exc
     handle, app_name = None, None
     if config.feedback.mode != "off" and config.feedback.model != "none":
         app_name = f"{APP_PREFIX}-{run_id}"
@@ -53,6 +67,57 @@ def with_absolute_paths(config: Config) -> Config:
         clip = dataclasses.replace(config.feedback.clip, checkpoint=os.path.abspath(checkpoint))
         config = dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, clip=clip))
     return config
+
+
+class PlacementError(CannotStart):
+    """The cluster cannot hold the run's roles; the message says what is missing and how to get it."""
+
+
+def resources_needed(config: Config, use_gpu: bool) -> dict[str, float]:
+    """What the roles hold at the same time: the learner, the feedback replicas and every rollout
+    worker (the evaluator starts after the workers have stopped)."""
+    f = config.feedback
+    replicas = f.replicas if f.mode != "off" and f.model != "none" else 0
+    needed = {"CPU": 1.0 + replicas * f.replica_cpus + config.workers.num_workers}
+    if use_gpu:
+        needed["GPU"] = config.learner.gpu_fraction + replicas * f.gpu_fraction
+    if config.workers.server_resource:
+        needed[config.workers.server_resource] = float(config.workers.num_workers)
+    return needed
+
+
+def wait_for_placement(config: Config, use_gpu: bool, poll_s: float = 2.0) -> None:
+    """Wait up to run.placement_timeout_s for the cluster to have the plan's resources free (an
+    autoscaler adds nodes, another run ends), then stop with what is missing instead of waiting
+    for ever."""
+    needed = resources_needed(config, use_gpu)
+    deadline = time.monotonic() + config.run.placement_timeout_s
+    while True:
+        total = ray.available_resources()  # what other runs on the cluster leave free
+        missing = {k: v for k, v in needed.items() if total.get(k, 0.0) + 1e-9 < v}
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise PlacementError(_placement_advice(config, needed, total, missing))
+        time.sleep(poll_s)
+
+
+def _placement_advice(config: Config, needed: dict, total: dict, missing: dict) -> str:
+    have = ", ".join(f"{k} {total.get(k, 0.0):g}" for k in missing)
+    want = ", ".join(f"{k} {v:g}" for k, v in missing.items())
+    advice = [f"the run needs {want} at once (learner 1 CPU, {config.workers.num_workers} rollout workers 1 CPU "
+              f"each, feedback replicas {config.feedback.replica_cpus} CPU each) but the cluster has {have} "
+              f"free after waiting run.placement_timeout_s = {config.run.placement_timeout_s:g} s"]
+    if "CPU" in missing:
+        advice.append(f"start the cluster with enough logical CPUs (`ray start --head --num-cpus="
+                      f"{int(needed['CPU'])}`: the roles time-share the cores), or run fewer workers "
+                      f"(workers.num_workers="
+                      f"{max(1, config.workers.num_workers - int(needed['CPU'] - total.get('CPU', 0.0)))})")
+    if "GPU" in missing:
+        advice.append("lower learner.gpu_fraction / feedback.gpu_fraction so they share one GPU")
+    if config.workers.server_resource in missing:
+        advice.append(f"add nodes that declare the {config.workers.server_resource} resource, or fewer workers")
+    return "; ".join(advice)
 
 
 def cpus_needed(config: Config) -> int:

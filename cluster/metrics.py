@@ -32,6 +32,8 @@ class WorkerMetrics:
         for metric in (self._env_steps, self._pending, self._availability, self._latency, self._waits,
                        self._episode_return, self._simulator_failures, self._failed_calls):
             metric.set_default_tags(tags)
+        for counter in (self._env_steps, self._waits, self._simulator_failures, self._failed_calls):
+            _start_at_zero(counter)
         self._last: dict[str, int] = {}
 
     def _count(self, counter: Counter, name: str, total: int) -> None:
@@ -48,16 +50,29 @@ class WorkerMetrics:
         self._count(self._simulator_failures, "failures", report["simulator_failures"])
         self._count(self._failed_calls, "failed_calls", feedback["failed_calls"])
         self._pending.set(feedback["pending"])
-        self._availability.set(feedback["availability"])
-        if feedback["latency_s"] > 0:
-            self._latency.observe(feedback["latency_s"])
+        # Availability over this report's interval, not since the start.
+        answered = feedback["answered"] - self._last.get("answered", 0)
+        wanted = feedback["answered"] + feedback["malformed"] + feedback["expired"] - self._last.get("wanted", 0)
+        if wanted > 0:
+            self._availability.set(answered / wanted)
+        self._last["answered"] = feedback["answered"]
+        self._last["wanted"] = feedback["answered"] + feedback["malformed"] + feedback["expired"]
+        for latency in feedback["latencies"]:  # each answer an observation
+            self._latency.observe(latency)
         if report["episodes"]:
             self._episode_return.set(report["episodes"][-1].episode_return)
+
+
+def _start_at_zero(counter: Counter) -> None:
+    """A counter's series exists only once it is recorded, and Counter.inc refuses 0: record a zero
+    so that a dashboard shows 0 from the start instead of "no data"."""
+    counter._record(0.0)  # noqa: SLF001 - the public inc() rejects 0
 
 
 class LearnerMetrics:
     def __init__(self):
         self._updates = Counter("mentor_learner_updates", "gradient updates")
+        _start_at_zero(self._updates)
         self._gauges = {name: Gauge(f"mentor_{name}", description) for name, description in (
             ("replay_size", "transitions in the replay buffer"),
             ("policy_lag", "mean policy versions between acting and learning"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.reporting import StepRate, episode_metrics, merge_worker_reports
+from actors.reporting import StepRate, WorkerReports, episode_metrics
 from actors.run_state import RunCounters, budget_spent
 from cluster.actors import EvaluatorActor, WorkerActor
 from cluster.metrics import DriverMetrics
@@ -51,7 +51,8 @@ class RayRuntime:
         self._owns_servers = config.env.backend == "carla" and config.env.carla.launch
         self._metrics = DriverMetrics()
         self._rate = StepRate()
-        self._started = self._finished = False
+        self._merge = WorkerReports()
+        self._started = self._finished = self._shut_down = False
         self._learner_report: dict = {}
         self._last_progress = time.monotonic()
 
@@ -81,9 +82,9 @@ class RayRuntime:
     def _start(self) -> None:
         self._learner_report = self._poll_learner()
         self._rate = StepRate(self.env_steps)
+        ray.get(self.learner.start.remote())  # refuses a run directory whose journal it has not loaded
         for index in range(self.config.workers.num_workers):
             self._start_worker(index)
-        self.learner.start.remote()
         self._started = True
 
     def _start_worker(self, index: int) -> None:
@@ -137,7 +138,7 @@ class RayRuntime:
         self.counters.episodes += len(episodes)
         self._recent = (self._recent + episodes)[-20:]
         worker_reports = [{k: v for k, v in r.items() if k != "episodes"} for r in self._reports.values()]
-        metrics = {**self._learner_report, **merge_worker_reports(worker_reports),
+        metrics = {**self._learner_report, **self._merge.merge(worker_reports),
                    "env_steps_per_s": self._rate(self.env_steps),
                    "replaced_workers": float(self.counters.replaced_workers), **episode_metrics(self._recent)}
         self._metrics.record(metrics)
@@ -204,6 +205,8 @@ class RayRuntime:
             raise RuntimeError("load() must come before the first step(): workers are already collecting")
         counters = RunCounters.load(Path(directory))
         ray.get(self.learner.load.remote(str(directory)))
+        # Streams started after the checkpoint shipped rows too (they are in the journal): skip them.
+        counters.next_stream_id = max(counters.next_stream_id, ray.get(self.learner.max_stream_id.remote()) + 1)
         self.counters = counters
         self._learner_report = self._poll_learner()
 
@@ -228,6 +231,10 @@ class RayRuntime:
         return dict(self._reports)
 
     def shutdown(self) -> None:
+        """Stop every actor of this run and delete its Serve app; a second call does nothing."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         try:
             ray.get(self.learner.stop.remote(), timeout=60)
         except Exception:  # noqa: BLE001 - already dead or stopped

@@ -136,6 +136,9 @@ class VlmConfig:
     gpu_memory_utilization: float = num(0.5, 0, 1, unit="fraction", low_open=True)  # of the replica's GPU
     # vLLM pins its own torch: the deployment gets its own runtime_env with these packages.
     pip: tuple[str, ...] = ("vllm==0.33.0",)
+    # Run Python code shipped with the model (InternVL3 needs it; Qwen2.5-VL does not): opt in only
+    # for a model whose code you have read or trust.
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,11 @@ class FeedbackConfig:
     replicas: int = num(1, 1, unit="replicas")
     replica_cpus: int = num(1, 1, unit="CPUs")  # per replica; also its torch threads (OMP_NUM_THREADS)
     gpu_fraction: float = num(0.0, 0, 1, unit="GPU")  # per replica, when the cluster has GPUs
-    deadline_s: float = num(5.0, 0, unit="s", low_open=True)  # unanswered this long: shipped with mask 0
-    max_pending: int = num(512, 1, unit="items")  # backpressure: a worker waits when more are unanswered
-    # ... or when its oldest pending item is this old. Below deadline_s, so that a model slower than the
+    # Unanswered this long: shipped with mask 0 (and the model skips it if it has not started on it).
+    deadline_s: float = num(5.0, 0, unit="s", low_open=True)
+    max_pending: int = num(512, 1, unit="items")  # backpressure: the most unanswered items a worker holds
+    # ... and the age its oldest may reach. Each worker's window of unanswered items adapts (between one
+    # bundle and max_pending) so that answers come back within half of this: a model slower than the
     # rollouts slows the workers down to its pace instead of letting items expire unanswered.
     max_pending_age_s: float = num(2.5, 0, unit="s", low_open=True)
     slow_model_delay_s: float = num(0.05, 0, unit="s")  # per batch, for the deliberately slow model
@@ -297,6 +302,9 @@ class RunConfig:
     runs_dir: str = "runs"
     progress_every_s: float = num(5.0, 0, unit="s", low_open=True)
     ray_address: str | None = None  # None: join a running cluster (ray job submit) or start one
+    # How long the roles may wait for the cluster to hold them (an autoscaler adding nodes) before the
+    # run stops saying what is missing.
+    placement_timeout_s: float = num(120.0, 0, unit="s")
     shutdown_ray: bool = True  # disconnect from Ray at the end (tests that share a cluster say no)
     time_limit_s: float = num(0.0, 0, unit="s")  # stop after this long (0: no limit)
     checkpoint_every_s: float = num(300.0, 0, unit="s")  # also checkpoint on this wall-clock interval (0: never)
@@ -358,6 +366,9 @@ def cross_checks(config: Config) -> list[str]:
 def _feedback_checks(config: Config) -> list[str]:
     problems = []
     f, g, lr = config.feedback, config.agent.guidance, config.learner
+    if f.max_pending_age_s >= f.deadline_s:
+        problems.append(f"feedback.max_pending_age_s = {f.max_pending_age_s} must be below feedback.deadline_s = "
+                        f"{f.deadline_s}: workers must slow down before their items expire")
     served = model_fields(f.model) if f.mode != "off" else set()
     unserved = set(f.wanted) - served
     if f.mode != "off" and f.model != "none" and unserved:

@@ -148,7 +148,12 @@ def read_dataset(path: str | Path, columns: list[str] | None = None) -> pa.Table
     if not path.is_file():
         raise FileNotFoundError(f"CLIP dataset {path} not found; collect one with "
                                 f"`python -m inference.clip_data --out {path}`")
-    table = pq.read_table(path, columns=columns)
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{path} cannot be read as a Parquet dataset ({type(err).__name__}: {err}); it is "
+                         f"damaged or not Parquet: collect it again with `python -m inference.clip_data --out "
+                         f"{path}`") from err
     missing = [name for name in (columns or SCHEMA.names) if name not in table.column_names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: it was not written by inference.clip_data")

@@ -259,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s does not exist: collecting %d expert steps first", args.data, args.collect_steps)
         collect(args.data, CollectSettings(steps=args.collect_steps))
     settings = TrainSettings(**{name: getattr(args, name) for name in asdict(TrainSettings())})
-    train_clip(args.data, args.out, settings)
+    try:
+        train_clip(args.data, args.out, settings)
+    except (FileNotFoundError, ValueError) as exc:  # a damaged or foreign dataset: say which and why
+        logger.error("%s", exc)
+        return 2
     return 0
 
 

@@ -51,7 +51,8 @@ def _build_one(name: str, config: FeedbackConfig, seed: int) -> FeedbackModel:
 
         v = config.vlm
         return VlmAdvisor(v.model, max_tokens=v.max_tokens, temperature=v.temperature,
-                          max_model_len=v.max_model_len, gpu_memory_utilization=v.gpu_memory_utilization)
+                          max_model_len=v.max_model_len, gpu_memory_utilization=v.gpu_memory_utilization,
+                          trust_remote_code=v.trust_remote_code)
     raise ValueError(f"feedback.model part {name!r} has no model to build; use expert, slow, faulty, clip or vlm")
 
 

@@ -78,8 +78,11 @@ class VlmAdvisor:
         max_model_len: int = 4096,
         gpu_memory_utilization: float = 0.5,
         dtype: str = "auto",
+        trust_remote_code: bool = False,
         llm=None,
     ):
+        """`trust_remote_code` runs Python shipped with the model (InternVL3 needs it): an explicit
+        opt-in, feedback.vlm.trust_remote_code, for models whose code you have read or trust."""
         self.model = model
         injected = llm is not None
         if llm is None:
@@ -88,7 +91,7 @@ class VlmAdvisor:
             vllm = _import_vllm()
             llm = vllm.LLM(
                 model=resolved,
-                trust_remote_code=True,
+                trust_remote_code=trust_remote_code,
                 max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization,
                 dtype=dtype,

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 
 from configs.schema import Config
-from core import PolicySnapshot
+from core import CannotStart, PolicySnapshot
 from learners.pacing import SampleToInsertRatio
 from learners.registry import make_agent
 from learners.replay import ReplayBuffer
+from learners.replay_journal import ReplayJournal
 from learners.reward_shaping import RewardShaper
 
 logger = logging.getLogger(__name__)
 
-AGENT_FILE, REPLAY_DIR, STATE_FILE = "agent.pt", "replay", "learner.json"
+AGENT_FILE, STATE_FILE = "agent.pt", "learner.json"
 
 
 class LearnerDiverged(RuntimeError):
@@ -42,11 +43,15 @@ def resolve_device(name: str) -> str:
 
 
 class Learner:
-    def __init__(self, config: Config, device: str = "auto"):
+    """`replay_dir` holds the replay's journal (learners/replay_journal.py): a run's own directory."""
+
+    def __init__(self, config: Config, replay_dir: str | Path, device: str = "auto"):
         self.config = config
         self.device = resolve_device(device if device != "auto" else config.learner.device)
         self.agent = make_agent(config.agent, device=self.device, seed=config.run.seed)
         self.replay = ReplayBuffer(config.learner.replay_capacity, seed=config.run.seed)
+        self.journal = ReplayJournal(replay_dir)
+        self._loaded = False
         self.shaper = RewardShaper(config.learner.clip_reward_scale, config.learner.semantic_reward_scale)
         lc = config.learner
         self.ratio = SampleToInsertRatio(lc.samples_per_insert, lc.batch_size, lc.learning_starts, lc.max_insert_lead)
@@ -59,12 +64,21 @@ class Learner:
         self._started = time.monotonic()
         self._updates_at_start = 0
 
+    def check_can_start(self) -> None:
+        """A journal that already holds rows belongs to a run that must be resumed, not overwritten."""
+        if not self._loaded and (self.journal.segments or self.journal.chunks_written):
+            raise CannotStart(f"{self.journal.directory} already holds a replay journal "
+                              f"({self.journal.chunks_written} chunks): resume that run with train.py --resume, "
+                              "or start a new run in a new directory")
+
     # ----- data in ---------------------------------------------------------------------------
     def add(self, chunk: dict) -> int | None:
         """Insert a chunk of rows; returns how many more transitions the ratio lets the workers
         insert before they must wait for the learner (None: no limit)."""
         with self._lock:
             self.replay.add(chunk)
+            self.journal.append(chunk)  # acknowledged rows are on disk: they survive the learner
+            self.journal.prune(self.replay.inserted_total, self.replay.capacity)
             self.shaper.observe(chunk)
         transitions = ~chunk["is_last"]
         if transitions.any():
@@ -146,33 +160,48 @@ class Learner:
 
     # ----- checkpoints -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """Write the agent, the replay and the counters into `directory` (a new one: the caller
-        publishes it atomically, runner/checkpoint.py)."""
+        """Write the agent and the counters into `directory` (a new one: the caller publishes it
+        atomically, runner/checkpoint.py). The rows are already on disk in the journal; the
+        checkpoint records how many chunks it covers."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.agent.state_dict(), directory / AGENT_FILE)
         with self._lock:
-            self.replay.save(directory / REPLAY_DIR)
-        meta = {"updates": self.updates, "version": self.version, "lag_sum": self._lag_sum,
-                "lag_count": self._lag_count, "shaper": self.shaper.state_dict()}
+            meta = {"updates": self.updates, "version": self.version, "lag_sum": self._lag_sum,
+                    "lag_count": self._lag_count, "shaper": self.shaper.state_dict(),
+                    "replay_rng": self.replay.rng_state(), "journal_chunks": self.journal.chunks_written,
+                    "env_steps": self.env_steps}
         (directory / STATE_FILE).write_text(json.dumps(meta))
 
     def load(self, directory: str | Path) -> None:
-        """Restore a checkpoint; raises ValueError naming the file and the reason when it cannot."""
+        """Restore a checkpoint and rebuild the replay from the journal (every acknowledged row, also
+        those after the checkpoint); ValueError naming the file and the reason when it cannot."""
         directory = Path(directory)
-        missing = [p for p in (AGENT_FILE, REPLAY_DIR, STATE_FILE) if not (directory / p).exists()]
+        missing = [p for p in (AGENT_FILE, STATE_FILE) if not (directory / p).exists()]
         if missing:
             raise FileNotFoundError(f"checkpoint {directory} is incomplete: missing {', '.join(missing)}")
         meta = _read_state(directory / STATE_FILE)
         agent_state = _read_agent(directory / AGENT_FILE, self.device)
-        replay = ReplayBuffer.load(directory / REPLAY_DIR)
+        if self.journal.chunks_written < meta["journal_chunks"]:
+            raise ValueError(f"checkpoint {directory} covers {meta['journal_chunks']} replay chunks but the "
+                             f"journal in {self.journal.directory} ends at {self.journal.chunks_written}")
+        replay = ReplayBuffer(self.config.learner.replay_capacity, seed=self.config.run.seed)
+        chunks = self.journal.rebuild(replay)
+        replay.set_rng_state(meta["replay_rng"])
         self.agent.load_state_dict(agent_state)
         self.replay = replay
         self.updates, self.version = int(meta["updates"]), int(meta["version"])
         self._lag_sum, self._lag_count = float(meta["lag_sum"]), int(meta["lag_count"])
         self.shaper.load_state_dict(meta["shaper"])
+        for sequence, chunk in chunks:  # rows that arrived after the checkpoint
+            if sequence >= meta["journal_chunks"]:
+                self.shaper.observe(chunk)
         self._published = PolicySnapshot(self.version, self.agent.policy_weights())
         self._started, self._updates_at_start = time.monotonic(), self.updates
+        self.journal.clean()
+        self._loaded = True
+        logger.info("replay rebuilt from %s: %d rows, %d env steps (%d after the checkpoint)", self.journal.directory,
+                    len(self.replay), self.env_steps, self.env_steps - int(meta["env_steps"]))
 
 
 def _read_state(path: Path) -> dict:
@@ -180,8 +209,8 @@ def _read_state(path: Path) -> dict:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} cannot be read as the learner's counters ({err})") from err
-    missing = [k for k in ("updates", "version", "lag_sum", "lag_count", "shaper") if not isinstance(meta, dict)
-               or k not in meta]
+    missing = [k for k in ("updates", "version", "lag_sum", "lag_count", "shaper", "replay_rng", "journal_chunks",
+                           "env_steps") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise ValueError(f"{path} is not a learner state: missing {', '.join(missing)}")
     return meta

@@ -18,13 +18,9 @@ and fixed-length sequences that may cross episode boundaries (`sample_sequences`
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -63,12 +59,8 @@ FEEDBACK_KEYS: tuple[str, ...] = (
 MASK_KEYS: tuple[str, ...] = tuple(key for key in FEEDBACK_KEYS if key.endswith("_mask"))
 LINK_KEY = "next_row"  # per-slot link to the next row of the same stream, -1 when unknown
 
-_FORMAT_VERSION = 2  # 2: rows carry is_first
-_META_FILE = "meta.json"
 _MAX_DRAW_ROUNDS = 50
 _CAN_SAMPLE_BLOCK = 4096
-_META_FIELDS = ("format_version", "capacity", "size", "cursor", "inserted_total", "transitions_total",
-                "seed", "tails", "rng_state", "row_spec")
 
 
 # ----------------------------------------------------------------------------------------------- chunks
@@ -485,152 +477,26 @@ class ReplayBuffer:
         out["policy_version_mean"] = float(a["policy_version"][:n].mean()) if n else 0.0
         return out
 
-    # ---- persistence
+    # ---- persistence (the rows themselves are journaled: learners/replay_journal.py)
 
-    def save(self, directory: str | Path) -> None:
-        """Write one .npy per array (filled part, slot order) plus meta.json, replacing `directory` atomically."""
-        final = Path(directory)
-        if final.exists() and not final.is_dir():
-            raise ValueError(f"cannot save replay buffer to {final}: it exists and is not a directory")
-        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            for key, arr in self._arrays.items():
-                _save_array(tmp / f"{key}.npy", arr[:self._size])
-            _write_text_synced(tmp / _META_FILE, json.dumps(self._meta(), indent=1))
-            _replace_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("saved replay buffer (%d/%d rows) to %s", self._size, self._capacity, final)
+    def rng_state(self) -> dict[str, Any]:
+        """The sampling RNG's state (JSON-serialisable), for a checkpoint."""
+        return self._rng.bit_generator.state
 
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "format_version": _FORMAT_VERSION,
-            "capacity": self._capacity,
-            "size": self._size,
-            "cursor": self._cursor,
-            "inserted_total": self._inserted_total,
-            "transitions_total": self._transitions_total,
-            "seed": self._seed,
-            "tails": [[sid, slot, step] for sid, (slot, step) in sorted(self._tails.items())],
-            "rng_state": self._rng.bit_generator.state,
-            "row_spec": _row_spec_json(),
-        }
-
-    @classmethod
-    def load(cls, directory: str | Path) -> ReplayBuffer:
-        """Restore a buffer written by save(), including its RNG state (same subsequent samples)."""
-        path = Path(directory)
-        if not path.is_dir():
-            raise FileNotFoundError(f"replay checkpoint directory {path} does not exist; "
-                                    "pass the directory given to ReplayBuffer.save()")
-        meta = _read_meta(path)
-        buffer = cls(meta["capacity"], seed=meta["seed"])
-        size = meta["size"]
-        for key, arr in buffer._arrays.items():
-            arr[:size] = _load_array(path / f"{key}.npy", (size, *arr.shape[1:]), arr.dtype)
-        buffer._size = size
-        buffer._cursor = meta["cursor"]
-        buffer._inserted_total = meta["inserted_total"]
-        buffer._transitions_total = meta["transitions_total"]
-        buffer._tails = {int(sid): (int(slot), int(step)) for sid, slot, step in meta["tails"]}
-        buffer._restore_rng(meta["rng_state"], path)
-        log.info("loaded replay buffer (%d/%d rows) from %s", size, buffer._capacity, path)
-        return buffer
-
-    def _restore_rng(self, state: Any, path: Path) -> None:
+    def set_rng_state(self, state: dict[str, Any]) -> None:
         try:
             self._rng.bit_generator.state = state
         except (TypeError, ValueError, KeyError) as err:
-            raise ValueError(f"{path / _META_FILE}: rng_state is not a valid "
-                             f"{type(self._rng.bit_generator).__name__} state ({err})") from err
+            raise ValueError(f"not a valid {type(self._rng.bit_generator).__name__} state ({err})") from err
 
+    def advance(self, rows: int, transitions: int) -> None:
+        """Count rows inserted earlier whose slots the ring has overwritten since (a rebuilt buffer
+        starts where the original's surviving rows started, so the same rows land in the same slots)."""
+        if self._inserted_total:
+            raise ValueError("advance() is for an empty buffer about to be rebuilt")
+        self._cursor = rows % self._capacity
+        self._inserted_total, self._transitions_total = rows, transitions
 
-# ------------------------------------------------------------------------------------ persistence helpers
-
-def _row_spec_json() -> dict[str, list[Any]]:
-    return {key: [list(shape), dtype.str] for key, (shape, dtype) in ROW_SPEC.items()}
-
-
-def _save_array(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())  # durable before the rename publishes the directory
-
-
-def _write_text_synced(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    # os.replace cannot replace a non-empty directory, so move the old one aside first; the only
-    # window without `final` is between the two renames.
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.with_name(f"{final.name}.old-{os.getpid()}")
-    if old.exists():
-        shutil.rmtree(old)
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    meta_path = path / _META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} is missing: {path} is not a complete replay checkpoint")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{meta_path} is corrupt (not valid JSON: {err}); re-save the buffer") from err
-    if not isinstance(meta, dict):
-        # ValueError, not TypeError: the file's content is bad, not the caller's argument.
-        raise ValueError(  # noqa: TRY004
-            f"{meta_path} is corrupt: expected a JSON object, got {type(meta).__name__}")
-    missing = [f for f in _META_FIELDS if f not in meta]
-    if missing:
-        raise ValueError(f"{meta_path} is corrupt: missing fields {missing}")
-    _check_meta_values(meta, meta_path)
-    return meta
-
-
-def _check_meta_values(meta: dict[str, Any], meta_path: Path) -> None:
-    if meta["format_version"] != _FORMAT_VERSION:
-        raise ValueError(f"{meta_path}: format_version {meta['format_version']} is not supported "
-                         f"(this code reads {_FORMAT_VERSION})")
-    if meta["row_spec"] != _row_spec_json():
-        raise ValueError(f"{meta_path}: the checkpoint's row layout differs from ROW_SPEC; it was saved "
-                         "by an incompatible version of learners/replay.py")
-    ints = ("capacity", "size", "cursor", "inserted_total", "transitions_total", "seed")
-    if not all(isinstance(meta[k], int) for k in ints):
-        raise ValueError(f"{meta_path} is corrupt: {list(ints)} must be integers")
-    cap, size, cursor = meta["capacity"], meta["size"], meta["cursor"]
-    if not (cap >= 1 and 0 <= size <= cap and 0 <= cursor < cap):
-        raise ValueError(f"{meta_path} is corrupt: inconsistent capacity={cap}, size={size}, cursor={cursor}")
-    tails = meta["tails"]
-    if not (isinstance(tails, list) and all(isinstance(t, list) and len(t) == 3 for t in tails)):
-        raise ValueError(f"{meta_path} is corrupt: tails must be a list of [stream_id, slot, step]")
-    if any(not (isinstance(t[1], int) and 0 <= t[1] < size) for t in tails):
-        raise ValueError(f"{meta_path} is corrupt: a tail slot lies outside the {size} stored rows")
-
-
-def _load_array(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path.name} is missing from replay checkpoint {path.parent}; "
-                                "the save was incomplete or the file was deleted")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # mmap: copy straight into the buffer
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path} is corrupt and cannot be read as .npy ({err})") from err
-    if arr.shape != shape or arr.dtype != dtype:
-        raise ValueError(f"{path} is corrupt: expected shape {shape} dtype {dtype}, "
-                         f"got shape {arr.shape} dtype {arr.dtype}")
-    return arr
+    def max_stream_id(self) -> int:
+        """The largest stream id stored (-1 when empty)."""
+        return int(self._arrays["stream_id"][:self._size].max()) if self._size else -1

@@ -11,6 +11,7 @@ ray = pytest.importorskip("ray")
 from cluster.launch import launch  # noqa: E402
 from configs.loader import CONFIG_DIR, load_config  # noqa: E402
 from learners.replay import ReplayBuffer  # noqa: E402
+from learners.replay_journal import ReplayJournal  # noqa: E402
 from runner.checkpoint import find_checkpoint, write_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -47,16 +48,18 @@ def run_until(runtime, steps, timeout_s=240):
     return report
 
 
-def rows_by_stream(replay_dir) -> dict[int, list[int]]:
-    replay = ReplayBuffer.load(replay_dir)
+def rows_by_stream(run_dir) -> dict[int, list[int]]:
+    """Steps of each stream in the run's replay, rebuilt from its journal on disk."""
+    replay = ReplayBuffer(10**5)
+    ReplayJournal(run_dir / "replay").rebuild(replay)
     streams, steps = replay.arrays["stream_id"][:len(replay)], replay.arrays["step"][:len(replay)]
     return {int(s): sorted(steps[streams == s].tolist()) for s in set(streams.tolist())}
 
 
-def assert_same_metric_names_as_local_mode(ray_keys: set[str]) -> None:
+def assert_same_metric_names_as_local_mode(ray_keys: set[str], run_dir) -> None:
     from actors.local_runtime import LocalRuntime
 
-    local = LocalRuntime(quick_config("run.mode=local", "workers.num_workers=1"))
+    local = LocalRuntime(quick_config("run.mode=local", "workers.num_workers=1"), run_dir)
     try:
         keys = set()
         while "loss/critic_loss" not in keys:
@@ -68,7 +71,7 @@ def assert_same_metric_names_as_local_mode(ray_keys: set[str]) -> None:
 
 
 def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
-    runtime = launch(quick_config(), run_id="killed")
+    runtime = launch(quick_config(), tmp_path / "killed")
     try:
         assert runtime.use_gpu  # the learner asked for the (logical) GPU; workers run on CPUs
         assert ray.get_actor("mentor-learner-killed") is not None
@@ -76,7 +79,7 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
 
         assert runtime.app_name == "mentor-feedback-killed" and runtime.app_name in serve.status().applications
         ray_keys = set(run_until(runtime, 800))
-        assert_same_metric_names_as_local_mode(ray_keys)
+        assert_same_metric_names_as_local_mode(ray_keys, tmp_path / "local")
         killed = runtime.slots[0].stream_id
         runtime.kill_worker(0)
         report = run_until(runtime, runtime.env_steps + 800)
@@ -92,8 +95,7 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
 
         # Nothing shipped was lost: drain the workers, then count rows per stream in the replay.
         runtime.finish()
-        runtime.save(tmp_path)
-        stored = rows_by_stream(tmp_path / "replay")
+        stored = rows_by_stream(tmp_path / "killed")
         reports = runtime.worker_reports()
         for stream, report in reports.items():
             assert stored[stream] == list(range(len(stored[stream]))), f"stream {stream} has a gap"
@@ -105,7 +107,10 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
 
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         for name in ("ray_mentor_env_steps", "ray_mentor_learner_updates", "ray_mentor_replay_size",
-                     "ray_mentor_feedback_pending", "ray_mentor_policy_lag"):
+                     "ray_mentor_feedback_pending", "ray_mentor_policy_lag", "ray_mentor_feedback_latency_s_bucket",
+                     # counters that may still be 0 exist from the start, so a dashboard shows 0, not "no data"
+                     "ray_mentor_backpressure_waits", "ray_mentor_simulator_failures",
+                     "ray_mentor_feedback_failed_calls"):
             assert name in body, f"{name} missing from the metrics endpoint"
     finally:
         runtime.shutdown()
@@ -115,7 +120,8 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
 
 
 def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics_port, tmp_path):
-    first = launch(quick_config("learner.max_insert_lead=200"), run_id="resume-a")
+    run_dir = tmp_path / "resume"
+    first = launch(quick_config("learner.max_insert_lead=200"), run_dir)
     try:
         report = run_until(first, 600)
         # The workers waited for the learner: at most the lead (plus the chunks in flight) ahead of
@@ -123,12 +129,12 @@ def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics
         expected = 200 + max(0, -(-report["learner_updates"] * 16 // 4) - 16)
         assert report["env_steps"] - expected <= 200 + 2 * 5 * 16
         saved = first.finish().metrics  # every worker's rows are in the replay now
-        write_checkpoint(tmp_path, first)
+        write_checkpoint(run_dir, first)
     finally:
         first.shutdown()
-    second = launch(quick_config(), run_id="resume-b")
+    second = launch(quick_config(), run_dir)
     try:
-        second.load(find_checkpoint(tmp_path))  # before anything runs
+        second.load(find_checkpoint(run_dir))  # before anything runs
         assert (second.env_steps, second.updates) == (saved["env_steps"], saved["learner_updates"])
         report = second.step().metrics
         assert report["policy_version"] >= saved["policy_version"]
@@ -141,6 +147,28 @@ def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics
         second.shutdown()
 
 
+def test_two_runs_on_one_cluster_keep_their_own_feedback_apps(metrics_port, tmp_path):
+    from ray import serve
+
+    shared = ("workers.num_workers=1", "learner.gpu_fraction=0.5")  # the one (logical) GPU, shared
+    first = launch(quick_config(*shared), tmp_path / "two-a")
+    second = launch(quick_config(*shared), tmp_path / "two-b")
+    try:
+        assert {"mentor-feedback-two-a", "mentor-feedback-two-b"} <= set(serve.status().applications)
+        started = time.monotonic()
+        while min(first.env_steps, second.env_steps) < 300:  # both collect, side by side
+            assert time.monotonic() - started < 240
+            first.step(), second.step()
+        first.shutdown()  # deletes its own app only
+        assert "mentor-feedback-two-b" in serve.status().applications
+        assert "mentor-feedback-two-a" not in serve.status().applications
+        report = run_until(second, second.env_steps + 400)
+        assert report["feedback/availability"] >= 0.95 and report["feedback/availability_total"] >= 0.95
+    finally:
+        first.shutdown()  # a second call does nothing
+        second.shutdown()
+
+
 def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
     import torch
 
@@ -150,7 +178,7 @@ def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
     checkpoint = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
     runtime = launch(quick_config(**{"feedback.model": "expert+clip", "feedback.wanted": "[vlm_action,clip_margin]",
                                      "feedback.clip.checkpoint": str(checkpoint), "learner.clip_reward_scale": 0.25}),
-                     run_id="clip")
+                     tmp_path / "clip")
     try:
         report = run_until(runtime, 700)
         assert report["replay_feedback_clip_margin"] > 0.5 and report["replay_feedback_vlm_action"] > 0.5
@@ -174,7 +202,7 @@ def test_a_carla_server_that_never_gets_ready_fails_its_actor_and_then_the_run(m
     config = quick_config(**{"env.backend": "carla", "env.carla.executable": str(script), "env.carla.port": 0,
                              "env.carla.ready_timeout_s": 2, "env.carla.log_dir": str(tmp_path / "logs"),
                              "workers.num_workers": 1, "workers.max_failures_in_a_row": 2, "feedback.mode": "off"})
-    runtime = launch(config)
+    runtime = launch(config, tmp_path / "carla")
     try:
         with pytest.raises(RuntimeError, match=r"(?s)failed 2 times in a row.*not ready within 2 s.*last log lines"):
             run_until(runtime, 1, timeout_s=120)

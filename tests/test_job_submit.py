@@ -1,4 +1,5 @@
-"""`ray job submit` against `ray start --head`, the way users run Mentor on a cluster."""
+"""`ray job submit` against `ray start --head`, with the README's commands as written (Ray 2.60's
+token authentication on, as it is by default once a token exists)."""
 import os
 import socket
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -19,29 +20,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def head_node(tmp_path):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+def head_node(tmp_path, cpus: int):
+    # The README: export RAY_AUTH_MODE=token; ray get-auth-token --generate; ray start --head --num-cpus=N.
+    # HOME is the test's own, so the token file (~/.ray/auth_token) is too.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True,
+                   timeout=60)
     gcs, dashboard = free_port(), free_port()
     subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                    "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats"],
+                    f"--num-cpus={cpus}", "--include-dashboard=true", "--disable-usage-stats"],
                    env=env, check=True, capture_output=True, timeout=120)
-    try:
-        yield env, f"http://127.0.0.1:{dashboard}"
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    return env, f"http://127.0.0.1:{dashboard}"
 
 
-@pytest.mark.slow
-def test_ray_job_submit_runs_train_py(head_node, tmp_path):
-    env, address = head_node
-    result = subprocess.run(
+def stop(env):
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def submit(env, address, *train_args, timeout=600):
+    return subprocess.run(
         [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
-         "python", "train.py", "--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml",
-         "run.total_env_steps=600", "learner.batch_size=16", "eval.max_steps=100", f"run.runs_dir={tmp_path}"],
-        env=env, capture_output=True, text=True, timeout=600)
+         "python", "train.py", "--config", "configs/quickstart.yaml", *train_args],
+        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ray_job_submit_runs_train_py(tmp_path):
+    env, address = head_node(tmp_path, cpus=6)
+    try:
+        result = submit(env, address, "--config", "configs/debug.yaml", "run.total_env_steps=600",
+                        "learner.batch_size=16", "eval.max_steps=100", f"run.runs_dir={tmp_path}")
+    finally:
+        stop(env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "succeeded" in output and "driving_score" in output
     assert list(tmp_path.glob("quickstart-*/checkpoint/agent.pt"))
+
+
+def test_a_plan_the_cluster_cannot_hold_fails_at_start_saying_what_is_missing(tmp_path):
+    env, address = head_node(tmp_path, cpus=2)  # a default `ray start --head` on a 2-core machine
+    try:
+        result = submit(env, address, "--config", "configs/debug.yaml", "run.placement_timeout_s=3",
+                        f"run.runs_dir={tmp_path}", timeout=300)
+    finally:
+        stop(env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "the run needs CPU 4 at once" in output and "ray start --head --num-cpus=4" in output, output[-3000:]
+    assert "workers.num_workers=1" in output

@@ -27,8 +27,8 @@ def rows(n: int, stream: int = 0, start: int = 0) -> dict:
     return chunk
 
 
-def test_updates_follow_the_ratio_and_publish():
-    learner = Learner(config())
+def test_updates_follow_the_ratio_and_publish(tmp_path):
+    learner = Learner(config(), tmp_path)
     learner.add(rows(31))
     assert learner.train() == 0  # before learning_starts
     learner.add(rows(9, start=31))  # 40 transitions: 4 * (8 + 8) / 8 = 8 updates
@@ -40,8 +40,8 @@ def test_updates_follow_the_ratio_and_publish():
     assert learner.sync(known_version=4)[1] is None
 
 
-def test_a_non_finite_loss_stops_with_the_update_and_the_term():
-    learner = Learner(config())
+def test_a_non_finite_loss_stops_with_the_update_and_the_term(tmp_path):
+    learner = Learner(config(), tmp_path)
     learner.add(rows(40))
     learner.train(max_updates=3)
     original = learner.agent.critic_loss
@@ -56,8 +56,8 @@ def test_a_non_finite_loss_stops_with_the_update_and_the_term():
     assert learner.updates == 3 and learner.version == 1  # nothing counted or published after it
 
 
-def test_non_finite_weights_are_never_published():
-    learner = Learner(config())
+def test_non_finite_weights_are_never_published(tmp_path):
+    learner = Learner(config(), tmp_path)
     with torch.no_grad():
         next(learner.agent.actor.parameters()).fill_(float("inf"))
     with pytest.raises(LearnerDiverged, match="actor.* hold non-finite values; policy v0 stays"):
@@ -65,8 +65,8 @@ def test_non_finite_weights_are_never_published():
     assert learner.sync(-1)[1].version == 0
 
 
-def test_workers_are_held_back_by_the_insert_lead():
-    learner = Learner(config("learner.max_insert_lead=16"))
+def test_workers_are_held_back_by_the_insert_lead(tmp_path):
+    learner = Learner(config("learner.max_insert_lead=16"), tmp_path)
     assert learner.add(rows(32)) == 16  # at learning_starts: the lead counts from there
     assert learner.add(rows(24, start=32)) == -8  # 24 ahead of 0 updates' worth: wait
     learner.train()

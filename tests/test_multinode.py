@@ -87,11 +87,11 @@ def scrape_metrics(timeout_s: float = 30.0, wanted: tuple[str, ...] = ()) -> tup
 
 
 @pytest.mark.slow
-def test_learner_on_gpu_head_and_rollouts_spread_by_carla_server(cluster):
+def test_learner_on_gpu_head_and_rollouts_spread_by_carla_server(cluster, tmp_path):
     started = time.monotonic()
     head_id = cluster.head_node.node_id
     rollout_ids = {node.node_id for node in cluster.worker_nodes}
-    runtime = launch(multinode_config(cluster.address), run_id="multinode")
+    runtime = launch(multinode_config(cluster.address), tmp_path / "multinode")
     try:
         assert runtime.use_gpu
         runtime.step()  # the workers start with the first step

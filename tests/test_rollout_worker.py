@@ -103,6 +103,17 @@ def test_backpressure_keeps_pending_bounded_with_a_slow_model(replay):
     assert w.feedback_report()["availability"] == 1.0  # it waited: nothing was dropped
 
 
+def test_a_slow_model_slows_the_worker_instead_of_starving_the_learner(replay):
+    """One second per batch (a heavy VLM): items still come back in time (availability >= 0.95),
+    and the worker's steps per second fall instead."""
+    cfg = config(bundle_steps=32, deadline_s=5.0, max_pending_age_s=2.5)
+    w = worker(cfg, client(SlowModel(ExpertAdvisor(), delay_s=1.0), deadline_s=5.0, max_batch_size=64), replay)
+    collect(w, 300)
+    report = w.feedback_report()
+    assert report["availability"] >= 0.95, report
+    assert w.stats.backpressure_waits > 0
+
+
 def test_faulty_model_gives_mask_zero_never_defaults(replay):
     cfg = config(bundle_steps=2, deadline_s=0.5)
     w = worker(cfg, client(FaultyModel(ExpertAdvisor(), error_rate=0.5, seed=0), deadline_s=0.5), replay)

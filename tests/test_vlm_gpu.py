@@ -2,7 +2,7 @@
 
 Run inside the VLM runtime_env on a GPU machine with the model given by $MENTOR_VLM_MODEL
 (a local path, or a hub id that is cached or downloadable):
-    MENTOR_VLM_MODEL=OpenGVLab/InternVL3-1B python -m pytest -q -m gpu tests/test_vlm_gpu.py
+    MENTOR_VLM_MODEL=OpenGVLab/InternVL3-1B MENTOR_VLM_TRUST_REMOTE_CODE=1 python -m pytest -q -m gpu tests/test_vlm_gpu.py
 """
 import os
 
@@ -41,7 +41,9 @@ def _bev(rng: np.random.Generator) -> np.ndarray:
 def test_batch_of_eight(model):
     from inference.vlm_advisor import VlmAdvisor
 
-    advisor = VlmAdvisor(model, gpu_memory_utilization=0.4)
+    # InternVL3 runs its own code: the tester opts in with MENTOR_VLM_TRUST_REMOTE_CODE=1.
+    advisor = VlmAdvisor(model, gpu_memory_utilization=0.4,
+                         trust_remote_code=os.environ.get("MENTOR_VLM_TRUST_REMOTE_CODE") == "1")
     calls = []
     generate = advisor._llm.generate
 
