@@ -58,8 +58,9 @@ def run_until(runtime, steps, timeout_s=300):
 
 
 def stored_rows(run_dir: Path) -> dict[int, int]:
-    replay = ReplayBuffer(10**6)
-    ReplayJournal(run_dir / "replay").rebuild(replay)
+    journal = ReplayJournal(run_dir / "replay")
+    replay = ReplayBuffer(max(16, sum(segment.rows for segment in journal.segments)))
+    journal.rebuild(replay)
     streams = replay.arrays["stream_id"][:len(replay)]
     return {int(s): int((streams == s).sum()) for s in set(streams.tolist())}
 

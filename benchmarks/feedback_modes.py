@@ -38,18 +38,23 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
         while runtime.env_steps == 0 or time.monotonic() - started < warmup_s:
             runtime.step()
         steps0, t0 = runtime.env_steps, time.monotonic()
-        updates0 = runtime.step().metrics["learner_updates"]
-        report = {}
+        first = runtime.step().metrics
+        report, latency_sum, answered = first, 0.0, 0.0
         while time.monotonic() - t0 < window_s:
-            report = runtime.step().metrics
+            previous, report = report, runtime.step().metrics
+            new = report.get("feedback/answered", 0.0) - previous.get("feedback/answered", 0.0)
+            latency_sum, answered = latency_sum + new * report.get("feedback/latency_s", 0.0), answered + new
         elapsed = time.monotonic() - t0
+        fields = ("answered", "malformed", "expired")
+        asked = sum(report.get(f"feedback/{k}", 0.0) - first.get(f"feedback/{k}", 0.0) for k in fields)
         return {
             "env_steps_per_s": (runtime.env_steps - steps0) / elapsed,
-            "feedback_availability": report.get("feedback/availability"),
-            "feedback_latency_s": report.get("feedback/latency_s"),
+            # over the measured window: answered / wanted, and the mean latency of those answers
+            "feedback_availability": answered / asked if asked else None,
+            "feedback_latency_s": latency_sum / answered if answered else None,
             "feedback_pending": report.get("feedback/pending"),
             "backpressure_waits": report.get("backpressure_waits"),
-            "learner_updates_per_s": (report["learner_updates"] - updates0) / elapsed,
+            "learner_updates_per_s": (report["learner_updates"] - first["learner_updates"]) / elapsed,
             "policy_lag": report["policy_lag"],
             "window_s": elapsed,
         }

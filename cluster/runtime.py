@@ -70,8 +70,8 @@ class RayRuntime:
         try:
             report = ray.get(self.learner.report.remote(), timeout=120)
         except ray.exceptions.RayActorError as exc:
-            raise RoleFailed("learner", f"its process died ({type(exc).__name__}); the rows it held since the "
-                             f"last checkpoint are gone from memory: {exc}") from exc
+            raise RoleFailed("learner", f"its process died ({type(exc).__name__}); every row it had stored is in "
+                             f"the replay journal, its updates since the last checkpoint are lost: {exc}") from exc
         except ray.exceptions.GetTimeoutError as exc:
             raise RoleFailed("learner", "it did not answer for 120 s") from exc
         error = report.pop("error")

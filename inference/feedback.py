@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FEEDBACK_FIELDS = ("vlm_action", "clip_margin", "safety")
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ def run_until(runtime, steps, timeout_s=240):
 
 def rows_by_stream(run_dir) -> dict[int, list[int]]:
     """Steps of each stream in the run's replay, rebuilt from its journal on disk."""
-    replay = ReplayBuffer(10**5)
-    ReplayJournal(run_dir / "replay").rebuild(replay)
+    journal = ReplayJournal(run_dir / "replay")
+    replay = ReplayBuffer(max(16, sum(segment.rows for segment in journal.segments)))
+    journal.rebuild(replay)
     streams, steps = replay.arrays["stream_id"][:len(replay)], replay.arrays["step"][:len(replay)]
     return {int(s): sorted(steps[streams == s].tolist()) for s in set(streams.tolist())}
 
@@ -143,6 +144,36 @@ def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics
         assert report["random_actions"] == 0  # the clock was past random_steps: no second warm-up
         assert min(second.worker_reports()) >= 2  # new streams: 0 and 1 were the first run's
         assert second.counters.next_stream_id >= 4
+    finally:
+        second.shutdown()
+
+
+def test_a_killed_learner_stops_the_run_by_name_and_the_resume_keeps_every_stored_row(metrics_port, tmp_path):
+    from core import RoleFailed
+
+    run_dir = tmp_path / "learner-killed"
+    first = launch(quick_config(), run_dir)
+    try:
+        run_until(first, 400)
+        write_checkpoint(run_dir, first)
+        saved = first.env_steps
+        report = run_until(first, saved + 400)
+        stored, at_kill = report["replay_inserted_total"], report["env_steps"]  # stored (and journaled)
+        ray.kill(first.learner, no_restart=True)
+        with pytest.raises(RoleFailed, match="the learner failed: its process died"):
+            for _ in range(30):  # the workers' next ships fail; the learner, not a worker, is named
+                first.step()
+        assert first.counters.replaced_workers == 0
+    finally:
+        first.shutdown()
+    second = launch(quick_config(), run_dir)
+    try:
+        second.load(find_checkpoint(run_dir))
+        assert second.env_steps >= at_kill > saved  # rows after the checkpoint came back from the journal
+        report = second.step().metrics
+        assert report["replay_inserted_total"] >= stored
+        report = run_until(second, second.env_steps + 200)
+        assert report["random_actions"] == 0
     finally:
         second.shutdown()
 
