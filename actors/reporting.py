@@ -15,6 +15,10 @@ _WORKER_COUNTS = ("env_steps", "random_actions", "shipped_rows", "backpressure_w
                   "simulator_failures")
 
 
+_NO_REPORT = {**{key: 0 for key in _WORKER_COUNTS},
+              "feedback": {**{key: 0 for key in _FEEDBACK_COUNTS}, "latency_sum_s": 0.0, "pending": 0}}
+
+
 class WorkerReports:
     """Merges the workers' latest reports (running totals), with availability and latency over the
     interval since the previous merge."""
@@ -23,8 +27,8 @@ class WorkerReports:
         self._previous = {"answered": 0, "wanted": 0, "latency_sum_s": 0.0}
 
     def merge(self, reports: list[dict]) -> dict[str, float]:
-        if not reports:
-            return {}
+        """The same keys every time: zeros (and availability 1) before any worker has reported."""
+        reports = reports or [_NO_REPORT]
         fb = {key: sum(r["feedback"][key] for r in reports) for key in (*_FEEDBACK_COUNTS, "latency_sum_s")}
         wanted = fb["answered"] + fb["malformed"] + fb["expired"]
         answered = fb["answered"] - self._previous["answered"]

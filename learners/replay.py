@@ -327,8 +327,8 @@ class ReplayBuffer:
         """
         if batch_size < 1 or length < 1:
             raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
-        starts, chains = self._draw_valid_starts(batch_size, lambda c: self._chain(c, length),
-                                                 f"sequences of {length} rows")
+        _, chains = self._draw_valid_starts(batch_size, lambda c: self._chain(c, length),
+                                            f"sequences of {length} rows")
         slots = chains.slots
         batch = {key: self._arrays[key][slots] for key in ROW_SPEC}
         batch["is_terminal"] = batch["is_last"] & batch["terminated"]

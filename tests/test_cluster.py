@@ -48,6 +48,13 @@ def run_until(runtime, steps, timeout_s=240):
     return report
 
 
+def until_workers_reported(runtime, report):
+    """Rows reach the learner before the workers' first report does: wait for that report."""
+    while report["worker_env_steps"] == 0:
+        report = runtime.step().metrics
+    return report
+
+
 def rows_by_stream(run_dir) -> dict[int, list[int]]:
     """Steps of each stream in the run's replay, rebuilt from its journal on disk."""
     journal = ReplayJournal(run_dir / "replay")
@@ -140,7 +147,7 @@ def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics
         report = second.step().metrics
         assert report["policy_version"] >= saved["policy_version"]
         assert report["replay_inserted_total"] >= saved["replay_inserted_total"]  # nothing dropped by the load
-        report = run_until(second, saved["env_steps"] + 400)
+        report = until_workers_reported(second, run_until(second, saved["env_steps"] + 400))
         assert report["random_actions"] == 0  # the clock was past random_steps: no second warm-up
         assert min(second.worker_reports()) >= 2  # new streams: 0 and 1 were the first run's
         assert second.counters.next_stream_id >= 4
@@ -172,7 +179,7 @@ def test_a_killed_learner_stops_the_run_by_name_and_the_resume_keeps_every_store
         assert second.env_steps >= at_kill > saved  # rows after the checkpoint came back from the journal
         report = second.step().metrics
         assert report["replay_inserted_total"] >= stored
-        report = run_until(second, second.env_steps + 200)
+        report = until_workers_reported(second, run_until(second, second.env_steps + 200))
         assert report["random_actions"] == 0
     finally:
         second.shutdown()
