@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -75,11 +76,20 @@ def compare(runtime, run_dir: Path, killed: set[int]) -> dict:
             "killed_streams": sorted(killed)}
 
 
-def drill_worker(overrides, out: Path) -> dict:
-    run_dir = out / "worker"
+@contextmanager
+def live_run(overrides, run_dir: Path):
+    """A run that has collected 600 env steps; shut down on leaving."""
     runtime = launch(config(overrides), run_dir)
     try:
         run_until(runtime, 600)
+        yield runtime
+    finally:
+        runtime.shutdown()
+
+
+def drill_worker(overrides, out: Path) -> dict:
+    run_dir = out / "worker"
+    with live_run(overrides, run_dir) as runtime:
         killed = runtime.slots[0].stream_id
         started = time.monotonic()
         runtime.kill_worker(0)
@@ -90,15 +100,11 @@ def drill_worker(overrides, out: Path) -> dict:
         runtime.finish()
         return {**compare(runtime, run_dir, {killed}), "replaced_in_s": round(replaced_s, 2),
                 "availability": report["feedback/availability_total"]}
-    finally:
-        runtime.shutdown()
 
 
 def drill_replica(overrides, out: Path) -> dict:
     run_dir = out / "replica"
-    runtime = launch(config(overrides), run_dir)
-    try:
-        run_until(runtime, 600)
+    with live_run(overrides, run_dir) as runtime:
         (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
                       if "SERVE_REPLICA" in a["name"] and runtime.app_name in a["name"]]
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=False)
@@ -109,15 +115,11 @@ def drill_replica(overrides, out: Path) -> dict:
         runtime.finish()
         return {**compare(runtime, run_dir, set()), "lowest_recent_availability": lowest,
                 "availability": report["feedback/availability_total"]}
-    finally:
-        runtime.shutdown()
 
 
 def drill_learner(overrides, out: Path) -> dict:
     run_dir = out / "learner"
-    runtime = launch(config(overrides), run_dir)
-    try:
-        run_until(runtime, 600)
+    with live_run(overrides, run_dir) as runtime:
         write_checkpoint(run_dir, runtime)
         at_checkpoint = runtime.env_steps
         report = run_until(runtime, runtime.env_steps + 600)
@@ -129,8 +131,6 @@ def drill_learner(overrides, out: Path) -> dict:
                 runtime.step()
         except RoleFailed as exc:
             message = str(exc)
-    finally:
-        runtime.shutdown()
     resumed = launch(config(overrides), run_dir)
     try:
         started = time.monotonic()
