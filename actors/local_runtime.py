@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from actors.assembly import build_evaluator, build_rollout_worker, in_process_feedback
-from actors.reporting import StepRate, WorkerReports, episode_metrics
+from actors.reporting import RunReport
 from actors.rollout_worker import RolloutWorker
 from actors.run_state import REPLAY_DIR, RunCounters, budget_spent
 from configs.schema import Config
@@ -31,9 +31,7 @@ class LocalRuntime:
         self.worker: RolloutWorker | None = None  # built at the first step, after any load
         self._batcher = None
         self._server = None
-        self._rate = StepRate()
-        self._merge = WorkerReports()
-        self._recent = []
+        self._reporting = RunReport()
 
     @property
     def env_steps(self) -> int:
@@ -50,7 +48,7 @@ class LocalRuntime:
         self.worker = build_rollout_worker(self.config, self.counters.new_stream(), ship=self.learner.add,
                                            sync=self.learner.sync,
                                            send=self._batcher.send if self._batcher else None, server=self._server)
-        self._rate = StepRate(self.env_steps)
+        self._reporting.start(self.env_steps)
 
     def step(self) -> StepReport:
         """Collect one pull interval of env steps, then train as the ratio allows."""
@@ -68,12 +66,7 @@ class LocalRuntime:
 
     def _report(self) -> StepReport:
         worker = self.worker.report()
-        episodes = worker.pop("episodes")
-        self.counters.episodes += len(episodes)
-        self._recent = (self._recent + episodes)[-20:]
-        metrics = {**self.learner.report(), **self._merge.merge([worker]), "env_steps_per_s": self._rate(
-            self.env_steps), "replaced_workers": float(self.counters.replaced_workers), **episode_metrics(self._recent)}
-        return StepReport(metrics, episodes)
+        return self._reporting.build(self.learner.report(), [worker], worker["episodes"], self.counters)
 
     def done(self) -> bool:
         return budget_spent(self.config.run, self.env_steps, self.updates)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 
-from core import Episode
+from core import Episode, StepReport
+
+RECENT_EPISODES = 20  # the episode metrics average this many of the latest episodes
 
 _FEEDBACK_COUNTS = ("answered", "malformed", "expired", "late", "failed_calls")
 _WORKER_COUNTS = ("env_steps", "random_actions", "shipped_rows", "backpressure_waits", "backpressure_wait_s",
@@ -67,3 +69,24 @@ class StepRate:
         rate = (env_steps - self._steps) / max(now - self._time, 1e-6)
         self._steps, self._time = env_steps, now
         return rate
+
+
+class RunReport:
+    """A runtime's StepReport, built the same way in every mode: the learner's report, the workers'
+    merged, env steps per second, replacements, and the recent episodes (counted in `counters`)."""
+
+    def __init__(self):
+        self._workers = WorkerReports()
+        self._rate = StepRate()
+        self._recent: list[Episode] = []
+
+    def start(self, env_steps: int) -> None:
+        """The rate counts from here (a resumed run starts at its checkpoint's env steps)."""
+        self._rate = StepRate(env_steps)
+
+    def build(self, learner: dict[str, float], workers: list[dict], episodes: list[Episode], counters) -> StepReport:
+        counters.episodes += len(episodes)
+        self._recent = (self._recent + episodes)[-RECENT_EPISODES:]
+        metrics = {**learner, **self._workers.merge(workers), "env_steps_per_s": self._rate(int(learner["env_steps"])),
+                   "replaced_workers": float(counters.replaced_workers), **episode_metrics(self._recent)}
+        return StepReport(metrics, episodes)

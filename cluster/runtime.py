@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.reporting import StepRate, WorkerReports, episode_metrics
+from actors.reporting import RunReport
 from actors.run_state import RunCounters, budget_spent
 from cluster.actors import EvaluatorActor, WorkerActor
 from cluster.metrics import DriverMetrics
@@ -46,12 +46,10 @@ class RayRuntime:
         self.counters = RunCounters()
         self.slots: dict[int, _Slot] = {}
         self._reports: dict[int, dict] = {}  # stream id -> its latest report (retired streams kept)
-        self._recent = []
         self._failures_in_a_row: dict[int, int] = {}  # per slot, reset by a report
         self._owns_servers = config.env.backend == "carla" and config.env.carla.launch
         self._metrics = DriverMetrics()
-        self._rate = StepRate()
-        self._merge = WorkerReports()
+        self._reporting = RunReport()
         self._started = self._finished = self._shut_down = False
         self._learner_report: dict = {}
         self._last_progress = time.monotonic()
@@ -81,7 +79,7 @@ class RayRuntime:
 
     def _start(self) -> None:
         self._learner_report = self._poll_learner()
-        self._rate = StepRate(self.env_steps)
+        self._reporting.start(self.env_steps)
         ray.get(self.learner.start.remote())  # refuses a run directory whose journal it has not loaded
         for index in range(self.config.workers.num_workers):
             self._start_worker(index)
@@ -135,14 +133,9 @@ class RayRuntime:
 
     def _report(self, episodes: list) -> StepReport:
         self._learner_report = self._poll_learner()
-        self.counters.episodes += len(episodes)
-        self._recent = (self._recent + episodes)[-20:]
-        worker_reports = [{k: v for k, v in r.items() if k != "episodes"} for r in self._reports.values()]
-        metrics = {**self._learner_report, **self._merge.merge(worker_reports),
-                   "env_steps_per_s": self._rate(self.env_steps),
-                   "replaced_workers": float(self.counters.replaced_workers), **episode_metrics(self._recent)}
-        self._metrics.record(metrics)
-        return StepReport(metrics, episodes)
+        report = self._reporting.build(self._learner_report, list(self._reports.values()), episodes, self.counters)
+        self._metrics.record(report.metrics)
+        return report
 
     def _replace(self, index: int, error: Exception) -> None:
         """Start a new actor in the slot, unless the slot keeps failing without ever reporting: then

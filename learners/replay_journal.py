@@ -16,7 +16,6 @@ Layout of `<directory>`:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import zipfile
@@ -27,8 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from learners.replay import ROW_SPEC, ReplayBuffer
-
-logger = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"(\d{10})-(\d+)-(\d+)\.npz")
 _LEDGER = "journal.json"
