@@ -179,6 +179,9 @@ class DatasetSource(Protocol):
     def chunks(self) -> Iterator[Chunk]:
         """Chunks in insertion order: each stream's rows in step order (replay links follow them)."""
 
+    def rows(self) -> int:
+        """How many rows chunks() yields (what a replay needs to hold all of them)."""
+
 
 class DatasetSink(Protocol):
     """Where collected rows go besides (or instead of) the replay."""

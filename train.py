@@ -3,6 +3,7 @@
     python train.py --config configs/quickstart.yaml [key=value ...]
     python train.py --config configs/quickstart.yaml --config configs/debug.yaml   # a seconds-long run
     python train.py --resume runs/quickstart-20261122-031500 [key=value ...]
+    python train.py --config configs/chain/pretrain.yaml --run-dir runs/chain/pretrain data.dataset=...
     ray job submit --working-dir . -- python train.py --config configs/drqv2.yaml
 
 Starts a local Ray cluster when none is running (`run.mode=local` runs everything in this one
@@ -35,12 +36,16 @@ def parse_args(argv):
     parser.add_argument("--config", action="append", help="YAML experiment file (configs/*.yaml); repeat to "
                         "lay overlays on top, e.g. --config configs/debug.yaml")
     parser.add_argument("--resume", help="run directory to continue from its last checkpoint")
+    parser.add_argument("--run-dir", help="the new run's directory (default: <run.runs_dir>/<run.name>-<time>); "
+                        "it must not exist yet")
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. learner.batch_size=128")
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("give --config FILE (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
     if args.config and args.resume:
         parser.error("--resume takes the run's own config.yaml; give overrides instead of --config")
+    if args.run_dir and args.resume:
+        parser.error("--run-dir names a new run; --resume continues the one in its directory")
     return args
 
 
@@ -54,7 +59,10 @@ def prepare_run(args) -> tuple:
         checkpoint = find_checkpoint(run_dir)
     else:
         config = load_config(args.config, args.overrides)
-        run_dir = new_run_dir(Path(config.run.runs_dir), config.run.name)
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(Path(config.run.runs_dir), config.run.name)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"--run-dir {run_dir} already holds files: resume it with --resume {run_dir}, or "
+                              "name a new directory")
         checkpoint = None
     preflight(config)
     return config, run_dir, checkpoint
@@ -75,6 +83,7 @@ def preflight(config) -> None:
     an evaluation route only after the whole training run)."""
     check_maps(config)
     check_eval_routes(config)
+    check_offline_inputs(config)
     clip = config.feedback.clip
     if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint:
         from inference.clip_model import ClipUnavailableError, check_checkpoint
@@ -101,6 +110,26 @@ def check_maps(config) -> None:
         logger.warning("no CARLA maps found (searched: %s): this run drives on the generated town; set $%s "
                        "to a directory of CARLA .xodr files for Town01/Town02",
                        ", ".join(map(str, search.directories)) or "nothing configured", MAPS_ENV_VAR)
+
+
+def check_offline_inputs(config) -> None:
+    """The dataset and the checkpoint a run starts from: found and readable, or the field is named."""
+    from dataset.parquet import DatasetError, list_shards, read_metadata
+    from learners.warm_start import agent_file
+
+    if config.data.dataset:
+        try:
+            read_metadata(config.data.dataset)
+        except DatasetError as exc:
+            raise ConfigError(f"data.dataset: {exc}") from exc
+        if not list_shards(config.data.dataset):
+            raise ConfigError(f"data.dataset = {config.data.dataset!r} holds no shards yet: collect into it first")
+    for name, path in (("agent.init_from", config.agent.init_from), ("collect.checkpoint", config.collect.checkpoint)):
+        if path:
+            try:
+                agent_file(path)
+            except FileNotFoundError as exc:
+                raise ConfigError(str(exc).replace("agent.init_from", name)) from exc
 
 
 def check_eval_routes(config) -> None:

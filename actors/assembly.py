@@ -5,6 +5,7 @@ this process launched."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import gymnasium as gym
 
@@ -13,6 +14,7 @@ from actors.evaluation import EvaluationWorker
 from actors.feedback_client import FeedbackClient, InProcessBatcher, Send
 from actors.rollout_worker import RolloutWorker, Sync
 from configs.schema import Config, EnvConfig, EvalConfig
+from core import Policy
 from envs.maps import GENERATED_TOWN, MapSearch
 from inference.registry import build_model, model_inputs
 from learners.registry import make_policy
@@ -49,15 +51,19 @@ def worker_seed(config: Config, stream_id: int) -> int:
 
 
 def build_rollout_worker(config: Config, stream_id: int, *, ship, sync: Sync, send: Send | None,
-                         server=None) -> RolloutWorker:
-    """A worker on its own stream: the environment, a Policy of the configured algorithm, and a
-    feedback client on `send` (None, or feedback.mode off: no feedback)."""
+                         server=None, policy_for: Callable[[gym.Env, int], Policy] | None = None,
+                         extra_fields=None) -> RolloutWorker:
+    """A worker on its own stream: the environment, a Policy (of the configured algorithm, or what
+    `policy_for(env, seed)` builds: a collection's acting policy), and a feedback client on `send`
+    (None, or feedback.mode off: no feedback)."""
     seed = worker_seed(config, stream_id)
     feedback = None
     if send is not None and config.feedback.mode != "off":
         feedback = FeedbackClient(send, config.feedback.mode, timeout_s=config.feedback.deadline_s)
-    return RolloutWorker(config, stream_id, make_env(config.env, server), make_policy(config.agent, seed), feedback,
-                         ship, sync, model_inputs(config.feedback), seed)
+    env = make_env(config.env, server)
+    policy = policy_for(env, seed) if policy_for is not None else make_policy(config.agent, seed)
+    return RolloutWorker(config, stream_id, env, policy, feedback, ship, sync, model_inputs(config.feedback), seed,
+                         extra_fields)
 
 
 def build_evaluator(config: Config, server=None) -> EvaluationWorker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from core import Policy, PolicySnapshot
 from envs.metrics import format_table, summarize
@@ -31,8 +32,13 @@ class EvaluationWorker:
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Per-route metrics plus a "mean" row."""
         rows = {}
-        for route in self._routes:
-            rows[f"route {route}"] = self._episode(route)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one observation at a time: more threads only wait on each other
+        try:
+            for route in self._routes:
+                rows[f"route {route}"] = self._episode(route)
+        finally:
+            torch.set_num_threads(threads)
         rows["mean"] = summarize(list(rows.values()))
         logger.info("evaluation with policy %d:\n%s", self.policy_version, format_table(rows))
         return rows
@@ -58,7 +64,11 @@ class EvaluationWorker:
             obs, _, terminated, truncated, info = self._env.step(action[0])
             is_first = False
             if terminated or truncated:
-                return info["episode_metrics"]
+                result = info["episode_metrics"]
+                logger.info("route %d: RC %.3f DS %.3f, ended by %s", route, result["route_completion"],
+                            result["driving_score"],
+                            info["infractions"] or ["route completed" if result["arrived"] else "timeout"])
+                return result
         metrics = self._env.unwrapped.metrics.result()
         logger.info("route %d stopped after %d steps without ending", route, self._max_steps)
         return metrics

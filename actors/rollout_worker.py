@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +24,7 @@ from actors.feedback_client import FeedbackClient
 from actors.pending import PendingTransitions
 from configs.schema import Config
 from core import Episode, Policy, PolicySnapshot
+from envs.expert import expert_action
 from envs.types import Route, SimulatorError
 from inference.feedback import FeedbackItem
 from learners.replay import empty_chunk
@@ -53,7 +55,10 @@ class RolloutWorker:
     """Plain class: runs in-process (local mode, tests) or inside a Ray actor (cluster/)."""
 
     def __init__(self, config: Config, stream_id: int, env, policy: Policy, feedback: FeedbackClient | None,
-                 ship: Callable[[dict], None], sync: Sync, model_inputs: frozenset[str] = frozenset(), seed: int = 0):
+                 ship: Callable[[dict], None], sync: Sync, model_inputs: frozenset[str] = frozenset(), seed: int = 0,
+                 extra_fields: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None = None):
+        """`extra_fields`: info entries shipped as extra row fields (a collection's rgb_bev, command);
+        only a dataset sink takes those, the replay does not."""
         self.config = config
         self.stream_id = stream_id
         self._env = env
@@ -63,6 +68,8 @@ class RolloutWorker:
         self._ship = ship
         self._pull = sync
         self._inputs = model_inputs
+        self._record_expert = config.workers.record_expert_action
+        self._extra_fields = dict(extra_fields or {})
         self._pending = PendingTransitions(config.feedback.deadline_s)
         self._bundle: list[FeedbackItem] = []
         self._outbox: list[dict] = []
@@ -158,16 +165,21 @@ class RolloutWorker:
                                                step=self.clock)
         return np.asarray(action[0], dtype=np.float32)
 
-    def _row(self, obs: dict, is_last: bool) -> dict:
+    def _row(self, obs: dict, info: dict, is_last: bool) -> dict:
         """The fields known now; the rest are filled as they come, or stay zero (with mask 0)."""
-        return dict(bev=obs["bev"], state=obs["state"], is_first=self._is_first and not is_last, is_last=is_last,
-                    policy_version=self.policy_version,
-                    episode_id=self.stream_id * EPISODES_PER_STREAM + self._episode, stream_id=self.stream_id,
-                    step=self._step)
+        row = dict(bev=obs["bev"], state=obs["state"], is_first=self._is_first and not is_last, is_last=is_last,
+                   policy_version=self.policy_version,
+                   episode_id=self.stream_id * EPISODES_PER_STREAM + self._episode, stream_id=self.stream_id,
+                   step=self._step)
+        for name in self._extra_fields:  # a dataset's extra columns, straight from the env's info
+            row[name] = info[name]
+        return row
 
     def _record_and_request(self, action: np.ndarray) -> None:
-        row = self._row(self._obs, is_last=False)
+        row = self._row(self._obs, self._info, is_last=False)
         row["action"] = action
+        if self._record_expert:
+            row["expert_action"], row["expert_action_mask"] = expert_action(*self._env.unwrapped.ground_truth()), 1.0
         self._pending.add(self.stream_id, self._step, row, self._wanted)
         if self._wanted:
             self._bundle.append(self._item(action))
@@ -187,7 +199,7 @@ class RolloutWorker:
         """`info` None: the episode was cut short by a simulator failure and is not scored."""
         # The final observation is a row of its own: the next observation of the last transition.
         # Its terminated/truncated say how the episode ended (a sequence's is_terminal).
-        self._pending.add(self.stream_id, self._step, self._row(final_obs, is_last=True), ())
+        self._pending.add(self.stream_id, self._step, self._row(final_obs, info or self._info, is_last=True), ())
         self._pending.complete_env(self.stream_id, self._step, terminated=terminated, truncated=truncated)
         self._step += 1
         if info is not None:
@@ -261,7 +273,7 @@ class RolloutWorker:
         self._window = min(max(self._window * factor, float(self._bundle_size())), self.config.feedback.max_pending)
 
     def _ship_outbox(self) -> None:
-        chunk = empty_chunk(len(self._outbox))
+        chunk = empty_chunk(len(self._outbox), self._extra_fields)
         for i, row in enumerate(self._outbox):
             for name, value in row.items():
                 chunk[name][i] = value

@@ -60,13 +60,29 @@ def launch(config: Config, run_dir: Path) -> RayRuntime:
     return RayRuntime(config, learner, handle, use_gpu, app_name)
 
 
+_PATH_FIELDS = ("feedback.clip.checkpoint", "data.dataset", "agent.init_from", "collect.checkpoint", "collect.output")
+
+
 def with_absolute_paths(config: Config) -> Config:
     """Relative paths in the config mean the driver's working directory; actors may run elsewhere."""
-    checkpoint = config.feedback.clip.checkpoint
-    if checkpoint and not os.path.isabs(checkpoint) and os.path.exists(checkpoint):
-        clip = dataclasses.replace(config.feedback.clip, checkpoint=os.path.abspath(checkpoint))
-        config = dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, clip=clip))
+    for dotted in _PATH_FIELDS:
+        *sections, name = dotted.split(".")
+        path = _get(config, dotted)
+        if path and not os.path.isabs(path) and (os.path.exists(path) or dotted == "collect.output"):
+            config = _replace(config, [*sections, name], os.path.abspath(path))
     return config
+
+
+def _get(obj, dotted: str):
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def _replace(obj, names: list[str], value):
+    if len(names) == 1:
+        return dataclasses.replace(obj, **{names[0]: value})
+    return dataclasses.replace(obj, **{names[0]: _replace(getattr(obj, names[0]), names[1:], value)})
 
 
 class PlacementError(CannotStart):

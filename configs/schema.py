@@ -180,6 +180,8 @@ class WorkerConfig:
     server_resource: str | None = None
     # A worker slot whose actors fail this many times in a row without a report stops the run.
     max_failures_in_a_row: int = num(5, 1, unit="failures")
+    # Store the privileged expert's action at every step (expert_action, a label for BC and datasets).
+    record_expert_action: bool = True
 
 
 # ------------------------------------------------------------------------------------------ algorithms
@@ -215,6 +217,33 @@ class Td3Config:
 
 
 @dataclass(frozen=True)
+class BcConfig:
+    """Behaviour cloning: encoder and deterministic actor regressed to the imitation target (the
+    expert's action where a row has one, else the executed action). Offline baseline; no critic."""
+
+    implementation: ClassVar[str] = "learners.actor_critic.bc"
+    exploration_noise: float = num(0.1, 0, unit="action units")  # acting noise std when it collects
+
+
+@dataclass(frozen=True)
+class Td3BcConfig(Td3Config):
+    """TD3+BC (Fujimoto & Gu 2021): TD3 whose actor also regresses to the imitation target."""
+
+    implementation: ClassVar[str] = "learners.actor_critic.td3bc"
+    alpha: float = num(2.5, 0, unit="1", low_open=True)  # Q term weight: alpha / mean |Q|
+
+
+@dataclass(frozen=True)
+class IqlConfig:
+    """IQL (Kostrikov et al. 2022): expectile value, Q to r + gamma V(s'), advantage-weighted actor."""
+
+    implementation: ClassVar[str] = "learners.actor_critic.iql"
+    expectile: float = num(0.7, 0, 1, unit="1", low_open=True, high_open=True)  # tau of the value loss
+    temperature: float = num(3.0, 0, unit="1/return units", low_open=True)  # beta in exp(beta * A)
+    exploration_noise: float = num(0.1, 0, unit="action units")  # acting noise std when fine-tuned online
+
+
+@dataclass(frozen=True)
 class GuidanceConfig:
     """VMR (critic) and AWAG (actor) weights from the advisor's actions; 0 disables. docs/architecture.md §6."""
 
@@ -243,11 +272,21 @@ class AgentConfig:
     tau: float = num(0.005, 0, 1, unit="1/update", low_open=True)  # target network soft-update rate
     n_step: int = num(3, 1, unit="env steps")  # return horizon of a transition batch
     augment_pad: int = num(4, 0, unit="px")  # DrQ random shift; 0 disables
+    # Feed the previous control (state[0:3]: throttle, steer, brake) to the networks. Cloned policies
+    # learn to copy it and then never start again after a stop (the inertia / copycat problem,
+    # Codevilla et al. 2019, Wen et al. 2020): false zeroes it, on the learner and when acting.
+    control_inputs: bool = True
+    # A checkpoint (a run directory or one of its checkpoint directories) whose encoder, actor and
+    # critic start this agent: online fine-tuning from an offline run (same network preset).
+    init_from: str | None = None
     guidance: GuidanceConfig = section(GuidanceConfig)
     # The algorithm sections: one line per algorithm (learners/registry.py resolves `implementation`).
     drqv2: DrQv2Config = section(DrQv2Config)
     sac: SacConfig = section(SacConfig)
     td3: Td3Config = section(Td3Config)
+    bc: BcConfig = section(BcConfig)  # offline
+    td3bc: Td3BcConfig = section(Td3BcConfig)  # offline
+    iql: IqlConfig = section(IqlConfig)  # offline
 
     @property
     def params(self):
@@ -276,10 +315,40 @@ class LearnerConfig:
     checkpoint_every_updates: int = num(1000, 1, unit="updates")
     device: str = "auto"  # auto: cuda when available
     gpu_fraction: float = num(1.0, 0, 1, unit="GPU", low_open=True)  # below 1 shares the GPU with replicas
+    # torch's intra-op threads in the learner's process (0: torch's default, one per core). On a
+    # machine whose cores the workers also use, 1 avoids threads spinning against each other.
+    torch_threads: int = num(0, 0, unit="threads")
     # Sample-time reward shaping (docs/architecture.md §6): r + clip_reward_scale * normalised CLIP margin bonus
     # (Found-RL uses 0.25) + semantic_reward_scale * (2 * safety - 1) (VLM-RL-style language goals).
     clip_reward_scale: float = num(0.0, 0, unit="reward/bonus")
     semantic_reward_scale: float = num(0.0, 0, unit="reward")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A transition dataset (dataset/parquet.py) the learner learns from: all of each batch in
+    run.mode offline; `offline_fraction` of it in an online run once online rows can be sampled."""
+
+    dataset: str | None = None  # a dataset directory written by collect.py
+    offline_fraction: float = num(0.5, 0, 1, unit="fraction of each batch")  # online runs only
+    capacity: int = num(200_000, 16, unit="rows")  # of the dataset's replay (its newest rows are kept)
+    skip_corrupt: bool = False  # skip (and log) shards that cannot be read instead of stopping
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Dataset collection (collect.py): which policy acts, and where the rows go. The budget is
+    run.total_env_steps; the workers are workers.num_workers on run.mode local or ray."""
+
+    policy: Literal["expert", "random", "checkpoint"] = "expert"
+    checkpoint: str | None = None  # policy checkpoint: a run directory or a checkpoint directory
+    # DART-style held perturbations of the expert, so the data show recoveries: with this probability
+    # a window of perturb_hold_steps acts with the expert's action plus one held Gaussian draw.
+    perturb_std: float = num(0.0, 0, unit="action units")  # 0: the expert as it is
+    perturb_probability: float = num(0.3, 0, 1, unit="fraction of windows")
+    perturb_hold_steps: int = num(10, 1, unit="env steps")
+    output: str | None = None  # the dataset directory; None: <run.runs_dir>/datasets/<run.name>
+    rows_per_shard: int = num(2048, 16, unit="rows")  # a shard is at least this long (whole episodes)
 
 
 @dataclass(frozen=True)
@@ -295,7 +364,9 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "quickstart"
-    mode: Literal["ray", "local"] = "ray"  # ray: a cluster (started if none); local: one process, no Ray
+    # ray: a cluster (started if none); local: one process, no Ray; offline: the learner on
+    # data.dataset alone (ends at run.total_updates), no environment until the evaluation
+    mode: Literal["ray", "local", "offline"] = "ray"
     total_env_steps: int = num(20_000, 0, unit="env steps")  # the run ends here (0: no env-step budget)
     total_updates: int = num(0, 0, unit="updates")  # ... or here (0: no update budget)
     seed: int = num(0, 0, unit="1")
@@ -318,6 +389,8 @@ class Config:
     workers: WorkerConfig = section(WorkerConfig)
     agent: AgentConfig = section(AgentConfig)
     learner: LearnerConfig = section(LearnerConfig)
+    data: DataConfig = section(DataConfig)
+    collect: CollectConfig = section(CollectConfig)
     eval: EvalConfig = section(EvalConfig)
 
 
@@ -356,6 +429,12 @@ def cross_checks(config: Config) -> list[str]:
     if config.run.mode == "local" and config.workers.num_workers != 1:
         problems.append(f"workers.num_workers = {config.workers.num_workers}: run.mode=local runs one worker "
                         "(libsumo allows one simulation per process); set workers.num_workers=1 or run.mode=ray")
+    if config.run.mode == "offline" and not config.data.dataset:
+        problems.append("run.mode = offline needs a dataset: set data.dataset to a directory written by collect.py")
+    if config.run.mode == "offline" and not config.run.total_updates:
+        problems.append("run.mode = offline ends on an update count: set run.total_updates")
+    if config.collect.policy == "checkpoint" and not config.collect.checkpoint:
+        problems.append("collect.policy = checkpoint needs collect.checkpoint (a run or checkpoint directory)")
     g = config.agent.guidance
     if g.vmr_decay_end < g.vmr_hold_steps:
         problems.append(f"agent.guidance.vmr_decay_end = {g.vmr_decay_end} is before vmr_hold_steps = "

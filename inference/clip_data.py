@@ -1,19 +1,18 @@
 """Driving data for CLIP: BEV images with captions synthesised from the discretised command, speed
-and the expert's action (Found-RL appendix), stored as Parquet.
+and the expert's action (Found-RL appendix), stored as Parquet, derived from a transition dataset
+(collect.py): no collection loop of its own.
 
-The expert drives. With `perturb` > 0 the executed action is sometimes the expert's plus a held
-random offset (DART-style), so the data holds recoveries too, but the caption always describes what
-the expert would do in that state: CLIP learns which behaviour fits a scene. As in Found-RL, the
-steps just before a collision are not kept.
+The data come from the expert with DART perturbations, so they hold recoveries too, but the caption
+always describes what the expert would do in that state: CLIP learns which behaviour fits a scene.
+As in Found-RL, the steps just before an infraction that ended an episode are not kept.
 
-    python -m inference.clip_data --out data/clip/town01.parquet --steps 6000
+    python collect.py --config configs/collect/clip.yaml collect.output=data/town01      # transitions
+    python -m inference.clip_data --transitions data/town01 --out data/clip/town01.parquet
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -42,18 +41,6 @@ SCHEMA = pa.schema([
 _PRE_COLLISION_STEPS = 10  # Found-RL drops a short segment before each collision
 
 
-@dataclass(frozen=True)
-class CollectSettings:
-    town: str | None = None
-    traffic: str = "regular"
-    route_suite: str | None = "random"  # random routes: more varied scenes than a fixed suite
-    steps: int = 6000
-    max_episode_steps: int = 500  # short episodes: more routes, towns' corners and starts per dataset
-    perturb: float = 0.1  # chance per step of starting a perturbation of the executed action
-    seed: int = 0
-    maps_dir: str | None = None
-
-
 def encode_png(rgb: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -77,68 +64,44 @@ def caption_row(rgb: np.ndarray, command: int, speed: float, expert: np.ndarray,
             "action_class": action, "town": town, "episode": episode, "step": step}
 
 
-class _Perturbation:
-    """A random offset held for a few steps, started with probability `rate` per step."""
+def captions_from_transitions(dataset_dir: str | Path, out: str | Path) -> dict:
+    """The caption table of a transition dataset (collect.py, dataset/): one row per transition
+    that has the expert's label, with the RGB BEV the env rendered and the caption of what the
+    expert did there (the executed action may carry a DART perturbation). As in Found-RL, the
+    steps just before an episode that ended in an infraction are not kept."""
+    from dataset.parquet import DatasetError, ParquetDataset
 
-    def __init__(self, rate: float, rng: np.random.Generator):
-        self._rate, self._rng = rate, rng
-        self._offset, self._left = np.zeros(2, np.float32), 0
-
-    def __call__(self, action: np.ndarray) -> np.ndarray:
-        if self._left == 0 and self._rng.random() < self._rate:
-            self._offset = self._rng.uniform([-0.6, -0.4], [0.6, 0.4]).astype(np.float32)
-            self._left = int(self._rng.integers(3, 12))
-        if self._left == 0:
-            return action
-        self._left -= 1
-        return np.clip(action + self._offset, -1.0, 1.0).astype(np.float32)
-
-
-def collect(out: str | Path, settings: CollectSettings = CollectSettings()) -> dict:
-    """Drive the expert for `settings.steps` kept steps and write them to `out` (Parquet)."""
-    import envs
-    from envs.expert import expert_action
-
+    data = ParquetDataset(dataset_dir)
+    town = str(data.metadata.get("town"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = envs.make_env(town=settings.town, traffic=settings.traffic, route_suite=settings.route_suite,
-                        seed=settings.seed, maps_dir=settings.maps_dir)
-    perturb = _Perturbation(settings.perturb, np.random.default_rng(settings.seed))
-    town = env.unwrapped.config.town
-    kept, episodes, started = 0, 0, time.monotonic()
+    kept, episodes = 0, set()
     tmp = out.with_name(out.name + ".tmp")
     with pq.ParquetWriter(tmp, SCHEMA) as writer:
-        try:
-            while kept < settings.steps:
-                rows = _episode(env, expert_action, perturb, town, episodes, settings, settings.steps - kept)
-                if rows:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
-                kept, episodes = kept + len(rows), episodes + 1
-                logger.info("collected %d/%d steps (%d episodes, %.0f s)", kept, settings.steps, episodes,
-                            time.monotonic() - started)
-        finally:
-            env.close()
+        for shard in data.shards:
+            chunk = data.read_shard(shard, extra=True)
+            if "rgb_bev" not in chunk or "command" not in chunk:
+                raise DatasetError(f"{shard.path} has no rgb_bev/command columns: collect the dataset with collect.py")
+            rows = [caption_row(chunk["rgb_bev"][i], int(chunk["command"][i]), float(chunk["state"][i, 4]),
+                                chunk["expert_action"][i], chunk["action"][i], town, int(chunk["episode_id"][i]),
+                                int(chunk["step"][i])) for i in np.flatnonzero(_kept_rows(chunk))]
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+            kept += len(rows)
+            episodes.update(int(e) for e in chunk["episode_id"])
     tmp.replace(out)
-    return {"rows": kept, "episodes": episodes, "town": town, "seconds": time.monotonic() - started}
+    logger.info("wrote %s: %d captioned steps of %d episodes from %s", out, kept, len(episodes), dataset_dir)
+    return {"rows": kept, "episodes": len(episodes), "town": town}
 
 
-def _episode(env, expert_action, perturb: _Perturbation, town: str, episode: int,
-             settings: CollectSettings, limit: int) -> list[dict]:
-    _, info = env.reset(seed=settings.seed + episode)
-    rows: list[dict] = []
-    for step in range(settings.max_episode_steps):
-        if len(rows) >= limit + _PRE_COLLISION_STEPS:
-            return rows[:limit]
-        expert = np.asarray(expert_action(*env.unwrapped.ground_truth()), np.float32)
-        executed = perturb(expert)
-        rows.append(caption_row(info["rgb_bev"], int(info["command"]), float(info["speed"]), expert, executed,
-                                town, episode, step))
-        _, _, terminated, truncated, info = env.step(executed)
-        if any("collision" in name for name in info["infractions"]):
-            return rows[:-_PRE_COLLISION_STEPS]
-        if terminated or truncated:
-            break
-    return rows[:limit]
+def _kept_rows(chunk: dict) -> np.ndarray:
+    """Transitions with an expert label, without the last steps of episodes that ended in an infraction."""
+    keep = ~chunk["is_last"] & (chunk["expert_action_mask"] > 0)
+    ended_badly = np.flatnonzero(chunk["terminated"] & ~chunk["is_last"] & (chunk["cost"] > 0))
+    for end in ended_badly:
+        same = chunk["episode_id"] == chunk["episode_id"][end]
+        keep &= ~(same & (chunk["step"] > chunk["step"][end] - _PRE_COLLISION_STEPS) & (chunk["step"] <= chunk["step"][end]))
+    return keep
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -182,19 +145,11 @@ def label_safety(path: str | Path, scorer, batch_size: int = 256) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transitions", required=True, help="a transition dataset directory (collect.py)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=CollectSettings.steps)
-    parser.add_argument("--town", default=None)
-    parser.add_argument("--traffic", default="regular", choices=["empty", "regular", "dense"])
-    parser.add_argument("--perturb", type=float, default=CollectSettings.perturb)
-    parser.add_argument("--episode-steps", type=int, default=CollectSettings.max_episode_steps)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    summary = collect(args.out, CollectSettings(town=args.town, traffic=args.traffic, steps=args.steps,
-                                                max_episode_steps=args.episode_steps, perturb=args.perturb,
-                                                seed=args.seed))
-    logger.info("wrote %s: %s", args.out, summary)
+    captions_from_transitions(args.transitions, args.out)
     return 0
 
 

@@ -6,7 +6,7 @@ evaluate it as Found-RL's appendix does: conditional 30-way action retrieval on 
 
 Writes to --out (default artifacts/clip/mentor-clip-tiny, what the reward deployment serves by
 default): the open_clip local-dir checkpoint, metrics.json, confusion.png, training_curve.png. A
-missing --data file is collected first with the expert (inference/clip_data.py).
+missing --data file is derived from expert transitions collected first (collect.py, inference/clip_data.py).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inference.clip_data import CollectSettings, collect, decode_png, read_dataset
+from inference.clip_data import captions_from_transitions, decode_png, read_dataset
 from inference.clip_eval import confusion_matrix, plot_confusion, retrieval_metrics
 from inference.clip_feedback import context_logits
 from inference.clip_model import ClipModel, ClipSource
@@ -256,8 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     # open_clip logs its model construction at INFO on the root logger: keep only its warnings.
     logging.getLogger().handlers[0].addFilter(lambda r: r.levelno >= logging.WARNING or "open_clip" not in r.pathname)
     if not Path(args.data).exists():
-        logger.info("%s does not exist: collecting %d expert steps first", args.data, args.collect_steps)
-        collect(args.data, CollectSettings(steps=args.collect_steps))
+        transitions = Path(args.data).with_suffix("")
+        logger.info("%s does not exist: collecting %d expert steps into %s first (collect.py), then its captions",
+                    args.data, args.collect_steps, transitions)
+        import collect
+
+        if collect.main(["--config", "configs/collect/clip.yaml", f"collect.output={transitions}",
+                         f"run.total_env_steps={args.collect_steps}"]) != 0:
+            return 2
+        captions_from_transitions(transitions, args.data)
     settings = TrainSettings(**{name: getattr(args, name) for name in asdict(TrainSettings())})
     try:
         train_clip(args.data, args.out, settings)

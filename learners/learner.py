@@ -10,18 +10,20 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from configs.schema import Config
-from core import CannotStart, PolicySnapshot
+from core import CannotStart, DatasetSource, PolicySnapshot
 from learners.pacing import SampleToInsertRatio
 from learners.registry import make_agent
 from learners.replay import ReplayBuffer
 from learners.replay_journal import ReplayJournal
 from learners.reward_shaping import RewardShaper
+from learners.warm_start import warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,17 @@ class Learner:
     def __init__(self, config: Config, replay_dir: str | Path, device: str = "auto"):
         self.config = config
         self.device = resolve_device(device if device != "auto" else config.learner.device)
+        if config.learner.torch_threads:
+            torch.set_num_threads(config.learner.torch_threads)
         self.agent = make_agent(config.agent, device=self.device, seed=config.run.seed)
+        if config.agent.init_from:
+            warm_start(self.agent, config.agent.init_from)
         self.replay = ReplayBuffer(config.learner.replay_capacity, seed=config.run.seed)
+        # The dataset's rows (data.dataset), never journaled: they are re-read from the dataset.
+        self.offline: ReplayBuffer | None = None
+        self.offline_only = config.run.mode == "offline"
+        if config.data.dataset:
+            self.load_dataset(_open_dataset(config), config.data.dataset)
         self.journal = ReplayJournal(replay_dir)
         self._loaded = False
         self.shaper = RewardShaper(config.learner.clip_reward_scale, config.learner.semantic_reward_scale)
@@ -63,6 +74,20 @@ class Learner:
         self.last_metrics: dict[str, float] = {}
         self._started = time.monotonic()
         self._updates_at_start = 0
+
+    def load_dataset(self, source: DatasetSource, description: str) -> None:
+        """Fill the offline replay from a dataset (before any update)."""
+        started = time.monotonic()
+        with _dataset_errors_stop_the_start():
+            capacity = min(self.config.data.capacity, max(source.rows(), 16))
+            self.offline = ReplayBuffer(capacity, seed=self.config.run.seed + 1)
+            for chunk in source.chunks():
+                for begin in range(0, len(chunk["step"]), capacity):
+                    self.offline.add({key: value[begin:begin + capacity] for key, value in chunk.items()})
+        if self.offline.transitions_total == 0:
+            raise CannotStart(f"data.dataset {description} holds no transitions")
+        logger.info("offline replay: %d rows (%d transitions) from %s in %.1f s", len(self.offline),
+                    self.offline.transitions_total, description, time.monotonic() - started)
 
     def check_can_start(self) -> None:
         """A journal that already holds rows belongs to a run that must be resumed, not overwritten."""
@@ -97,8 +122,12 @@ class Learner:
     # ----- updates ---------------------------------------------------------------------------
     def updates_allowed(self) -> int:
         """Updates the ratio allows now (0 before learning starts or while the batch cannot be drawn)."""
+        batch_size = self.config.learner.batch_size
+        if self.offline_only:
+            return 1 << 30 if self.agent.batch.can_sample(self.offline, batch_size) else 0
         allowed = self.ratio.updates_allowed(self.env_steps, self.updates)
-        if allowed == 0 or not self.agent.batch.can_sample(self.replay, self.config.learner.batch_size):
+        if allowed == 0 or not (self.agent.batch.can_sample(self.replay, batch_size)
+                                or (self.offline is not None and self.agent.batch.can_sample(self.offline, batch_size))):
             return 0
         return allowed
 
@@ -112,7 +141,7 @@ class Learner:
 
     def update(self) -> dict[str, float]:
         with self._lock:
-            batch, shaping = self.agent.batch.sample(self.replay, self.config.learner.batch_size, self.shaper)
+            batch, shaping = self._sample()
         metrics = self.agent.update(batch, step=self.env_steps) | shaping
         bad = sorted(name for name, value in metrics.items() if not np.isfinite(value))
         if bad:
@@ -124,6 +153,24 @@ class Learner:
             self.publish()
         self.last_metrics = metrics
         return metrics
+
+    def _sample(self) -> tuple[dict, dict[str, float]]:
+        """The batch: from the online replay, the offline one, or data.offline_fraction of it from the
+        offline one (each part shaped and n-step summed on its own buffer)."""
+        sampler, size = self.agent.batch, self.config.learner.batch_size
+        online_ready = not self.offline_only and sampler.can_sample(self.replay, size)
+        if self.offline is None or not sampler.can_sample(self.offline, size):
+            return sampler.sample(self.replay, size, self.shaper)
+        if not online_ready:
+            return sampler.sample(self.offline, size, self.shaper)
+        n_offline = round(size * self.config.data.offline_fraction)
+        if n_offline == 0:
+            return sampler.sample(self.replay, size, self.shaper)
+        if n_offline == size:
+            return sampler.sample(self.offline, size, self.shaper)
+        online, metrics = sampler.sample(self.replay, size - n_offline, self.shaper)
+        offline, _ = sampler.sample(self.offline, n_offline, self.shaper)
+        return {key: np.concatenate([online[key], offline[key]]) for key in online}, metrics
 
     def publish(self) -> None:
         """Publish the acting weights, unless they hold a non-finite value (then nothing is published)."""
@@ -152,6 +199,7 @@ class Learner:
             "policy_version": float(self.version),
             "policy_lag": self._lag_sum / self._lag_count if self._lag_count else 0.0,
             "replay_size": float(len(self.replay)),
+            "offline_replay_size": float(len(self.offline)) if self.offline is not None else 0.0,
             "updates_per_s": (self.updates - self._updates_at_start) / elapsed,
             "samples_per_insert": self.ratio.achieved(self.env_steps, self.updates),
             **{f"replay_{k}": float(v) for k, v in stats.items() if k not in ("size",)},
@@ -170,7 +218,8 @@ class Learner:
             meta = {"updates": self.updates, "version": self.version, "lag_sum": self._lag_sum,
                     "lag_count": self._lag_count, "shaper": self.shaper.state_dict(),
                     "replay_rng": self.replay.rng_state(), "journal_chunks": self.journal.chunks_written,
-                    "env_steps": self.env_steps}
+                    "env_steps": self.env_steps,
+                    "offline_rng": self.offline.rng_state() if self.offline is not None else None}
         (directory / STATE_FILE).write_text(json.dumps(meta))
 
     def load(self, directory: str | Path) -> None:
@@ -193,6 +242,8 @@ class Learner:
         self.updates, self.version = int(meta["updates"]), int(meta["version"])
         self._lag_sum, self._lag_count = float(meta["lag_sum"]), int(meta["lag_count"])
         self.shaper.load_state_dict(meta["shaper"])
+        if self.offline is not None and meta.get("offline_rng") is not None:
+            self.offline.set_rng_state(meta["offline_rng"])
         for sequence, chunk in chunks:  # rows that arrived after the checkpoint
             if sequence >= meta["journal_chunks"]:
                 self.shaper.observe(chunk)
@@ -202,6 +253,23 @@ class Learner:
         self._loaded = True
         logger.info("replay rebuilt from %s: %d rows, %d env steps (%d after the checkpoint)", self.journal.directory,
                     len(self.replay), self.env_steps, self.env_steps - int(meta["env_steps"]))
+
+
+@contextmanager
+def _dataset_errors_stop_the_start():
+    from dataset.parquet import DatasetError
+
+    try:
+        yield
+    except DatasetError as err:
+        raise CannotStart(f"data.dataset: {err}") from err
+
+
+def _open_dataset(config: Config) -> DatasetSource:
+    from dataset.parquet import ParquetDataset
+
+    with _dataset_errors_stop_the_start():
+        return ParquetDataset(config.data.dataset, skip_corrupt=config.data.skip_corrupt)
 
 
 def _read_state(path: Path) -> dict:

@@ -193,3 +193,15 @@ def random_shift(bev: torch.Tensor, pad: int, generator: torch.Generator | None 
     for i, (dy, dx) in enumerate(offsets):  # one strided copy per sample, no index tensors
         out[i] = padded[i, :, dy:dy + h, dx:dx + w]
     return out
+
+
+class ValueHead(nn.Module):
+    """V(s) on [trunk(feat), state] (IQL's state value)."""
+
+    def __init__(self, repr_dim: int, state_dim: int = STATE_SIZE, feature_dim: int = 50, hidden_dim: int = 1024):
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.v = mlp(feature_dim + state_dim, hidden_dim, 1)
+
+    def forward(self, feat: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.v(torch.cat([self.trunk(feat), state], dim=-1)).squeeze(-1)

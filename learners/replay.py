@@ -48,6 +48,10 @@ ROW_SPEC: dict[str, tuple[tuple[int, ...], np.dtype]] = {
     "safety_mask": ((), np.dtype(np.float32)),
     "vlm_action": ((ACTION_SIZE,), np.dtype(np.float32)),
     "vlm_action_mask": ((), np.dtype(np.float32)),
+    # The privileged expert's action at this observation (a label for BC and datasets), where the
+    # worker could compute it (workers.record_expert_action; mask 0 otherwise and on is_last rows).
+    "expert_action": ((ACTION_SIZE,), np.dtype(np.float32)),
+    "expert_action_mask": ((), np.dtype(np.float32)),
     "policy_version": ((), np.dtype(np.int64)),
     "episode_id": ((), np.dtype(np.int64)),
     "stream_id": ((), np.dtype(np.int64)),
@@ -55,6 +59,7 @@ ROW_SPEC: dict[str, tuple[tuple[int, ...], np.dtype]] = {
 }
 FEEDBACK_KEYS: tuple[str, ...] = (
     "clip_margin", "clip_margin_mask", "safety", "safety_mask", "vlm_action", "vlm_action_mask",
+    "expert_action", "expert_action_mask",
 )
 MASK_KEYS: tuple[str, ...] = tuple(key for key in FEEDBACK_KEYS if key.endswith("_mask"))
 LINK_KEY = "next_row"  # per-slot link to the next row of the same stream, -1 when unknown
@@ -65,11 +70,13 @@ _CAN_SAMPLE_BLOCK = 4096
 
 # ----------------------------------------------------------------------------------------------- chunks
 
-def empty_chunk(n: int) -> dict[str, np.ndarray]:
-    """A zero-filled chunk of n rows with the exact shapes/dtypes of ROW_SPEC (fill it, then add it)."""
+def empty_chunk(n: int, extra: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None = None) -> dict[str, np.ndarray]:
+    """A zero-filled chunk of n rows with the exact shapes/dtypes of ROW_SPEC (fill it, then add it);
+    `extra` adds fields beyond the replay's (a dataset's rgb_bev and command, dataset/schema.py)."""
     if n < 0:
         raise ValueError(f"empty_chunk: n must be >= 0, got {n}")
-    return {key: np.zeros((n, *shape), dtype) for key, (shape, dtype) in ROW_SPEC.items()}
+    spec = {**ROW_SPEC, **(extra or {})}
+    return {key: np.zeros((n, *shape), dtype) for key, (shape, dtype) in spec.items()}
 
 
 def validate_chunk(chunk: Mapping[str, np.ndarray]) -> int:

@@ -117,19 +117,21 @@ class _Checkpoints:
 
 
 def record(log: RunLog, report: StepReport, runtime: Runtime, config: Config, started: float) -> None:
-    log.scalars(report.metrics, runtime.env_steps)
+    # Offline runs take no env steps: their curves are over updates.
+    log.scalars(report.metrics, runtime.updates if config.run.mode == "offline" else runtime.env_steps)
     log.episodes(report.episodes)
     log.progress_line(progress_text(report.metrics, config, started), config.run.progress_every_s)
 
 
 def progress_text(m: dict[str, float], config: Config, started: float) -> str:
     elapsed = max(time.monotonic() - started, 1e-6)
-    budget = (f"env steps {m['env_steps']:.0f}/{config.run.total_env_steps}" if config.run.total_env_steps
-              else f"env steps {m['env_steps']:.0f}")
+    budget = (f"env steps {m['env_steps']:.0f}/{config.run.total_env_steps}"
+              if config.run.total_env_steps and config.run.mode != "offline" else f"env steps {m['env_steps']:.0f}")
     updates = (f"updates {m['learner_updates']:.0f}/{config.run.total_updates}" if config.run.total_updates
                else f"updates {m['learner_updates']:.0f}")
+    offline = f"+{m['offline_replay_size']:.0f} offline" if m.get("offline_replay_size") else ""
     return (f"{budget} ({m.get('env_steps_per_s', 0.0):.0f}/s) | {updates} ({m['updates_per_s']:.1f}/s, "
-            f"ratio {m['samples_per_insert']:.1f}) | replay {m['replay_size']:.0f} | policy "
+            f"ratio {m['samples_per_insert']:.1f}) | replay {m['replay_size']:.0f}{offline} | policy "
             f"v{m['policy_version']:.0f} lag {m['policy_lag']:.1f} | feedback avail "
             f"{m.get('feedback/availability', 1.0):.3f} pending {m.get('feedback/pending', 0):.0f} | "
             f"return(ep) {m.get('episode_return', float('nan')):.1f} | {elapsed:.0f} s")

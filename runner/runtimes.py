@@ -13,6 +13,7 @@ from core import Runtime
 RUNTIMES = {
     "local": "actors.local_runtime:LocalRuntime",
     "ray": "cluster.launch:launch",
+    "offline": "actors.offline_runtime:OfflineRuntime",
 }
 
 

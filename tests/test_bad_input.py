@@ -36,3 +36,30 @@ def test_a_maps_directory_that_does_not_exist_is_refused(tmp_path, caplog, monke
     assert train.main(args(tmp_path, "env.town=null")) == 2
     assert "$MENTOR_MAPS_DIR" in caplog.text and "is not a directory" in caplog.text
     assert not list(tmp_path.glob("quickstart-*"))
+
+
+def test_an_offline_run_without_a_dataset_names_the_field(tmp_path, caplog):
+    assert train.main(args(tmp_path, "run.mode=offline", "run.total_updates=5", "workers.num_workers=1")) == 2
+    assert "run.mode = offline needs a dataset: set data.dataset" in caplog.text
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_dataset_directory_that_is_not_one_names_the_field(tmp_path, caplog):
+    assert train.main(args(tmp_path, "run.mode=offline", "run.total_updates=5", "workers.num_workers=1",
+                           f"data.dataset={tmp_path / 'nothing'}")) == 2
+    assert "data.dataset:" in caplog.text and "dataset.json is missing" in caplog.text and "collect.py" in caplog.text
+    assert not list(tmp_path.glob("quickstart-*"))
+
+
+def test_a_warm_start_from_nothing_names_the_field(tmp_path, caplog):
+    assert train.main(args(tmp_path, f"agent.init_from={tmp_path / 'no-run'}")) == 2
+    assert "agent.init_from" in caplog.text and "holds no agent checkpoint" in caplog.text
+    assert not list(tmp_path.glob("quickstart-*"))
+
+
+def test_a_run_dir_that_holds_files_is_not_overwritten(tmp_path, caplog):
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    assert train.main(args(tmp_path, "--run-dir", str(run_dir))) == 2
+    assert "already holds files" in caplog.text and (run_dir / "notes.txt").read_text() == "mine"

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from configs.loader import load_config
-from inference.clip_data import CollectSettings, collect, decode_png, label_safety, read_dataset
+import collect
+from inference.clip_data import captions_from_transitions, decode_png, label_safety, read_dataset
 from inference.clip_prompts import LATERAL, LONGITUDINAL, SPEED_PHRASES
 from inference.clip_training import TrainSettings, caption_contrastive_loss, train_clip
 from inference.feedback import FeedbackItem
@@ -37,8 +38,11 @@ def test_distinct_captions_give_the_clip_loss():
 
 def test_collect_train_evaluate_serve_and_label(tmp_path):
     data = tmp_path / "clip.parquet"
-    summary = collect(data, CollectSettings(town="Generated", steps=96, max_episode_steps=32, perturb=0.3))
-    assert summary["rows"] == 96 and summary["episodes"] >= 3
+    for steps in (48, 96):  # two collections into one dataset: two streams, two episodes to hold one out
+        assert collect.main(["--config", "configs/collect/clip.yaml", "env.town=Generated",
+                             f"run.total_env_steps={steps}", f"collect.output={tmp_path / 'transitions'}"]) == 0
+    summary = captions_from_transitions(tmp_path / "transitions", data)
+    assert 80 <= summary["rows"] <= 96 and summary["town"] == "Generated"  # minus any pre-infraction steps
     table = read_dataset(data)
     row = table.slice(0, 1).to_pylist()[0]
     assert decode_png(row["image_png"]).shape == (192, 192, 3)
@@ -66,7 +70,7 @@ def test_collect_train_evaluate_serve_and_label(tmp_path):
 
     label_safety(data, model.image_safety)
     safety = pq.read_table(data, columns=["safety"]).column("safety").to_numpy()
-    assert len(safety) == 96 and np.all((safety >= 0) & (safety <= 1))
+    assert len(safety) == summary["rows"] and np.all((safety >= 0) & (safety <= 1))
 
 
 def test_reading_a_foreign_parquet_names_the_missing_columns(tmp_path):

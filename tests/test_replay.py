@@ -136,6 +136,7 @@ def test_sample_shapes_and_dtypes():
         "clip_margin": ((8,), np.float32), "clip_margin_mask": ((8,), np.float32),
         "safety": ((8,), np.float32), "safety_mask": ((8,), np.float32),
         "vlm_action": ((8, 2), np.float32), "vlm_action_mask": ((8,), np.float32),
+        "expert_action": ((8, 2), np.float32), "expert_action_mask": ((8,), np.float32),
         "policy_version": ((8,), np.int64), "episode_id": ((8,), np.int64), "step": ((8,), np.int64),
         "index": ((8,), np.int64),
         **{f"nstep_{key}": ((8, 2), np.float32)

@@ -20,14 +20,15 @@ import torch
 from torch import nn
 
 from configs.schema import AgentConfig
-from learners.actor_critic.networks import acting_weights, build
+from learners.actor_critic.networks import acting_weights, build, visible_state
 from learners.batches import TransitionBatch
 from learners.losses import guidance
 from learners.networks import count_parameters, random_shift
 
 logger = logging.getLogger(__name__)
 
-FLOAT_KEYS = ("state", "next_state", "action", "reward", "discount", "vlm_action", "vlm_action_mask")
+FLOAT_KEYS = ("state", "next_state", "action", "reward", "discount", "vlm_action", "vlm_action_mask",
+              "expert_action", "expert_action_mask")
 
 
 def copy_tree(obj: Any, device: str | None = None) -> Any:
@@ -87,7 +88,9 @@ class ActorCriticAgent:
                     step: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def actor_loss(self, feat: torch.Tensor, state: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def actor_loss(self, feat: torch.Tensor, b: dict[str, torch.Tensor],
+                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """On detached features; `b` is the batch (state, and for offline losses the data actions)."""
         raise NotImplementedError
 
     def log_prob(self, feat: torch.Tensor, state: torch.Tensor, action: torch.Tensor, step: int) -> torch.Tensor:
@@ -125,9 +128,11 @@ class ActorCriticAgent:
         out = {key: torch.as_tensor(batch[key], device=self.device) for key in ("bev", "next_bev")}
         for key in FLOAT_KEYS:
             value = batch.get(key)
-            if value is None and key.startswith("vlm_"):  # no advice in this batch: a zero mask
-                value = np.zeros((n, 2) if key == "vlm_action" else (n,), np.float32)
+            if value is None and key.startswith(("vlm_", "expert_")):  # no advice or label: a zero mask
+                value = np.zeros((n,) if key.endswith("_mask") else (n, 2), np.float32)
             out[key] = torch.as_tensor(value, device=self.device, dtype=torch.float32)
+        out["state"], out["next_state"] = visible_state(out["state"], self.config), visible_state(out["next_state"],
+                                                                                                  self.config)
         # Unadvised rows may hold anything; zero them so no nan reaches the critic through them.
         advised = out["vlm_action_mask"][:, None] > 0
         out["vlm_action"] = torch.where(advised, out["vlm_action"], torch.zeros_like(out["vlm_action"]))
@@ -157,7 +162,7 @@ class ActorCriticAgent:
         return guidance.vmr_loss(q1_vlm, q2_vlm, q1_data, q2_data, b["vlm_action_mask"], self.config.guidance.vmr_delta)
 
     def _update_actor(self, feat: torch.Tensor, b: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        loss, metrics = self.actor_loss(feat, b["state"], step)
+        loss, metrics = self.actor_loss(feat, b, step)
         g = self.config.guidance
         if g.awag_weight > 0:
             iota = guidance.awag_iota(step, g.awag_weight, g.awag_decay_steps, g.awag_power, g.awag_schedule)

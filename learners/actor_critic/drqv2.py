@@ -24,8 +24,8 @@ class DrQv2Agent(ActorCriticAgent):
                                  std=exploration_std(self.params, step), std_clip=self.params.std_clip,
                                  generator=self._update_rng)
 
-    def actor_loss(self, feat, state, step):
-        return drqv2.actor_loss(self.actor, self.critic, feat, state, std=exploration_std(self.params, step),
+    def actor_loss(self, feat, b, step):
+        return drqv2.actor_loss(self.actor, self.critic, feat, b["state"], std=exploration_std(self.params, step),
                                 std_clip=self.params.std_clip, generator=self._update_rng)
 
     def log_prob(self, feat, state, action, step):

@@ -23,6 +23,18 @@ def build(config: AgentConfig, seed: int, stochastic: bool,
     return encoder, actor, critic
 
 
+CONTROL_FEATURES = slice(0, 3)  # envs/observation.state_vector: throttle, steer, brake of the last action
+
+
+def visible_state(state: torch.Tensor, config: AgentConfig) -> torch.Tensor:
+    """The state the networks see: without the previous control when agent.control_inputs is false."""
+    if config.control_inputs:
+        return state
+    state = state.clone()
+    state[:, CONTROL_FEATURES] = 0.0
+    return state
+
+
 def acting_weights(encoder: nn.Module, actor: nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of what acting needs, keyed `encoder.*` and `actor.*`."""
     return {f"{name}.{key}": value.detach().to("cpu", copy=True)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from configs.schema import AgentConfig
-from learners.actor_critic.networks import build, load_acting_weights
+from learners.actor_critic.networks import build, load_acting_weights, visible_state
 
 
 class ActorCriticPolicy:
@@ -31,7 +31,7 @@ class ActorCriticPolicy:
     def act(self, carry: None, obs, is_first: np.ndarray, *, explore: bool, step: int) -> tuple[None, np.ndarray]:
         """Actions [B, 2] in [-1, 1] for observations bev [B, 15, 96, 96] uint8 and state [B, 10]."""
         feat = self.encoder(torch.as_tensor(obs["bev"], device=self.device))
-        state = torch.as_tensor(obs["state"], device=self.device, dtype=torch.float32)
+        state = visible_state(torch.as_tensor(obs["state"], device=self.device, dtype=torch.float32), self.config)
         action = self.explore(feat, state, step) if explore else self.actor.mode(feat, state)
         return carry, action.cpu().numpy().astype(np.float32)
 

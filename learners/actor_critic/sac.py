@@ -32,8 +32,8 @@ class SacAgent(ActorCriticAgent):
                                b["reward"], b["discount"], next_feat, b["next_state"], alpha=self._alpha(),
                                generator=self._update_rng)
 
-    def actor_loss(self, feat, state, step):
-        return sac.actor_loss(self.actor, self.critic, feat, state, alpha=self._alpha(), generator=self._update_rng)
+    def actor_loss(self, feat, b, step):
+        return sac.actor_loss(self.actor, self.critic, feat, b["state"], alpha=self._alpha(), generator=self._update_rng)
 
     def log_prob(self, feat, state, action, step):
         return sac.log_prob(self.actor, feat, state, action)

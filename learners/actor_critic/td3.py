@@ -23,8 +23,8 @@ class Td3Agent(ActorCriticAgent):
                                policy_noise=self.params.policy_noise, noise_clip=self.params.noise_clip,
                                generator=self._update_rng)
 
-    def actor_loss(self, feat, state, step):
-        return td3.actor_loss(self.actor, self.critic, feat, state)
+    def actor_loss(self, feat, b, step):
+        return td3.actor_loss(self.actor, self.critic, feat, b["state"])
 
     def log_prob(self, feat, state, action, step):
         return td3.log_prob(self.actor, feat, state, action, self.params.exploration_noise)

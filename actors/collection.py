@@ -1,0 +1,156 @@
+"""Dataset collection: rollout workers whose rows go to a dataset sink instead of a learner.
+
+A `Collector` is one worker on its own stream with its own ParquetSink and the acting policy of
+collect.policy; it runs in this process (run.mode local) or inside a Ray actor
+(cluster/collection.py). `collection_plan` says what a collection into a directory still has to
+do: a directory that already holds shards resumes (new streams after the highest on disk, the
+budget minus the transitions already written).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from actors.acting import collection_policy
+from actors.assembly import build_rollout_worker
+from configs.schema import Config
+from dataset.parquet import create_dataset, list_shards
+from envs.maps import GENERATED_TOWN, MapSearch
+from envs.route_suites import DEFAULT_SUITE_FOR_TOWN
+
+logger = logging.getLogger(__name__)
+
+
+def collection_config(config: Config) -> Config:
+    """What a collection runs: no feedback (labels come later, dataset/label.py), no random warm-up
+    (collect.policy random is the random policy)."""
+    return dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, mode="off"),
+                               workers=dataclasses.replace(config.workers, random_steps=0))
+
+
+def dataset_directory(config: Config) -> Path:
+    return Path(config.collect.output or Path(config.run.runs_dir) / "datasets" / config.run.name)
+
+
+def dataset_metadata(config: Config) -> dict:
+    town = config.env.town or MapSearch.from_settings(config.env.maps_dir).default_town()
+    c = config.collect
+    policy = {"expert": "expert" if c.perturb_std == 0 else "expert+dart", "random": "random",
+              "checkpoint": "checkpoint"}[c.policy]
+    try:
+        version = metadata.version("mentor")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"town": town, "traffic": config.env.traffic, "backend": config.env.backend,
+            "route_suite": config.env.route_suite or DEFAULT_SUITE_FOR_TOWN.get(town, "random"),
+            "policy": policy, "perturb_std": c.perturb_std, "perturb_probability": c.perturb_probability,
+            "perturb_hold_steps": c.perturb_hold_steps, "checkpoint": c.checkpoint, "seed": config.run.seed,
+            "mentor_version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "generated_town": town == GENERATED_TOWN}
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    directory: Path
+    transitions_on_disk: int
+    first_stream: int
+    transitions_to_collect: int
+
+
+def collection_plan(config: Config) -> CollectionPlan:
+    """Create (or check, when resuming) the dataset directory and say what is left to collect."""
+    directory = create_dataset(dataset_directory(config), dataset_metadata(config))
+    shards = list_shards(directory)
+    on_disk = sum(_shard_transitions(shard.path) for shard in shards)
+    first_stream = max((s.stream_id for s in shards), default=-1) + 1
+    return CollectionPlan(directory, on_disk, first_stream, max(config.run.total_env_steps - on_disk, 0))
+
+
+def _shard_transitions(path: Path) -> int:
+    import json
+
+    meta = pq.read_schema(path).metadata or {}
+    return int(json.loads(meta[b"mentor"])["transitions"]) if b"mentor" in meta else 0
+
+
+class Collector:
+    """One rollout worker writing its rows to its own shards."""
+
+    def __init__(self, config: Config, directory: Path, stream_id: int, server=None):
+        from dataset.parquet import ParquetSink
+        from dataset.schema import EXTRA_SPEC
+
+        self.sink = ParquetSink(directory, stream_id, config.collect.rows_per_shard)
+        self.worker = build_rollout_worker(config, stream_id, ship=self.sink.write, sync=lambda version: (0, None),
+                                           send=None, server=server,
+                                           policy_for=lambda env, seed: collection_policy(config, env, seed),
+                                           extra_fields=EXTRA_SPEC)
+
+    def run(self, ticks: int) -> dict:
+        self.worker.run(ticks)
+        return self.report()
+
+    def finish(self) -> dict:
+        """Ship and write everything (the last shard may end inside an episode), close the env."""
+        self.worker.drain()
+        self.sink.close()
+        report = self.report()
+        self.worker.close()
+        return report
+
+    def report(self) -> dict:
+        return self.worker.report() | {"rows_written": self.sink.rows_written,
+                                       "transitions_written": self.sink.transitions_written}
+
+
+class CollectionProgress:
+    """Transitions collected against the budget, episodes and their scores, logged every few seconds."""
+
+    def __init__(self, plan: CollectionPlan, every_s: float):
+        self.plan, self.every_s = plan, every_s
+        self.started = self._last = time.monotonic()
+        self.episodes: list = []
+
+    def update(self, env_steps: int, episodes: list, force: bool = False) -> None:
+        self.episodes.extend(episodes)
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        rate = env_steps / max(now - self.started, 1e-6)
+        left = max(self.plan.transitions_to_collect - env_steps, 0)
+        scores = [e.driving_score for e in self.episodes[-20:]]
+        logger.info("collected %d/%d transitions (%d already on disk) | %.0f steps/s | ETA %.0f s | episodes %d, "
+                    "driving score (last 20) %.3f", env_steps, self.plan.transitions_to_collect,
+                    self.plan.transitions_on_disk, rate, left / max(rate, 1e-6), len(self.episodes),
+                    sum(scores) / len(scores) if scores else float("nan"))
+
+
+def collect_local(config: Config, plan: CollectionPlan) -> dict:
+    """One collector in this process until the budget is spent; its final report."""
+    from envs.carla.server import launch_for
+
+    server = launch_for(config.env)
+    collector = Collector(config, plan.directory, plan.first_stream, server)
+    progress = CollectionProgress(plan, config.run.progress_every_s)
+    try:
+        steps = 0
+        try:
+            while steps < plan.transitions_to_collect:
+                ticks = min(config.workers.pull_weights_every_steps, plan.transitions_to_collect - steps)
+                report = collector.run(ticks)
+                steps = report["env_steps"]
+                progress.update(steps, report["episodes"])
+        finally:  # also on Ctrl-C: what was collected is written, a rerun resumes after it
+            report = collector.finish()
+        progress.update(report["env_steps"], report["episodes"], force=True)
+        return report
+    finally:
+        if server is not None:
+            server.stop()
