@@ -14,7 +14,7 @@ from pathlib import Path
 from actors.assembly import build_evaluator, build_rollout_worker, in_process_feedback
 from actors.reporting import RunReport
 from actors.rollout_worker import RolloutWorker
-from actors.run_state import REPLAY_DIR, RunCounters, budget_spent
+from actors.run_state import REPLAY_DIR, InProcessLearnerRuntime, RunCounters
 from configs.schema import Config
 from core import RoleFailed, StepReport
 from envs.carla.server import launch_for  # plain Python: the supervisor, no Ray
@@ -23,7 +23,7 @@ from learners.learner import Learner, LearnerDiverged
 logger = logging.getLogger(__name__)
 
 
-class LocalRuntime:
+class LocalRuntime(InProcessLearnerRuntime):
     def __init__(self, config: Config, run_dir: Path):
         self.config = config
         self.learner = Learner(config, Path(run_dir) / REPLAY_DIR)
@@ -32,14 +32,6 @@ class LocalRuntime:
         self._batcher = None
         self._server = None
         self._reporting = RunReport()
-
-    @property
-    def env_steps(self) -> int:
-        return self.learner.env_steps
-
-    @property
-    def updates(self) -> int:
-        return self.learner.updates
 
     def _start(self) -> None:
         self.learner.check_can_start()
@@ -68,9 +60,6 @@ class LocalRuntime:
         worker = self.worker.report()
         return self._reporting.build(self.learner.report(), [worker], worker["episodes"], self.counters)
 
-    def done(self) -> bool:
-        return budget_spent(self.config.run, self.env_steps, self.updates)
-
     def finish(self) -> StepReport:
         """Stop collecting: the worker ships everything it holds, the environment closes."""
         if self.worker is None:
@@ -79,10 +68,6 @@ class LocalRuntime:
         report = self._report()
         self._close_worker()
         return report
-
-    def save(self, directory: Path) -> None:
-        self.learner.save(directory)
-        self.counters.save(directory)
 
     def load(self, directory: Path) -> None:
         if self.worker is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from actors.assembly import build_evaluator
 from actors.reporting import RunReport
-from actors.run_state import REPLAY_DIR, RunCounters, budget_spent
+from actors.run_state import REPLAY_DIR, InProcessLearnerRuntime, RunCounters
 from configs.schema import Config
 from core import RoleFailed, StepReport
 from envs.carla.server import launch_for
@@ -20,21 +20,13 @@ logger = logging.getLogger(__name__)
 _STEP_S = 1.0  # one step() trains for about this long
 
 
-class OfflineRuntime:
+class OfflineRuntime(InProcessLearnerRuntime):
     def __init__(self, config: Config, run_dir: Path):
         self.config = config
         self.learner = Learner(config, Path(run_dir) / REPLAY_DIR)  # reads data.dataset
         self.counters = RunCounters()
         self._reporting = RunReport()
         self._started = False
-
-    @property
-    def env_steps(self) -> int:
-        return self.learner.env_steps
-
-    @property
-    def updates(self) -> int:
-        return self.learner.updates
 
     def step(self) -> StepReport:
         """Updates for about a second (never past run.total_updates)."""
@@ -52,15 +44,8 @@ class OfflineRuntime:
             raise RoleFailed("learner", str(exc)) from exc
         return self._reporting.build(self.learner.report(), [], [], self.counters)
 
-    def done(self) -> bool:
-        return budget_spent(self.config.run, self.env_steps, self.updates)
-
     def finish(self) -> StepReport:
         return self._reporting.build(self.learner.report(), [], [], self.counters)
-
-    def save(self, directory: Path) -> None:
-        self.learner.save(directory)
-        self.counters.save(directory)
 
     def load(self, directory: Path) -> None:
         self.counters = RunCounters.load(directory)

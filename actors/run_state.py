@@ -8,7 +8,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from configs.schema import RunConfig
+from typing import TYPE_CHECKING
+
+from configs.schema import Config, RunConfig
+
+if TYPE_CHECKING:
+    from learners.learner import Learner
 
 RUNTIME_FILE = "runtime.json"
 REPLAY_DIR = "replay"  # the replay's journal, inside the run directory (learners/replay_journal.py)
@@ -44,3 +49,27 @@ def budget_spent(run: RunConfig, env_steps: int, updates: int) -> bool:
     and comes first (0: that budget is not used)."""
     return bool((run.total_env_steps and env_steps >= run.total_env_steps)
                 or (run.total_updates and updates >= run.total_updates))
+
+
+class InProcessLearnerRuntime:
+    """What the runtimes whose learner lives in this process (local, offline) share: the clock,
+    the budget and the checkpoint. Subclasses set `config`, `learner` and `counters`."""
+
+    config: Config
+    learner: Learner
+    counters: RunCounters
+
+    @property
+    def env_steps(self) -> int:
+        return self.learner.env_steps
+
+    @property
+    def updates(self) -> int:
+        return self.learner.updates
+
+    def done(self) -> bool:
+        return budget_spent(self.config.run, self.env_steps, self.updates)
+
+    def save(self, directory: Path) -> None:
+        self.learner.save(directory)
+        self.counters.save(directory)
