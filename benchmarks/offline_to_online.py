@@ -32,7 +32,7 @@ from pathlib import Path
 
 logger = logging.getLogger("benchmark")
 
-COMMON = ["agent.network=small", "agent.lr=0.0003", "agent.control_inputs=false", "learner.batch_size=64",
+COMMON = ["agent.network=small", "agent.lr=0.0003", "agent.control_inputs=false", "agent.augment_pad=0", "learner.batch_size=64",
           "run.progress_every_s=30", "eval.max_steps=2000", "env.town=Town01", "env.traffic=regular"]
 ONLINE = ["run.mode=local", "workers.num_workers=1", "learner.samples_per_insert=4", "learner.replay_capacity=30000"]
 GUIDED = ["feedback.model=expert", "feedback.mode=async", "feedback.wanted=[vlm_action]",

@@ -348,7 +348,7 @@ class CollectConfig:
     perturb_probability: float = num(0.3, 0, 1, unit="fraction of windows")
     perturb_hold_steps: int = num(10, 1, unit="env steps")
     output: str | None = None  # the dataset directory; None: <run.runs_dir>/datasets/<run.name>
-    rows_per_shard: int = num(2048, 16, unit="rows")  # a shard is at least this long (whole episodes)
+    rows_per_shard: int = num(1024, 16, unit="rows")  # a shard is at least this long (whole episodes)
 
 
 @dataclass(frozen=True)

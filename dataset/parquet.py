@@ -5,9 +5,9 @@ the learner reads from (the DatasetSink / DatasetSource roles of core.py).
     DIR/shards/stream-SSSSS-NNNNNN.parquet whole episodes of one stream, in step order (schema.py)
     DIR/labels/NAME/<shard file>           columns a labeller added (dataset/label.py), row for row
 
-A shard is written whole (a temporary file renamed into place) and, except the last one a sink
-writes when it closes, ends with an episode's final row: a collector that dies loses only the
-episodes it had not written yet, and a resumed collection starts new streams after the highest one
+A shard is written whole (a temporary file renamed into place) and ends with an episode's final row,
+except the last one a sink writes when it closes and the cut of an episode longer than two shards
+(a sink holds at most that much): a collector that dies loses only the rows it had not written yet, and a resumed collection starts new streams after the highest one
 on disk. Readable as it is with pandas (`pd.read_parquet(DIR + "/shards")`) and
 `ray.data.read_parquet(DIR + "/shards")`.
 """
@@ -36,6 +36,7 @@ SHARDS_DIR, LABELS_DIR = "shards", "labels"
 FORMAT_VERSION = 1
 _SHARD_NAME = re.compile(r"^stream-(\d{5,})-(\d{6,})\.parquet$")
 _COMPRESSION = {"compression": "zstd", "compression_level": 3}
+_MAX_BUFFERED_SHARDS = 2  # a sink holds at most about this many shards' rows before it writes
 
 
 class DatasetError(ValueError):
@@ -141,7 +142,8 @@ class ParquetSink:
         self._buffer.append({key: np.asarray(value) for key, value in chunk.items() if key in FULL_SPEC})
         self._buffered += len(chunk["step"])
         if self._buffered >= self.rows_per_shard:
-            self._flush(whole_episodes_only=True)
+            # A very long episode is cut rather than held in memory (a row is ~250 KB before compression).
+            self._flush(whole_episodes_only=self._buffered < _MAX_BUFFERED_SHARDS * self.rows_per_shard)
 
     def close(self) -> None:
         """Write everything still buffered (a last shard may end inside an episode)."""

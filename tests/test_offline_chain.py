@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import collect
+import evaluate
 import train
 from dataset.parquet import ParquetDataset, list_shards, read_metadata
 from dataset.summary import summarize
@@ -64,6 +65,10 @@ def test_offline_pretraining_then_online_fine_tuning(dataset_dir, tmp_path):
 
     assert train.main(["--resume", str(pre), "run.total_updates=9"]) == 0
     assert json.loads((pre / "checkpoint" / "COMPLETE").read_text())["updates"] == 9
+    before = sorted(p.name for p in pre.rglob("*"))
+    assert evaluate.main([str(pre), "--routes", "1", "--max-steps", "20", "--json", str(tmp_path / "e.json")]) == 0
+    assert "route 1" in json.loads((tmp_path / "e.json").read_text())
+    assert sorted(p.name for p in pre.rglob("*")) == before  # evaluating writes nothing into the run
 
     online = DEBUG + ["run.mode=local", "workers.num_workers=1", f"agent.init_from={pre}", "agent.algorithm=td3",
                       f"data.dataset={dataset_dir}", "data.offline_fraction=0.5", f"run.runs_dir={tmp_path}",
