@@ -208,3 +208,12 @@ def test_bev_storage_is_compact(tmp_path):
     size = sum(p.stat().st_size for p in (tmp_path / SHARDS_DIR).glob("*.parquet"))
     assert size / 64 < 2000  # bytes per row, against 138,240 raw
     assert SCHEMA.names == list(ROW_SPEC)
+
+
+def test_pandas_reads_the_shards_as_they_are(tmp_path):
+    import pandas as pd
+
+    write_shards(tmp_path, streams=(0, 1), count=1, length=3)
+    frame = pd.read_parquet(tmp_path / SHARDS_DIR, columns=["stream_id", "step", "action", "expert_action"])
+    assert len(frame) == 8 and sorted(frame["stream_id"].unique()) == [0, 1]
+    assert list(frame["expert_action"].iloc[0]) == [0.5, -0.5]
