@@ -10,7 +10,7 @@ from configs.schema import AgentConfig
 from core import Agent, Policy
 from learners.registry import make_agent, make_policy
 from learners.warm_start import agent_file, warm_start
-from tests.test_agent import act, obs, random_batch
+from tests.test_agent import act, random_batch
 
 OFFLINE = ("bc", "td3bc", "iql")
 
