@@ -9,7 +9,6 @@ import torch
 
 from configs.schema import CollectConfig, Config
 from core import Policy
-from envs.expert import expert_action
 from learners.registry import make_policy
 from learners.warm_start import agent_file
 
@@ -30,7 +29,7 @@ class ExpertPolicy:
         return None
 
     def act(self, carry, obs, is_first: np.ndarray, *, explore: bool, step: int):
-        action = expert_action(*self._env.unwrapped.ground_truth())
+        action = self._env.unwrapped.expert_action()
         if explore and self._settings.perturb_std > 0:
             action = np.clip(action + self._perturbation(bool(is_first[0])), -1.0, 1.0)
         return carry, action[None].astype(np.float32)

@@ -24,7 +24,6 @@ from actors.feedback_client import FeedbackClient
 from actors.pending import PendingTransitions
 from configs.schema import Config
 from core import Episode, Policy, PolicySnapshot
-from envs.expert import expert_action
 from envs.types import Route, SimulatorError
 from inference.feedback import FeedbackItem
 from learners.replay import empty_chunk
@@ -179,7 +178,7 @@ class RolloutWorker:
         row = self._row(self._obs, self._info, is_last=False)
         row["action"] = action
         if self._record_expert:
-            row["expert_action"], row["expert_action_mask"] = expert_action(*self._env.unwrapped.ground_truth()), 1.0
+            row["expert_action"], row["expert_action_mask"] = self._env.unwrapped.expert_action(), 1.0
         self._pending.add(self.stream_id, self._step, row, self._wanted)
         if self._wanted:
             self._bundle.append(self._item(action))

@@ -13,6 +13,7 @@ import numpy as np
 
 from envs.bev import BevRenderer
 from envs.criteria import Criteria, CriteriaConfig
+from envs.expert import expert_action
 from envs.maps import MapSearch
 from envs.metrics import EpisodeMetrics, Infraction
 from envs.observation import state_vector
@@ -69,6 +70,7 @@ class DrivingEnv(gym.Env):
         self._bev = BevRenderer(self.sim.static_layers)
         self._initial_seed = seed
         self._snapshot: Snapshot | None = None
+        self._expert: np.ndarray | None = None  # the expert's action at the current observation, once asked
         self.episode_id = -1
 
     @staticmethod
@@ -154,6 +156,7 @@ class DrivingEnv(gym.Env):
     def _observe(self, snap: Snapshot, route_index: int):
         self._snapshot = snap
         self._route_position = route_index
+        self._expert = None
         if self.config.render_bev:
             self._bev.push(snap)
             bev, rgb = self._bev.render(snap, self.route, route_index)
@@ -165,6 +168,14 @@ class DrivingEnv(gym.Env):
     def ground_truth(self) -> tuple[Snapshot, Route, int]:
         """Privileged state for the expert driver: (snapshot, route, index of the ego on the route)."""
         return self._snapshot, self.route, self._route_position
+
+    def expert_action(self) -> np.ndarray:
+        """The privileged expert's action at the current observation, computed once per step however
+        many ask (a collection's acting expert and the worker's label); read-only."""
+        if self._expert is None:
+            self._expert = expert_action(*self.ground_truth())
+            self._expert.flags.writeable = False
+        return self._expert
 
     @property
     def metrics(self) -> EpisodeMetrics:

@@ -10,8 +10,8 @@ from tests.test_expert import snapshot, straight
 
 
 def fake_env():
-    truth = (snapshot(speed=3.0), straight(), 0)
-    return SimpleNamespace(unwrapped=SimpleNamespace(ground_truth=lambda: truth)), expert_action(*truth)
+    action = expert_action(snapshot(speed=3.0), straight(), 0)
+    return SimpleNamespace(unwrapped=SimpleNamespace(expert_action=lambda: action)), action
 
 
 def actions(policy, n, first_at=()):
