@@ -9,6 +9,7 @@ budget minus the transitions already written).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -73,8 +74,6 @@ def collection_plan(config: Config) -> CollectionPlan:
 
 
 def _shard_transitions(path: Path) -> int:
-    import json
-
     meta = pq.read_schema(path).metadata or {}
     return int(json.loads(meta[b"mentor"])["transitions"]) if b"mentor" in meta else 0
 

@@ -1,6 +1,6 @@
 """The rule-based expert (envs.expert) on the NoCrash suites: one JSON object on stdout and a markdown table.
 
-    MENTOR_MAPS_DIR=../shared/maps/carla .venv/bin/python benchmarks/expert_table.py --out /tmp/expert_table
+    MENTOR_MAPS_DIR=../shared/maps/carla .venv/bin/python benchmarks/expert_table.py --out outputs/expert_table
     .venv/bin/python benchmarks/expert_table.py --towns Town02 --traffic dense --routes 0-4
 
 Each suite (town x traffic) drives the given routes of the town's own suite (Town01: nocrash_train,

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataset.schema import FULL_SPEC, check_schema, column_to_numpy, from_table, to_table
+from dataset.schema import FULL_SPEC, column_to_numpy, from_table, to_table
 from learners.replay import ROW_SPEC
 
 logger = logging.getLogger(__name__)
@@ -228,16 +228,19 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
             columns = [c for c in columns if c in present]  # a missing one is named by check_schema
         return pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as err:
-        raise DatasetError(f"shard {path} cannot be read ({type(err).__name__}: {err}); it is truncated or "
-                           "corrupt: delete it (its episodes are lost) or set data.skip_corrupt=true to skip it") from err
+        raise _unreadable(path, err) from err
 
 
 def _file_rows(path: Path) -> int:
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (OSError, pa.ArrowException) as err:
-        raise DatasetError(f"shard {path} cannot be read ({type(err).__name__}: {err}); it is truncated or "
-                           "corrupt: delete it (its episodes are lost) or set data.skip_corrupt=true to skip it") from err
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: Exception) -> DatasetError:
+    return DatasetError(f"shard {path} cannot be read ({type(err).__name__}: {err}); it is truncated or corrupt: "
+                        "delete it (its episodes are lost) or set data.skip_corrupt=true to skip it")
 
 
 def _merge_labels(chunk: dict[str, np.ndarray], labels: pa.Table, path: Path) -> None:
@@ -252,11 +255,3 @@ def _merge_labels(chunk: dict[str, np.ndarray], labels: pa.Table, path: Path) ->
         if key in ROW_SPEC and key != "step":
             chunk[key] = column_to_numpy(labels.column(key), key)
 
-
-def check_columns(path: Path) -> None:
-    """Schema check of one shard without reading its data."""
-    try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowException) as err:
-        raise DatasetError(f"shard {path} cannot be read ({type(err).__name__}: {err})") from err
-    check_schema(schema, str(path))

@@ -158,16 +158,14 @@ class Learner:
         """The batch: from the online replay, the offline one, or data.offline_fraction of it from the
         offline one (each part shaped and n-step summed on its own buffer)."""
         sampler, size = self.agent.batch, self.config.learner.batch_size
-        online_ready = not self.offline_only and sampler.can_sample(self.replay, size)
         if self.offline is None or not sampler.can_sample(self.offline, size):
-            return sampler.sample(self.replay, size, self.shaper)
-        if not online_ready:
-            return sampler.sample(self.offline, size, self.shaper)
-        n_offline = round(size * self.config.data.offline_fraction)
-        if n_offline == 0:
-            return sampler.sample(self.replay, size, self.shaper)
-        if n_offline == size:
-            return sampler.sample(self.offline, size, self.shaper)
+            n_offline = 0
+        elif self.offline_only or not sampler.can_sample(self.replay, size):
+            n_offline = size
+        else:
+            n_offline = round(size * self.config.data.offline_fraction)
+        if n_offline in (0, size):
+            return sampler.sample(self.offline if n_offline else self.replay, size, self.shaper)
         online, metrics = sampler.sample(self.replay, size - n_offline, self.shaper)
         offline, _ = sampler.sample(self.offline, n_offline, self.shaper)
         return {key: np.concatenate([online[key], offline[key]]) for key in online}, metrics
