@@ -9,7 +9,7 @@ import torch
 
 from configs.schema import CollectConfig, Config
 from core import Policy
-from learners.registry import make_policy
+from learners.registry import make_agent, make_policy
 from learners.warm_start import agent_file
 
 
@@ -66,9 +66,10 @@ class RandomPolicy:
 def checkpoint_policy(config: Config, path: str, seed: int) -> Policy:
     """The configured algorithm's policy with the acting weights of a checkpoint (run or checkpoint dir)."""
     state = torch.load(agent_file(path), map_location="cpu", weights_only=True)
+    agent = make_agent(config.agent, "cpu", seed)  # the agent knows which of its modules acting needs
+    agent.load_state_dict(state)
     policy = make_policy(config.agent, seed)
-    policy.load_weights({f"{module}.{key}": value for module in ("encoder", "actor")
-                         for key, value in state[module].items()})
+    policy.load_weights(agent.policy_weights())
     return policy
 
 

@@ -243,6 +243,51 @@ class IqlConfig:
     exploration_noise: float = num(0.1, 0, unit="action units")  # acting noise std when fine-tuned online
 
 
+WORLD_MODEL_PRESETS = ("debug", "S", "M", "L")
+
+
+@dataclass(frozen=True)
+class VlSafeConfig:
+    """VL-SAFE (Qu et al. 2025): a DreamerV3-style world model with reward, cost, continue and safety
+    heads, and a reward and a cost critic that train the policy in imagination; the policy moves toward
+    w(s, a) pi_b(a|s), w = p(s) exp(beta1 A_r) + (1 - p(s)) exp(-beta2 A_c), p the predicted safety
+    (learners/world_model, docs/world_model.md). The batch is learner.batch_size sequences."""
+
+    implementation: ClassVar[str] = "learners.world_model.agent"
+    preset: Literal["debug", "S", "M", "L"] = "debug"  # sizes: learners/world_model/presets.py
+    sequence_length: int = num(32, 2, unit="env steps")  # replayed sequence length (DreamerV3: 64)
+    horizon: int = num(15, 1, unit="env steps")  # imagination horizon (DreamerV3: 15)
+    return_lambda: float = num(0.95, 0, 1, unit="1")  # lambda of the lambda-returns (DreamerV3: 0.95)
+    model_lr: float = num(1e-4, 0, unit="1/update", low_open=True)  # world model Adam step (DreamerV3: 1e-4)
+    actor_lr: float = num(3e-5, 0, unit="1/update", low_open=True)  # (DreamerV3: 3e-5)
+    critic_lr: float = num(3e-5, 0, unit="1/update", low_open=True)  # both critics (DreamerV3: 3e-5)
+    grad_clip: float = num(1000.0, 0, unit="gradient norm", low_open=True)  # world model (DreamerV3: 1000)
+    free_bits: float = num(1.0, 0, unit="nats")  # KL below this is not penalised (DreamerV3: 1)
+    kl_dynamics: float = num(0.5, 0, unit="1")  # dynamics loss scale (DreamerV3: 0.5)
+    kl_representation: float = num(0.1, 0, unit="1")  # representation loss scale (DreamerV3: 0.1)
+    image_scale: float = num(1.0, 0, unit="1")  # BEV reconstruction loss scale
+    safety_scale: float = num(1.0, 0, unit="1")  # safety head loss scale (on labelled rows only)
+    entropy: float = num(3e-4, 0, unit="1")  # actor entropy bonus (DreamerV3: 3e-4)
+    critic_ema: float = num(0.02, 0, 1, unit="1/update", low_open=True)  # slow critic update rate (DreamerV3: 0.02)
+    slow_critic_regulariser: float = num(1.0, 0, unit="1")  # pull toward the slow critic (DreamerV3: 1)
+    return_norm_decay: float = num(0.99, 0, 1, unit="1/update")  # EMA of the return percentiles (DreamerV3: 0.99)
+    # The policy objective: vlsafe (the safety-weighted mixture above), none (the same weighted
+    # likelihood with p = 1: the plain reward-weighted twin), lagrangian (SafeDreamer's augmented
+    # Lagrangian on the cost lambda-returns: w = exp(beta1 (A_r - Psi' A_c))).
+    safety_weighting: Literal["vlsafe", "none", "lagrangian"] = "vlsafe"
+    beta1: float = num(1.0, 0, unit="1/advantage", low_open=True)  # reward advantage temperature (not published)
+    beta2: float = num(1.0, 0, unit="1/advantage", low_open=True)  # cost advantage temperature (not published)
+    weight_clip: float = num(20.0, 1, unit="1")  # w clipped to [0, weight_clip] (not published)
+    # The weighted likelihood of the replayed actions (pi_b is the data's behaviour policy) on replayed
+    # states, beside the imagined ones; 0 trains the actor in imagination only.
+    behaviour_weight: float = num(1.0, 0, unit="1")
+    cost_limit: float = num(2.0, 0, unit="cost over the horizon")  # SafeDreamer's d
+    lagrange_init: float = num(1e-6, 0, unit="1")  # SafeDreamer's initial multiplier
+    penalty_init: float = num(5e-9, 0, unit="1", low_open=True)  # SafeDreamer's initial c ...
+    penalty_growth: float = num(1e-5, 0, unit="1/update")  # ... c <- min(1, c (1 + growth)) (not published)
+    exploration_std_min: float = num(0.1, 0, 1, unit="action units", low_open=True)  # actor std floor
+
+
 @dataclass(frozen=True)
 class GuidanceConfig:
     """VMR (critic) and AWAG (actor) weights from the advisor's actions; 0 disables. docs/architecture.md §6."""
@@ -287,6 +332,7 @@ class AgentConfig:
     bc: BcConfig = section(BcConfig)  # offline
     td3bc: Td3BcConfig = section(Td3BcConfig)  # offline
     iql: IqlConfig = section(IqlConfig)  # offline
+    vlsafe: VlSafeConfig = section(VlSafeConfig)  # world model: offline, online, offline-to-online
 
     @property
     def params(self):

@@ -185,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         feedback = dataclasses.replace(config.feedback, mode="async")
         import ray
 
-        if not ray.is_initialized():
+        started = not ray.is_initialized()
+        if started:
             ray.init(address=args.ray_address, log_to_driver=True)
-        result = label_dataset(args.directory, feedback, args.name, args.batch_size, args.concurrency, args.gpus)
+        try:
+            result = label_dataset(args.directory, feedback, args.name, args.batch_size, args.concurrency, args.gpus)
+        finally:
+            if started:  # a caller that goes on (a test, a notebook) gets its process back without Ray
+                ray.shutdown()
     except (ConfigError, DatasetError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

@@ -7,6 +7,25 @@ in lane. Energy (fuel and battery cell current) comes from `envs.energy`.
 `EpisodeMetrics` is the only stateful piece: it folds each env step into an immutable
 `EpisodeTotals` with the pure `accumulate_step`, and `episode_result` turns totals into the
 flat dict of floats that `summarize` and `format_table` consume.
+
+Safety metrics (VL-SAFE's, arXiv 2505.16377: cost, collision rate, time- and distance-based
+collision frequency, collision speed), per episode:
+
+- `cost` (steps): the number of env steps with at least one infraction of any kind in
+  `Infraction`, TIMEOUT included. This is exactly the rule of the rollout worker's step cost
+  (`1.0 if info["infractions"] else 0.0`, and the env lists a timeout in `info["infractions"]`),
+  so an episode's `cost` equals the sum of the replay's cost column over its steps.
+- `collisions` (events): collision_static + collision_vehicle + collision_pedestrian counts.
+- `collision_rate` (0 or 1): 1.0 when the episode had at least one collision; `summarize`'s mean
+  over episodes makes it the fraction of episodes with a collision.
+- `collisions_per_km` (1/km; distance-based collision frequency): collisions / max(distance km,
+  MIN_RATE_DISTANCE_KM), like the per-infraction per-km rates.
+- `collisions_per_min` (1/min; time-based collision frequency): collisions / (duration_s / 60),
+  0 for an empty episode.
+- `collision_speed_kmh` (km/h): mean ego speed at the steps where a collision was reported, over
+  the episode's collision events (a step reporting two collisions counts its speed twice). It is
+  present only in episodes with a collision, so `summarize` averages it over those episodes only
+  and `format_table` prints "-" when no episode has it.
 """
 from __future__ import annotations
 
@@ -64,6 +83,14 @@ _INFRACTION_INDEX: Mapping[Infraction, int] = MappingProxyType(
     {kind: i for i, kind in enumerate(Infraction)}
 )
 
+COLLISION_KINDS: frozenset[Infraction] = frozenset({
+    Infraction.COLLISION_STATIC,
+    Infraction.COLLISION_VEHICLE,
+    Infraction.COLLISION_PEDESTRIAN,
+})
+
+_MS_TO_KMH = 3.6
+
 # Per-km rates divide by at least this distance, so an episode that ends a few metres after
 # spawning reports a large but finite rate (count / 10 m) instead of infinity.
 MIN_RATE_DISTANCE_KM = 0.01
@@ -79,6 +106,11 @@ DEFAULT_TABLE_KEYS: tuple[str, ...] = (
     "strict_success",
     "collision_vehicle_per_km",
     "collision_pedestrian_per_km",
+    "cost",
+    "collision_rate",
+    "collisions_per_km",
+    "collisions_per_min",
+    "collision_speed_kmh",
     "red_light_per_km",
     "mean_speed",
     "fuel_rate",
@@ -113,6 +145,8 @@ class EpisodeTotals:
     off_lane_m: float = 0.0
     episode_return: float = 0.0
     route_completion: float = 0.0
+    cost: float = 0.0  # steps with any infraction (the replay's step cost, summed)
+    collision_speed_sum: float = 0.0  # m/s, ego speed summed over collision events
     counts: tuple[int, ...] = (0,) * len(Infraction)
 
     def count_map(self) -> dict[str, int]:
@@ -142,8 +176,10 @@ def accumulate_step(
     if distance_travelled < 0.0:
         raise ValueError(f"distance_travelled must be >= 0, got {distance_travelled}")
     counts = list(totals.counts)
-    for name in infractions:
-        counts[_INFRACTION_INDEX[Infraction(name)]] += 1
+    kinds = [Infraction(name) for name in infractions]
+    for kind in kinds:
+        counts[_INFRACTION_INDEX[kind]] += 1
+    step_collisions = sum(kind in COLLISION_KINDS for kind in kinds)
     return replace(
         totals,
         distance_m=totals.distance_m + distance_travelled,
@@ -153,6 +189,8 @@ def accumulate_step(
         cell_current_sum=totals.cell_current_sum + battery_cell_current(speed, accel, vehicle, battery),
         off_lane_m=totals.off_lane_m + (distance_travelled if off_lane else 0.0),
         episode_return=totals.episode_return + reward,
+        cost=totals.cost + (1.0 if kinds else 0.0),
+        collision_speed_sum=totals.collision_speed_sum + step_collisions * speed,
         counts=tuple(counts),
     )
 
@@ -189,6 +227,14 @@ def episode_result(totals: EpisodeTotals) -> dict[str, float]:
         result[f"{name}_per_km"] = count / rate_km
     for name, count in counts.items():
         result[name] = float(count)
+    collisions = sum(counts[kind.value] for kind in COLLISION_KINDS)
+    result["cost"] = float(totals.cost)
+    result["collisions"] = float(collisions)
+    result["collision_rate"] = float(collisions > 0)
+    result["collisions_per_km"] = collisions / rate_km
+    result["collisions_per_min"] = _ratio(collisions * 60.0, totals.duration_s)
+    if collisions > 0:
+        result["collision_speed_kmh"] = totals.collision_speed_sum / collisions * _MS_TO_KMH
     return result
 
 
@@ -262,7 +308,10 @@ class EpisodeMetrics:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore totals from `state_dict()` output (dt and route length included)."""
+        """Restore totals from `state_dict()` output (dt and route length included).
+
+        `cost` and `collision_speed_sum` default to 0 so states saved before they existed load.
+        """
         counts = dict(state["counts"])
         unknown = set(counts) - {kind.value for kind in Infraction}
         if unknown:
@@ -278,6 +327,8 @@ class EpisodeMetrics:
             off_lane_m=float(state["off_lane_m"]),
             episode_return=float(state["episode_return"]),
             route_completion=float(state["route_completion"]),
+            cost=float(state.get("cost", 0.0)),
+            collision_speed_sum=float(state.get("collision_speed_sum", 0.0)),
             counts=tuple(int(counts.get(kind.value, 0)) for kind in Infraction),
         )
 

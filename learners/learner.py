@@ -54,13 +54,17 @@ class Learner:
             torch.set_num_threads(config.learner.torch_threads)
         self.agent = make_agent(config.agent, device=self.device, seed=config.run.seed)
         if config.agent.init_from:
-            warm_start(self.agent, config.agent.init_from)
+            try:
+                warm_start(self.agent, config.agent.init_from)
+            except (FileNotFoundError, ValueError) as err:
+                raise CannotStart(str(err)) from err
         self.replay = ReplayBuffer(config.learner.replay_capacity, seed=config.run.seed)
         # The dataset's rows (data.dataset), never journaled: they are re-read from the dataset.
         self.offline: ReplayBuffer | None = None
         self.offline_only = config.run.mode == "offline"
         if config.data.dataset:
             self.load_dataset(_open_dataset(config), config.data.dataset)
+        self._check_labels()
         self.journal = ReplayJournal(replay_dir)
         self._loaded = False
         self.shaper = RewardShaper(config.learner.clip_reward_scale, config.learner.semantic_reward_scale)
@@ -88,6 +92,22 @@ class Learner:
             raise CannotStart(f"data.dataset {description} holds no transitions")
         logger.info("offline replay: %d rows (%d transitions) from %s in %.1f s", len(self.offline),
                     self.offline.transitions_total, description, time.monotonic() - started)
+
+    def _check_labels(self) -> None:
+        """The labels the agent's objective needs (agent.required_labels, e.g. VL-SAFE's safety) must
+        come from the dataset or from the feedback the workers ask for."""
+        for label in getattr(self.agent, "required_labels", ()):
+            if self.offline is not None and self.offline.stats()[f"feedback_{label}"] > 0:
+                continue
+            if not self.offline_only and label in self.config.feedback.wanted:
+                continue
+            where = (f"data.dataset {self.config.data.dataset} has no {label!r} column values ({label}_mask is 0 on "
+                     f"every row): label it first with `python -m dataset.label {self.config.data.dataset} --model clip`"
+                     if self.offline is not None else
+                     f"the workers do not ask for it: add {label} to feedback.wanted with a feedback.model that "
+                     "answers it (clip, expert+clip, vlm+clip)")
+            raise CannotStart(f"agent {self.config.agent.algorithm} needs the {label!r} label for its objective, but "
+                              f"{where}; or train without it (agent.vlsafe.safety_weighting=none)")
 
     def check_can_start(self) -> None:
         """A journal that already holds rows belongs to a run that must be resumed, not overwritten."""

@@ -32,9 +32,10 @@ def warm_start(agent, path: str | Path) -> list[str]:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
         raise ValueError(f"{file} cannot be loaded as an agent checkpoint ({type(err).__name__}: {err})") from err
-    if state.get("network") != agent.config.network:
+    architecture = getattr(agent, "architecture", agent.config.network)  # world models: world_model/<preset>
+    if state.get("network") != architecture:
         raise ValueError(f"agent.init_from: {file} is a {state.get('network')!r} network, this agent "
-                         f"{agent.config.network!r}; set agent.network to match")
+                         f"{architecture!r}; set agent.network (agent.vlsafe.preset for a world model) to match")
     modules = agent.modules()
     loaded = []
     for name, module in modules.items():

@@ -75,6 +75,11 @@ def test_known_episode_result():
         assert f"{kind.value}_per_km" in r and kind.value in r
         if kind not in (Infraction.COLLISION_VEHICLE, Infraction.RED_LIGHT):
             assert r[kind.value] == 0.0 and r[f"{kind.value}_per_km"] == 0.0
+    # safety metrics: steps 3, 7 and 12 had infractions -> cost 3; 1 collision in 10 s
+    assert r["cost"] == 3.0 and r["collisions"] == 1.0 and r["collision_rate"] == 1.0
+    assert r["collisions_per_km"] == pytest.approx(10.0)  # 1 / 0.1 km
+    assert r["collisions_per_min"] == pytest.approx(6.0)  # 1 / (10 s / 60)
+    assert r["collision_speed_kmh"] == pytest.approx(36.0)  # 10 m/s * 3.6
     # F(10 m/s, 0) = 181.1907 + 0.5*1.226*0.23*2.2*100 = 212.2085 N; P = 2122.085 W
     # fuel = 2122.085 / 0.3 / 44e6 = 1.60764015e-4 kg/s (constant, so also the mean)
     assert r["fuel_rate"] == pytest.approx(1.6076401515151514e-04, rel=1e-9)
@@ -110,6 +115,64 @@ def test_empty_episode_is_finite():
     r = EpisodeMetrics(route_length_m=50.0, dt=0.05).result()
     assert all(math.isfinite(v) for v in r.values())
     assert r["driving_score"] == 0.0 and r["battery_cell_current"] == 0.0
+    assert r["cost"] == 0.0 and r["collision_rate"] == 0.0
+    assert r["collisions_per_km"] == 0.0 and r["collisions_per_min"] == 0.0
+    assert "collision_speed_kmh" not in r
+
+
+def _drive_safety_episode() -> EpisodeMetrics:
+    """5 steps of 3 s; speeds 4, 5, 3, 2, 6 m/s drive 12, 15, 9, 6, 18 m = 60 m in 15 s.
+
+    Step 1: vehicle collision at 5 m/s; step 2: static collision and a red light at 3 m/s;
+    step 3: timeout only."""
+    metrics = EpisodeMetrics(route_length_m=100.0, dt=3.0)
+    steps = [
+        (4.0, []),
+        (5.0, [Infraction.COLLISION_VEHICLE]),
+        (3.0, ["collision_static", "red_light"]),
+        (2.0, [Infraction.TIMEOUT]),
+        (6.0, []),
+    ]
+    for speed, infractions in steps:
+        metrics.step(speed=speed, accel=0.0, distance_travelled=speed * 3.0, off_lane=False,
+                     infractions=infractions, reward=0.0)
+    return metrics
+
+
+def test_safety_metrics_hand_computed():
+    r = _drive_safety_episode().result()
+    assert r["distance_m"] == pytest.approx(60.0) and r["duration_s"] == pytest.approx(15.0)
+    # cost: steps 1, 2 and 3 have an infraction (timeout counts, like the replay's step cost);
+    # the two infractions of step 2 cost 1, not 2
+    assert r["cost"] == 3.0
+    assert r["collisions"] == 2.0  # vehicle + static; the red light is not a collision
+    assert r["collision_rate"] == 1.0
+    assert r["collisions_per_km"] == pytest.approx(2.0 / 0.06)  # 33.333 per km
+    assert r["collisions_per_min"] == pytest.approx(8.0)  # 2 / (15 s / 60) = 2 / 0.25 min
+    # (5 + 3) / 2 = 4 m/s = 14.4 km/h
+    assert r["collision_speed_kmh"] == pytest.approx(14.4)
+
+
+def test_collision_speed_counts_each_event():
+    metrics = EpisodeMetrics(route_length_m=100.0, dt=1.0)
+    metrics.step(10.0, 0.0, 10.0, False, ["collision_vehicle", "collision_pedestrian"], 0.0)
+    metrics.step(4.0, 0.0, 4.0, False, ["collision_static"], 0.0)
+    r = metrics.result()
+    # events at 10, 10 and 4 m/s: 24 / 3 = 8 m/s = 28.8 km/h; 2 steps with infractions
+    assert r["collision_speed_kmh"] == pytest.approx(28.8)
+    assert r["collisions"] == 3.0 and r["cost"] == 2.0
+    assert r["collisions_per_min"] == pytest.approx(90.0)  # 3 / (2 s / 60)
+    assert r["collisions_per_km"] == pytest.approx(3.0 / 0.014)  # 14 m driven
+
+
+def test_episode_without_collision_has_no_collision_speed():
+    metrics = EpisodeMetrics(route_length_m=100.0, dt=1.0)
+    metrics.step(7.0, 0.0, 7.0, False, ["red_light"], 0.0)
+    metrics.step(7.0, 0.0, 7.0, False, [], 0.0)
+    r = metrics.result()
+    assert "collision_speed_kmh" not in r
+    assert r["cost"] == 1.0 and r["collisions"] == 0.0 and r["collision_rate"] == 0.0
+    assert r["collisions_per_km"] == 0.0 and r["collisions_per_min"] == 0.0
 
 
 def test_strict_success():
@@ -171,6 +234,29 @@ def test_state_dict_round_trip():
         restored.load_state_dict({**state, "counts": {"bogus": 1}})
 
 
+def test_state_dict_round_trip_keeps_safety_totals():
+    original = _drive_safety_episode()
+    state = json.loads(json.dumps(original.state_dict()))
+    assert state["cost"] == 3.0 and state["collision_speed_sum"] == pytest.approx(8.0)
+    restored = EpisodeMetrics(route_length_m=1.0, dt=1.0)
+    restored.load_state_dict(state)
+    assert restored.result() == original.result()
+    assert restored.result()["collision_speed_kmh"] == pytest.approx(14.4)
+
+
+def test_load_old_state_dict_without_safety_fields():
+    state = _drive_known_episode().state_dict()
+    del state["cost"], state["collision_speed_sum"]  # a state saved before these fields existed
+    restored = EpisodeMetrics(route_length_m=1.0, dt=1.0)
+    restored.load_state_dict(state)
+    assert restored.totals.cost == 0.0 and restored.totals.collision_speed_sum == 0.0
+    r = restored.result()
+    assert r["cost"] == 0.0 and r["collisions"] == 1.0
+    assert r["driving_score"] == pytest.approx(0.1764)  # the rest restores as before
+    restored.step(5.0, 0.0, 5.0, False, ["collision_static"], 0.0)
+    assert restored.result()["cost"] == 1.0
+
+
 def test_summarize_means():
     a = {"return": 1.0, "driving_score": 0.5}
     b = {"return": 3.0, "driving_score": 0.0}
@@ -180,6 +266,18 @@ def test_summarize_means():
     assert full["episodes"] == 3.0
     assert full["driving_score"] == pytest.approx(0.1764)
     assert summarize([]) == {"episodes": 0.0}
+
+
+def test_summarize_safety_metrics():
+    collided = _drive_safety_episode().result()
+    clean = EpisodeMetrics(route_length_m=100.0, dt=1.0)
+    clean.step(7.0, 0.0, 7.0, False, [], 0.0)
+    s = summarize([collided, clean.result()])
+    assert s["collision_rate"] == pytest.approx(0.5)
+    assert s["collision_speed_kmh"] == pytest.approx(14.4)  # the collided episode only, no 0 from the clean one
+    assert s["cost"] == pytest.approx(1.5)  # (3 + 0) / 2
+    assert s["collisions_per_min"] == pytest.approx(4.0)  # (8 + 0) / 2
+    assert s["collisions_per_km"] == pytest.approx(2.0 / 0.06 / 2.0)
 
 
 def test_format_table():
@@ -196,6 +294,20 @@ def test_format_table():
     assert len({len(line) for line in lines}) == 1
 
     assert "1.608e-04" in lines[2]  # fuel_rate in kg/s is too small for 3 fixed decimals
+
+    header = lines[0].split()
+    for key in ("cost", "collision_rate", "collisions_per_km", "collisions_per_min", "collision_speed_kmh"):
+        assert header.index(key) > header.index("collision_pedestrian_per_km")
+    cells = dict(zip(header, lines[2].split()))
+    assert cells["cost"] == "3.000" and cells["collision_rate"] == "1.000"
+    assert cells["collisions_per_km"] == "10.000" and cells["collisions_per_min"] == "6.000"
+    assert cells["collision_speed_kmh"] == "36.000"
+
+    clean = EpisodeMetrics(route_length_m=20.0, dt=0.1)
+    clean.step(10.0, 0.0, 1.0, False, [], 1.0)
+    clean_lines = format_table({"mean": summarize([clean.result()])}).splitlines()
+    clean_cells = dict(zip(clean_lines[0].split(), clean_lines[2].split()))
+    assert clean_cells["collision_speed_kmh"] == "-" and clean_cells["collision_rate"] == "0.0000"
 
     custom = format_table({"x": {"return": 1.23456}}, keys=["return", "missing"])
     assert custom.splitlines()[2].split() == ["x", "1.235", "-"]

@@ -31,7 +31,7 @@ def visible_state(state: torch.Tensor, config: AgentConfig) -> torch.Tensor:
     if config.control_inputs:
         return state
     state = state.clone()
-    state[:, CONTROL_FEATURES] = 0.0
+    state[..., CONTROL_FEATURES] = 0.0
     return state
 
 
