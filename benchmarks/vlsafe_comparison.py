@@ -66,7 +66,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = [f"data.dataset={args.dataset}", f"eval.routes={args.routes}", "eval.traffic=regular",
-              "eval.max_steps=2000", "run.progress_every_s=30", *args.overrides]
+              "eval.max_steps=1500", "run.progress_every_s=30", "learner.torch_threads=1", *args.overrides]
     world_model = [*common, f"run.total_updates={args.wm_updates}"]
     variants = {"vlsafe": "vlsafe", "vlsafe-unweighted": "none"} | ({"vlsafe-lagrangian": "lagrangian"}
                                                                      if args.lagrangian else {})
