@@ -281,10 +281,13 @@ class VlSafeConfig:
     # The weighted likelihood of the replayed actions (pi_b is the data's behaviour policy) on replayed
     # states, beside the imagined ones; 0 trains the actor in imagination only.
     behaviour_weight: float = num(1.0, 0, unit="1")
-    cost_limit: float = num(2.0, 0, unit="cost over the horizon")  # SafeDreamer's d
+    # SafeDreamer's d, against the start states' cost lambda-return (discounted by agent.gamma and
+    # bootstrapped by the cost critic: about the discounted cost of the next 1 / (1 - gamma) steps).
+    cost_limit: float = num(2.0, 0, unit="discounted cost")
     lagrange_init: float = num(1e-6, 0, unit="1")  # SafeDreamer's initial multiplier
     penalty_init: float = num(5e-9, 0, unit="1", low_open=True)  # SafeDreamer's initial c ...
-    penalty_growth: float = num(1e-5, 0, unit="1/update")  # ... c <- min(1, c (1 + growth)) (not published)
+    # ... c <- min(1, c (1 + growth)) per update (the rate is not published: 1e-3 reaches 1 in ~19k updates)
+    penalty_growth: float = num(1e-3, 0, unit="1/update")
     exploration_std_min: float = num(0.1, 0, 1, unit="action units", low_open=True)  # actor std floor
 
 

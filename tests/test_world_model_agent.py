@@ -116,6 +116,8 @@ def test_state_dict_round_trip_and_another_preset_is_refused(replay):
     twin.load_state_dict(agent.state_dict())
     assert twin.update_count == 1 and twin.reward_scale == agent.reward_scale
     np.testing.assert_allclose(twin.update(batch, 0)["model/image"], agent.update(batch, 0)["model/image"], rtol=1e-5)
+    gpu_state = agent.state_dict() | {"rng": torch.zeros(16, dtype=torch.uint8)}  # a CUDA generator's state
+    make_agent(config()).load_state_dict(gpu_state)  # a GPU run's checkpoint loads on a CPU
     other = make_agent(config(preset="S"))
     with pytest.raises(ValueError, match="preset 'debug' cannot load into preset 'S'"):
         other.load_state_dict(agent.state_dict())

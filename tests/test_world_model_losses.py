@@ -68,13 +68,16 @@ def test_lambda_returns_by_hand():
 def test_trajectory_weight_is_the_discounted_survival():
     weight = wm.trajectory_weight(torch.tensor([[1.0, 1.0, 0.5, 1.0]]), gamma=0.5)
     assert torch.allclose(weight, torch.tensor([[1.0, 0.5, 0.125]]))
+    terminal_start = wm.trajectory_weight(torch.tensor([[0.0, 1.0, 1.0, 1.0]]), gamma=0.5)
+    assert torch.equal(terminal_start, torch.zeros(1, 3))
 
 
 def test_percentile_scale_starts_at_the_batch_and_then_averages():
     returns = torch.linspace(0, 100, 101)
     assert wm.percentile_scale(returns, -1.0, 0.99) == pytest.approx(90.0)
     assert wm.percentile_scale(returns, 10.0, 0.5) == pytest.approx(50.0)
-    assert wm.normalised_advantage(torch.tensor([5.0]), torch.tensor([1.0]), 0.5).item() == 4.0  # max(1, S)
+    assert wm.normalised_advantage(torch.tensor([4.0]), 0.5).item() == 4.0
+    assert wm.normalised_advantage(torch.tensor([4.0]), 8.0).item() == 0.5  # max(1, S)
 
 
 def test_vlsafe_weights_by_hand_and_clipped():

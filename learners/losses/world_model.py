@@ -119,9 +119,9 @@ def lambda_returns(reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor
 
 def trajectory_weight(cont: torch.Tensor, gamma: float) -> torch.Tensor:
     """[N, H+1] continues -> [N, H] the weight of each step's loss: the discounted chance the imagined
-    episode is still running there (1 at the start state)."""
-    discount = gamma * cont[:, 1:-1]
-    return torch.cat([torch.ones_like(cont[:, :1]), torch.cumprod(discount, 1)], 1)
+    episode is still running there. cont[:, 0] is the start state's (0 for a terminal start: nothing
+    after it is real, DreamerV3 weighs such rollouts 0)."""
+    return torch.cumprod(torch.cat([cont[:, :1], gamma * cont[:, 1:-1]], 1), 1)
 
 
 def percentile_scale(returns: torch.Tensor, previous: float, decay: float, low: float = 0.05,
@@ -133,8 +133,9 @@ def percentile_scale(returns: torch.Tensor, previous: float, decay: float, low: 
     return spread if previous < 0 else decay * previous + (1.0 - decay) * spread
 
 
-def normalised_advantage(returns: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-    return (returns - value) / max(1.0, scale)
+def normalised_advantage(advantage: torch.Tensor, scale: float) -> torch.Tensor:
+    """DreamerV3's normalisation: advantages divided by max(1, S), so small returns are not blown up."""
+    return advantage / max(1.0, scale)
 
 
 def critic_loss(logits: torch.Tensor, returns: torch.Tensor, slow_mean: torch.Tensor, weight: torch.Tensor,

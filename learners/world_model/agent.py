@@ -104,15 +104,18 @@ class WorldModelAgent:
 
     # ------------------------------------------------------------------------------ one update
     def update(self, batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
-        """One step of the model, the critics and the actor; a non-finite loss term stops it before any
-        optimiser steps on it and is reported as a non-finite metric named after the term."""
+        """One step of the model, the critics and the actor. A non-finite loss term stops the update
+        before that term's optimiser steps (the steps before it in this update have happened) and is
+        reported as a non-finite metric named after it: the learner then stops the run, and the last
+        complete checkpoint is what a resume starts from."""
         b = self._to_tensors(batch)
         try:
             metrics, start, replayed = self._update_model(b)
             metrics |= self._update_behaviour(start, replayed, b)
             self.update_count += 1
         except NonFiniteLoss as err:
-            logger.error("update %d: non-finite loss %s; nothing stepped", self.update_count + 1, err)
+            logger.error("update %d: non-finite loss %s; the update stopped before its optimiser step",
+                         self.update_count + 1, err)
             return {f"nonfinite/{term.split('=')[0]}": float("nan") for term in str(err).split(", ")}
         return metrics
 
@@ -169,7 +172,8 @@ class WorldModelAgent:
     def _update_behaviour(self, start: tuple[torch.Tensor, torch.Tensor], replayed: torch.Tensor,
                           b: dict[str, torch.Tensor]) -> dict[str, float]:
         p = self.params
-        traj = self._imagine(start[0].flatten(0, 1), start[1].flatten(0, 1))
+        start_cont = (~b["is_terminal"]).float().flatten(0, 1)  # a terminal start imagines nothing real
+        traj = self._imagine(start[0].flatten(0, 1), start[1].flatten(0, 1), start_cont)
         weight = wm.trajectory_weight(traj["cont"], self.config.gamma)
         r_value, c_value = self._values(traj["feat"])
         r_return = wm.lambda_returns(traj["reward"], traj["cont"], r_value, self.config.gamma, p.return_lambda)
@@ -177,10 +181,8 @@ class WorldModelAgent:
         self.reward_scale = wm.percentile_scale(r_return, self.reward_scale, p.return_norm_decay)
         self.cost_scale = wm.percentile_scale(c_return, self.cost_scale, p.return_norm_decay)
         metrics = self._update_critics(traj["feat"][:, :-1], r_return, c_return, weight)
-        a_r = wm.normalised_advantage(r_return, r_value[:, :-1], self.reward_scale)
-        a_c = wm.normalised_advantage(c_return, c_value[:, :-1], self.cost_scale)
         weight_metrics = self._step_lagrangian(c_return) if p.safety_weighting == "lagrangian" else {}
-        w = self._policy_weights(traj["safety"][:, :-1], a_r, a_c)
+        w = self._policy_weights(traj["safety"][:, :-1], r_return - r_value[:, :-1], c_return - c_value[:, :-1])
         actor_terms = {"imagined": (traj["feat"][:, :-1], traj["action"], w, weight)}
         if p.behaviour_weight > 0:
             actor_terms["replayed"] = self._replayed_term(replayed, b)
@@ -192,10 +194,10 @@ class WorldModelAgent:
         return metrics
 
     @torch.no_grad()
-    def _imagine(self, h: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _imagine(self, h: torch.Tensor, z: torch.Tensor, start_cont: torch.Tensor) -> dict[str, torch.Tensor]:
         """`horizon` steps of the actor in the model from each start state: features [N, H+1, F],
         actions [N, H], and per arrived step reward, cost, continue [N, H+1] (index 0: the start,
-        whose continue is 1) and safety [N, H+1]."""
+        whose continue is `start_cont`, 0 at a terminal row) and safety [N, H+1]."""
         m, feats, actions = self.model, [self.model.features(h, z)], []
         for _ in range(self.params.horizon):
             action = self.actor.sample(feats[-1], self._rng)
@@ -204,7 +206,7 @@ class WorldModelAgent:
             actions.append(action)
         feat = torch.stack(feats, 1)
         cont = torch.sigmoid(m.continue_head(feat).squeeze(-1))
-        cont[:, 0] = 1.0
+        cont[:, 0] = start_cont
         return {"feat": feat, "action": torch.stack(actions, 1),
                 "reward": wm.twohot_mean(m.reward_head(feat), self.bins),
                 "cost": torch.sigmoid(m.cost_head(feat).squeeze(-1)), "cont": cont,
@@ -240,15 +242,18 @@ class WorldModelAgent:
         self.penalty = min(1.0, self.penalty * (1.0 + p.penalty_growth))
         return {"lagrange/multiplier": self.lagrange, "lagrange/slope": self._cost_slope}
 
-    def _policy_weights(self, safety: torch.Tensor, a_r: torch.Tensor, a_c: torch.Tensor) -> torch.Tensor:
-        """w per step, by agent.vlsafe.safety_weighting: vlsafe mixes by the predicted safety; none is
-        the same with p = 1; lagrangian weighs exp(beta1 (A_r - Psi' A_c))."""
+    def _policy_weights(self, safety: torch.Tensor, reward_advantage: torch.Tensor,
+                        cost_advantage: torch.Tensor) -> torch.Tensor:
+        """w per step from raw advantages (return - value), by agent.vlsafe.safety_weighting: vlsafe
+        mixes by the predicted safety; none is the same with p = 1; lagrangian weighs
+        exp(beta1 (A_r - Psi' A_c)), the penalty taken in return units before the normalisation."""
         p = self.params
-        if p.safety_weighting == "vlsafe":
-            return wm.vlsafe_weights(safety, a_r, a_c, p.beta1, p.beta2, p.weight_clip)
         if p.safety_weighting == "lagrangian":
-            a_r = a_r - self._cost_slope * a_c
-        return wm.vlsafe_weights(torch.ones_like(safety), a_r, a_c, p.beta1, p.beta2, p.weight_clip)
+            reward_advantage = reward_advantage - self._cost_slope * cost_advantage
+        a_r = wm.normalised_advantage(reward_advantage, self.reward_scale)
+        a_c = wm.normalised_advantage(cost_advantage, self.cost_scale)
+        safety = safety if p.safety_weighting == "vlsafe" else torch.ones_like(safety)
+        return wm.vlsafe_weights(safety, a_r, a_c, p.beta1, p.beta2, p.weight_clip)
 
     @torch.no_grad()
     def _replayed_term(self, feat: torch.Tensor, b: dict[str, torch.Tensor]):
@@ -260,8 +265,8 @@ class WorldModelAgent:
         cont = torch.sigmoid(m.continue_head(nxt).squeeze(-1))
         reward = wm.twohot_mean(m.reward_head(nxt), self.bins)
         cost = torch.sigmoid(m.cost_head(nxt).squeeze(-1))
-        a_r = wm.normalised_advantage(reward + gamma * cont * r_value[:, 1:], r_value[:, :-1], self.reward_scale)
-        a_c = wm.normalised_advantage(cost + gamma * cont * c_value[:, 1:], c_value[:, :-1], self.cost_scale)
+        a_r = reward + gamma * cont * r_value[:, 1:] - r_value[:, :-1]
+        a_c = cost + gamma * cont * c_value[:, 1:] - c_value[:, :-1]
         safety = torch.sigmoid(m.safety_head(feat[:, :-1]).squeeze(-1))
         w = self._policy_weights(safety, a_r, a_c)
         transition = (~b["is_last"][:, :-1]).float() * self.params.behaviour_weight
@@ -312,7 +317,12 @@ class WorldModelAgent:
         for name, opt in self.optimizers().items():
             opt.load_state_dict(copy_tree(state[name]))
         self.update_count = int(state["update_count"])
-        self._rng.set_state(state["rng"].cpu())
+        rng = state["rng"].cpu()
+        if rng.numel() == self._rng.get_state().numel():
+            self._rng.set_state(rng)
+        else:  # saved on another device kind (a GPU run inspected on a CPU): its sampling stream differs anyway
+            logger.warning("the checkpoint's sampling generator is of another device; reseeding this one")
+            self._rng.manual_seed(self.update_count)
         self.reward_scale, self.cost_scale, self.lagrange, self.penalty, self._cost_slope = (
             float(v) for v in state["scales"])
 
