@@ -54,6 +54,11 @@ def downsample_masks(bev: torch.Tensor, px: int) -> torch.Tensor:
                          torch.maximum(bev[..., ::2, 1::2], bev[..., 1::2, 1::2]))
 
 
+def previous_step(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, ...] -> the value of step t - 1 at each t, zero at t = 0 (what led to, or arriving at, t gave)."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
+
+
 def check_finite(losses: dict[str, torch.Tensor]) -> None:
     bad = [name for name, value in losses.items() if not bool(torch.isfinite(value).all())]
     if bad:
@@ -126,7 +131,7 @@ class WorldModelAgent:
         t["state"] = visible_state(t["state"], self.config)
         # The action that led to each step: the previous row's (zero at the sequence start; the RSSM
         # zeroes it again at is_first).
-        t["prev_action"] = torch.cat([torch.zeros_like(t["action"][:, :1]), t["action"][:, :-1]], 1)
+        t["prev_action"] = previous_step(t["action"])
         return t
 
     def _update_model(self, b: dict[str, torch.Tensor]):
@@ -149,8 +154,7 @@ class WorldModelAgent:
         arrived = torch.ones_like(b["reward"])  # steps whose reward/cost target is the previous row's
         arrived[:, 0] = 0.0
         arrived = arrived * (~b["is_first"]).float()
-        prev_reward = torch.cat([torch.zeros_like(b["reward"][:, :1]), b["reward"][:, :-1]], 1)
-        prev_cost = torch.cat([torch.zeros_like(b["cost"][:, :1]), b["cost"][:, :-1]], 1)
+        prev_reward, prev_cost = previous_step(b["reward"]), previous_step(b["cost"])
         flat = feat.flatten(0, 1)
         bev_target = downsample_masks(b["bev"].flatten(0, 1), self.size.decoder_px).float().div_(255.0)
         kl, kl_metrics = wm.kl_balance(post["post"], post["prior"], p.free_bits, p.kl_dynamics, p.kl_representation)
@@ -201,7 +205,7 @@ class WorldModelAgent:
         m, feats, actions = self.model, [self.model.features(h, z)], []
         for _ in range(self.params.horizon):
             action = self.actor.sample(feats[-1], self._rng)
-            h, z, _ = m.rssm.imagine_step(h, z, action, self._rng)
+            h, z, _ = m.rssm.imagine_step(h, z, action, generator=self._rng)
             feats.append(m.features(h, z))
             actions.append(action)
         feat = torch.stack(feats, 1)

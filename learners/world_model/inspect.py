@@ -26,7 +26,7 @@ from configs.loader import load_config
 from learners.actor_critic.networks import visible_state
 from learners.registry import make_agent
 from learners.warm_start import agent_file
-from learners.world_model.agent import WorldModelAgent, downsample_masks
+from learners.world_model.agent import WorldModelAgent, downsample_masks, previous_step
 
 logger = logging.getLogger(__name__)
 
@@ -46,23 +46,21 @@ def _tensors(agent: WorldModelAgent, chunk: dict[str, np.ndarray]) -> dict[str, 
     """One chunk (rows of one stream in step order) as a single [1, N] sequence."""
     action = torch.as_tensor(np.array(chunk["action"], np.float32))[None]
     state = visible_state(torch.as_tensor(np.array(chunk["state"], np.float32))[None], agent.config)
-    return {"bev": torch.as_tensor(np.array(chunk["bev"]))[None], "state": state,
-            "prev_action": torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1),
+    return {"bev": torch.as_tensor(np.array(chunk["bev"]))[None], "state": state, "prev_action": previous_step(action),
             "is_first": torch.as_tensor(chunk["is_first"])[None]}
+
+
+def _observe(agent: WorldModelAgent, t: dict[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
+    """The posterior of rows `rows` of a [1, N] sequence, filtered in order, latents at their mode."""
+    return agent.model.observe(t["bev"][:, rows], t["state"][:, rows], t["prev_action"][:, rows],
+                               t["is_first"][:, rows], mode=True)
 
 
 @torch.no_grad()
 def filtered_features(agent: WorldModelAgent, chunk: dict[str, np.ndarray]) -> torch.Tensor:
     """The posterior features [N, F] of every row, filtered in order (reset at is_first), latents at their mode."""
-    t = _tensors(agent, chunk)
-    embed = agent.model.encoder(t["bev"][0], t["state"][0])
-    h, z = agent.model.rssm.initial(1, embed.device)
-    feats = []
-    for k in range(embed.shape[0]):
-        h, z, _, _ = agent.model.rssm.observe_step(h, z, t["prev_action"][:, k], embed[k:k + 1], t["is_first"][:, k],
-                                                   mode=True)
-        feats.append(agent.model.features(h, z))
-    return torch.cat(feats)
+    post = _observe(agent, _tensors(agent, chunk), slice(None))
+    return agent.model.features(post["h"], post["z"])[0]
 
 
 def predicted_safety(run_dir: str | Path, chunk: dict[str, np.ndarray]) -> np.ndarray:
@@ -80,14 +78,11 @@ def open_loop(agent: WorldModelAgent, chunk: dict[str, np.ndarray], start: int, 
     rows = {key: value[start:start + context + horizon] for key, value in chunk.items()}
     t = _tensors(agent, rows)
     m = agent.model
-    embed = m.encoder(t["bev"][0, :context], t["state"][0, :context])
-    h, z = m.rssm.initial(1, embed.device)
-    for k in range(context):
-        h, z, _, _ = m.rssm.observe_step(h, z, t["prev_action"][:, k], embed[k:k + 1], t["is_first"][:, k], mode=True)
+    post = _observe(agent, t, slice(0, context))
+    h, z = post["h"][:, -1], post["z"][:, -1]
     predicted = []
     for k in range(context, context + horizon):
-        h = m.rssm.deterministic(h, z, t["prev_action"][:, k])
-        z = m.rssm.sample(m.rssm._logits(m.rssm.prior_head, h), mode=True)
+        h, z, _ = m.rssm.imagine_step(h, z, t["prev_action"][:, k], mode=True)
         predicted.append(torch.sigmoid(m.bev_decoder(m.features(h, z)))[0])
     imagined = (torch.stack(predicted).clamp(0, 1) * 255).to(torch.uint8)
     # Drawn where the prediction reaches 20 % of full scale: every drawn mask value (green lights 80,

@@ -117,12 +117,12 @@ class Rssm(nn.Module):
     def deterministic(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.gru(self.img_in(torch.cat([z, action], -1)), h)
 
-    def imagine_step(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor,
+    def imagine_step(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor, mode: bool = False,
                      generator: torch.Generator | None = None):
-        """(h, z, a) -> (h', z' ~ prior, prior logits)."""
+        """(h, z, a) -> (h', z' ~ prior (its mode with `mode`), prior logits)."""
         h = self.deterministic(h, z, action)
         prior = self._logits(self.prior_head, h)
-        return h, self.sample(prior, generator=generator), prior
+        return h, self.sample(prior, mode, generator), prior
 
     def observe_step(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor, embed: torch.Tensor,
                      is_first: torch.Tensor, mode: bool = False, generator: torch.Generator | None = None):
@@ -189,16 +189,17 @@ class WorldModel(nn.Module):
         return torch.cat([h, z], -1)
 
     def observe(self, bev: torch.Tensor, state: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,
-                generator: torch.Generator | None = None):
+                generator: torch.Generator | None = None, mode: bool = False):
         """Filter sequences [B, T, ...] (prev_action[:, t] is the action taken before step t) ->
-        h [B, T, deter], z [B, T, stoch], posterior and prior logits [B, T, groups, classes]."""
+        h [B, T, deter], z [B, T, stoch] (latents at their mode with `mode`), posterior and prior
+        logits [B, T, groups, classes]."""
         b, t = is_first.shape
         embed = self.encoder(bev.flatten(0, 1), state.flatten(0, 1)).view(b, t, -1)
         h, z = self.rssm.initial(b, bev.device)
         out: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "post": [], "prior": []}
         for k in range(t):
             h, z, post, prior = self.rssm.observe_step(h, z, prev_action[:, k], embed[:, k], is_first[:, k],
-                                                     generator=generator)
+                                                     mode, generator)
             for key, value in zip(("h", "z", "post", "prior"), (h, z, post, prior)):
                 out[key].append(value)
         return {key: torch.stack(values, 1) for key, values in out.items()}
