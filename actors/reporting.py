@@ -17,6 +17,10 @@ _WORKER_COUNTS = ("env_steps", "random_actions", "shipped_rows", "backpressure_w
                   "simulator_failures")
 
 
+# DriveVLM-RL's reward (actors/row_reward.py): running totals in the workers' feedback reports.
+_DRIVEVLM_COUNTS = ("requested_items", "gated_items", "synthesized_steps", "unscored_steps", "vlm_answers",
+                    "vlm_latency_sum_s")
+
 _NO_REPORT = {**{key: 0 for key in _WORKER_COUNTS},
               "feedback": {**{key: 0 for key in _FEEDBACK_COUNTS}, "latency_sum_s": 0.0, "pending": 0}}
 
@@ -46,7 +50,20 @@ class WorkerReports:
             "feedback/latency_s": latency / answered if answered > 0 else 0.0,  # mean over the last interval
             "feedback/availability_total": fb["answered"] / wanted if wanted else 1.0,
             **{f"feedback/{key}": float(fb[key]) for key in _FEEDBACK_COUNTS},
+            **drivevlm_metrics(reports),
         }
+
+
+def drivevlm_metrics(reports: list[dict]) -> dict[str, float]:
+    """The gate's share of steps that called the VLM, the VLM's latency per call and the share of
+    synthesized rewards without a score, over the run; nothing for runs without that reward."""
+    if not all("gated_items" in r["feedback"] for r in reports):
+        return {}
+    total = {key: sum(r["feedback"][key] for r in reports) for key in _DRIVEVLM_COUNTS}
+    return {"drivevlm/gate_rate": total["gated_items"] / max(total["requested_items"], 1),
+            "drivevlm/gated_items": float(total["gated_items"]),
+            "drivevlm/unscored_fraction": total["unscored_steps"] / max(total["synthesized_steps"], 1),
+            "drivevlm/vlm_latency_s": total["vlm_latency_sum_s"] / max(total["vlm_answers"], 1)}
 
 
 def episode_metrics(recent: list[Episode]) -> dict[str, float]:

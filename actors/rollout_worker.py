@@ -22,6 +22,7 @@ import numpy as np
 
 from actors.feedback_client import FeedbackClient
 from actors.pending import PendingTransitions
+from actors.row_reward import make_row_reward
 from configs.schema import Config
 from core import Episode, Policy, PolicySnapshot
 from envs.types import Route, SimulatorError
@@ -70,6 +71,7 @@ class RolloutWorker:
         self._record_expert = config.workers.record_expert_action
         self._extra_fields = dict(extra_fields or {})
         self._pending = PendingTransitions(config.feedback.deadline_s)
+        self._reward = make_row_reward(config)  # the env's reward, or DriveVLM-RL's synthesized one
         self._bundle: list[FeedbackItem] = []
         self._outbox: list[dict] = []
         self._rng = np.random.default_rng(seed)
@@ -88,6 +90,7 @@ class RolloutWorker:
         self._carry = policy.initial_carry(1)
         self._sync()  # the current weights and clock before the first action
         self._obs, self._info = self._env.reset(seed=seed)
+        self._reward.start_episode(self._info)
         self._is_first = True
         self._episode_return = 0.0
 
@@ -117,7 +120,8 @@ class RolloutWorker:
         self._episode_return += reward
         self._pending.complete_env(self.stream_id, self._step, reward=np.float32(reward),
                                    terminated=terminated, truncated=truncated,
-                                   cost=np.float32(1.0 if info["infractions"] else 0.0))
+                                   cost=np.float32(1.0 if info["infractions"] else 0.0),
+                                   **self._reward.after_step(info, terminated))
         self._advance()
         if terminated or truncated:
             self._end_episode(obs, info, terminated, truncated)
@@ -184,15 +188,18 @@ class RolloutWorker:
             self._bundle.append(self._item(action))
 
     def _item(self, action: np.ndarray) -> FeedbackItem:
-        privileged = None
-        if "privileged" in self._inputs:
-            snapshot, route, index = self._env.unwrapped.ground_truth()
-            privileged = (snapshot, _route_ahead(route, index))
+        privileged = self._ground_truth() if "privileged" in self._inputs else None
         return FeedbackItem(env_id=self.stream_id, step=self._step, wanted=self._wanted,
                             command=int(self._info["command"]), speed=float(self._info["speed"]), action=action,
                             image=self._info["rgb_bev"] if "image" in self._inputs else None,
                             forward=self._info.get("forward"), privileged=privileged,
-                            expires_at=time.time() + self.config.feedback.deadline_s)
+                            expires_at=time.time() + self.config.feedback.deadline_s,
+                            **self._reward.item_fields(self._info, self._ground_truth))
+
+    def _ground_truth(self) -> tuple:
+        """(snapshot, the route ahead of the ego) at the current observation."""
+        snapshot, route, index = self._env.unwrapped.ground_truth()
+        return snapshot, _route_ahead(route, index)
 
     def _end_episode(self, final_obs: dict, info: dict | None, terminated: bool, truncated: bool) -> None:
         """`info` None: the episode was cut short by a simulator failure and is not scored."""
@@ -210,6 +217,7 @@ class RolloutWorker:
         self._episode += 1
         self._episode_return = 0.0
         self._obs, self._info = self._reset_env()
+        self._reward.start_episode(self._info)
         self._is_first = True
         self._carry = self._policy.initial_carry(1)
 
@@ -255,9 +263,10 @@ class RolloutWorker:
     def _collect(self) -> None:
         if self._feedback is not None:
             for result in self._feedback.poll():
+                self._reward.on_result(result)
                 self._pending.attach(result)
             self._adapt_window()
-        self._outbox.extend(self._pending.pop_ready())
+        self._outbox.extend(self._reward.finish(row) for row in self._pending.pop_ready())
 
     def _adapt_window(self) -> None:
         """Scale the window by target latency / recent latency (at most x2 down, x1.25 up per answer
@@ -319,6 +328,7 @@ class RolloutWorker:
             "latency_s": c.latency_sum_s / c.latency_count if c.latency_count else 0.0,
             "latency_sum_s": c.latency_sum_s,
             "latencies": self._pending.take_latencies(),
+            **self._reward.report(),  # DriveVLM-RL: gate_rate, unscored_steps, vlm_latency_s, ...
         }
 
 

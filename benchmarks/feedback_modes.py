@@ -4,6 +4,10 @@
     # availability and latency at full rollout load with the CLIP reward on:
     .venv/bin/python benchmarks/feedback_modes.py --modes async feedback.model=expert+clip \
         "feedback.wanted=[vlm_action,clip_margin]" learner.clip_reward_scale=0.25
+    # ... with the fine-tuned VLM on vLLM (the VLM environment), or DriveVLM-RL's gated pathways:
+    $(scripts/bootstrap_vlm.sh) benchmarks/feedback_modes.py --modes async --config configs/vlm/cpu.yaml
+    $(scripts/bootstrap_vlm.sh) benchmarks/feedback_modes.py --modes async --config configs/vlm/cpu.yaml \
+        --config configs/vlm/drivevlm-cpu.yaml
 
 Same workers, environment, learner and feedback model (the expert advisor behind Ray Serve) for
 all three; only `feedback.mode` changes. Each mode warms up first, then env steps are counted over
@@ -57,6 +61,9 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
             "learner_updates_per_s": (report["learner_updates"] - first["learner_updates"]) / elapsed,
             "policy_lag": report["policy_lag"],
             "window_s": elapsed,
+            # DriveVLM-RL runs: the share of steps whose gate called the VLM, and its latency per call
+            **{key: report[key] for key in ("drivevlm/gate_rate", "drivevlm/vlm_latency_s",
+                                            "drivevlm/unscored_fraction") if key in report},
         }
     finally:
         runtime.shutdown()
@@ -71,12 +78,14 @@ def main() -> None:
     parser.add_argument("--town", default=None)
     parser.add_argument("--modes", nargs="+", default=["off", "async", "sync"], choices=["off", "async", "sync"],
                         help="e.g. --modes async to measure availability at full load only")
+    parser.add_argument("--config", action="append", default=[], help="overlays on configs/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="extra config overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     base = [f"workers.num_workers={args.workers}", "run.shutdown_ray=false", "workers.random_steps=0",
             "learner.learning_starts=256", *([f"env.town={args.town}"] if args.town else []), *args.overrides]
-    configs = {mode: load_config(CONFIG_DIR / "quickstart.yaml", base + [f"feedback.mode={mode}"])
+    files = [CONFIG_DIR / "quickstart.yaml", *args.config]
+    configs = {mode: load_config(files, base + [f"feedback.mode={mode}"])
                for mode in args.modes}
     reference = configs.get("async", next(iter(configs.values())))
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed(reference)),

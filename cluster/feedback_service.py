@@ -28,8 +28,10 @@ def _items_in(bundles: list) -> int:
 
 def _actor_options(config: FeedbackConfig, use_gpu: bool) -> dict:
     options = {"num_cpus": config.replica_cpus, "num_gpus": config.gpu_fraction if use_gpu else 0.0}
-    if "vlm" in config.model.split("+"):
-        # vLLM pins its own torch: its replica gets its own environment rather than the learner's.
+    if {"vlm", "drivevlm"} & set(config.model.split("+")) and config.vlm.pip:
+        # vLLM pins its own torch: on a GPU cluster its replica gets its own environment rather than
+        # the learner's (drivevlm's describer is the same VLM advisor). An empty pip list: the run's
+        # environment has vLLM already (on a CPU, scripts/bootstrap_vlm.sh's).
         options["runtime_env"] = {"pip": list(config.vlm.pip)}
     return options
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Literal
 NETWORK_PRESETS = ("small", "foundrl")
 FEEDBACK_MODES = ("off", "async", "sync")
 TRAFFIC_PRESETS = ("empty", "regular", "dense")
-FEEDBACK_FIELDS = ("vlm_action", "clip_margin", "safety")
+FEEDBACK_FIELDS = ("vlm_action", "clip_margin", "safety", "semantic_score")
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,20 @@ class ClipConfig:
 class VlmConfig:
     """The VLM advisor on vLLM (inference/vlm_advisor.py)."""
 
-    model: str = "OpenGVLab/InternVL3-1B"  # a hub id (in the HF cache) or a local path
-    max_tokens: int = num(64, 8, unit="tokens")  # generated per answer; the JSON answer needs room
+    # A local path (a model inference/vlm_finetune.py wrote, or a downloaded checkpoint) or a hub id
+    # that is in the Hugging Face cache.
+    model: str = "OpenGVLab/InternVL3-1B"
+    max_tokens: int = num(32, 8, unit="tokens")  # generated per answer (Found-RL: 32); the JSON needs ~20
     temperature: float = num(0.0, 0, unit="1")  # sampling temperature (0: greedy)
     max_model_len: int = num(4096, 256, unit="tokens")  # vLLM context length
+    max_images_per_prompt: int = num(4, 1, unit="images")  # vLLM's limit; DriveVLM-RL windows need K + 1
+    dtype: str = "auto"  # vLLM dtype: auto (the checkpoint's), float32, bfloat16, float16
+    enforce_eager: bool = False  # skip torch.compile and graphs (starts ~40 s faster on a CPU, runs slower)
     gpu_memory_utilization: float = num(0.5, 0, 1, unit="fraction", low_open=True)  # of the replica's GPU
-    # vLLM pins its own torch: the deployment gets its own runtime_env with these packages.
+    cpu_kv_cache_gib: float = num(1.0, 0, unit="GiB", low_open=True)  # KV cache on a CPU (vLLM takes ~all RAM else)
+    cpu_bind_threads: bool = False  # pin vLLM's OpenMP threads to cores (on a CPU shared with simulators: no)
+    # Packages of the deployment's own Ray runtime_env (a GPU cluster: vLLM pins its own torch). Empty:
+    # none, the run's environment already has vLLM (a CPU: scripts/bootstrap_vlm.sh's environment).
     pip: tuple[str, ...] = ("vllm==0.33.0",)
     # Run Python code shipped with the model (InternVL3 needs it; Qwen2.5-VL does not): opt in only
     # for a model whose code you have read or trust.
@@ -142,8 +150,45 @@ class VlmConfig:
 
 
 @dataclass(frozen=True)
+class DriveVlmConfig:
+    """DriveVLM-RL's reward (feedback.model: drivevlm; docs/drivevlm.md). The feedback model answers
+    semantic_score = R_static + R_dyn (inference/drivevlm_feedback.py); the rollout worker turns it into
+    the row's reward (envs/semantic_reward.py): R_norm = (clip(score, lo, hi) - lo) / (hi - lo),
+    v_des = R_norm v_max, reward = (1 - |v - v_des| / v_max) f_center f_angle f_stability, or `penalty`
+    when a failure ends the episode. Defaults: VLM-RL's published code (github zihaosheng/VLM-RL,
+    config.py reward_fn_5_default, clip/clip_rewarded_sac.py) where DriveVLM-RL's are not published."""
+
+    # The language goals (DriveVLM-RL's project page; the static pair is also VLM-RL's reward_clg).
+    static_positive: str = "The road is clear with no car accidents"
+    static_negative: str = "Two cars have collided with each other on the road"
+    dynamic_positive: str = "The road ahead is clear with no obstacles"
+    alpha: float = num(1.0, 0, unit="reward/cosine")  # weight of sim(image, positive goal)
+    beta: float = num(1.0, 0, unit="reward/cosine")  # weight of sim(image, negative goal or l_dyn)
+    # The score's clipping range: VLM-RL clips sim(neg) - sim(pos) to [0, 0.03]; in DriveVLM-RL's sign
+    # (alpha sim(pos) - beta sim(neg), alpha = beta = 1) that is [-0.03, 0].
+    lo: float = num(-0.03, unit="cosine")
+    hi: float = num(0.0, unit="cosine")  # must exceed lo
+    v_max: float = num(25.0 / 3.6, 0, unit="m/s", low_open=True)  # VLM-RL's target_speed, 25 km/h
+    penalty: float = num(-10.0, unit="reward")  # VLM-RL's penalty_reward, on a failure that ends the episode
+    max_center_distance: float = num(3.0, 0, unit="m", low_open=True)  # f_center reaches 0 here (VLM-RL: 3)
+    max_angle: float = num(90.0, 0, 180, unit="deg", low_open=True)  # f_angle reaches 0 here (VLM-RL: 90)
+    max_center_std: float = num(0.4, 0, unit="m", low_open=True)  # f_stability reaches 0 here (VLM-RL: 0.4)
+    # The std of this many latest distances from the centreline, this episode (VLM-RL: a deque of 30).
+    stability_window: int = num(30, 1, unit="env steps")
+    # K: the VLM reads the last K + 1 RGB BEVs (oldest first) of a gated step (not published; 2 here,
+    # as inference/vlm_finetune.py's --frames 3 teaches the small VLM).
+    history_frames: int = num(2, 0, unit="frames")
+    # The gate (envs/attention_gate.py): a walker whose nearest point of the route ahead is at most
+    # gate_ahead along it and at most gate_lateral from it (the BEV shows 30.4 m ahead, 19.2 m aside;
+    # the worker passes the next 60 m of the route). Mentor's choice: DriveVLM-RL gates on a detection.
+    gate_ahead: float = num(25.0, 0, 60, unit="m", low_open=True)
+    gate_lateral: float = num(4.0, 0, unit="m", low_open=True)
+
+
+@dataclass(frozen=True)
 class FeedbackConfig:
-    model: Literal["none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip"] = "expert"
+    model: Literal["none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip",
+                   "drivevlm"] = "expert"
     mode: Literal["off", "async", "sync"] = "async"
     wanted: tuple[str, ...] = check(("vlm_action",), lambda v: set(v) <= set(FEEDBACK_FIELDS),
                                     "a list drawn from " + ", ".join(FEEDBACK_FIELDS))  # fields each step asks for
@@ -165,6 +210,7 @@ class FeedbackConfig:
     faulty_model_error_rate: float = num(0.2, 0, 1, unit="fraction")  # for the deliberately faulty model
     clip: ClipConfig = section(ClipConfig)
     vlm: VlmConfig = section(VlmConfig)
+    drivevlm: DriveVlmConfig = section(DriveVlmConfig)
 
 
 # -------------------------------------------------------------------------------------------- workers
@@ -454,7 +500,7 @@ MOVED = {
 }
 
 _MODEL_FIELDS = {"expert": {"vlm_action"}, "slow": {"vlm_action"}, "faulty": {"vlm_action"},
-                 "vlm": {"vlm_action"}, "clip": {"clip_margin", "safety"}}
+                 "vlm": {"vlm_action"}, "clip": {"clip_margin", "safety"}, "drivevlm": {"semantic_score"}}
 
 
 def model_fields(model: str) -> set[str]:
@@ -511,4 +557,17 @@ def _feedback_checks(config: Config) -> list[str]:
                     "safety": "learner.semantic_reward_scale"}[name]
             problems.append(f"{user} needs the {name} feedback: add {name} to feedback.wanted, and use a "
                             f"feedback.model that answers it")
+    # semantic_score is what the DriveVLM-RL reward is made of (actors/row_reward.py): the model that
+    # answers it runs a CLIP and a VLM for nothing unless the workers ask for it.
+    if "drivevlm" in f.model.split("+") and f.mode != "off" and "semantic_score" not in f.wanted:
+        problems.append(f"feedback.model = {f.model!r} answers semantic_score only (the DriveVLM-RL reward): "
+                        "add semantic_score to feedback.wanted")
+    d = f.drivevlm
+    if d.hi <= d.lo:
+        problems.append(f"feedback.drivevlm.hi = {d.hi} must exceed feedback.drivevlm.lo = {d.lo}: "
+                        "the score is normalised by hi - lo")
+    if "drivevlm" in f.model.split("+") and f.vlm.max_images_per_prompt < d.history_frames + 1:
+        problems.append(f"feedback.vlm.max_images_per_prompt = {f.vlm.max_images_per_prompt} cannot take the "
+                        f"dynamic pathway's windows of feedback.drivevlm.history_frames + 1 = {d.history_frames + 1} "
+                        "frames: raise it")
     return problems

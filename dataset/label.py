@@ -77,11 +77,14 @@ class FeedbackLabeller:
 
         rgb = column_to_numpy(batch.column("rgb_bev"), "rgb_bev") if "rgb_bev" in batch.column_names else None
         command = column_to_numpy(batch.column("command"), "command") if "command" in batch.column_names else None
+        forward = column_to_numpy(batch.column("forward"), "forward") if "forward" in batch.column_names else None
         rows = np.flatnonzero(~col["is_last"])
         items = [FeedbackItem(env_id=int(col["stream_id"][i]), step=int(col["step"][i]), wanted=self.fields,
                               command=int(command[i]) if command is not None else 0,
                               speed=float(col["state"][i, SPEED_INDEX]), action=col["action"][i],
-                              image=rgb[i] if rgb is not None else None) for i in rows]
+                              image=rgb[i] if rgb is not None else None,
+                              forward=tuple(float(v) for v in forward[i]) if forward is not None else None)
+                 for i in rows]
         answers = {result.key: result.values for result in self.model(items)} if items else {}
         for i, item in zip(rows, items):
             for field in self.fields:
@@ -123,7 +126,7 @@ def label_dataset(directory: str | Path, feedback: FeedbackConfig, name: str | N
     columns = ["stream_id", "step", "is_last", "action", "state", "expert_action", "expert_action_mask"]
     if feedback.model != "expert":
         present = set(pq.read_schema(todo[0].path).names)
-        columns += [c for c in ("rgb_bev", "command") if c in present]
+        columns += [c for c in ("rgb_bev", "command", "forward") if c in present]
     data = ray.data.read_parquet([str(s.path) for s in todo], columns=columns, include_paths=True)
     labelled = data.map_batches(FeedbackLabeller, fn_constructor_kwargs={"feedback": feedback, "fields": fields},
                                 batch_size=batch_size, batch_format="pyarrow", concurrency=concurrency,

@@ -19,11 +19,13 @@ from envs.spaces import RGB_BEV_SHAPE
 from learners.replay import ROW_SPEC
 
 # Columns a collection adds beyond the replay's rows, for labelling with image models and for
-# CLIP training: the RGB BEV the env renders for foundation models (~120 bytes a row on disk) and
-# the route command. Optional when reading: the replay never holds them.
+# CLIP and VLM training: the RGB BEV the env renders for foundation models (~120 bytes a row on
+# disk), the route command and the ego's forward vector (both in the VLM's prompt). Optional when
+# reading: the replay never holds them, and datasets written before `forward` existed lack it.
 EXTRA_SPEC: dict[str, tuple[tuple[int, ...], np.dtype]] = {
     "rgb_bev": (RGB_BEV_SHAPE, np.dtype(np.uint8)),
     "command": ((), np.dtype(np.int64)),
+    "forward": ((2,), np.dtype(np.float32)),  # unit vector, CARLA world frame (envs/driving_env.py)
 }
 FULL_SPEC = {**ROW_SPEC, **EXTRA_SPEC}
 

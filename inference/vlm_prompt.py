@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 
@@ -29,8 +28,10 @@ _PROMPT_ASK = (
     '"steer": float in [-1, 1] (positive = right), "brake": float in [0, 1]}'
 )
 
-# One optional ``` or ```json fence around the whole answer, nothing outside it but whitespace.
-_FENCE = re.compile(r"\A\s*```(?:[jJ][sS][oO][nN])?[ \t]*\n?(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
+_FENCE = "```"
+# Longer answers are rejected unread: the engine's output is bounded (feedback.vlm.max_tokens), so a
+# longer text is not an answer, and every step below stays linear in a bounded length.
+MAX_ANSWER_CHARS = 4096
 
 
 def _fmt(value: float) -> str:
@@ -50,6 +51,26 @@ def build_prompt(speed: float, forward: tuple[float, float] | None, command: int
         f"Route command: {RouteCommand(command).phrase}."
     )
     return f"{_PROMPT_HEAD}\n{context}\n{_PROMPT_ASK}"
+
+
+def format_action(action: np.ndarray) -> str:
+    """The answer the VLM is taught to give for the 2-D action [acc, steer] (the inverse of
+    parse_action up to rounding): acc >= 0 is throttle, acc < 0 brake."""
+    acc, steer = (float(np.clip(v, -1.0, 1.0)) for v in action)
+    return (f'{{"throttle": {_fmt(max(acc, 0.0))}, "steer": {_fmt(steer)}, '
+            f'"brake": {_fmt(max(-acc, 0.0))}}}')
+
+
+RISK_ASK = (
+    "The images are the last {n} bird's-eye views of the ego vehicle's surroundings, oldest first, "
+    "the ego in the white box heading up, pedestrians in cyan, vehicles in blue. In one sentence, "
+    "describe the risk the pedestrians and cyclists near the ego's path pose."
+)
+
+
+def build_risk_prompt(num_frames: int) -> str:
+    """The dynamic pathway's question (DriveVLM-RL): a risk description of a window of frames."""
+    return RISK_ASK.format(n=num_frames)
 
 
 def _reject_constant(name: str):
@@ -75,9 +96,23 @@ def _is_number(value: object) -> bool:
         return False
 
 
+def _unfence(text: str) -> str | None:
+    """The answer without one optional ``` or ```json fence around all of it (nothing outside the
+    fence but whitespace); None for an unclosed fence. Plain string operations, linear in the
+    length: a regular expression here backtracked quadratically on a fence followed by blanks."""
+    body = text.strip()
+    if not body.startswith(_FENCE):
+        return body
+    if len(body) < 2 * len(_FENCE) or not body.endswith(_FENCE):
+        return None
+    inner = body[len(_FENCE):-len(_FENCE)]
+    return inner[4:] if inner[:4].lower() == "json" else inner
+
+
 def _load_object(text: str) -> dict | None:
-    match = _FENCE.match(text)
-    body = match.group(1) if match else text
+    body = _unfence(text)
+    if body is None:
+        return None
     try:
         obj = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_pairs)
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; so is "Extra data"
@@ -91,13 +126,14 @@ def parse_action(text: str) -> np.ndarray | None:
     Accepted: one JSON object, optionally surrounded by whitespace and optionally wrapped in a
     single ```json ... ``` (or ``` ... ```) fence, with exactly the keys throttle, steer, brake,
     each a finite JSON number (not a bool or string), throttle and brake in [0, 1], steer in
-    [-1, 1]. Anything else (prose, several objects, lists, NaN/Infinity, duplicate keys) gives None.
+    [-1, 1]. Anything else (prose, several objects, lists, NaN/Infinity, duplicate keys, a non-string,
+    a text over MAX_ANSWER_CHARS) gives None. Time is linear in the text's length.
 
     Mapping: acc = -brake if brake > 0.05 else throttle. Brake wins over throttle, with the same
     0.05 threshold the longitudinal discretisation uses; acc < 0 means brake = |acc|, as the
     action contract defines. Steer passes through (positive = right).
     """
-    if not isinstance(text, str):
+    if not isinstance(text, str) or len(text) > MAX_ANSWER_CHARS:
         return None
     obj = _load_object(text)
     if obj is None or set(obj) != ACTION_KEYS or not all(_is_number(v) for v in obj.values()):

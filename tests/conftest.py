@@ -26,6 +26,16 @@ def town02() -> str:
     return _require_town("Town02")
 
 
+@pytest.fixture
+def local_ray():
+    """A Ray cluster of this test's own (never one already running on the machine), 4 CPUs."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 def pytest_configure(config):
     # Small models on a 2-core machine: one intra-op thread is several times faster than two
     # competing with the simulators and Ray workers of the same run.

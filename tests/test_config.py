@@ -66,7 +66,7 @@ def test_resolved_config_round_trips(tmp_path: Path):
 
 def test_every_shipped_config_and_variant_loads():
     paths = sorted(CONFIG_DIR.rglob("*.yaml"))
-    assert len([p for p in paths if p.parent.name == "variants"]) == 13
+    assert len([p for p in paths if p.parent.name == "variants"]) == 16
     for path in paths:
         load_config(path)
 

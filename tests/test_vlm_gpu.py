@@ -3,12 +3,14 @@
 Run inside the VLM runtime_env on a GPU machine with the model given by $MENTOR_VLM_MODEL
 (a local path, or a hub id that is cached or downloadable):
     MENTOR_VLM_MODEL=OpenGVLab/InternVL3-1B MENTOR_VLM_TRUST_REMOTE_CODE=1 python -m pytest -q -m gpu tests/test_vlm_gpu.py
+    MENTOR_VLM_BASE=/models/Qwen2.5-VL-3B-Instruct MENTOR_VLM_DATASET=data/vlm-town01 python -m pytest -q -m gpu -k lora tests/test_vlm_gpu.py
 """
 import os
 
 import numpy as np
 import pytest
 
+from configs.schema import VlmConfig
 from inference.feedback import FeedbackItem, validate
 
 pytestmark = pytest.mark.gpu
@@ -42,14 +44,14 @@ def test_batch_of_eight(model):
     from inference.vlm_advisor import VlmAdvisor
 
     # InternVL3 runs its own code: the tester opts in with MENTOR_VLM_TRUST_REMOTE_CODE=1.
-    advisor = VlmAdvisor(model, gpu_memory_utilization=0.4,
-                         trust_remote_code=os.environ.get("MENTOR_VLM_TRUST_REMOTE_CODE") == "1")
+    advisor = VlmAdvisor(VlmConfig(model=model, gpu_memory_utilization=0.4,
+                                   trust_remote_code=os.environ.get("MENTOR_VLM_TRUST_REMOTE_CODE") == "1"))
     calls = []
     generate = advisor._llm.generate
 
-    def counting_generate(requests, sampling_params):
+    def counting_generate(requests, sampling_params, **kwargs):
         calls.append(len(requests))
-        return generate(requests, sampling_params)
+        return generate(requests, sampling_params, **kwargs)
 
     advisor._llm.generate = counting_generate  # count engine calls without changing them
     rng = np.random.default_rng(0)
@@ -65,3 +67,20 @@ def test_batch_of_eight(model):
     # Every item gets an answer: a valid action, or the raw malformed text (the worker masks it).
     answered = sum(validate("vlm_action", r.values["vlm_action"])[1] for r in results)
     assert advisor.counters() == {"requested": 8, "answered": answered, "malformed": 8 - answered}
+
+
+def test_lora_finetuning_on_a_local_checkpoint(tmp_path):
+    """Found-RL's fine-tuning on the GPU tier: a local Hugging Face VLM ($MENTOR_VLM_BASE, e.g.
+    Qwen2.5-VL-3B-Instruct) and a dataset with rgb_bev/command/forward ($MENTOR_VLM_DATASET), LoRA,
+    a few steps, merged and saved so that vLLM can load it."""
+    pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    base, dataset = os.environ.get("MENTOR_VLM_BASE"), os.environ.get("MENTOR_VLM_DATASET")
+    if not torch.cuda.is_available() or not base or not dataset:
+        pytest.skip("needs a CUDA GPU, $MENTOR_VLM_BASE (a local VLM) and $MENTOR_VLM_DATASET")
+    from inference.vlm_finetune import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(steps=10, batch_size=4, lr=2e-5, warmup_steps=2, eval_every=10, eval_examples=8,
+                                lora_rank=16, dtype="bfloat16")
+    report = finetune(base, dataset, tmp_path / "tuned", settings)
+    assert (tmp_path / "tuned" / "config.json").is_file() and report["final"]["step"] == 10

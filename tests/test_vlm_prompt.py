@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from envs.types import RouteCommand
+from configs.schema import VlmConfig
 from inference.feedback import FeedbackItem, validate
 from inference.vlm_advisor import VlmAdvisor
-from inference.vlm_prompt import build_prompt, parse_action
+from inference.vlm_prompt import _unfence, build_prompt, parse_action
 
 # --- parse_action: accepted answers ---
 
@@ -80,7 +81,47 @@ def test_rejects(text):
 
 
 def test_rejects_non_string():
-    assert parse_action(None) is None  # type: ignore[arg-type]
+    for value in (None, [0.5, 0.1], (0.5, 0.1), np.array([0.5, 0.1]), b'{"throttle": 0.5}'):
+        assert parse_action(value) is None  # type: ignore[arg-type]
+
+
+HOSTILE = [
+    "```" + "\t" * 2000,  # took 7.6 s with the fence regex
+    "```json\n" + " " * 100_000,  # never finished with it
+    "```" + " \t" * 50_000 + "x",
+    "```json\n" + '{"throttle": 0.5, "steer": 0.0, "brake": 0.0}' + " \t\n" * 30_000,
+    "`" * 100_000,
+    "{" * 100_000,  # nesting: json would recurse
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_text_is_rejected_in_linear_time(text):
+    started = time.perf_counter()
+    assert parse_action(text) is None
+    # Generous: a linear parse of 100k characters takes well under a millisecond here; the old
+    # regex took seconds to forever. This bounds a pathology, not a benchmark.
+    assert time.perf_counter() - started < 0.5
+
+
+def test_parse_time_grows_linearly():
+    """Doubling a hostile input about doubles the work (the old regex grew quadratically)."""
+    def cost(n):
+        text = "```json\n" + "\t" * n + "x"
+        started = time.perf_counter()
+        for _ in range(20):
+            _unfence(text)  # parse_action rejects such a length unread; the unfencing alone is timed
+        return time.perf_counter() - started
+
+    small, large = cost(50_000), cost(400_000)
+    assert large < 8 * 8 * small  # linear: about 8x; quadratic would be 64x (margin for noise)
+
+
+def test_fence_edges():
+    assert _unfence("```") is None and _unfence("````") is None and _unfence("``````") == ""
+    assert _unfence("```JSON{}```") == "{}" and _unfence("  {}  ") == "{}"
+    np.testing.assert_allclose(parse_action('```json{"throttle": 0.5, "steer": 0.1, "brake": 0}```'), [0.5, 0.1],
+                               rtol=1e-6)
 
 
 # --- build_prompt ---
@@ -124,7 +165,7 @@ class FakeEngine:
             raise RuntimeError("no tokenizer")
         return self.tokenizer
 
-    def generate(self, requests, sampling_params):
+    def generate(self, requests, sampling_params, use_tqdm=True):
         self.calls.append((requests, sampling_params))
         texts = [self.answers.pop(0) for _ in requests]
         return [SimpleNamespace(outputs=[SimpleNamespace(text=t)]) for t in texts]
@@ -141,7 +182,7 @@ def _item(step, image=True, wanted=("vlm_action",)):
 
 def test_one_generate_call_per_batch():
     engine = FakeEngine([GOOD] * 4, FakeTokenizer())
-    advisor = VlmAdvisor("fake", llm=engine)
+    advisor = VlmAdvisor(VlmConfig(model="fake"), llm=engine)
     items = [_item(s) for s in range(4)]
     results = advisor(items)
     assert len(engine.calls) == 1
@@ -158,24 +199,36 @@ def test_one_generate_call_per_batch():
 
 def test_plain_prompt_without_tokenizer():
     engine = FakeEngine([GOOD])
-    VlmAdvisor("fake", llm=engine)([_item(0)])
+    VlmAdvisor(VlmConfig(model="fake"), llm=engine)([_item(0)])
     assert engine.calls[0][0][0]["prompt"].startswith("<image>\n")
 
 
 def test_malformed_answers_are_unavailable():
     engine = FakeEngine([GOOD, "I would brake.", '{"throttle": NaN, "steer": 0, "brake": 0}'])
-    advisor = VlmAdvisor("fake", llm=engine)
+    advisor = VlmAdvisor(VlmConfig(model="fake"), llm=engine)
     results = advisor([_item(s) for s in range(3)])
     assert validate("vlm_action", results[0].values["vlm_action"])[1]
-    # The raw answer is handed on, so the worker counts it malformed (mask 0) at once.
+    # An explicit None is handed on, so the worker counts it malformed (mask 0) at once.
+    assert results[1].values == {"vlm_action": None} and results[2].values == {"vlm_action": None}
     assert not validate("vlm_action", results[1].values["vlm_action"])[1]
-    assert not validate("vlm_action", results[2].values["vlm_action"])[1]
     assert advisor.malformed == 2 and advisor.answered == 1 and advisor.requested == 3
+
+
+def test_non_string_engine_answers_are_unavailable():
+    """An engine answering a list, tuple or array (not text) gives no action: the value handed on
+    is None, which the worker's validation cannot mistake for an available action."""
+    engine = FakeEngine([[0.5, 0.1], (0.5, 0.1), np.array([0.5, 0.1], np.float32)])
+    advisor = VlmAdvisor(VlmConfig(model="fake"), llm=engine)
+    results = advisor([_item(s) for s in range(3)])
+    for r in results:
+        assert r.values == {"vlm_action": None}
+        assert validate("vlm_action", r.values["vlm_action"]) == (None, False)
+    assert advisor.counters() == {"requested": 3, "answered": 0, "malformed": 3}
 
 
 def test_items_without_image_or_not_wanting_are_not_sent():
     engine = FakeEngine([GOOD, '{"throttle": 0.0, "steer": 0.0, "brake": 1.0}'])
-    advisor = VlmAdvisor("fake", llm=engine)
+    advisor = VlmAdvisor(VlmConfig(model="fake"), llm=engine)
     items = [_item(0, image=False), _item(1), _item(2, wanted=("clip_margin",)), _item(3)]
     results = advisor(items)
     assert len(engine.calls) == 1 and len(engine.calls[0][0]) == 2
@@ -188,23 +241,23 @@ def test_items_without_image_or_not_wanting_are_not_sent():
 
 def test_no_generate_call_without_requests():
     engine = FakeEngine([])
-    results = VlmAdvisor("fake", llm=engine)([_item(0, image=False)])
+    results = VlmAdvisor(VlmConfig(model="fake"), llm=engine)([_item(0, image=False)])
     assert engine.calls == [] and results[0].values == {}
 
 
 def test_generate_errors_propagate():
     class Broken(FakeEngine):
-        def generate(self, requests, sampling_params):
+        def generate(self, requests, sampling_params, use_tqdm=True):
             raise RuntimeError("engine died")
 
     with pytest.raises(RuntimeError, match="engine died"):
-        VlmAdvisor("fake", llm=Broken([]))([_item(0)])
+        VlmAdvisor(VlmConfig(model="fake"), llm=Broken([]))([_item(0)])
 
 
 def test_missing_local_model_path(tmp_path):
     missing = str(tmp_path / "no-such-model")
     with pytest.raises(FileNotFoundError, match="no-such-model"):
-        VlmAdvisor(missing)
+        VlmAdvisor(VlmConfig(model=missing))
 
 
 def test_offline_uncached_hub_id_fails_fast(monkeypatch, tmp_path):
@@ -214,7 +267,7 @@ def test_offline_uncached_hub_id_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE") as err:
-        VlmAdvisor("OpenGVLab/InternVL3-1B")
+        VlmAdvisor(VlmConfig(model="OpenGVLab/InternVL3-1B"))
     assert time.perf_counter() - start < 1.0
     assert "OpenGVLab/InternVL3-1B" in str(err.value) and "local path" in str(err.value)
 
@@ -231,7 +284,7 @@ def test_offline_cached_hub_id_passes_the_check(monkeypatch, tmp_path):
     try:
         import vllm  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="runtime_env"):
-            VlmAdvisor("OpenGVLab/InternVL3-1B")
+        with pytest.raises(ImportError, match="bootstrap_vlm.sh"):
+            VlmAdvisor(VlmConfig(model="OpenGVLab/InternVL3-1B"))
     else:
         pytest.skip("vLLM is installed here; building a real engine is the GPU test's job")

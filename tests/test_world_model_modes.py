@@ -78,18 +78,9 @@ def test_a_checkpoint_of_another_preset_is_refused_with_both_sizes(dataset_dir, 
     assert "'world_model/debug' network, this agent 'world_model/S'" in caplog.text
 
 
-@pytest.fixture
-def cluster():
-    import ray
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.slow
-def test_clip_labels_then_offline_vlsafe_then_online_on_ray(dataset_dir, cluster, tmp_path):
+def test_clip_labels_then_offline_vlsafe_then_online_on_ray(dataset_dir, local_ray, tmp_path):
     import torch
 
     from dataset.label import main as label_main
