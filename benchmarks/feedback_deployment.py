@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform
@@ -136,6 +137,7 @@ def main() -> None:
         "feedback.batch_wait_timeout_s=0.05", *args.overrides])).feedback
     items = sample_items(args.batch, data, args.model)
     raw = measure_raw(config, items, args.seconds)
+    gc.collect()  # the direct model (a vLLM engine and its KV cache) is gone before the replica builds its own
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, threads + 1), include_dashboard=False,
              log_to_driver=False)
     try:

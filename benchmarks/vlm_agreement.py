@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=[], help="the feedback section's YAML")
     parser.add_argument("--batch-size", type=int, default=64, help="rows per VLM call")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = load_config(args.config, [*args.overrides, "feedback.model=vlm", "feedback.wanted=[vlm_action]"])
     feedback = dataclasses.replace(config.feedback, mode="async")

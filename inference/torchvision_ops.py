@@ -30,9 +30,13 @@ def _has_op(name: str) -> bool:
 
 
 def define_ops() -> None:
-    """Define torchvision::nms and ::qnms unless something (a matching torchvision) already has."""
+    """Define torchvision::nms and ::qnms on a CPU-only torch, unless something already has. A CUDA
+    (or ROCm) torch is left alone: its matching torchvision registers the real ops when it loads,
+    and a schema defined first would make that registration fail."""
     import torch
 
+    if torch.version.cuda or getattr(torch.version, "hip", None):
+        return
     if _LIBRARIES or _has_op("torchvision::nms"):
         return
     library = torch.library.Library("torchvision", "DEF")
@@ -42,11 +46,14 @@ def define_ops() -> None:
 
 
 class _BeforeTorchvision(importlib.abc.MetaPathFinder):
-    """Defines the ops the first time `torchvision` is imported, then steps aside."""
+    """Defines the ops the first time `torchvision` is imported. It stays in sys.meta_path (removing
+    itself while importlib walks that list would skip the next finder) and does nothing after."""
+
+    done = False
 
     def find_spec(self, name, path=None, target=None):
-        if name == "torchvision":
-            sys.meta_path.remove(self)
+        if name == "torchvision" and not self.done:
+            self.done = True
             define_ops()
         return None  # the normal finders import the module
 

@@ -69,6 +69,14 @@ def _cpu_environment(bind_threads: bool) -> None:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 
+class _ThreadWarningFilter(logging.Filter):
+    """vLLM's CPU worker replaces torch.set_num_threads with a function that logs a warning, and its
+    multimodal processing calls it on every request: thousands of identical lines a minute."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torch.set_num_threads" not in record.getMessage()
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -121,6 +129,7 @@ class VlmAdvisor:
                        enforce_eager=config.enforce_eager, seed=0)
         if on_cpu:
             options["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gib * 2**30)
+            logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(_ThreadWarningFilter())
         else:
             options["gpu_memory_utilization"] = config.gpu_memory_utilization
         log.info("starting vLLM on %s: %s", "CPU" if on_cpu else "GPU", options)

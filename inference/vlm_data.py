@@ -68,6 +68,10 @@ class VlmExample:
     prompt: str
     answer: str
     target: np.ndarray | None = None  # the expert action [acc, steer] (action examples)
+    # What the prompt was built from (action examples), for sending the same step as a feedback item
+    speed: float = 0.0  # m/s
+    forward: tuple[float, float] | None = None
+    command: int = 0
 
 
 def _check_columns(chunk: dict, directory: Path) -> None:
@@ -114,10 +118,10 @@ def build_examples(directory: str | Path, frames: int = 3, risk_share: float = 0
             held = _held_out(int(chunk["step"][i]))
             if chunk["expert_action_mask"][i] > 0:
                 target = chunk["expert_action"][i].astype(np.float32)
-                prompt = build_prompt(float(chunk["state"][i][4]), tuple(float(v) for v in chunk["forward"][i]),
-                                      int(chunk["command"][i]))
-                actions.append((held, VlmExample("action", (chunk["rgb_bev"][i],), prompt, format_action(target),
-                                                 target)))
+                speed, command = float(chunk["state"][i][4]), int(chunk["command"][i])
+                forward = tuple(float(v) for v in chunk["forward"][i])
+                actions.append((held, VlmExample("action", (chunk["rgb_bev"][i],), build_prompt(speed, forward, command),
+                                                 format_action(target), target, speed, forward, command)))
             text = risk_description(chunk["bev"][i])
             example = VlmExample("risk", tuple(chunk["rgb_bev"][j] for j in window), risk_prompt, text)
             (clear if text == CLEAR else risky).append((held, example))
@@ -125,6 +129,7 @@ def build_examples(directory: str | Path, frames: int = 3, risk_share: float = 0
         raise DatasetError(f"{directory} has no rows with an expert action (expert_action_mask); collect with "
                            "workers.record_expert_action: true")
     rng.shuffle(clear)
+    rng.shuffle(risky)
     wanted_risk = int(round(risk_share / max(1.0 - risk_share, 1e-6) * len(actions)))
     n_risky = min(len(risky), wanted_risk // 2)
     risk = [*risky[:n_risky], *clear[:max(wanted_risk - n_risky, 0)]] if risk_share > 0 else []

@@ -60,8 +60,10 @@ def advisor(finetuned):
 
 
 def _items(examples):
-    return [FeedbackItem(env_id=0, step=i, wanted=("vlm_action",), command=4, speed=0.0,
-                         action=np.zeros(2, np.float32), image=e.images[0]) for i, e in enumerate(examples)]
+    """The examples' steps as a worker sends them: the advisor builds the same prompt from them."""
+    return [FeedbackItem(env_id=0, step=i, wanted=("vlm_action",), command=e.command, speed=e.speed,
+                         action=np.zeros(2, np.float32), image=e.images[0], forward=e.forward)
+            for i, e in enumerate(examples)]
 
 
 def test_vllm_answers_in_one_batch_as_transformers_does(advisor, finetuned, dataset_dir):
@@ -85,7 +87,9 @@ def test_vllm_answers_in_one_batch_as_transformers_does(advisor, finetuned, data
     reference = generate(model.eval(), processor, examples, 32)
     assert calls == [len(examples)]
     assert np.mean([a.strip() == b.strip() for a, b in zip(served, reference)]) >= 0.9, (served[:3], reference[:3])
-    results = advisor(_items(examples))
+    items = _items(examples)
+    assert [advisor._request(item)["prompt"] for item in items] == [advisor.format_prompt(e.prompt) for e in examples]
+    results = advisor(items)
     available = [validate("vlm_action", r.values["vlm_action"])[1] for r in results]
     assert np.mean(available) >= 0.9
     assert advisor.counters()["requested"] == len(examples)
@@ -140,8 +144,10 @@ def test_drivevlm_variant_trains(finetuned, tmp_path):
     clip = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
     args = ["--config", "configs/variants/sac-drivevlm.yaml", "--config", "configs/debug.yaml", "--config",
             "configs/vlm/cpu.yaml", "--config", "configs/vlm/drivevlm-cpu.yaml", "env.route_suite=random",
-            "env.traffic=dense", f"feedback.clip.checkpoint={clip}", f"feedback.vlm.model={model_dir}",
-            "feedback.vlm.enforce_eager=true", "run.mode=local", "agent.network=small", "run.total_env_steps=300",
+            "env.traffic=dense", "eval.town=Generated", "eval.route_suite=null", f"feedback.clip.checkpoint={clip}",
+            f"feedback.vlm.model={model_dir}",
+            "feedback.vlm.enforce_eager=true", "run.mode=local", "workers.num_workers=1", "agent.network=small",
+            "run.total_env_steps=300",
             f"run.runs_dir={tmp_path}", "run.name=drivevlm", "eval.routes=[0]", "eval.max_steps=5"]
     assert train.main(args) == 0
     (run,) = tmp_path.glob("drivevlm-*")

@@ -85,36 +85,42 @@ def test_rejects_non_string():
         assert parse_action(value) is None  # type: ignore[arg-type]
 
 
+# Within MAX_ANSWER_CHARS, so that the parser really reads them (longer texts are refused unread).
 HOSTILE = [
     "```" + "\t" * 2000,  # took 7.6 s with the fence regex
-    "```json\n" + " " * 100_000,  # never finished with it
-    "```" + " \t" * 50_000 + "x",
-    "```json\n" + '{"throttle": 0.5, "steer": 0.0, "brake": 0.0}' + " \t\n" * 30_000,
-    "`" * 100_000,
-    "{" * 100_000,  # nesting: json would recurse
+    "```json\n" + " " * 4000,
+    "```" + " \t" * 2000 + "x",
+    "```json\n" + '{"throttle": 0.5, "steer": 0.0, "brake": 0.0}' + " \t\n" * 1300,
+    "`" * 4000,
+    "{" * 4000,  # nesting: json would recurse
+    "```json\n" + " " * 200_000,  # never finished with the regex; refused unread now
 ]
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_text_is_rejected_in_linear_time(text):
+def test_hostile_text_is_rejected_at_once(text):
     started = time.perf_counter()
     assert parse_action(text) is None
-    # Generous: a linear parse of 100k characters takes well under a millisecond here; the old
-    # regex took seconds to forever. This bounds a pathology, not a benchmark.
+    # Generous: a linear parse of 4k characters takes well under a millisecond here; the old
+    # regex took seconds on the first one. This bounds a pathology, not a benchmark.
     assert time.perf_counter() - started < 0.5
 
 
-def test_parse_time_grows_linearly():
-    """Doubling a hostile input about doubles the work (the old regex grew quadratically)."""
+def test_unfencing_time_grows_linearly():
+    """Eight times the blanks cost about eight times as much (the regex grew quadratically); the
+    best of several repeats, so a busy machine does not decide it."""
     def cost(n):
         text = "```json\n" + "\t" * n + "x"
-        started = time.perf_counter()
-        for _ in range(20):
-            _unfence(text)  # parse_action rejects such a length unread; the unfencing alone is timed
-        return time.perf_counter() - started
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(20):
+                _unfence(text)
+            best = min(best, time.perf_counter() - started)
+        return best
 
     small, large = cost(50_000), cost(400_000)
-    assert large < 8 * 8 * small  # linear: about 8x; quadratic would be 64x (margin for noise)
+    assert large < 8 * 4 * small  # linear: about 8x; quadratic would be 64x
 
 
 def test_fence_edges():
