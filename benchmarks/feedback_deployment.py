@@ -64,14 +64,12 @@ def sample_items(n: int, data: str, model: str) -> list[FeedbackItem]:
 
 def vlm_items(n: int, data: str) -> list[FeedbackItem]:
     """Items of the first `n` transition rows of a Mentor dataset, as a worker would send them."""
+    from dataset.label import feedback_items
     from dataset.parquet import ParquetDataset
 
     dataset = ParquetDataset(data)
     chunk = dataset.read_shard(dataset.shards[0], extra=True)
-    rows = [i for i in range(len(chunk["step"])) if not chunk["is_last"][i]][:n]
-    return [FeedbackItem(0, i, WANTED["vlm"], int(chunk["command"][r]), float(chunk["state"][r][4]),
-                         chunk["action"][r], image=chunk["rgb_bev"][r],
-                         forward=tuple(float(v) for v in chunk["forward"][r])) for i, r in enumerate(rows)]
+    return feedback_items(chunk, np.flatnonzero(~chunk["is_last"])[:n], WANTED["vlm"])
 
 
 def measure_raw(config, items: list[FeedbackItem], seconds: float) -> dict:

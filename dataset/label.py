@@ -33,6 +33,7 @@ from dataset.schema import FULL_SPEC, SCHEMA, column_to_numpy
 logger = logging.getLogger(__name__)
 
 SPEED_INDEX = 4  # envs/observation.state_vector: v_x in m/s
+ITEM_EXTRAS = ("rgb_bev", "command", "forward")  # dataset columns image models read (dataset/schema.EXTRA_SPEC)
 _PATH = "path"
 
 
@@ -73,24 +74,32 @@ class FeedbackLabeller:
         masks["vlm_action"][has] = 1.0
 
     def _model(self, batch: pa.Table, col, values, masks) -> None:
-        from inference.feedback import FeedbackItem, validate
+        from inference.feedback import validate
 
-        rgb = column_to_numpy(batch.column("rgb_bev"), "rgb_bev") if "rgb_bev" in batch.column_names else None
-        command = column_to_numpy(batch.column("command"), "command") if "command" in batch.column_names else None
-        forward = column_to_numpy(batch.column("forward"), "forward") if "forward" in batch.column_names else None
+        extra = {key: column_to_numpy(batch.column(key), key) for key in ITEM_EXTRAS if key in batch.column_names}
         rows = np.flatnonzero(~col["is_last"])
-        items = [FeedbackItem(env_id=int(col["stream_id"][i]), step=int(col["step"][i]), wanted=self.fields,
-                              command=int(command[i]) if command is not None else 0,
-                              speed=float(col["state"][i, SPEED_INDEX]), action=col["action"][i],
-                              image=rgb[i] if rgb is not None else None,
-                              forward=tuple(float(v) for v in forward[i]) if forward is not None else None)
-                 for i in rows]
+        items = feedback_items({**col, **extra}, rows, self.fields)
         answers = {result.key: result.values for result in self.model(items)} if items else {}
         for i, item in zip(rows, items):
             for field in self.fields:
                 value, ok = validate(field, answers.get(item.key, {}).get(field))
                 if ok:
                     values[field][i], masks[field][i] = value, 1.0
+
+
+def feedback_items(rows: dict[str, np.ndarray], indices, wanted: tuple[str, ...]) -> list:
+    """FeedbackItems for dataset rows, as a worker sent them at those steps: keyed by stream and
+    step, with the speed from the state vector and, where the rows have them, the RGB BEV, route
+    command and forward vector (ITEM_EXTRAS)."""
+    from inference.feedback import FeedbackItem
+
+    rgb, command, forward = (rows.get(key) for key in ITEM_EXTRAS)
+    return [FeedbackItem(env_id=int(rows["stream_id"][i]), step=int(rows["step"][i]), wanted=wanted,
+                         command=int(command[i]) if command is not None else 0,
+                         speed=float(rows["state"][i, SPEED_INDEX]), action=rows["action"][i],
+                         image=rgb[i] if rgb is not None else None,
+                         forward=tuple(float(v) for v in forward[i]) if forward is not None else None)
+            for i in indices]
 
 
 def _to_arrow(values: np.ndarray, field: str) -> pa.Array:
@@ -126,7 +135,7 @@ def label_dataset(directory: str | Path, feedback: FeedbackConfig, name: str | N
     columns = ["stream_id", "step", "is_last", "action", "state", "expert_action", "expert_action_mask"]
     if feedback.model != "expert":
         present = set(pq.read_schema(todo[0].path).names)
-        columns += [c for c in ("rgb_bev", "command", "forward") if c in present]
+        columns += [c for c in ITEM_EXTRAS if c in present]
     data = ray.data.read_parquet([str(s.path) for s in todo], columns=columns, include_paths=True)
     labelled = data.map_batches(FeedbackLabeller, fn_constructor_kwargs={"feedback": feedback, "fields": fields},
                                 batch_size=batch_size, batch_format="pyarrow", concurrency=concurrency,

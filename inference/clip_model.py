@@ -95,13 +95,17 @@ class ClipModel:
         return self.model.encode_image(self.preprocess(images), normalize=True).float()
 
     @torch.no_grad()
+    def encode_texts(self, texts) -> torch.Tensor:
+        """Unit-norm text embeddings [N, D] of any texts, not kept (the tokenizer cuts each to CLIP's
+        context length)."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return torch.cat([self.model.encode_text(part, normalize=True).float() for part in tokens.split(256)])
+
     def text_embeddings(self, prompts: tuple[str, ...]) -> torch.Tensor:
         """Unit-norm text embeddings [P, D], computed once per prompt set and kept."""
         cached = self._text_cache.get(prompts)
         if cached is None:
-            tokens = self.tokenizer(list(prompts)).to(self.device)
-            cached = torch.cat([self.model.encode_text(part, normalize=True).float() for part in tokens.split(256)])
-            self._text_cache[prompts] = cached
+            cached = self._text_cache[prompts] = self.encode_texts(prompts)
         return cached
 
     def forget_texts(self) -> None:

@@ -51,7 +51,6 @@ class DriveVlmCounters:
     vlm_calls: int = 0  # describe() calls (one per batch with gated items)
     vlm_failures: int = 0  # describe() calls that raised or answered the wrong number of texts
     vlm_latency_sum_s: float = 0.0  # seconds in describe(), summed over calls
-    vlm_latency_last_s: float = 0.0  # seconds of the latest call
 
     @property
     def vlm_latency_s(self) -> float:
@@ -98,7 +97,7 @@ class DriveVlmFeedback:
             descriptions, latency = self._describe([tuple(items[k].frames) for k in windows])
             usable = [(k, text) for k, text in zip(windows, descriptions) if _usable(text)]
             if usable:
-                texts = encode_texts(self.clip, [text for _, text in usable])  # [G, D]
+                texts = self.clip.encode_texts([text.strip() for _, text in usable])  # [G, D], new each batch
                 rows = torch.as_tensor([k for k, _ in usable], device=images.device)
                 risk = torch.sum(images[rows] * texts, dim=1)  # sim(BEV_k, l_dyn_k)
                 r_dyn = self.alpha * goals[rows, 2] - self.beta * risk
@@ -124,7 +123,6 @@ class DriveVlmFeedback:
             descriptions = None
         latency = time.monotonic() - started
         self.counters.vlm_latency_sum_s += latency
-        self.counters.vlm_latency_last_s = latency
         if descriptions is not None and len(descriptions) != len(windows):
             logger.warning("the VLM describer answered %d texts for %d windows; their items go unscored",
                            len(descriptions), len(windows))
@@ -144,11 +142,3 @@ class DriveVlmFeedback:
 def _usable(text) -> bool:
     return isinstance(text, str) and bool(text.strip())
 
-
-@torch.no_grad()
-def encode_texts(clip: ClipModel, texts: list[str]) -> torch.Tensor:
-    """Unit-norm embeddings [N, D] of free texts in one encoding call, not cached (each batch's VLM
-    descriptions are new; ClipModel.text_embeddings caches fixed prompt sets). The tokenizer cuts
-    texts to CLIP's context length."""
-    tokens = clip.tokenizer([text.strip() for text in texts]).to(clip.device)
-    return clip.model.encode_text(tokens, normalize=True).float()

@@ -25,6 +25,7 @@ import numpy as np
 
 from envs.types import RouteCommand
 from inference.torchvision_ops import define_ops
+from inference.vlm_data import RISK_TEMPLATES_CORPUS
 from inference.vlm_prompt import build_prompt, build_risk_prompt, format_action
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ def load_preset(name: str) -> dict:
 
 def tokenizer_corpus(seed: int = 0) -> Iterator[str]:
     """Texts covering what the VLM reads and writes (the tokenizer's merges are learnt from them)."""
-    from inference.vlm_data import RISK_TEMPLATES_CORPUS
-
     rng = np.random.default_rng(seed)
     for command in RouteCommand:
         for speed in np.linspace(0.0, 10.0, 21):

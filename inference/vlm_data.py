@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset.parquet import DatasetError, ParquetDataset
-from envs.bev import CH_WALKERS, EGO_COL, EGO_ROW, MASK_SIZE, NUM_HISTORY, PIXELS_PER_METRE
+from envs.bev import BEV_SIZE, CH_WALKERS, EGO_COL, EGO_ROW, MASK_SIZE, NUM_HISTORY, PIXELS_PER_METRE
 from inference.vlm_prompt import build_prompt, build_risk_prompt, format_action
 
 HOLDOUT_BLOCK_STEPS = 100  # steps per split block
@@ -27,8 +27,9 @@ HOLDOUT_EVERY = 8  # one block in this many is held out (12.5 %; a stream needs 
 REQUIRED_COLUMNS = ("rgb_bev", "command", "forward")
 
 # The walker corridor a risk description speaks of (the mask is ego-centred, heading up).
-_MASK_PX_PER_M = PIXELS_PER_METRE * MASK_SIZE / (2 * MASK_SIZE)  # 2.5: masks are the 2x max-pooled render
-_EGO_COL_MASK, _EGO_ROW_MASK = EGO_COL / 2, EGO_ROW / 2
+_MASK_SCALE = MASK_SIZE / BEV_SIZE  # the masks are the 192 px render max-pooled to 96 px
+_MASK_PX_PER_M = PIXELS_PER_METRE * _MASK_SCALE  # 2.5
+_EGO_COL_MASK, _EGO_ROW_MASK = EGO_COL * _MASK_SCALE, EGO_ROW * _MASK_SCALE  # (48, 76)
 RISK_AHEAD_M = (-2.0, 20.0)  # m along the heading: just behind to 20 m ahead
 RISK_LATERAL_M = 3.0  # m either side of the heading: the lane and its edges, not the sidewalk
 CLEAR = "The road ahead is clear with no obstacles."  # DriveVLM-RL's positive text for the dynamic pathway

@@ -11,7 +11,7 @@ import torch
 from configs.loader import load_config
 from configs.schema import DriveVlmConfig
 from inference.clip_model import ClipModel, ClipSource
-from inference.drivevlm_feedback import DriveVlmFeedback, encode_texts
+from inference.drivevlm_feedback import DriveVlmFeedback
 from inference.feedback import FeedbackItem, validate
 
 POSITIVE, NEGATIVE = "The road is clear with no car accidents", "Two cars have collided with each other on the road"
@@ -60,7 +60,7 @@ def model(clip, describer, alpha=1.0, beta=1.0):
 def cosines(clip, img, texts):
     """Raw cosine similarities of one image with texts, computed independently of the model."""
     e = clip.encode_images(img[None])[0].double()
-    t = encode_texts(clip, list(texts)).double()
+    t = clip.encode_texts(texts).double()
     return (t @ e).tolist()
 
 
