@@ -27,6 +27,7 @@ from runner.checkpoint import CheckpointError, checkpoint_info, find_checkpoint
 from runner.loop import RunFailed, RunInterrupted, train
 from runner.run_dir import RunLog
 from runner.runtimes import make_runtime
+from runner.tracking import TrackerError, check_trackers
 
 logger = logging.getLogger("train")
 
@@ -84,6 +85,10 @@ def preflight(config) -> None:
     check_maps(config)
     check_eval_routes(config)
     check_offline_inputs(config)
+    try:
+        check_trackers(config.run.trackers)  # wandb asked for but not installed
+    except TrackerError as exc:
+        raise ConfigError(str(exc)) from exc
     clip = config.feedback.clip
     if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint:
         from inference.clip_model import ClipUnavailableError, check_checkpoint
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("resumed from %s at %d env steps, %d updates", checkpoint, info["env_steps"], info["updates"])
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-        log = RunLog(run_dir)
+        log = RunLog(run_dir, trackers=config.run.trackers)
         try:
             rows = train(config, log, runtime)
         except RunInterrupted as exc:

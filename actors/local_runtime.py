@@ -1,10 +1,10 @@
 """Local mode: the same worker, feedback model and learner in one process, no Ray (the debugging
 path, like Sample Factory's serial mode).
 
-Each step the worker collects `pull_weights_every_steps` env steps (syncing weights and the clock
-first, as it does on Ray), then the learner runs the updates the ratio allows. libsumo allows one
-simulation per process, so local mode runs one rollout worker, and the evaluation environment is
-opened only after the training environment has been closed.
+Each step every worker in turn collects `pull_weights_every_steps` env steps (syncing weights and the
+clock first, as it does on Ray), then the learner runs the updates the ratio allows. All workers'
+environments live in this process (the first simulation in libsumo, the others in SUMO servers over
+TraCI: envs/sumo/connection.py).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class LocalRuntime(InProcessLearnerRuntime):
         self.config = config
         self.learner = Learner(config, Path(run_dir) / REPLAY_DIR)
         self.counters = RunCounters()
-        self.worker: RolloutWorker | None = None  # built at the first step, after any load
+        self.workers: list[RolloutWorker] = []  # built at the first step, after any load
         self._batcher = None
         self._server = None
         self._reporting = RunReport()
@@ -37,19 +37,24 @@ class LocalRuntime(InProcessLearnerRuntime):
         self.learner.check_can_start()
         self._server = launch_for(self.config.env)  # a CARLA server when env.backend is carla, else None
         self._batcher = in_process_feedback(self.config)
-        self.worker = build_rollout_worker(self.config, self.counters.new_stream(), ship=self.learner.add,
-                                           sync=self.learner.sync,
-                                           send=self._batcher.send if self._batcher else None, server=self._server)
+        send = self._batcher.send if self._batcher else None
+        self.workers = [build_rollout_worker(self.config, self.counters.new_stream(), ship=self.learner.add,
+                                             sync=self.learner.sync, send=send, server=self._server)
+                        for _ in range(self.config.workers.num_workers)]
         self._reporting.start(self.env_steps)
 
     def step(self) -> StepReport:
-        """Collect one pull interval of env steps, then train as the ratio allows."""
-        if self.worker is None:
+        """Each worker collects one pull interval of env steps, then the learner trains as the ratio allows."""
+        if not self.workers:
             self._start()
-        ticks = self.config.workers.pull_weights_every_steps
-        if self.config.run.total_env_steps:  # no further than the budget
-            ticks = max(1, min(ticks, self.config.run.total_env_steps - self.worker.clock))
-        self.worker.run(ticks)
+        for worker in self.workers:
+            ticks = self.config.workers.pull_weights_every_steps
+            if self.config.run.total_env_steps:  # no further than the budget (the rows shipped so far)
+                left = self.config.run.total_env_steps - self.learner.env_steps
+                if left <= 0:
+                    break
+                ticks = min(ticks, left)
+            worker.run(ticks)
         try:
             self.learner.train()
         except LearnerDiverged as exc:
@@ -57,20 +62,22 @@ class LocalRuntime(InProcessLearnerRuntime):
         return self._report()
 
     def _report(self) -> StepReport:
-        worker = self.worker.report()
-        return self._reporting.build(self.learner.report(), [worker], worker["episodes"], self.counters)
+        reports = [worker.report() for worker in self.workers]
+        episodes = [episode for report in reports for episode in report["episodes"]]
+        return self._reporting.build(self.learner.report(), reports, episodes, self.counters)
 
     def finish(self) -> StepReport:
-        """Stop collecting: the worker ships everything it holds, the environment closes."""
-        if self.worker is None:
+        """Stop collecting: the workers ship everything they hold, the environments close."""
+        if not self.workers:
             return StepReport(self.learner.report())
-        self.worker.drain()
+        for worker in self.workers:
+            worker.drain()
         report = self._report()
-        self._close_worker()
+        self._close_workers()
         return report
 
     def load(self, directory: Path) -> None:
-        if self.worker is not None:
+        if self.workers:
             raise RuntimeError("load() must come before the first step(): the worker is already collecting")
         counters = RunCounters.load(directory)
         self.learner.load(directory)
@@ -79,7 +86,7 @@ class LocalRuntime(InProcessLearnerRuntime):
         self.counters = counters
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        self.finish()  # one simulation per process: the training env closes first
+        self.finish()  # collection stops: the evaluation sees the final weights
         evaluator = build_evaluator(self.config, self._server)
         try:
             self.learner.publish()  # evaluate the very latest weights
@@ -88,15 +95,15 @@ class LocalRuntime(InProcessLearnerRuntime):
         finally:
             evaluator.close()
 
-    def _close_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
+    def _close_workers(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.workers = []
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None
 
     def shutdown(self) -> None:
-        self._close_worker()
+        self._close_workers()
         if self._server is not None:
             self._server.stop()

@@ -1,7 +1,13 @@
 """Learning comparison: DrQ-v2 against DrQ-v2 + VMR (expert advisor) against DrQ-v2 + the CLIP
-reward, trained on the embedded Town01 suite for the same env-step budget and evaluated on Town02.
+reward (or any variants, RLlib's algorithms among them), trained on the embedded Town01 suite for
+the same env-step budget and evaluated on Town02.
 
     .venv/bin/python benchmarks/learning_comparison.py --steps 20000 [--variants ...] [overrides ...]
+    .venv/bin/python benchmarks/learning_comparison.py --steps 3000 --variants drqv2-plain sac-plain \
+        rllib-ppo rllib-sac rllib-dreamerv3 [--rllib-overrides rllib.dreamerv3.training.training_ratio=8 ...]
+
+A variant named rllib-<algo> runs `python -m cluster.rllib_train --algo <algo>` (configs/rllib/<algo>.yaml,
+the same Town01 training suite, Town02 routes 0-4 and run directory layout) with --rllib-overrides.
 
 Each variant runs `train.py --config configs/variants/<name>.yaml` with the same CPU-scale overrides:
 local mode (one process: the worker, the feedback model and the learner take turns, so every
@@ -52,6 +58,21 @@ def run_variant(name: str, steps: int, out: Path, overrides: list[str]) -> Path:
     return run_dir
 
 
+def run_rllib(name: str, steps: int, out: Path, overrides: list[str]) -> Path:
+    """RLlib's algorithm of `name` (rllib-ppo, rllib-sac, rllib-dreamerv3) into out/<name>-<steps>."""
+    run_dir = out / f"{name}-{steps}"
+    if (run_dir / "evaluation.json").is_file():
+        logger.info("%s: reusing %s", name, run_dir)
+        return run_dir
+    command = [sys.executable, "-m", "cluster.rllib_train", "--algo", name.removeprefix("rllib-"), "--run-dir",
+               str(run_dir), f"run.total_env_steps={steps}", *overrides]
+    logger.info("running %s", " ".join(command))
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    logger.info("%s done in %.0f s: %s", name, time.monotonic() - started, run_dir)
+    return run_dir
+
+
 def _config_steps(run_dir: Path) -> int | None:
     import yaml
 
@@ -86,7 +107,7 @@ def plot(curves: dict[str, dict], path: Path, window: int = 15) -> None:
         ax.set(xlabel="env steps", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("DrQ-v2 variants on the embedded Town01 (training episodes)")
+    fig.suptitle("Training episodes on the embedded Town01")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -97,14 +118,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--variants", nargs="+", default=["drqv2-plain", "drqv2-vmr", "drqv2-clip"])
     parser.add_argument("--out", default="runs/comparison")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--rllib-overrides", nargs="*", default=[], help="for the rllib-<algo> variants")
+    parser.add_argument("overrides", nargs="*", help="for Mentor's variants")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, curves = {}, {}
     for name in args.variants:
-        run_dir = run_variant(name, args.steps, out, args.overrides)
+        if name.startswith("rllib-"):
+            run_dir = run_rllib(name, args.steps, out, args.rllib_overrides)
+        else:
+            run_dir = run_variant(name, args.steps, out, args.overrides)
         curves[name] = episodes(run_dir)
         evaluation = json.loads((run_dir / "evaluation.json").read_text())
         results[name] = {"run_dir": str(run_dir), "eval": {k: evaluation["mean"].get(k) for k in TABLE_KEYS}}

@@ -1,12 +1,12 @@
-"""RLlib's own DreamerV3 (PyTorch, new API stack) as a baseline on Mentor's driving environment.
+"""RLlib's own DreamerV3 (PyTorch, new API stack) as a baseline on Mentor's driving environment:
+the DreamerV3 file of the RLlib baselines (cluster/rllib_baselines.py; settings
+configs/rllib/dreamerv3.yaml).
 
-    from cluster.rllib_dreamer import train_dreamer, evaluate_dreamer
-    summary = train_dreamer(config, env_steps=100_000, out_dir="runs/dreamer")   # online, one process
-    rows = evaluate_dreamer(config, summary["checkpoint"], town="Town02", routes=(0, 1, 2))
+    python -m cluster.rllib_train --algo dreamerv3 [key=value ...]   # train on Town01, evaluate on Town02
 
-(benchmarks/rllib_dreamer.py does both and prints JSON.) The baseline drives exactly the env Mentor's
-agents drive (actors.assembly.make_env on the run config's `env` section: town, traffic, route
-suite, backend), seen through one observation change, because RLlib's DreamerV3 takes only:
+The baseline drives exactly the env Mentor's agents drive (actors.assembly.make_env on the run
+config's `env` section: town, traffic, route suite, backend), seen through one observation change,
+because RLlib's DreamerV3 takes only:
 
 - a flat vector (Box of rank 1: MLP encoder, symlog'd), or
 - an RGB-like image of exactly 64 x 64 x 3, channels last, as floats (Box of rank 3: its CNNAtari
@@ -28,17 +28,15 @@ buffer (12 KiB per step, not 48 KiB as float32); `BevDreamerV3Module` scales the
 (x / 128 - 1, what RLlib's own NormalizedImageEnv does for Atari) inside the RLModule, where a raw
 uint8 image would otherwise stop the first conv ("expected scalar type Byte but found Float").
 
-Only this module (cluster/) imports Ray; RLlib is imported on first use so that the observation
-wrapper alone stays cheap to import.
+RLlib 2.60 does not honour DreamerV3's training_ratio by itself (see `fragment_length`): the
+fragment of env steps sampled per training_step is derived from it here.
+
+Only cluster/ imports Ray; RLlib is imported on first use so that the observation wrapper alone
+stays cheap to import.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import json
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +44,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from configs.schema import Config, EnvConfig
+from cluster.rllib_baselines import RllibAlgorithm, load_module, rl_module_path
 from envs.bev import CH_LIGHTS, CH_ROAD, CH_ROUTE, CH_VEHICLES, CH_WALKERS, MASK_SIZE, NUM_CHANNELS, NUM_HISTORY
 
 logger = logging.getLogger(__name__)
 
-ENV_NAME = "mentor-dreamer-v0"  # the RLlib (tune registry) name of the wrapped env
 IMAGE_SIZE = 64  # RLlib's DreamerV3 CNN encoder/decoder are built for 64 x 64 x 3
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 # The three channels of the image, from the 15 BEV masks (envs/bev.py):
@@ -62,9 +59,6 @@ IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 IMAGE_CHANNELS = ("map", "obstacles", "lights")
 MAP_ROAD, MAP_ROUTE, OBSTACLE_NOW, OBSTACLE_TRAIL = 96, 192, 255, 128
 _NOW = NUM_HISTORY - 1  # history channels are ordered t-15, t-10, t-5, t
-# Infos the replay keeps: RLlib stores every step's info dict with the episode, and the driving
-# env's carry a 192 x 192 x 3 RGB image and reward terms; these scalars are all training needs.
-_INFO_KEYS = ("route_completion", "infractions", "episode_metrics", "route")
 
 
 # ------------------------------------------------------------------------------------ observation
@@ -122,29 +116,6 @@ class BevImageObservation(gym.ObservationWrapper):
         return bev_image(observation["bev"])
 
 
-class SlimInfo(gym.Wrapper):
-    """Keeps only the small info entries (see _INFO_KEYS): the replay stores every step's info."""
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        return obs, _slim(info)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, _slim(info)
-
-
-def _slim(info: dict) -> dict:
-    return {k: info[k] for k in _INFO_KEYS if k in info}
-
-
-def make_dreamer_env(env: EnvConfig) -> gym.Env:
-    """Mentor's env of this config (the same builder the rollout workers use), as DreamerV3 sees it."""
-    from actors.assembly import make_env
-
-    return BevImageObservation(SlimInfo(make_env(env)))
-
-
 # ---------------------------------------------------------------------------------------- RLModule
 
 def _normalized(batch: dict) -> dict:
@@ -193,210 +164,65 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _driving_callbacks(sink: list | None = None):
-    """An RLlibCallback class logging Mentor's episode metrics (the env's own, from the last info:
-    RLlib's episode objects here are chunks, whose get_return() misses the earlier chunks) to
-    RLlib's metrics and, when given, appending them to `sink` (the env runner is in this process)."""
-    from ray.rllib.callbacks.callbacks import RLlibCallback
+# ---------------------------------------------------------------------------------------- algorithm
 
-    class DrivingMetrics(RLlibCallback):
-        def on_episode_end(self, *, episode, metrics_logger=None, **kwargs):
-            infos = episode.get_infos(-1) if len(episode) else {}
-            result = infos.get("episode_metrics") if isinstance(infos, dict) else None
-            if not result:
-                return
-            row = {"episode_return": float(result["return"]), "route_completion": float(result["route_completion"]),
-                   "driving_score": float(result["driving_score"])}
-            if metrics_logger is not None:
-                for key, value in row.items():
-                    metrics_logger.log_value(f"mentor_{key}", value, reduce="mean", window=100)
-            if sink is not None:
-                sink.append(row)
+def fragment_length(training_ratio: float, batch_size_B: int, batch_length_T: int, envs: int = 1) -> int:
+    """Env steps each env samples per training_step so that its one update replays
+    `training_ratio` per env step (`envs`: all env runners' envs together).
 
-    return DrivingMetrics
-
-
-# ------------------------------------------------------------------------------------------ training
-
-def dreamer_config(config: Config, model_size: str = "XS", training_ratio: float = 64, *,
-                   batch_size_B: int = 16, batch_length_T: int = 64, horizon_H: int = 15,
-                   replay_capacity: int = 1_000_000, device: str = "auto"):
-    """RLlib's DreamerV3Config on Mentor's env of `config` (run.seed seeds it).
-
-    training_ratio: replayed steps per env step (the paper's replay ratio; RLlib's default is
-    1024: one B x T = 16 x 64 update per env step, far too slow on a CPU). RLlib 2.60 does not
-    honour it by itself: `DreamerV3.training_ratio` peeks `num_env_steps_trained_lifetime` at the
-    top level of the metrics, where it never is (the learner logs it under
-    learners/__all_modules__, and counts B rows, not B x T steps), so it always reads 0, every
-    training_step samples `rollout_fragment_length` env steps once and then updates until
-    B x T x updates / rollout_fragment_length >= training_ratio. With the default fragment of 1,
-    that is one update per env step for any ratio <= B x T. So the fragment is set here to
-    B x T / training_ratio, which makes one update per fragment and the achieved ratio the asked
-    one (train_dreamer reports it as `replay_ratio`).
-
-    One env runner and the learner live in the calling process (DreamerV3 alternates sampling and
-    learning anyway); device "auto" puts the learner on a GPU when there is one.
+    training_ratio: replayed steps per env step (the paper's replay ratio; RLlib's default is 1024:
+    one B x T = 16 x 64 update per env step, far too slow on a CPU). RLlib 2.60 does not honour it by
+    itself: `DreamerV3.training_ratio` peeks `num_env_steps_trained_lifetime` at the top level of the
+    metrics, where it never is (the learner logs it under learners/__all_modules__, and counts B rows,
+    not B x T steps), so it always reads 0, every training_step samples `rollout_fragment_length`
+    env steps once and then updates until B x T x updates / rollout_fragment_length >= training_ratio.
+    With the default fragment of 1, that is one update per env step for any ratio <= B x T. So the
+    fragment is set to B x T / training_ratio, which makes one update per fragment and the achieved
+    ratio the asked one (training.json reports it as `replay_ratio`).
     """
-    from ray.rllib.algorithms.dreamerv3 import DreamerV3Config
-    from ray.rllib.algorithms.dreamerv3.dreamerv3_catalog import DreamerV3Catalog
-    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-    from ray.tune.registry import register_env
-
-    env_config = config.env
-    register_env(ENV_NAME, lambda _ctx: make_dreamer_env(env_config))
-    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return (
-        DreamerV3Config()
-        .environment(ENV_NAME)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1,
-                     rollout_fragment_length=fragment_length(training_ratio, batch_size_B, batch_length_T))
-        .learners(num_learners=0, num_gpus_per_learner=1 if gpu else 0)
-        .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class(), catalog_class=DreamerV3Catalog))
-        .training(model_size=model_size, training_ratio=training_ratio, batch_size_B=batch_size_B,
-                  batch_length_T=batch_length_T, horizon_H=horizon_H,
-                  replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": int(replay_capacity)})
-        .reporting(metrics_num_episodes_for_smoothing=100)
-        .callbacks(_driving_callbacks())  # train_dreamer also collects the episodes
-        .debugging(seed=config.run.seed)
-    )
+    return max(1, round(batch_size_B * batch_length_T / (training_ratio * max(1, envs))))
 
 
-def fragment_length(training_ratio: float, batch_size_B: int, batch_length_T: int) -> int:
-    """Env steps sampled per training_step so that its one update replays `training_ratio` per step."""
-    return max(1, round(batch_size_B * batch_length_T / training_ratio))
+class DreamerV3Algorithm(RllibAlgorithm):
+    """DreamerV3 on the BEV image (BevImageObservation), its module taking uint8 images."""
+
+    name = "dreamerv3"
+
+    def algorithm_config(self):
+        from ray.rllib.algorithms.dreamerv3 import DreamerV3Config
+        from ray.rllib.algorithms.dreamerv3.dreamerv3_catalog import DreamerV3Catalog
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        return DreamerV3Config().rl_module(
+            rl_module_spec=RLModuleSpec(module_class=module_class(), catalog_class=DreamerV3Catalog))
+
+    def wrap_env(self, env: gym.Env) -> gym.Env:
+        return BevImageObservation(env)
+
+    def finalize(self, algo_config):
+        envs = algo_config.num_envs_per_env_runner * max(1, algo_config.num_env_runners)
+        return algo_config.env_runners(rollout_fragment_length=fragment_length(
+            algo_config.training_ratio, algo_config.batch_size_B, algo_config.batch_length_T, envs))
+
+    def summary(self, result: dict, algo_config, env_steps: int) -> dict[str, Any]:
+        updates = int(result.get("num_grad_updates_lifetime", 0) or 0)
+        loss = result.get("learners", {}).get("default_policy", {}).get("WORLD_MODEL_L_total")
+        return {"updates": updates,
+                "replay_ratio": updates * algo_config.batch_size_B * algo_config.batch_length_T / max(env_steps, 1),
+                "world_model_loss": float(loss) if loss is not None else None}
+
+    def load_policy(self, checkpoint_dir: str | Path) -> RllibDreamerPolicy:
+        return RllibDreamerPolicy.from_checkpoint(checkpoint_dir)
 
 
-def _get(result: dict, *path, default=None):
-    for key in path:
-        if not isinstance(result, dict) or key not in result:
-            return default
-        result = result[key]
-    return result
+ALGORITHM = DreamerV3Algorithm()
 
 
-def train_dreamer(config: Config, env_steps: int, out_dir: str | Path, *, progress_every_s: float | None = None,
-                  **dreamer_kwargs) -> dict[str, Any]:
-    """Trains DreamerV3 (dreamer_config(config, **dreamer_kwargs)) until `env_steps` env steps are
-    sampled, saves the RLlib Algorithm checkpoint to `out_dir` (with episodes.csv, the training
-    episodes, and training.json, this summary, beside it) and returns the summary: episodes, mean
-    episode return / route completion / driving score over the training episodes, env steps,
-    updates, the achieved replay ratio, wall time. Starts a local Ray cluster when none is
-    connected, and stops it at the end."""
-    import ray
-
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    every_s = progress_every_s if progress_every_s is not None else config.run.progress_every_s
-    episodes: list[dict[str, float]] = []
-    algo = None
-    started = time.monotonic()
-    try:
-        algo_config = dreamer_config(config, **dreamer_kwargs).callbacks(_driving_callbacks(episodes))
-        algo = algo_config.build_algo()
-        replayed_per_update = algo_config.batch_size_B * algo_config.batch_length_T
-        built = time.monotonic()
-        result: dict = {}
-        sampled, stamped, last_log = 0, 0, built
-        while sampled < env_steps:
-            result = algo.train()
-            sampled = int(_get(result, "env_runners", "num_env_steps_sampled_lifetime", default=0))
-            for row in episodes[stamped:]:
-                row["env_steps"] = sampled  # the clock when the episode was reported
-            stamped = len(episodes)
-            now = time.monotonic()
-            if now - last_log >= every_s or sampled >= env_steps:
-                last_log = now
-                recent = _means(episodes[-20:])
-                logger.info("dreamer: %d/%d env steps (%.2f/s), %d updates, %d episodes, last 20: return %s, "
-                            "route completion %s; world-model loss %s", sampled, env_steps,
-                            sampled / max(now - built, 1e-9), _updates(result), len(episodes),
-                            _fmt(recent["episode_return"]), _fmt(recent["route_completion"]),
-                            _fmt(_num(_get(result, "learners", "default_policy", "WORLD_MODEL_L_total"))))
-        trained = time.monotonic()
-        checkpoint = algo.save_to_path(str(out_dir))
-        means = _means(episodes)
-        summary = {
-            "env_steps": sampled,
-            "episodes": len(episodes),
-            "episode_return_mean": means["episode_return"],
-            "route_completion_mean": means["route_completion"],
-            "driving_score_mean": means["driving_score"],
-            "updates": _updates(result),
-            "replay_ratio": _updates(result) * replayed_per_update / max(sampled, 1),  # achieved
-            "world_model_loss": _num(_get(result, "learners", "default_policy", "WORLD_MODEL_L_total")),
-            "wall_time_s": trained - started,
-            "build_time_s": built - started,
-            "env_steps_per_s": sampled / max(trained - built, 1e-9),
-            "checkpoint": str(checkpoint),
-        }
-        _write_episodes(out_dir / "episodes.csv", episodes)
-        (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
-        logger.info("dreamer: trained %d env steps in %.0f s; checkpoint %s", sampled, summary["wall_time_s"],
-                    checkpoint)
-        return summary
-    finally:
-        if algo is not None:
-            algo.stop()  # closes the env: libsumo runs one simulation per process
-        if started_ray:
-            ray.shutdown()
-
-
-def _means(rows: list[dict[str, float]]) -> dict[str, float | None]:
-    keys = ("episode_return", "route_completion", "driving_score")
-    return {k: float(np.mean([r[k] for r in rows])) if rows else None for k in keys}
-
-
-def _write_episodes(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = ("env_steps", "episode_return", "route_completion", "driving_score")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _num(value) -> float | None:
-    """A finite float, or None (JSON null) where RLlib reported nothing."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def _updates(result: dict) -> int:
-    return int(_get(result, "num_grad_updates_lifetime", default=0) or 0)
-
-
-# ---------------------------------------------------------------------------------------- evaluation
-
-def rl_module_path(checkpoint_dir: str | Path) -> Path:
-    """The learner's RLModule inside an Algorithm checkpoint (or the module directory itself)."""
-    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
-
-    path = Path(checkpoint_dir)
-    nested = path / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
-    if nested.is_dir():
-        return nested
-    if (path / DEFAULT_MODULE_ID).is_dir():
-        return path / DEFAULT_MODULE_ID
-    if (path / "class_and_ctor_args.pkl").is_file() and any(path.glob("module_state*")):
-        return path
-    raise FileNotFoundError(f"{checkpoint_dir}: no DreamerV3 RLModule checkpoint there (expected {nested})")
-
+# ------------------------------------------------------------------------------------------- policy
 
 def load_dreamer_module(checkpoint_dir: str | Path):
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
     module_class()  # defined before the checkpoint names it
-    module = RLModule.from_checkpoint(str(rl_module_path(checkpoint_dir)))
-    return module.to("cpu").eval()
+    return load_module(checkpoint_dir)
 
 
 class RllibDreamerPolicy:
@@ -435,26 +261,5 @@ class RllibDreamerPolicy:
         self.module.load_state_dict(weights)
 
 
-def evaluate_dreamer(config: Config, checkpoint_dir: str | Path, town: str | None = None,
-                     routes: tuple[int, ...] | None = None, traffic: str | None = None,
-                     max_steps: int | None = None) -> dict[str, dict[str, float]]:
-    """Mentor's metric table (per-route rows and "mean") of a DreamerV3 checkpoint, driven without
-    exploration by actors.evaluation.EvaluationWorker on the evaluation env of `config` (evaluate.py's:
-    Town02 with its nocrash_eval suite where maps exist), the arguments replacing config.eval's."""
-    from actors.assembly import eval_env_config, make_env
-    from actors.evaluation import EvaluationWorker
-
-    ev = config.eval
-    ev = dataclasses.replace(ev, town=town or ev.town, traffic=traffic or ev.traffic,
-                             routes=tuple(routes) if routes is not None else ev.routes,
-                             max_steps=max_steps or ev.max_steps)
-    config = dataclasses.replace(config, eval=ev)
-    policy = RllibDreamerPolicy.from_checkpoint(checkpoint_dir)
-    env_config = eval_env_config(config)
-    logger.info("evaluating DreamerV3 %s on %s (%s traffic), routes %s", checkpoint_dir, env_config.town,
-                ev.traffic, list(ev.routes))
-    evaluator = EvaluationWorker(make_env(env_config), policy, ev.routes, ev.max_steps, seed=config.run.seed)
-    try:
-        return evaluator.evaluate()
-    finally:
-        evaluator.close()
+__all__ = ["ALGORITHM", "IMAGE_SHAPE", "BevImageObservation", "RllibDreamerPolicy", "bev_image",
+           "fragment_length", "load_dreamer_module", "max_pool_to", "module_class", "rl_module_path"]

@@ -30,9 +30,9 @@ def load_config(paths: str | Path | list | tuple | None = None,
     data: dict[str, Any] = {}
     if paths is not None:
         for path in [paths] if isinstance(paths, (str, Path)) else paths:
-            data = _merge(data, _read_yaml(Path(path), seen=()))
+            data = merge(data, read_yaml(Path(path), seen=()))
     for override in overrides:
-        _apply_override(data, override)
+        apply_override(data, override)
     config = _build(Config, data, "")
     problems = cross_checks(config)
     if problems:
@@ -40,7 +40,7 @@ def load_config(paths: str | Path | list | tuple | None = None,
     return config
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A YAML config, with `extends: other.yaml` (relative to it) merged underneath, recursively."""
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; shipped configs: "
@@ -58,21 +58,24 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: extends = {base!r} must be the file name of another config")
-    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
+    return merge(read_yaml(path.parent / base, (*seen, path.resolve())), data)
 
 
-def _merge(base: dict, top: dict) -> dict:
+def merge(base: dict, top: dict) -> dict:
+    """`top` laid over `base`, section by section."""
     merged = dict(base)
     for key, value in top.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
             else value
     return merged
 
 
-def _apply_override(data: dict, override: str) -> None:
+def apply_override(data: dict, override: str) -> None:
+    """Sets `section.field=value` in the raw (unvalidated) mapping."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. learner.batch_size=128")
+        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. learner.batch_size=128 "
+                          "or rllib.ppo.training.lr=1e-4")
     node = data
     parts = key.strip().split(".")
     for part in parts[:-1]:

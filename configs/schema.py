@@ -217,7 +217,7 @@ class FeedbackConfig:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    num_workers: int = num(2, 1, unit="workers")  # one environment each (libsumo: one simulation/process)
+    num_workers: int = num(2, 1, unit="workers")  # one environment each (run.mode=local: all in one process, in turn)
     chunk_size: int = num(64, 1, unit="rows")  # rows shipped to the learner per call
     pull_weights_every_steps: int = num(200, 1, unit="env steps")  # a worker's own steps between pulls
     random_steps: int = num(1000, 0, unit="env steps")  # uniform random actions until the GLOBAL clock passes this
@@ -474,6 +474,12 @@ class RunConfig:
     shutdown_ray: bool = True  # disconnect from Ray at the end (tests that share a cluster say no)
     time_limit_s: float = num(0.0, 0, unit="s")  # stop after this long (0: no limit)
     checkpoint_every_s: float = num(300.0, 0, unit="s")  # also checkpoint on this wall-clock interval (0: never)
+    # Where the run's scalars and episodes go besides progress.jsonl and episodes.csv (runner/tracking.py):
+    # tensorboard (RUN_DIR/tb) and/or wandb (Weights & Biases, an optional extra: offline in RUN_DIR/wandb, no
+    # login or network; `wandb sync` uploads it later, WANDB_MODE=online logs live). Names, no unit; [] for neither.
+    trackers: tuple[str, ...] = check(("tensorboard",), lambda v: len(set(v)) == len(v)
+                                      and set(v) <= {"tensorboard", "wandb"},
+                                      "a list of distinct names from: tensorboard, wandb")
 
 
 @dataclass(frozen=True)
@@ -521,9 +527,6 @@ def cross_checks(config: Config) -> list[str]:
         problems.append(f"env.carla.launch=false connects every worker to {env.carla.host}:{env.carla.port}, but a "
                         f"CARLA world runs one ego per client here; use workers.num_workers=1 or let each worker "
                         "launch its own server (env.carla.launch=true)")
-    if config.run.mode == "local" and config.workers.num_workers != 1:
-        problems.append(f"workers.num_workers = {config.workers.num_workers}: run.mode=local runs one worker "
-                        "(libsumo allows one simulation per process); set workers.num_workers=1 or run.mode=ray")
     if config.run.mode == "offline" and not config.data.dataset:
         problems.append("run.mode = offline needs a dataset: set data.dataset to a directory written by collect.py")
     if config.run.mode == "offline" and not config.run.total_updates:

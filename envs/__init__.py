@@ -13,11 +13,17 @@ def make_env(**env_kwargs) -> gymnasium.Env:
     return gymnasium.make(ENV_ID, **env_kwargs)
 
 
-def make_vector_env(num_envs: int, **env_kwargs) -> gymnasium.vector.AsyncVectorEnv:
-    """One process per environment (libsumo runs one simulation per process); env i gets seed + i.
+def make_vector_env(num_envs: int, mode: str = "async", **env_kwargs) -> gymnasium.vector.VectorEnv:
+    """`num_envs` environments; env i gets seed + i.
 
-    Workers are spawned, not forked, so none inherits a simulation from the parent process.
+    async: one process per environment, spawned, not forked, so that none inherits a simulation
+    (the fastest on several cores); sync: all in this process, the first in libsumo and the others
+    in SUMO servers over TraCI (envs/sumo/connection.py).
     """
+    if mode not in ("async", "sync"):
+        raise ValueError(f"vector mode {mode!r} is not known; use 'async' (a process each) or 'sync' (one process)")
     base_seed = env_kwargs.pop("seed", 0) or 0
     factories = [functools.partial(make_env, seed=base_seed + i, **env_kwargs) for i in range(num_envs)]
+    if mode == "sync":
+        return gymnasium.vector.SyncVectorEnv(factories)
     return gymnasium.vector.AsyncVectorEnv(factories, context="spawn")

@@ -41,6 +41,9 @@ class DrivingSettings:
     render_bev: bool = True  # False skips the BEV (zeros), for benchmarks and headless experts
     criteria: CriteriaConfig = CriteriaConfig()
     backend: str = "sumo"  # "sumo" (embedded) or "carla" (a CARLA server; see envs/carla/world.py)
+    # Where the embedded simulation runs: auto (libsumo for the first env of a process, a SUMO server
+    # over TraCI for the others), libsumo or traci (envs/sumo/connection.py)
+    sumo_transport: str = "auto"
 
 
 class DrivingEnv(gym.Env):
@@ -49,7 +52,7 @@ class DrivingEnv(gym.Env):
     def __init__(self, town: str | None = None, traffic: str = "regular", route_suite: str | None = None,
                  seed: int | None = None, maps_dir: str | None = None, render_bev: bool = True,
                  render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig(),
-                 backend: str = "sumo", carla=None, server=None):
+                 backend: str = "sumo", carla=None, server=None, sumo_transport: str = "auto"):
         """`carla` (envs.carla.world.CarlaSettings) says where the CARLA server is, and `server` is its
         supervisor (envs.carla.server.CarlaServer) when this process launched it."""
         if render_mode not in (None, "rgb_array"):
@@ -58,13 +61,14 @@ class DrivingEnv(gym.Env):
             raise ValueError(f"backend {backend!r} is not known; use 'sumo' (embedded) or 'carla' (a CARLA server)")
         town = town or ("Town01" if backend == "carla" else MapSearch.from_settings(maps_dir).default_town())
         self.config = DrivingSettings(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
-                                      render_bev=render_bev, criteria=criteria, backend=backend)
+                                      render_bev=render_bev, criteria=criteria, backend=backend,
+                                      sumo_transport=sumo_transport)
         self.render_mode = render_mode
         self.observation_space = observation_space()
         self.action_space = action_space()
         self._suite = self._resolve_suite(town, route_suite)
-        # One environment per process is the norm (libsumo); OpenCV's thread pool only adds
-        # hand-off overhead on images this small, and competes with the other env processes.
+        # OpenCV's thread pool only adds hand-off overhead on images this small, and competes with the
+        # other environments and the learner.
         cv2.setNumThreads(1)
         self.sim = _simulation(self.config, carla, server)
         self._bev = BevRenderer(self.sim.static_layers)
@@ -191,7 +195,8 @@ def _simulation(settings: DrivingSettings, carla, server):
 
         carla = dataclasses.replace(carla or CarlaSettings(), town=settings.town, traffic=settings.traffic)
         return CarlaSimulation(carla, server=server)
-    return SumoSimulation(SumoSettings(town=settings.town, traffic=settings.traffic, maps_dir=settings.maps_dir))
+    return SumoSimulation(SumoSettings(town=settings.town, traffic=settings.traffic, maps_dir=settings.maps_dir,
+                                       transport=settings.sumo_transport))
 
 
 def _validated_action(action) -> np.ndarray:

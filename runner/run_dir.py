@@ -1,14 +1,16 @@
 """A run directory: resolved config, progress log, TensorBoard, episodes, evaluation, curves.
-(Checkpoints: runner/checkpoint.py.)"""
+(Checkpoints: runner/checkpoint.py; W&B, the optional second tracker: runner/tracking.py.)"""
 from __future__ import annotations
 
 import csv
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from core import Episode
+from runner.tracking import DEFAULT_TRACKERS, TENSORBOARD, WANDB, WandbTracker, check_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -16,9 +18,14 @@ CURVE_KEYS = ("env_steps", "episode_return", "route_completion", "driving_score"
 
 
 class RunLog:
-    def __init__(self, run_dir: str | Path):
+    """progress.jsonl and episodes.csv always; TensorBoard and W&B as `trackers` says (run.trackers).
+    A tracker that cannot work raises runner.tracking.TrackerError here, before the run starts."""
+
+    def __init__(self, run_dir: str | Path, trackers: Sequence[str] = DEFAULT_TRACKERS):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.trackers = check_trackers(trackers)
+        self._wandb = WandbTracker(self.dir) if WANDB in self.trackers else None
         self._writer = None
         self._last_line = 0.0
         self._progress_path = self.dir / "progress.jsonl"  # one JSON object per report: keys come and go
@@ -32,9 +39,7 @@ class RunLog:
         return self._writer
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        writer = self.tensorboard()
-        for key, value in values.items():
-            writer.add_scalar(key, value, step)
+        self._track(values, step)
         with open(self._progress_path, "a") as f:
             f.write(json.dumps({"env_steps": step, **values}, default=float) + "\n")
 
@@ -45,8 +50,16 @@ class RunLog:
                                                    "episode_return": e.episode_return,
                                                    "route_completion": e.route_completion,
                                                    "driving_score": e.driving_score})
-            self.tensorboard().add_scalar("episode/return", e.episode_return, e.env_steps)
-            self.tensorboard().add_scalar("episode/route_completion", e.route_completion, e.env_steps)
+            self._track({"episode/return": e.episode_return, "episode/route_completion": e.route_completion},
+                        e.env_steps)
+
+    def _track(self, values: dict[str, float], step: int) -> None:
+        if TENSORBOARD in self.trackers:
+            writer = self.tensorboard()
+            for key, value in values.items():
+                writer.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.scalars(values, step)
 
     def progress_line(self, text: str, every_s: float) -> None:
         now = time.monotonic()
@@ -62,6 +75,9 @@ class RunLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
 
     @staticmethod
     def _append_csv(path: Path, row: dict) -> None:

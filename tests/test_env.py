@@ -18,12 +18,11 @@ def town01_env(town01):
     env.close()
 
 
-def test_check_env_passes(town01):
-    # Built directly rather than through gym.make: with a spec, check_env makes a second
-    # instance, and libsumo allows only one simulation per process.
-    env = DrivingEnv(town=town01, traffic="regular", render_mode="rgb_array")
+def test_check_env_passes_on_gym_make(town01):
+    # With a spec, check_env makes further instances while this one runs (over TraCI: test_multi_env.py).
+    env = gym.make(envs.ENV_ID, town=town01, traffic="regular", render_mode="rgb_array")
     try:
-        check_env(env, skip_render_check=False)
+        check_env(env.unwrapped, skip_render_check=False)
     finally:
         env.close()
 
@@ -72,7 +71,7 @@ def test_expert_completes_a_route_on_the_generated_town():
         env.close()
 
 
-def test_vector_env_runs_one_simulation_per_process():
+def test_async_vector_env_runs_one_simulation_per_process():
     vec = envs.make_vector_env(2, town="Generated", traffic="regular", seed=3)
     try:
         obs, _ = vec.reset(seed=3)

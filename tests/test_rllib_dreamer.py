@@ -1,6 +1,8 @@
 """RLlib's DreamerV3 baseline (cluster/rllib_dreamer.py): the BEV -> 64x64x3 image it sees (fast),
 and a tiny online training run on a local Ray cluster whose checkpoint then drives Mentor's env
-through the Policy protocol and the EvaluationWorker (ray, slow)."""
+through the Policy protocol and the EvaluationWorker (ray, slow). The run directory and the command
+of all three RLlib baselines: tests/test_rllib_baselines.py."""
+import dataclasses
 import os
 
 import gymnasium as gym
@@ -90,21 +92,32 @@ def _require_rllib() -> None:
         pytest.skip(message)
 
 
+@pytest.fixture
+def local_ray_2cpus():
+    """A Ray cluster of this test's own, 2 CPUs (train_rllib uses a connected one and leaves it)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_dreamer_trains_checkpoints_and_acts_through_the_policy_protocol(town01, tmp_path):
+def test_dreamer_trains_checkpoints_and_acts_through_the_policy_protocol(local_ray_2cpus, town01, tmp_path):
     _require_rllib()
     import torch
 
     from actors.assembly import make_env
-    from cluster.rllib_dreamer import RllibDreamerPolicy, evaluate_dreamer, rl_module_path, train_dreamer
-    from configs.loader import load_config
+    from cluster.rllib_baselines import evaluate_rllib, rl_module_path, train_rllib
+    from cluster.rllib_config import RLLIB_CONFIG_DIR, load_rllib_config
+    from cluster.rllib_dreamer import RllibDreamerPolicy
     from core import Policy
 
-    config = load_config(None, [f"env.town={town01}", "run.progress_every_s=10"])
-    steps = 160
-    summary = train_dreamer(config, steps, tmp_path / "dreamer", model_size="nano", training_ratio=8,
-                            batch_size_B=2, batch_length_T=16, horizon_H=5)
+    steps = 160  # debug.yaml's DreamerV3: nano, training ratio 8, B x T = 2 x 16, horizon 5
+    config, settings = load_rllib_config([RLLIB_CONFIG_DIR / "dreamerv3.yaml", RLLIB_CONFIG_DIR / "debug.yaml"],
+                                         [f"env.town={town01}", "run.progress_every_s=10", f"run.total_env_steps={steps}"])
+    summary = train_rllib(config, settings, tmp_path / "dreamer")
     assert summary["env_steps"] >= steps and summary["updates"] >= 10
     assert 4 <= summary["replay_ratio"] <= 8  # the asked 8, less the updates-free first B x T steps
     assert rl_module_path(summary["checkpoint"]).is_dir()
@@ -149,6 +162,8 @@ def test_dreamer_trains_checkpoints_and_acts_through_the_policy_protocol(town01,
     assert torch.allclose(mixed_carry["h"][0], fresh_carry["h"][0], atol=1e-6)
     assert torch.allclose(mixed_carry["h"][1], kept_carry["h"][0], atol=1e-6)
 
-    rows = evaluate_dreamer(config, summary["checkpoint"], town=town01, routes=(0,), max_steps=15)
+    on_town01 = dataclasses.replace(config, eval=dataclasses.replace(config.eval, town=town01, routes=(0,),
+                                                                      max_steps=15))
+    rows = evaluate_rllib(on_town01, settings, summary["checkpoint"])
     assert set(rows) == {"route 0", "mean"}
     assert np.isfinite(rows["mean"]["route_completion"]) and rows["mean"]["episodes"] == 1

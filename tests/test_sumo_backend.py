@@ -37,9 +37,10 @@ def test_unknown_traffic_preset_is_refused():
         SumoSimulation(SumoSettings(town="Generated", traffic="rush-hour"))
 
 
-def test_second_simulation_in_one_process_is_refused(town01_sim):
+def test_a_second_simulation_asking_for_libsumo_is_refused(town01_sim):
+    assert town01_sim.transport == "libsumo"
     with pytest.raises(SimulationInUseError, match="one per process"):
-        SumoSimulation(SumoSettings(town="Generated"))
+        SumoSimulation(SumoSettings(town="Generated", transport="libsumo"))
 
 
 def test_reset_spawns_the_preset_traffic_and_is_deterministic(town01_sim):

@@ -1,5 +1,6 @@
-"""train.py in local mode (one process, no Ray): a short run, a resumed one that continues where it
-stopped, and resumes that must refuse without touching the run directory."""
+"""train.py in local mode (one process, no Ray; two workers, so two simulations in the process): a
+short run, a resumed one that continues where it stopped, and resumes that must refuse without
+touching the run directory."""
 import json
 import shutil
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.sim
 
 def args(tmp_path, *extra):
     return ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-            "workers.num_workers=1", f"run.runs_dir={tmp_path}", *extra]
+            "workers.num_workers=2", f"run.runs_dir={tmp_path}", *extra]
 
 
 def snapshot(run_dir):
@@ -53,7 +54,8 @@ def test_local_run_then_resume(finished_run, tmp_path):
     assert min(r["learner_updates"] for r in rows) >= saved["updates"]
     assert max(r["random_actions"] for r in rows) == 0  # the clock is past random_steps: no second warm-up
     resumed = json.loads((checkpoint / "runtime.json").read_text())
-    assert resumed["next_stream_id"] == runtime_counters["next_stream_id"] + 1  # a new stream for the new worker
+    assert runtime_counters["next_stream_id"] == 2  # both workers collected
+    assert resumed["next_stream_id"] == runtime_counters["next_stream_id"] + 2  # new streams for the new workers
 
 
 @pytest.mark.parametrize("damage", ["no marker", "learner.json missing", "agent.pt truncated", "garbage json"])
@@ -115,7 +117,9 @@ def test_a_diverging_learner_stops_the_run_naming_it_and_the_checkpoint(tmp_path
         return loss, metrics
 
     monkeypatch.setattr(DrQv2Agent, "critic_loss", diverging)
-    assert train.main(args(tmp_path, "run.total_env_steps=2000", "learner.checkpoint_every_updates=100")) == 1
+    # One worker: its pull intervals are short enough that update 100's checkpoint comes before update 151.
+    assert train.main(args(tmp_path, "run.total_env_steps=2000", "learner.checkpoint_every_updates=100",
+                           "workers.num_workers=1")) == 1
     (run_dir,) = tmp_path.glob("quickstart-*")
     assert "the learner failed: update 151" in caplog.text and "critic_loss=nan" in caplog.text
     assert f"continue with train.py --resume {run_dir}" in caplog.text
@@ -129,7 +133,8 @@ def test_ctrl_c_stops_with_a_checkpoint_that_loses_nothing_and_resumes(tmp_path)
     import sys
     import time
 
-    command = [sys.executable, "train.py", *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1")]
+    command = [sys.executable, "train.py", *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1",
+                                                 "workers.num_workers=1")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 120
@@ -164,7 +169,7 @@ def test_a_killed_run_resumes_with_every_row_it_had_stored(tmp_path):
     import time
 
     command = [sys.executable, "train.py", *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1",
-                                                 "learner.checkpoint_every_updates=100")]
+                                                 "learner.checkpoint_every_updates=100", "workers.num_workers=1")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 180

@@ -79,10 +79,12 @@ def centre_line_marks(xodr_path: Path | None) -> dict[str, str]:
 class TownNetwork:
     """Lanes, markings, stop lines and the route planner of one town."""
 
-    def __init__(self, sumo, net_path: Path, xodr_path: Path | None):
-        self._sumo = sumo
+    def __init__(self, connection, net_path: Path, xodr_path: Path | None):
+        """`connection`: the simulation's envs.sumo.connection.SumoConnection (its `api` is replaced when a
+        crashed TraCI server is restarted, so it is looked up on every use)."""
+        self._connection = connection
         self.offset = net_offset(net_path)
-        self.lanes = {lid: self._read_lane(lid) for lid in sumo.lane.getIDList()}
+        self.lanes = {lid: self._read_lane(lid) for lid in self._sumo.lane.getIDList()}
         self.lanes_by_edge: dict[str, list[Lane]] = {}
         for lane in self.lanes.values():
             self.lanes_by_edge.setdefault(lane.edge, []).append(lane)
@@ -93,6 +95,10 @@ class TownNetwork:
         self.stop_line_segments = np.array([line.segment for line in self.stop_lines]).reshape(-1, 4)
         self.stop_zones = self._read_stop_zones()
         self.intersections = self._read_intersections()
+
+    @property
+    def _sumo(self):
+        return self._connection.api
 
     def _read_lane(self, lane_id: str) -> Lane:
         s = self._sumo.lane

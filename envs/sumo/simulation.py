@@ -1,16 +1,12 @@
-"""The SUMO backend: libsumo runs traffic, lights and pedestrians; Mentor drives the ego.
+"""The SUMO backend: SUMO runs traffic, lights and pedestrians; Mentor drives the ego.
 
-libsumo holds one simulation per process (a second `start` silently replaces the first), so this
-module refuses a second live `SumoSimulation` in the same process instead.
+The first simulation of a process runs in libsumo, every further one in a SUMO server over TraCI
+(envs/sumo/connection.py): any number of simulations can live in one process.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import math
-import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +15,7 @@ from envs import vehicle_model
 from envs.bev import StaticLayers, render_static_layers
 from envs.collision import CollisionEvent, colliding
 from envs.maps import GENERATED_TOWN, MapSearch
+from envs.sumo.connection import SimulationInUseError, Transport, open_connection  # noqa: F401 (re-exported)
 from envs.sumo.netbuild import build_net
 from envs.sumo.network import TownNetwork
 from envs.sumo.traffic import TrafficManager
@@ -35,15 +32,6 @@ _RED_STATES = frozenset("rRu")
 _YELLOW_STATES = frozenset("yY")
 _GREEN_STATES = frozenset("gG")
 
-# libsumo allows one simulation per process; this records which object owns it.
-_process_owner: dict[str, object] = {}
-_process_lock = threading.Lock()
-
-
-class SimulationInUseError(RuntimeError):
-    """A second simulation was requested in a process that already runs one."""
-
-
 @dataclass(frozen=True)
 class SumoSettings:
     town: str = "Town01"
@@ -55,17 +43,8 @@ class SumoSettings:
     # Jammed vehicles teleport after this long; longer than the 90 s blocked criterion, so the
     # ego itself is never teleported within an episode.
     time_to_teleport_s: float = 120.0
-
-
-def _import_libsumo():
-    """Import libsumo, keeping its import-time pyarrow ABI notice off stdout (benchmarks print JSON
-    there). The notice is harmless for Mentor: SUMO runs with Parquet I/O in one process (docs/architecture.md §9)."""
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        import libsumo
-    if captured.getvalue().strip():
-        logger.debug("libsumo at import: %s", captured.getvalue().strip())
-    return libsumo
+    # auto: libsumo when this process has none running, else a SUMO server over TraCI
+    transport: Transport = "auto"
 
 
 class SumoSimulation:
@@ -76,8 +55,7 @@ class SumoSimulation:
         traffic_counts(settings.town, settings.traffic)  # validate the preset before starting anything
         self._maps = MapSearch.from_settings(settings.maps_dir)
         self.net_path = build_net(settings.town, self._maps)
-        self._claim_process()
-        self._sumo = _import_libsumo()
+        self._connection = open_connection(owner=f"{type(self).__name__}@{id(self):x}", transport=settings.transport)
         self._started = False
         self._episode = 0
         self._step_count = 0
@@ -85,7 +63,7 @@ class SumoSimulation:
         try:
             self._start(seed=0)
             xodr = None if settings.town == GENERATED_TOWN else self._maps.xodr_path(settings.town)
-            self.network = TownNetwork(self._sumo, self.net_path, xodr)
+            self.network = TownNetwork(self._connection, self.net_path, xodr)
             self.network.use_driving_lane_travel_times()
             self.static_layers: StaticLayers = render_static_layers(
                 road_polygons=[], road_polylines=self.network.road_polylines(),
@@ -95,26 +73,29 @@ class SumoSimulation:
             raise
 
     # ----- lifecycle -------------------------------------------------------------------------
-    def _claim_process(self) -> None:
-        with _process_lock:
-            owner = _process_owner.get("sumo")
-            if owner is not None:
-                raise SimulationInUseError(
-                    f"process {os.getpid()} already runs a SUMO simulation ({owner!r}); libsumo allows one "
-                    "per process and a second would silently replace the first. Close the first "
-                    "(env.close()) or run each environment in its own process (envs.make_vector_env).")
-            _process_owner["sumo"] = repr(self)
+    @property
+    def _sumo(self):
+        """The TraCI domains (libsumo's module or a TraCI connection: the same API)."""
+        return self._connection.api
+
+    @property
+    def transport(self) -> str:
+        """Where this simulation runs: 'libsumo' (in this process) or 'traci' (a SUMO server)."""
+        return self._connection.transport
+
+    @property
+    def server_pid(self) -> int | None:
+        """The SUMO server's process id (TraCI), None in libsumo."""
+        return self._connection.server_pid
 
     def close(self) -> None:
         if self._started:
             try:
-                self._sumo.close()
+                self._connection.close()
             except Exception:  # a crashed SUMO may refuse to close; the slot is freed regardless
-                logger.debug("libsumo.close failed", exc_info=True)
+                logger.debug("closing SUMO failed", exc_info=True)
             self._started = False
-        with _process_lock:
-            if _process_owner.get("sumo") == repr(self):
-                del _process_owner["sumo"]
+        self._connection.release()
 
     def _args(self, seed: int) -> list[str]:
         return ["sumo", "-n", str(self.net_path), "--step-length", str(self.settings.dt), "--seed", str(seed),
@@ -123,10 +104,10 @@ class SumoSimulation:
 
     def _start(self, seed: int) -> None:
         if self._started:
-            self._sumo.simulation.load(self._args(seed)[1:])
+            self._connection.load(self._args(seed))
             self.network.use_driving_lane_travel_times()  # load() resets the router's weights
         else:
-            self._sumo.start(self._args(seed))
+            self._connection.start(self._args(seed))
             self._started = True
         self._define_types()
 
@@ -154,7 +135,7 @@ class SumoSimulation:
         try:
             self._start(seed)  # load() when running; start() afresh after a crash
             return self._begin_episode(seed, route)
-        except self._sumo.TraCIException as exc:
+        except self._connection.errors as exc:
             self._crashed(exc)
 
     def _begin_episode(self, seed: int, spec: RouteSpec) -> tuple[Route, Snapshot]:
@@ -176,7 +157,7 @@ class SumoSimulation:
         s.simulationStep()
         s.vehicle.setSpeedMode(EGO_ID, 0)
         s.vehicle.setLaneChangeMode(EGO_ID, 0)
-        tc = s.constants
+        tc = self._connection.constants
         s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_VEHICLE_VARIABLE, _CONTEXT_RADIUS_M,
                                    [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LENGTH, tc.VAR_WIDTH])
         s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_PERSON_VARIABLE, _CONTEXT_RADIUS_M,
@@ -200,16 +181,16 @@ class SumoSimulation:
             self._traffic.replenish((self._ego.x, self._ego.y))
             travelled = math.hypot(self._ego.x - previous.x, self._ego.y - previous.y)
             return self._snapshot(travelled)
-        except self._sumo.TraCIException as exc:
+        except self._connection.errors as exc:
             self._crashed(exc)
 
     def _crashed(self, exc: Exception):
         context = (f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
                    f"episode={self._episode} step={self._step_count}")
         try:
-            self._sumo.close()
+            self._connection.close()
         except Exception:
-            logger.debug("libsumo.close after a crash failed", exc_info=True)
+            logger.debug("closing SUMO after a crash failed", exc_info=True)
         self._started = False
         raise SimulatorError(f"SUMO failed ({context}): {exc}. reset() restarts the simulation.") from exc
 
@@ -226,6 +207,7 @@ class SumoSimulation:
 
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self, travelled: float) -> Snapshot:
+        self._signal_states: dict[str, str] = {}  # this step's, read once per light (a TraCI round trip each)
         p = self.settings.vehicle
         e = self._ego
         ego = EgoState(x=e.x, y=e.y, yaw=e.yaw, speed=e.speed, v_lateral=self._v_lateral, accel=self._accel,
@@ -259,7 +241,7 @@ class SumoSimulation:
 
     def _nearby_objects(self):
         """Vehicles and walkers within the context radius, as centre boxes (SUMO reports the front)."""
-        tc = self._sumo.constants
+        tc = self._connection.constants
         nearby = self._sumo.vehicle.getContextSubscriptionResults(EGO_ID) or {}
         vehicle_ids = [oid for oid, var in nearby.items() if oid != EGO_ID and tc.VAR_LANE_ID not in var]
         walker_ids = [oid for oid, var in nearby.items() if tc.VAR_LANE_ID in var]
@@ -319,8 +301,14 @@ class SumoSimulation:
         return NextLight(state=_light_state(state), distance=max(0.0, distance),
                          phase_remaining=float(np.clip(remaining, 0.0, 1.0)))
 
+    def _signal_state(self, tls: str) -> str:
+        """The light program's state string this step (one query per light and step)."""
+        if tls not in self._signal_states:
+            self._signal_states[tls] = self._sumo.trafficlight.getRedYellowGreenState(tls)
+        return self._signal_states[tls]
+
     def _link_state(self, line) -> str:
-        return self._sumo.trafficlight.getRedYellowGreenState(line.tls)[line.link_index]
+        return self._signal_state(line.tls)[line.link_index]
 
     def _ran_red_light(self, front: np.ndarray) -> bool:
         """The ego's front crossed the watched stop line this step while its signal showed red.
@@ -337,7 +325,7 @@ class SumoSimulation:
         if len(near) == 0:
             return StopLines.empty()
         lines = [self.network.stop_lines[i] for i in near]
-        states = {tls: self._sumo.trafficlight.getRedYellowGreenState(tls) for tls in {line.tls for line in lines}}
+        states = {tls: self._signal_state(tls) for tls in {line.tls for line in lines}}
         return StopLines(segments=segments[near],
                          states=np.array([_light_state(states[line.tls][line.link_index]) for line in lines], dtype=np.int64))
 
