@@ -41,8 +41,8 @@ from gymnasium.vector import AutoresetMode
 
 from configs.schema import ClipConfig, DriveVlmConfig
 from envs.semantic_reward import CenterHistory, StepFactors, synthesize
-from inference.clip_prompts import RunningMeanStd
 from inference.feedback import FeedbackItem, FeedbackResult, validate
+from learners.reward_shaping import RewardShaper
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ class FoundationRewards:
 
     def __init__(self, scorer: Scorer, config: FmRewardConfig = FmRewardConfig()):
         self.scorer, self.config = scorer, config
-        self.margins = RunningMeanStd()  # learners/reward_shaping.RewardShaper.margins
+        # The learner's own terms (clip_bonus, semantic_reward) and margin normalisation.
+        self.shaper = RewardShaper(config.clip_bonus_scale, config.semantic_scale)
         self._centres: dict[int, CenterHistory] = {}
         self.calls = 0  # scorer calls
         self.items = 0  # items sent
@@ -150,8 +151,15 @@ class FoundationRewards:
         self.items += len(items)
         answers = {r.key: r.values for r in self.scorer(items)}
         scores = [self._validated(answers.get(item.key)) for item in items]
-        self._observe_margins(scores)
-        return [self._reward(t, float(r), s) for t, r, s in zip(transitions, env_rewards, scores)]
+        feedback = _feedback_arrays(scores)
+        self.margins.update(feedback[CLIP_MARGIN][feedback[f"{CLIP_MARGIN}_mask"] > 0])
+        shaped = self.shaper.terms(feedback)
+        return [self._reward(t, float(r), s, {term: float(v[i]) for term, v in shaped.items()})
+                for i, (t, r, s) in enumerate(zip(transitions, env_rewards, scores))]
+
+    @property
+    def margins(self):
+        return self.shaper.margins
 
     def _item(self, t: Transition) -> FeedbackItem:
         return FeedbackItem(env_id=t.env_index, step=t.step, wanted=self.config.wanted, command=t.context.command,
@@ -167,22 +175,15 @@ class FoundationRewards:
             self.unavailable[name] += not ok
         return out
 
-    def _observe_margins(self, scores: list[dict]) -> None:
-        if CLIP_MARGIN in self.config.wanted:
-            self.margins.update(np.array([s[CLIP_MARGIN] for s in scores if s[CLIP_MARGIN] is not None]))
-
-    def _reward(self, t: Transition, env_reward: float, scores: dict[str, float | None]) -> StepReward:
+    def _reward(self, t: Transition, env_reward: float, scores: dict[str, float | None],
+                shaped: dict[str, float]) -> StepReward:
         c = self.config
         terms: dict[str, float | None] = {}
         base = env_reward
         if c.drivevlm is not None:
             base = terms["drivevlm_reward"] = self._drivevlm(t, scores[SEMANTIC_SCORE])
-        if c.clip_bonus_scale > 0:
-            margin = scores[CLIP_MARGIN]
-            terms["clip_bonus"] = None if margin is None else c.clip_bonus_scale * float(self.margins.bonus(margin))
-        if c.semantic_scale > 0:
-            safety = scores[SAFETY]
-            terms["semantic_reward"] = None if safety is None else c.semantic_scale * (2.0 * safety - 1.0)
+        for term, value in shaped.items():  # None where its field was unavailable (the shaper adds 0 there)
+            terms[term] = None if scores[TERMS[term]] is None else value
         added = sum(v for k, v in terms.items() if k != "drivevlm_reward" and v is not None)
         return StepReward(env_reward=env_reward, reward=float(base + added), terms=terms, scores=scores,
                           available={name: scores[name] is not None for name in c.wanted})
@@ -213,10 +214,20 @@ class FoundationRewards:
 
     def state_dict(self) -> dict:
         """The running normalisation (the only state that outlives an episode)."""
-        return {"margins": self.margins.state_dict()}
+        return self.shaper.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.margins.load_state_dict(state["margins"])
+        self.shaper.load_state_dict(state)
+
+
+def _feedback_arrays(scores: list[dict[str, float | None]]) -> dict[str, np.ndarray]:
+    """The validated scores as the learner's feedback arrays: value (0 where unavailable) and mask per field."""
+    out = {}
+    for name in (CLIP_MARGIN, SAFETY):
+        values = [s.get(name) for s in scores]
+        out[name] = np.array([0.0 if v is None else v for v in values])
+        out[f"{name}_mask"] = np.array([v is not None for v in values], dtype=np.float32)
+    return out
 
 
 # ----- one env ----------------------------------------------------------------------------------
@@ -365,23 +376,14 @@ def local_scorer(config: FmRewardConfig, clip: ClipConfig | None = None, *, max_
     feedback.clip (default ClipConfig(): the checkpoint inference.clip_training writes)."""
     from inference.clip_feedback import ClipFeedback
     from inference.drivevlm_feedback import DriveVlmFeedback
-    from inference.registry import CombinedModel
+    from inference.registry import CombinedModel, load_clip
 
     clip = clip or ClipConfig()
     if clip_model is None:
-        clip_model = _load_clip(clip)
+        clip_model = load_clip(clip)
     parts = []
     if {CLIP_MARGIN, SAFETY} & set(config.wanted):
         parts.append(ClipFeedback(clip_model, clip.safe_prompts, clip.unsafe_prompts, max_batch=max_batch))
     if config.drivevlm is not None:
         parts.append(DriveVlmFeedback.from_config(clip_model, _NoVlm(), config.drivevlm))
     return parts[0] if len(parts) == 1 else CombinedModel(parts)
-
-
-def _load_clip(clip: ClipConfig):
-    import torch
-
-    from inference.clip_model import ClipModel, ClipSource
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if clip.device == "auto" else clip.device
-    return ClipModel.load(ClipSource(clip.arch, clip.pretrained, clip.checkpoint), device=device)

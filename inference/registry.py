@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from configs.schema import FeedbackConfig
+from configs.schema import ClipConfig, FeedbackConfig
 from inference.expert_advisor import ExpertAdvisor
 from core import FeedbackModel
 from inference.feedback import FeedbackItem, FeedbackResult
@@ -56,21 +56,21 @@ def _build_one(name: str, config: FeedbackConfig, seed: int) -> FeedbackModel:
                      "drivevlm")
 
 
-def _load_clip(config: FeedbackConfig):
+def load_clip(clip: ClipConfig):
+    """The CLIP model of a `feedback.clip` section, on its device (auto: a GPU when there is one)."""
     import torch
 
     from inference.clip_model import ClipModel, ClipSource
 
-    c = config.clip
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
-    return ClipModel.load(ClipSource(c.arch, c.pretrained, c.checkpoint), device=device)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if clip.device == "auto" else clip.device
+    return ClipModel.load(ClipSource(clip.arch, clip.pretrained, clip.checkpoint), device=device)
 
 
 def _clip_model(config: FeedbackConfig) -> FeedbackModel:
     from inference.clip_feedback import ClipFeedback
 
     c = config.clip
-    return ClipFeedback(_load_clip(config), c.safe_prompts, c.unsafe_prompts, max_batch=config.max_batch_size)
+    return ClipFeedback(load_clip(config.clip), c.safe_prompts, c.unsafe_prompts, max_batch=config.max_batch_size)
 
 
 def _drivevlm_model(config: FeedbackConfig) -> FeedbackModel:
@@ -78,7 +78,7 @@ def _drivevlm_model(config: FeedbackConfig) -> FeedbackModel:
     from inference.drivevlm_feedback import DriveVlmFeedback
     from inference.vlm_advisor import VlmAdvisor
 
-    return DriveVlmFeedback.from_config(_load_clip(config), VlmAdvisor(config.vlm), config.drivevlm)
+    return DriveVlmFeedback.from_config(load_clip(config.clip), VlmAdvisor(config.vlm), config.drivevlm)
 
 
 def model_inputs(config: FeedbackConfig) -> frozenset[str]:
