@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 ENV_NAME = "mentor-driving-v0"  # the RLlib (tune registry) name of Mentor's env
 EPISODES_KEY = "mentor_episodes"  # the env runners' metric holding each finished episode's row
 CHECKPOINT_DIR = "checkpoint"
-# episodes.csv's columns, as runner.run_dir.RunLog.episodes writes them (the header is there from the start).
-EPISODE_COLUMNS = ("env_steps", "stream_id", "episode_return", "route_completion", "driving_score")
 # Infos the episodes keep: these scalars are all training and the callbacks need.
 INFO_KEYS = ("route_completion", "infractions", "episode_metrics", "route")
 
@@ -217,9 +215,7 @@ def train_rllib(config: Config, settings: RllibSettings, run_dir: str | Path) ->
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_rllib_config(config, settings, run_dir / "config.yaml")
-    log = RunLog(run_dir, trackers=config.run.trackers)
-    if not (run_dir / "episodes.csv").exists():
-        (run_dir / "episodes.csv").write_text(",".join(EPISODE_COLUMNS) + "\n")
+    log = RunLog(run_dir, trackers=config.run.trackers)  # episodes.csv has its header from the start
     if config.learner.torch_threads:  # the learner and (num_env_runners 0) the env runner live here
         torch.set_num_threads(config.learner.torch_threads)
     started_ray = connect_ray(config)

@@ -15,6 +15,7 @@ from runner.tracking import DEFAULT_TRACKERS, TENSORBOARD, WANDB, WandbTracker, 
 logger = logging.getLogger(__name__)
 
 CURVE_KEYS = ("env_steps", "episode_return", "route_completion", "driving_score")
+EPISODE_COLUMNS = ("env_steps", "stream_id", "episode_return", "route_completion", "driving_score")  # episodes.csv
 
 
 class RunLog:
@@ -29,7 +30,9 @@ class RunLog:
         self._writer = None
         self._last_line = 0.0
         self._progress_path = self.dir / "progress.jsonl"  # one JSON object per report: keys come and go
-        self._episodes_path = self.dir / "episodes.csv"
+        self._episodes_path = self.dir / "episodes.csv"  # its header is there from the start
+        if not self._episodes_path.exists():
+            self._episodes_path.write_text(",".join(EPISODE_COLUMNS) + "\n")
 
     def tensorboard(self):
         if self._writer is None:
@@ -45,11 +48,10 @@ class RunLog:
 
     def episodes(self, episodes: list[Episode]) -> None:
         """Finished training episodes, at the global env step each was reported."""
+        with open(self._episodes_path, "a", newline="") as f:
+            csv.writer(f).writerows((e.env_steps, e.stream_id, e.episode_return, e.route_completion, e.driving_score)
+                                    for e in episodes)
         for e in episodes:
-            self._append_csv(self._episodes_path, {"env_steps": e.env_steps, "stream_id": e.stream_id,
-                                                   "episode_return": e.episode_return,
-                                                   "route_completion": e.route_completion,
-                                                   "driving_score": e.driving_score})
             self._track({"episode/return": e.episode_return, "episode/route_completion": e.route_completion},
                         e.env_steps)
 
@@ -78,15 +80,6 @@ class RunLog:
         if self._wandb is not None:
             self._wandb.close()
             self._wandb = None
-
-    @staticmethod
-    def _append_csv(path: Path, row: dict) -> None:
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
 
 
 def plot_learning_curve(run_dir: str | Path, window: int = 10) -> Path | None:

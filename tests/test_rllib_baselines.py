@@ -181,7 +181,8 @@ def _train(algorithm: str, run_dir, capsys, *overrides: str) -> str:
 
 
 def _check_run_dir(run_dir, algorithm: str, printed: str, env_steps: int) -> dict:
-    from cluster.rllib_baselines import EPISODE_COLUMNS, rl_module_path
+    from cluster.rllib_baselines import rl_module_path
+    from runner.run_dir import EPISODE_COLUMNS
 
     _, settings = load_rllib_config([run_dir / "config.yaml"])  # resolved, and loads back
     assert settings.algorithm == algorithm
