@@ -101,10 +101,7 @@ class DriveVlmReward(EnvReward):
     def after_step(self, info: dict, terminated: bool) -> dict:
         self._frames.append(info["rgb_bev"])
         std = self._centre.push(info["lateral"])
-        factors = StepFactors(speed=float(info["speed"]), center_distance=abs(float(info["lateral"])),
-                              heading_error=float(info["heading_error"]), center_std=std,
-                              catastrophic=bool(terminated))
-        return {_FACTORS: factors}
+        return {_FACTORS: StepFactors.from_info(info, std, terminated)}
 
     def on_result(self, result: FeedbackResult) -> None:
         latency = result.values.get(VLM_LATENCY)

@@ -50,6 +50,13 @@ class StepFactors:
     center_std: float  # m, std of the latest distances from the centreline (this episode)
     catastrophic: bool  # a failure ended the episode at this step (collision, off road, ...)
 
+    @classmethod
+    def from_info(cls, info, center_std: float, terminated: bool) -> "StepFactors":
+        """From the driving env's step info (speed, signed `lateral` and `heading_error` to the route)."""
+        return cls(speed=float(info["speed"]), center_distance=abs(float(info["lateral"])),
+                   heading_error=float(info["heading_error"]), center_std=center_std,
+                   catastrophic=bool(terminated))
+
 
 def centering_factor(center_distance: float, max_center_distance: float) -> float:
     return max(1.0 - abs(center_distance) / max_center_distance, 0.0)

@@ -195,10 +195,7 @@ class FoundationRewards:
                            "distance ('lateral') and heading error against the route, which envs/driving_env.py "
                            "reports every step; turn FmRewardConfig.drivevlm off for envs without them")
         std = self._centre(t.env_index).push(float(t.info["lateral"]))
-        factors = StepFactors(speed=float(t.info["speed"]), center_distance=abs(float(t.info["lateral"])),
-                              heading_error=float(t.info["heading_error"]), center_std=std,
-                              catastrophic=bool(t.terminated))
-        return synthesize(score, factors, self.config.drivevlm)
+        return synthesize(score, StepFactors.from_info(t.info, std, t.terminated), self.config.drivevlm)
 
     def _centre(self, env_index: int) -> CenterHistory:
         if env_index not in self._centres:
