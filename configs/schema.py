@@ -400,6 +400,7 @@ def algorithm_names() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class LearnerConfig:
     batch_size: int = num(256, 1, unit="samples")
+    # Host memory ~1.6 KB a row (the BEV LZ4-compressed: learners/bev_codec.py): 1M rows ~1.6 GB
     replay_capacity: int = num(150_000, 16, unit="rows")
     learning_starts: int = num(1024, 0, unit="env steps")  # no update before the replay holds this many
     samples_per_insert: float = num(32.0, 0, unit="samples/transition", low_open=True)  # the train ratio

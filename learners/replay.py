@@ -2,8 +2,7 @@
 
 Each env step is stored exactly once: a row holds one observation plus the transition that starts at it,
 and (obs, next_obs) pairs are recovered at sample time by following `next_row` links to the next row of
-the same stream. Storing next observations separately would double the dominant cost: bev is
-15x96x96 bytes per row, so 150k rows are already 20 GB.
+the same stream. Storing next observations separately would double the dominant cost, the BEV.
 
 Chunk layout: `dict[str, np.ndarray]` with the keys of `ROW_SPEC` and a common leading dimension N.
 Rows of one stream are in step order within a chunk and chunks of one stream arrive in order; chunks of
@@ -12,6 +11,9 @@ is_first=True, the last with is_last=True. terminated/truncated are set on the r
 that ended the episode (row T-1) and repeated on the is_last row, which holds no transition: there they
 say how the episode ended (is_terminal of a sequence). A stream's step counter never resets, so the
 is_last row of one episode is linked to the is_first row of the next.
+
+The BEV, 97 % of a row's bytes raw, is stored as one LZ4 block per row (learners/bev_codec.py): about
+1.4 KB instead of 138 KB, decoded only for the rows a batch gathers.
 
 Two ways to sample, both from the same links: n-step transitions (`sample`, for actor-critic agents)
 and fixed-length sequences that may cross episode boundaries (`sample_sequences`, for world models).
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from envs.spaces import ACTION_SIZE, BEV_SHAPE, STATE_SIZE
+from learners.bev_codec import decode_rows, encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ FEEDBACK_KEYS: tuple[str, ...] = (
 )
 MASK_KEYS: tuple[str, ...] = tuple(key for key in FEEDBACK_KEYS if key.endswith("_mask"))
 LINK_KEY = "next_row"  # per-slot link to the next row of the same stream, -1 when unknown
+BEV_KEY = "bev"  # stored compressed, apart from the fixed-size fields
+ARRAY_KEYS: tuple[str, ...] = tuple(key for key in ROW_SPEC if key != BEV_KEY)
 
 _MAX_DRAW_ROUNDS = 50
 _CAN_SAMPLE_BLOCK = 4096
@@ -79,24 +84,29 @@ def empty_chunk(n: int, extra: Mapping[str, tuple[tuple[int, ...], np.dtype]] | 
     return {key: np.zeros((n, *shape), dtype) for key, (shape, dtype) in spec.items()}
 
 
-def validate_chunk(chunk: Mapping[str, np.ndarray]) -> int:
-    """Check a chunk against ROW_SPEC and return its number of rows N.
+def validate_chunk(chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | None = None) -> int:
+    """Check a chunk against ROW_SPEC and return its number of rows N. With `bev_blocks` (its BEV
+    already encoded, learners/bev_codec.py) the chunk may leave out the raw `bev`.
 
     Raises ValueError naming the key for wrong keys/shapes/dtypes/NaN, TypeError if it is not a dict of arrays.
     """
     if not isinstance(chunk, Mapping):
         raise TypeError(f"a chunk must be a dict of numpy arrays, got {type(chunk).__name__}; "
                         "build one with empty_chunk(n)")
-    _check_keys(chunk)
-    n = _check_arrays(chunk)
+    spec = ROW_SPEC if bev_blocks is None or BEV_KEY in chunk else {k: ROW_SPEC[k] for k in ARRAY_KEYS}
+    _check_keys(chunk, spec)
+    n = _check_arrays(chunk, spec)
+    if bev_blocks is not None and len(bev_blocks) != n:
+        raise ValueError(f"{len(bev_blocks)} BEV blocks for a chunk of {n} rows; encode the chunk's BEV "
+                         "with learners.bev_codec (one block per row)")
     _check_masks(chunk)
     _check_stream_order(chunk["stream_id"], chunk["step"])
     return n
 
 
-def _check_keys(chunk: Mapping[str, np.ndarray]) -> None:
-    missing = sorted(set(ROW_SPEC) - set(chunk))
-    extra = sorted(set(chunk) - set(ROW_SPEC))
+def _check_keys(chunk: Mapping[str, np.ndarray], spec: Mapping) -> None:
+    missing = sorted(set(spec) - set(chunk))
+    extra = sorted(set(chunk) - set(spec))
     if missing or extra:
         raise ValueError(f"chunk keys do not match ROW_SPEC: missing {missing}, extra {extra}; "
                          "build chunks with empty_chunk(n) and fill every field")
@@ -106,10 +116,10 @@ def _expected_shape_text(shape: tuple[int, ...]) -> str:
     return "(N, " + ", ".join(str(d) for d in shape) + ")" if shape else "(N,)"
 
 
-def _check_arrays(chunk: Mapping[str, np.ndarray]) -> int:
+def _check_arrays(chunk: Mapping[str, np.ndarray], spec: Mapping) -> int:
     n: int | None = None
     first_key = ""
-    for key, (shape, dtype) in ROW_SPEC.items():
+    for key, (shape, dtype) in spec.items():
         arr = chunk[key]
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"chunk[{key!r}] must be a numpy array, got {type(arr).__name__}")
@@ -217,17 +227,20 @@ def _check_sample_args(batch_size: int, n_step: int, gamma: float) -> None:
 # ------------------------------------------------------------------------------------------ the buffer
 
 class ReplayBuffer:
-    """Ring buffer of step rows in preallocated numpy arrays (one per ROW_SPEC key, plus `next_row`)."""
+    """Ring buffer of step rows: preallocated numpy arrays (one per ROW_SPEC key but the BEV, plus
+    `next_row`) and one LZ4 block per slot for the BEV."""
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1 rows, got {capacity}")
         self._capacity = int(capacity)
         self._seed = int(seed)
-        # np.zeros maps lazily-zeroed pages, so a 20 GB buffer only costs memory as it fills.
+        # np.zeros maps lazily-zeroed pages, so a large buffer only costs memory as it fills.
         self._arrays: dict[str, np.ndarray] = {
-            key: np.zeros((self._capacity, *shape), dtype) for key, (shape, dtype) in ROW_SPEC.items()}
+            key: np.zeros((self._capacity, *ROW_SPEC[key][0]), ROW_SPEC[key][1]) for key in ARRAY_KEYS}
         self._arrays[LINK_KEY] = np.full(self._capacity, -1, np.int64)
+        self._bev_blocks = np.full(self._capacity, b"", object)
+        self._bev_bytes = 0  # the stored blocks' total size
         self._size = 0
         self._cursor = 0
         self._inserted_total = 0
@@ -253,8 +266,19 @@ class ReplayBuffer:
         return self._transitions_total
 
     @property
+    def bev_bytes(self) -> int:
+        """Bytes the stored BEV blocks take (the arrays of the other fields: `arrays`' nbytes)."""
+        return self._bev_bytes
+
+    def bev(self, slots: np.ndarray) -> np.ndarray:
+        """The BEV rows at `slots` (any shape), decoded: uint8 [*slots.shape, 15, 96, 96]."""
+        slots = np.asarray(slots)
+        return decode_rows(self._bev_blocks[slots.ravel()], slots.shape)
+
+    @property
     def arrays(self) -> Mapping[str, np.ndarray]:
-        """Read-only views of the full storage arrays (all `capacity` rows; only [:len(self)] is filled)."""
+        """Read-only views of the full storage arrays of every field but the BEV (all `capacity` rows;
+        only [:len(self)] is filled); the BEV rows come decoded from `bev(slots)`."""
         views = {}
         for key, arr in self._arrays.items():
             view = arr.view()
@@ -264,9 +288,11 @@ class ReplayBuffer:
 
     # ---- insertion
 
-    def add(self, chunk: Mapping[str, np.ndarray]) -> int:
-        """Insert a chunk of rows; returns the number inserted. Invalid input raises and inserts nothing."""
-        n = validate_chunk(chunk)
+    def add(self, chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | None = None) -> int:
+        """Insert a chunk of rows; returns the number inserted. Invalid input raises and inserts nothing.
+        `bev_blocks`: the chunk's BEV already encoded (bev_codec.encode_rows), when the caller has it
+        (the chunk may then leave out the raw `bev`)."""
+        n = validate_chunk(chunk, bev_blocks)
         if n > self._capacity:
             raise ValueError(f"chunk of {n} rows exceeds the buffer capacity {self._capacity}; "
                              "split it into smaller chunks or raise the capacity")
@@ -275,7 +301,10 @@ class ReplayBuffer:
         stream, step = chunk["stream_id"], chunk["step"]
         next_local, firsts, lasts = _chunk_links(stream, step)
         slots = (self._cursor + np.arange(n)) % self._capacity
+        if bev_blocks is None:
+            bev_blocks = encode_rows(chunk[BEV_KEY])
         self._write_rows(chunk, n)
+        self._write_bev(bev_blocks, slots)
         # Overwritten slots lose their old link here: they get the new in-chunk link or -1.
         self._arrays[LINK_KEY][slots] = np.where(next_local >= 0, slots[next_local], -1)
         self._link_tails(stream, step, slots, firsts, lasts)
@@ -286,12 +315,19 @@ class ReplayBuffer:
         return n
 
     def _write_rows(self, chunk: Mapping[str, np.ndarray], n: int) -> None:
-        # Two contiguous slices instead of fancy indexing: cheaper for the big bev rows.
+        # Two contiguous slices instead of fancy indexing.
         head = min(n, self._capacity - self._cursor)
-        for key in ROW_SPEC:
+        for key in ARRAY_KEYS:
             self._arrays[key][self._cursor:self._cursor + head] = chunk[key][:head]
             if n > head:
                 self._arrays[key][:n - head] = chunk[key][head:]
+
+    def _write_bev(self, blocks: list[bytes], slots: np.ndarray) -> None:
+        store = self._bev_blocks
+        # One by one: numpy would turn a list of bytes into "S" strings, which drop trailing zero bytes.
+        for slot, block in zip(slots.tolist(), blocks):
+            self._bev_bytes += len(block) - len(store[slot])
+            store[slot] = block
 
     def _holds(self, slot: int, stream_id: int, step: int) -> bool:
         return bool(self._arrays["stream_id"][slot] == stream_id and self._arrays["step"][slot] == step)
@@ -337,7 +373,7 @@ class ReplayBuffer:
         _, chains = self._draw_valid_starts(batch_size, lambda c: self._chain(c, length),
                                             f"sequences of {length} rows")
         slots = chains.slots
-        batch = {key: self._arrays[key][slots] for key in ROW_SPEC}
+        batch = {key: self.bev(slots) if key == BEV_KEY else self._arrays[key][slots] for key in ROW_SPEC}
         batch["is_terminal"] = batch["is_last"] & batch["terminated"]
         batch["index"] = slots
         return batch
@@ -444,12 +480,12 @@ class ReplayBuffer:
     def _gather(self, starts: np.ndarray, paths: _Paths) -> dict[str, np.ndarray]:
         a = self._arrays
         batch = {
-            "bev": a["bev"][starts],
+            "bev": self.bev(starts),
             "state": a["state"][starts],
             "action": a["action"][starts],
             "reward": paths.reward.astype(np.float32),
             "discount": paths.discount.astype(np.float32),
-            "next_bev": a["bev"][paths.end],
+            "next_bev": self.bev(paths.end),
             "next_state": a["state"][paths.end],
             "cost": a["cost"][starts],
         }
@@ -481,6 +517,7 @@ class ReplayBuffer:
         for key in MASK_KEYS:
             mask = a[key][:n][transitions]
             out[f"feedback_{key.removesuffix('_mask')}"] = float(mask.mean()) if mask.size else 0.0
+        out["bev_bytes_per_row"] = self._bev_bytes / n if n else 0.0
         out["policy_version_mean"] = float(a["policy_version"][:n].mean()) if n else 0.0
         return out
 

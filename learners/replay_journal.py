@@ -8,8 +8,11 @@ full copy of the replay at every checkpoint writes it again and again), and segm
 the ring has overwritten are deleted as the run goes.
 
 Layout of `<directory>`:
-  `<sequence:010d>-<rows>-<transitions>.npz`  one uncompressed npz per chunk, written to a
-                                              temporary name and renamed: complete or absent;
+  `<sequence:010d>-<rows>-<transitions>.npz`  one npz per chunk, written to a temporary name and
+                                              renamed: complete or absent. The BEV is stored as the
+                                              replay holds it, one LZ4 block per row (`bev_lz4` bytes
+                                              and `bev_lz4_offsets`), so a row takes ~1.6 KB on disk;
+                                              segments with a raw `bev` array (written before) load too;
   `journal.json`  the first kept sequence and what the pruned segments held (rows, transitions),
                   written before they are deleted.
 """
@@ -25,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learners.replay import ROW_SPEC, ReplayBuffer
+from learners.bev_codec import decode_rows, encode_rows, pack_blocks, unpack_blocks
+from learners.replay import ARRAY_KEYS, BEV_KEY, ROW_SPEC, ReplayBuffer
 
 _SEGMENT = re.compile(r"(\d{10})-(\d+)-(\d+)\.npz")
 _LEDGER = "journal.json"
@@ -79,35 +83,47 @@ class ReplayJournal:
             if path.name.endswith(".tmp") or (match and int(match[1]) < self.ledger["first_sequence"]):
                 path.unlink(missing_ok=True)
 
-    def append(self, chunk: Mapping[str, np.ndarray]) -> None:
+    def append(self, chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | None = None) -> None:
+        """Write a chunk (`bev_blocks`: its BEV already encoded, when the caller has it)."""
         rows, transitions = len(chunk["step"]), int(np.count_nonzero(~chunk["is_last"]))
         path = self.directory / f"{self._next:010d}-{rows}-{transitions}.npz"
         tmp = path.with_name(path.name + ".tmp")
+        data, offsets = pack_blocks(encode_rows(chunk[BEV_KEY]) if bev_blocks is None else bev_blocks)
         with open(tmp, "wb") as f:
-            np.savez(f, **{key: chunk[key] for key in ROW_SPEC})
+            np.savez(f, **{key: chunk[key] for key in ARRAY_KEYS}, bev_lz4=data, bev_lz4_offsets=offsets)
         os.replace(tmp, path)
         self.segments.append(Segment(self._next, rows, transitions, path))
         self._next += 1
 
-    def read(self, segment: Segment) -> dict[str, np.ndarray]:
+    def read(self, segment: Segment) -> tuple[dict[str, np.ndarray], list[bytes]]:
+        """A segment's chunk (every ROW_SPEC field, the BEV decoded) and its BEV's LZ4 blocks."""
         try:
             with np.load(segment.path, allow_pickle=False) as data:
-                chunk = {key: data[key] for key in ROW_SPEC}
+                chunk = {key: data[key] for key in ARRAY_KEYS}
+                if BEV_KEY in data.files:  # a segment written before the BEV was compressed
+                    chunk[BEV_KEY] = data[BEV_KEY]
+                    blocks = encode_rows(chunk[BEV_KEY])
+                else:
+                    blocks = unpack_blocks(data["bev_lz4"], data["bev_lz4_offsets"])
+                    chunk[BEV_KEY] = decode_rows(blocks)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"replay journal segment {segment.path} cannot be read ({type(err).__name__}: "
                              f"{err}); the run directory's replay is damaged") from err
         if len(chunk["step"]) != segment.rows:
             raise ValueError(f"replay journal segment {segment.path} holds {len(chunk['step'])} rows, its name "
                              f"says {segment.rows}")
-        return chunk
+        return {key: chunk[key] for key in ROW_SPEC}, blocks
 
     def rebuild(self, replay: ReplayBuffer) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Insert every stored chunk into an empty `replay` (after counting the pruned rows, so that
-        the surviving rows land in their original slots); returns the (sequence, chunk) pairs."""
-        chunks = [(segment.sequence, self.read(segment)) for segment in self.segments]
+        the surviving rows land in their original slots); returns the (sequence, chunk) pairs, the
+        chunks without their BEV (it is in the replay)."""
         replay.advance(self.ledger["pruned_rows"], self.ledger["pruned_transitions"])
-        for _, chunk in chunks:
-            replay.add(chunk)
+        chunks = []
+        for segment in self.segments:
+            chunk, blocks = self.read(segment)
+            replay.add(chunk, bev_blocks=blocks)
+            chunks.append((segment.sequence, {key: chunk[key] for key in ARRAY_KEYS}))
         return chunks
 
     def prune(self, inserted_total: int, capacity: int) -> None:

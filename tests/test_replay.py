@@ -110,11 +110,48 @@ def test_each_step_is_stored_once():
     buffer = ReplayBuffer(64)
     buffer.add(rows(0, range(10)))
     arrays = buffer.arrays
-    assert set(arrays) == set(ROW_SPEC) | {"next_row"}
+    assert set(arrays) == set(ROW_SPEC) - {"bev"} | {"next_row"}
     assert not [key for key in arrays if key.startswith("next_") and key != "next_row"]
     assert all(arr.shape[0] == 64 for arr in arrays.values())
-    assert arrays["bev"].shape == (64, 15, 96, 96)
-    assert not arrays["bev"].flags.writeable  # views, not copies to mutate
+    assert not arrays["reward"].flags.writeable  # views, not copies to mutate
+    bev = buffer.bev(np.arange(10))  # the BEV is stored once per row, compressed, and decodes exactly
+    assert bev.shape == (10, 15, 96, 96) and (bev[:, 0, 0, 0] == np.arange(10)).all()
+    assert 0 < buffer.bev_bytes < 10 * 1000
+
+
+def test_the_bev_is_stored_compressed_and_decodes_to_the_same_rows():
+    rng = np.random.default_rng(0)
+    chunk = rows(0, range(6))
+    chunk["bev"][:] = (rng.random(chunk["bev"].shape) < 0.02) * np.uint8(255)  # sparse masks, like the env's
+    chunk["bev"][:, 2] = rng.choice(np.array([0, 120, 255], np.uint8), size=(6, 96, 96), p=[0.98, 0.01, 0.01])
+    buffer = ReplayBuffer(8)
+    buffer.add(chunk)
+    np.testing.assert_array_equal(buffer.bev(np.arange(6)), chunk["bev"])
+    np.testing.assert_array_equal(buffer.bev(np.array([[5, 0], [2, 2]])), chunk["bev"][[[5, 0], [2, 2]]])
+    assert buffer.stats()["bev_bytes_per_row"] < 20_000  # issue 16's budget; raw it is 138,240
+    buffer.add(rows(0, range(6, 10)))  # the ring overwrites slots 0 and 1: their old blocks are gone
+    assert buffer.bev(np.array([0]))[0, 0, 0, 0] == 8
+    np.testing.assert_array_equal(buffer.bev(np.array([2, 5])), chunk["bev"][[2, 5]])
+    assert buffer.bev_bytes == sum(len(b) for b in buffer._bev_blocks)  # noqa: SLF001
+
+
+def test_batches_are_the_rows_that_were_added():
+    """What sample() returns is what a raw-array replay of the same rows gives: same RNG draws, same
+    slots, the same BEV bytes for obs and next obs."""
+    rng = np.random.default_rng(1)
+    buffer = ReplayBuffer(256, seed=5)
+    raw = np.zeros((256, 15, 96, 96), np.uint8)
+    for i in range(6):
+        chunk = episode(i % 3, 20 * (i // 3), 19, end="terminated", episode_id=i)
+        chunk["bev"][:] = (rng.random(chunk["bev"].shape) < 0.01) * np.uint8(255)
+        raw[len(buffer):len(buffer) + len(chunk["step"])] = chunk["bev"]
+        buffer.add(chunk)
+    batch = buffer.sample(64, n_step=3, gamma=0.9)
+    np.testing.assert_array_equal(batch["bev"], raw[batch["index"]])
+    ends = np.array([buffer._walk(np.array([i]), 3, 0.9).end[0] for i in batch["index"]])  # noqa: SLF001
+    np.testing.assert_array_equal(batch["next_bev"], raw[ends])
+    sequences = buffer.sample_sequences(8, 5)
+    np.testing.assert_array_equal(sequences["bev"], raw[sequences["index"]])
 
 
 def test_counters():
@@ -352,12 +389,29 @@ def test_journal_rebuilds_the_same_buffer_and_prunes_what_the_ring_overwrote(tmp
         len(buffer), buffer.inserted_total, buffer.transitions_total)
     for key in buffer.arrays:  # the same rows in the same slots
         np.testing.assert_array_equal(restored.arrays[key], buffer.arrays[key], err_msg=key)
+    np.testing.assert_array_equal(restored.bev(np.arange(64)), buffer.bev(np.arange(64)))
+    assert restored.bev_bytes == buffer.bev_bytes
     for b in (buffer, restored):  # stream tails survive too: the next chunk links identically
         b.add(rows(1, range(80, 84)))
     x, y = buffer.sample(64, n_step=2), restored.sample(64, n_step=2)
     for key in x:
         np.testing.assert_array_equal(x[key], y[key], err_msg=key)
     assert reopened.chunks_written == 20 and restored.max_stream_id() == 2
+
+
+def test_the_journal_stores_the_bev_compressed_and_reads_raw_segments_written_before(tmp_path):
+    journal = ReplayJournal(tmp_path / "replay")
+    chunk = rows(0, range(40))
+    journal.append(chunk)
+    (segment,) = (tmp_path / "replay").glob("*.npz")
+    assert segment.stat().st_size < 40 * 2_000  # raw, the BEV alone is 40 x 138,240 bytes
+    old = tmp_path / "replay" / "0000000001-40-40.npz"  # the layout of earlier runs: a raw bev array
+    np.savez(old, **rows(0, range(40, 80)))
+    restored = ReplayBuffer(128)
+    chunks = ReplayJournal(tmp_path / "replay").rebuild(restored)
+    assert len(restored) == 80 and [seq for seq, _ in chunks] == [0, 1]
+    assert "bev" not in chunks[0][1]  # the rebuilt chunks keep their small fields only: the BEV is in the replay
+    np.testing.assert_array_equal(restored.bev(np.arange(80))[:, 0, 0, 0], np.arange(80))
 
 
 def test_a_damaged_journal_segment_is_named(tmp_path):
@@ -418,7 +472,7 @@ def test_sequences_follow_links_across_episodes_and_match_a_brute_force_search()
     a = buffer.arrays
     np.testing.assert_array_equal(batch["step"], batch["step"][:, :1] + np.arange(length))
     assert (batch["stream_id"] == batch["stream_id"][:, :1]).all()
-    np.testing.assert_array_equal(batch["bev"], a["bev"][batch["index"]])
+    np.testing.assert_array_equal(batch["bev"], buffer.bev(batch["index"]))
     np.testing.assert_array_equal(batch["reward"], a["reward"][batch["index"]])
     assert batch["bev"].shape == (512, length, 15, 96, 96) and batch["action"].shape == (512, length, 2)
     assert buffer.can_sample_sequences(8, length) and not buffer.can_sample_sequences(8, 30)
