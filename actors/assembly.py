@@ -13,6 +13,7 @@ import envs
 from actors.evaluation import EvaluationWorker
 from actors.feedback_client import FeedbackClient, InProcessBatcher, Send
 from actors.rollout_worker import RolloutWorker, Sync
+from actors.row_reward import synthesizes_reward
 from configs.schema import Config, EnvConfig, EvalConfig
 from core import Policy
 from envs.maps import GENERATED_TOWN, MapSearch
@@ -22,9 +23,9 @@ from learners.registry import make_policy
 SEEDS_PER_STREAM = 1000  # worker seeds: run.seed + 1000 * stream id
 
 
-def make_env(env: EnvConfig, server=None):
+def make_env(env: EnvConfig, server=None, rgb_bev: bool = True):
     """The configured environment; `server` is the CARLA server this process launched, if any
-    (the CARLA world then takes its ports from it)."""
+    (the CARLA world then takes its ports from it). `rgb_bev`: whether info carries the RGB BEV."""
     backend = {}
     if env.backend == "carla":
         from envs.carla.world import CarlaSettings
@@ -34,7 +35,7 @@ def make_env(env: EnvConfig, server=None):
                    "carla": CarlaSettings(host=c.host, port=c.port, tm_port=c.tm_port, timeout_s=c.client_timeout_s,
                                           rendering=not c.nullrhi)}
     return gym.make(envs.ENV_ID, town=env.town, traffic=env.traffic, route_suite=env.route_suite,
-                    maps_dir=env.maps_dir, **backend)
+                    maps_dir=env.maps_dir, rgb_bev=rgb_bev, **backend)
 
 
 def eval_env_config(config: Config) -> EnvConfig:
@@ -60,16 +61,22 @@ def build_rollout_worker(config: Config, stream_id: int, *, ship, sync: Sync, se
     feedback = None
     if send is not None and config.feedback.mode != "off":
         feedback = FeedbackClient(send, config.feedback.mode, timeout_s=config.feedback.deadline_s)
-    env = make_env(config.env, server)
+    env = make_env(config.env, server, rgb_bev=worker_reads_rgb_bev(config, extra_fields))
     policy = policy_for(env, seed) if policy_for is not None else make_policy(config.agent, seed)
     return RolloutWorker(config, stream_id, env, policy, feedback, ship, sync, model_inputs(config.feedback), seed,
                          extra_fields)
 
 
+def worker_reads_rgb_bev(config: Config, extra_fields=None) -> bool:
+    """Whether a rollout worker reads info["rgb_bev"]: image feedback models, DriveVLM-RL's frame
+    window (actors/row_reward.py) and a collection's rgb_bev column. Else its env skips the image."""
+    return "image" in model_inputs(config.feedback) or synthesizes_reward(config) or "rgb_bev" in (extra_fields or {})
+
+
 def build_evaluator(config: Config, server=None) -> EvaluationWorker:
     ev = config.eval
-    return EvaluationWorker(make_env(eval_env_config(config), server), make_policy(config.agent, config.run.seed),
-                            ev.routes, ev.max_steps, seed=config.run.seed)
+    return EvaluationWorker(make_env(eval_env_config(config), server, rgb_bev=False),
+                            make_policy(config.agent, config.run.seed), ev.routes, ev.max_steps, seed=config.run.seed)
 
 
 def in_process_feedback(config: Config) -> InProcessBatcher | None:

@@ -129,8 +129,13 @@ class DriveVlmReward(EnvReward):
                 "vlm_latency_s": self.vlm_latency_sum_s / self.vlm_answers if self.vlm_answers else 0.0}
 
 
+def synthesizes_reward(config: Config) -> bool:
+    """DriveVLM-RL's reward (which keeps a window of RGB BEVs) where the workers ask for semantic_score."""
+    return FIELD in config.feedback.wanted
+
+
 def make_row_reward(config: Config) -> EnvReward:
     """DriveVLM-RL's reward where the workers ask for semantic_score, else the env's."""
-    if FIELD in config.feedback.wanted:
+    if synthesizes_reward(config):
         return DriveVlmReward(config.feedback.drivevlm)
     return EnvReward()

@@ -441,8 +441,10 @@ class BevRenderer:
         # Before enough frames exist, the oldest available frame stands in for older ones.
         return self._frames[max(len(self._frames) - 1 - offset, 0)]
 
-    def render(self, snapshot: Snapshot, route: Route, route_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Masks uint8 [15, 96, 96] and RGB uint8 [192, 192, 3] around snapshot.ego.
+    def render(self, snapshot: Snapshot, route: Route, route_index: int,
+               with_rgb: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Masks uint8 [15, 96, 96] and RGB uint8 [192, 192, 3] (None when not `with_rgb`) around
+        snapshot.ego.
 
         History channels use the frames recorded by push(); call push(snapshot) first.
         """
@@ -457,7 +459,7 @@ class BevRenderer:
         else:
             frames = [self._frame_at(k) for k in self.history]
         _draw_history(masks, frames, w2p)
-        rgb = masks_to_rgb(masks, self._ego_mask(ego.length, ego.width))
+        rgb = masks_to_rgb(masks, self._ego_mask(ego.length, ego.width)) if with_rgb else None
         return max_pool2x2(masks), rgb
 
     def _render_static(self, masks: np.ndarray, ego_x: float, ego_y: float, ego_yaw: float) -> None:

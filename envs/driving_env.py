@@ -39,6 +39,9 @@ class DrivingSettings:
     route_suite: str | None = None  # None: the town's shipped suite, else random routes
     maps_dir: str | None = None
     render_bev: bool = True  # False skips the BEV (zeros), for benchmarks and headless experts
+    # info["rgb_bev"] on every reset and step: the RGB image foundation models and recordings read
+    # (a quarter of the BEV's cost). False leaves the key out, for workers that never read it.
+    rgb_bev: bool = True
     criteria: CriteriaConfig = CriteriaConfig()
     backend: str = "sumo"  # "sumo" (embedded) or "carla" (a CARLA server; see envs/carla/world.py)
     # Where the embedded simulation runs: auto (libsumo for the first env of a process, a SUMO server
@@ -52,7 +55,8 @@ class DrivingEnv(gym.Env):
     def __init__(self, town: str | None = None, traffic: str = "regular", route_suite: str | None = None,
                  seed: int | None = None, maps_dir: str | None = None, render_bev: bool = True,
                  render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig(),
-                 backend: str = "sumo", carla=None, server=None, sumo_transport: str = "auto"):
+                 backend: str = "sumo", carla=None, server=None, sumo_transport: str = "auto",
+                 rgb_bev: bool = True):
         """`carla` (envs.carla.world.CarlaSettings) says where the CARLA server is, and `server` is its
         supervisor (envs.carla.server.CarlaServer) when this process launched it."""
         if render_mode not in (None, "rgb_array"):
@@ -62,7 +66,7 @@ class DrivingEnv(gym.Env):
         town = town or ("Town01" if backend == "carla" else MapSearch.from_settings(maps_dir).default_town())
         self.config = DrivingSettings(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
                                       render_bev=render_bev, criteria=criteria, backend=backend,
-                                      sumo_transport=sumo_transport)
+                                      sumo_transport=sumo_transport, rgb_bev=rgb_bev)
         self.render_mode = render_mode
         self.observation_space = observation_space()
         self.action_space = action_space()
@@ -106,7 +110,7 @@ class DrivingEnv(gym.Env):
         self._bev.reset()
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         obs, rgb = self._observe(snap, progress.index)
-        info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
+        info = {**rgb, "command": int(progress.command), "speed": snap.ego.speed,
                 "forward": _carla_forward(snap.ego.yaw), "route": self.route_index,
                 "route_length": self.route.length, "infractions": [],
                 "lateral": progress.lateral, "heading_error": progress.heading_error}
@@ -129,7 +133,7 @@ class DrivingEnv(gym.Env):
                            off_lane=verdict.off_lane, infractions=verdict.infractions, reward=terms.total)
         self._metrics.set_route_completion(1.0 if verdict.route_completed else progress.completion)
         obs, rgb = self._observe(snap, progress.index)
-        info = {"rgb_bev": rgb, "command": int(progress.command), "speed": snap.ego.speed,
+        info = {**rgb, "command": int(progress.command), "speed": snap.ego.speed,
                 "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions],
                 "lane_invasions": list(snap.lane_invasions),
                 "route_completion": progress.completion,
@@ -160,17 +164,19 @@ class DrivingEnv(gym.Env):
                              f"0..{len(self._suite) - 1}")
         return self._suite.routes[int(index)], int(index)
 
-    def _observe(self, snap: Snapshot, route_index: int):
+    def _observe(self, snap: Snapshot, route_index: int) -> tuple[dict, dict]:
+        """The observation, and {"rgb_bev": image} or {} (config.rgb_bev off and no rgb_array render mode)."""
         self._snapshot = snap
         self._route_position = route_index
         self._expert = None
+        with_rgb = self.config.rgb_bev or self.render_mode == "rgb_array"
         if self.config.render_bev:
             self._bev.push(snap)
-            bev, rgb = self._bev.render(snap, self.route, route_index)
+            bev, rgb = self._bev.render(snap, self.route, route_index, with_rgb=with_rgb)
         else:
-            bev, rgb = np.zeros(BEV_SHAPE, np.uint8), np.zeros(RGB_BEV_SHAPE, np.uint8)
+            bev, rgb = np.zeros(BEV_SHAPE, np.uint8), np.zeros(RGB_BEV_SHAPE, np.uint8) if with_rgb else None
         self._last_rgb = rgb
-        return {"bev": bev, "state": state_vector(snap)}, rgb
+        return {"bev": bev, "state": state_vector(snap)}, ({"rgb_bev": rgb} if self.config.rgb_bev else {})
 
     def ground_truth(self) -> tuple[Snapshot, Route, int]:
         """Privileged state for the expert driver: (snapshot, route, index of the ego on the route)."""
