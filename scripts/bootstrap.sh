@@ -20,7 +20,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "torch==2.13.0" > .venv/constraints.txt
   .venv/bin/python -m pip install -c .venv/constraints.txt -e ".[test]" >>"$log" 2>&1 \
     || fail "dependencies failed to install"
-  .venv/bin/python -c 'import envs, libsumo, traci, cv2, gymnasium, pytest, torch, ray.rllib' >>"$log" 2>&1 \
+  .venv/bin/python -c 'import envs, libsumo, traci, cv2, gymnasium, pytest, torch, ray.rllib, learners.bev_codec' >>"$log" 2>&1 \
     || fail "an installed package does not import"
   echo "$want" > "$stamp"
 fi
