@@ -6,8 +6,11 @@ mathematics lives in learners/losses and the agent's files.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
+import platform
 import threading
 import time
 from contextlib import contextmanager
@@ -18,9 +21,10 @@ import torch
 
 from configs.schema import Config
 from core import CannotStart, DatasetSource, PolicySnapshot
+from learners.bev_codec import encode_rows, is_packed, unpack_chunk
 from learners.pacing import SampleToInsertRatio
 from learners.registry import make_agent
-from learners.replay import ReplayBuffer
+from learners.replay import ReplayBuffer, validate_chunk
 from learners.replay_journal import ReplayJournal
 from learners.reward_shaping import RewardShaper
 from learners.warm_start import warm_start
@@ -42,6 +46,32 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"learner.device = {name!r} but no CUDA device is visible; use auto or cpu")
     return name
+
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+KEPT_FREE_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks for reuse instead of handing them back to the kernel.
+
+    glibc serves every block over 32 MB with its own mmap and unmaps it on free (a limit mallopt
+    cannot raise), so a CPU update's large temporaries (the float BEV batch, oneDNN's reordered conv
+    input: ~35 MB each at batch 64, small network) were page-faulted in anew on every update: more
+    than half of an update's time (benchmarks/learner_throughput.py). Taking them from the heap and
+    keeping up to KEPT_FREE_BYTES freed there removes that; the process keeps its peak working set.
+    Process-wide, like MALLOC_MMAP_MAX_=0; returns False (nothing changed) where libc is not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        done = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES) == 1
+    except (OSError, AttributeError):
+        return False
+    if not done:
+        logger.warning("mallopt refused the learner's allocator settings: CPU updates stay slower")
+    return done
 
 
 class Learner:
@@ -78,6 +108,8 @@ class Learner:
         self.last_metrics: dict[str, float] = {}
         self._started = time.monotonic()
         self._updates_at_start = 0
+        if self.device == "cpu":
+            keep_freed_memory()
 
     def load_dataset(self, source: DatasetSource, description: str) -> None:
         """Fill the offline replay from a dataset (before any update)."""
@@ -120,9 +152,18 @@ class Learner:
     def add(self, chunk: dict) -> int | None:
         """Insert a chunk of rows; returns how many more transitions the ratio lets the workers
         insert before they must wait for the learner (None: no limit)."""
+        # The BEV as LZ4 blocks, for the replay and the journal alike: encoded by a Ray worker before it
+        # shipped the chunk (bev_codec.pack_chunk), or here, outside the lock. A bad chunk is refused
+        # here, naming the field, before anything is written.
+        if is_packed(chunk):
+            chunk, bev_blocks = unpack_chunk(chunk)
+            validate_chunk(chunk, bev_blocks)
+        else:
+            validate_chunk(chunk)
+            bev_blocks = encode_rows(chunk["bev"])
         with self._lock:
-            self.replay.add(chunk)
-            self.journal.append(chunk)  # acknowledged rows are on disk: they survive the learner
+            self.replay.add(chunk, bev_blocks=bev_blocks)
+            self.journal.append(chunk, bev_blocks=bev_blocks)  # acknowledged rows are on disk: they survive the learner
             self.journal.prune(self.replay.inserted_total, self.replay.capacity)
             self.shaper.observe(chunk)
         transitions = ~chunk["is_last"]

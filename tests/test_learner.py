@@ -71,3 +71,29 @@ def test_workers_are_held_back_by_the_insert_lead(tmp_path):
     assert learner.add(rows(24, start=32)) == -8  # 24 ahead of 0 updates' worth: wait
     learner.train()
     assert learner.inserts_allowed() > 0
+
+
+def test_a_chunk_packed_by_a_ray_worker_lands_as_the_raw_one(tmp_path):
+    """Ray workers ship the BEV LZ4-compressed (cluster/actors.py); the learner stores those blocks
+    as they are: the same replay and the same journal as from the raw chunk."""
+    from learners.bev_codec import pack_chunk
+    from learners.replay_journal import ReplayJournal
+
+    chunk = rows(40)
+    chunk["bev"][:, 4:] = 0  # sparse, as the env's masks are (rows() fills them with noise)
+    packed = pack_chunk(chunk)
+    assert "bev" not in packed and packed["bev_lz4"].nbytes < chunk["bev"].nbytes / 2
+    raw_learner, packed_learner = Learner(config(), tmp_path / "raw"), Learner(config(), tmp_path / "packed")
+    raw_learner.add(chunk)
+    packed_learner.add(packed)
+    slots = np.arange(40)
+    np.testing.assert_array_equal(packed_learner.replay.bev(slots), chunk["bev"])
+    for key, stored in raw_learner.replay.arrays.items():
+        np.testing.assert_array_equal(packed_learner.replay.arrays[key], stored, err_msg=key)
+    rebuilt = type(raw_learner.replay)(64)
+    ReplayJournal(tmp_path / "packed").rebuild(rebuilt)
+    np.testing.assert_array_equal(rebuilt.bev(slots), chunk["bev"])
+    broken = dict(packed, bev_lz4_offsets=packed["bev_lz4_offsets"][:-1])
+    with pytest.raises(ValueError, match="offsets"):
+        packed_learner.add(broken)
+    assert len(packed_learner.replay) == 40  # nothing of the broken chunk was stored

@@ -13,6 +13,6 @@ def twin_q_regression(q1: torch.Tensor, q2: torch.Tensor,
                       target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE of both Q heads to one (already detached) target: the clipped double-Q TD loss."""
     loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-    metrics = {"critic_loss": loss.item(), "q_mean": torch.min(q1, q2).mean().item(),
-               "q1_mean": q1.mean().item(), "q2_mean": q2.mean().item(), "target_q_mean": target.mean().item()}
-    return loss, metrics
+    # One device -> host copy for the five numbers (on a GPU each .item() would wait for the device).
+    values = torch.stack([loss, torch.min(q1, q2).mean(), q1.mean(), q2.mean(), target.mean()]).detach().tolist()
+    return loss, dict(zip(("critic_loss", "q_mean", "q1_mean", "q2_mean", "target_q_mean"), values))
