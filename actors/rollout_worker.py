@@ -31,7 +31,7 @@ from learners.replay import empty_chunk
 
 logger = logging.getLogger(__name__)
 
-_PRIVILEGED_ROUTE_M = 60.0  # how much of the route ahead the expert advisor needs
+_GATE_ROUTE_M = 60.0  # how much of the route ahead DriveVLM-RL's attention gate looks at
 _RESET_ATTEMPTS = 3
 EPISODES_PER_STREAM = 1_000_000  # episode ids: stream_id * this + the stream's episode index
 
@@ -188,7 +188,10 @@ class RolloutWorker:
             self._bundle.append(self._item(action))
 
     def _item(self, action: np.ndarray) -> FeedbackItem:
-        privileged = self._ground_truth() if "privileged" in self._inputs else None
+        # The expert advisor's input is the privileged expert's action, which the env computes once
+        # per step (the expert_action label above reads the same): 8 bytes on the wire instead of
+        # the snapshot and route, and no second expert computation in the feedback service.
+        privileged = self._env.unwrapped.expert_action() if "privileged" in self._inputs else None
         return FeedbackItem(env_id=self.stream_id, step=self._step, wanted=self._wanted,
                             command=int(self._info["command"]), speed=float(self._info["speed"]), action=action,
                             image=self._info["rgb_bev"] if "image" in self._inputs else None,
@@ -333,5 +336,5 @@ class RolloutWorker:
 
 
 def _route_ahead(route: Route, index: int) -> Route:
-    end = int(np.searchsorted(route.s, route.s[index] + _PRIVILEGED_ROUTE_M)) + 1
+    end = int(np.searchsorted(route.s, route.s[index] + _GATE_ROUTE_M)) + 1
     return Route(xy=route.xy[index:end], yaw=route.yaw[index:end], commands=route.commands[index:end])

@@ -28,7 +28,9 @@ class FeedbackItem:
     action: np.ndarray  # [2] the action executed from this observation (CLIP scores it)
     image: np.ndarray | None = None  # uint8 [192, 192, 3] RGB BEV, for image models
     forward: tuple[float, float] | None = None  # ego unit forward vector, CARLA world frame (VLM prompt)
-    privileged: tuple | None = None  # (snapshot, route ahead) for the expert advisor
+    # float32 [2]: the privileged expert's action at this observation (the env's, computed once per
+    # step), for the expert advisor
+    privileged: np.ndarray | None = None
     expires_at: float = math.inf  # wall-clock time (time.time()) after which an answer is useless
     # DriveVLM-RL's dynamic pathway: the last K+1 RGB BEVs (uint8 [192, 192, 3], oldest first, this
     # item's image last), attached only where the attention gate is open (envs/attention_gate.py).

@@ -6,11 +6,13 @@ import pytest
 
 from actors.assembly import make_env
 from actors.feedback_client import FeedbackClient, InProcessBatcher
-from actors.rollout_worker import RolloutWorker
+from actors.rollout_worker import RolloutWorker, _route_ahead
 from configs.loader import load_config
 from core import PolicySnapshot
+from envs.expert import expert_action
 from envs.types import SimulatorError
 from inference.expert_advisor import ExpertAdvisor
+from inference.feedback import FeedbackItem
 from inference.stand_ins import FaultyModel, SlowModel
 from learners.replay import ReplayBuffer
 
@@ -85,6 +87,27 @@ def test_async_feedback_reaches_the_replay_with_masks(replay):
     assert np.all(np.diff(stored["step"][:n]) == 1)  # one stream, in step order
     assert stored["vlm_action_mask"][:n][transitions].mean() > 0.95
     assert w.feedback_report()["availability"] > 0.95
+    answered = stored["vlm_action_mask"][:n] == 1.0
+    np.testing.assert_array_equal(stored["vlm_action"][:n][answered], stored["expert_action"][:n][answered])
+
+
+def test_the_advisor_answers_what_the_expert_computes_from_the_snapshot_and_route_ahead():
+    """Items carry the env's expert action (computed once per step) instead of the snapshot and
+    route: the advisor's answers are the same as when it computed them from those."""
+    env, advisor = make_env(config().env), ExpertAdvisor()
+    env.reset(seed=2)
+    try:
+        for step in range(300):
+            snapshot, route, index = env.unwrapped.ground_truth()
+            from_ground_truth = expert_action(snapshot, _route_ahead(route, index), 0)
+            item = FeedbackItem(0, step, ("vlm_action",), 4, 0.0, np.zeros(2, np.float32),
+                                privileged=env.unwrapped.expert_action())
+            np.testing.assert_array_equal(advisor([item])[0].values["vlm_action"], from_ground_truth)
+            _, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
+            if terminated or truncated:
+                env.reset()
+    finally:
+        env.close()
 
 
 def test_backpressure_keeps_pending_bounded_with_a_slow_model(replay):
@@ -175,7 +198,7 @@ def test_a_simulator_failure_truncates_the_episode_and_collection_goes_on(replay
     assert n == 61  # 60 transitions (the failed one bridged) and the final row of the cut episode
     ends = np.flatnonzero(stored["is_last"][:n])
     assert len(ends) == 1 and stored["truncated"][ends[0] - 1] and not stored["terminated"][ends[0] - 1]
-    np.testing.assert_array_equal(stored["bev"][ends[0]], stored["bev"][ends[0] - 1])  # bridged at the last obs
+    np.testing.assert_array_equal(replay.bev(ends[0]), replay.bev(ends[0] - 1))  # bridged at the last obs
     assert stored["truncated"][ends[0]]  # the is_last row repeats how the episode ended
 
 
