@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 import learners.learner
 from configs.loader import CONFIG_DIR, load_config
+from envs.synthetic_bev import synthetic_bevs
 from learners.actor_critic.agent import ActorCriticAgent
 from learners.learner import Learner
 from learners.networks import TruncatedNormal, random_shift, tanh_gaussian_sample
@@ -48,32 +49,10 @@ ROWS, EPISODE = 2000, 500
 
 
 # ------------------------------------------------------------------------------------- synthetic rows
-def synthetic_bev(rng: np.random.Generator, n: int) -> np.ndarray:
-    """BEV masks like envs/bev.py's: road and route areas (255), lane lines (255 / 120), a few vehicle
-    and walker boxes moving over the four history frames (255), now and then a stop line (80/170/255)."""
-    bev = np.zeros((n, 15, 96, 96), np.uint8)
-    for i in range(n):
-        road_x, road_y = rng.integers(25, 55), rng.integers(20, 70)
-        bev[i, 0, :, road_x:road_x + 28] = 255
-        bev[i, 0, road_y:road_y + 24, :] = 255
-        bev[i, 1, 30:76, road_x + 6:road_x + 22] = 255
-        bev[i, 2, ::6, road_x + 13] = (255, 120)[int(rng.integers(2))]
-        for _ in range(rng.integers(0, 5)):
-            y, x = rng.integers(0, 80), rng.integers(road_x - 5, road_x + 20)
-            for t in range(4):
-                bev[i, 3 + t, max(y - 2 * t, 0):y - 2 * t + 9, max(x, 0):x + 4] = 255
-        if rng.random() < 0.2:
-            y, x = rng.integers(0, 90), rng.integers(0, 90)
-            bev[i, 7:11, y:y + 3, x:x + 3] = 255
-        if rng.random() < 0.3:
-            bev[i, 11:15, road_y:road_y + 2, road_x:road_x + 28] = (80, 170, 255)[int(rng.integers(3))]
-    return bev
-
-
 def synthetic_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     chunk = empty_chunk(n)
-    chunk["bev"][:] = synthetic_bev(rng, n)
+    chunk["bev"][:] = synthetic_bevs(rng, n)
     chunk["state"][:] = rng.uniform(-1, 1, chunk["state"].shape)
     chunk["action"][:] = rng.uniform(-1, 1, (n, 2))
     chunk["reward"][:] = rng.normal(size=n)
@@ -155,7 +134,8 @@ def _actor_loss(agent, feat, t, gen):
     if agent.name == "sac":
         mean, log_std = agent.actor(feat, state)
         action, log_prob = tanh_gaussian_sample(mean, log_std, gen)
-        return (agent.log_alpha.exp().detach() * log_prob - torch.min(*agent.critic(feat, state, action))).mean(), log_prob
+        alpha = agent.log_alpha.exp().detach()
+        return (alpha * log_prob - torch.min(*agent.critic(feat, state, action))).mean(), log_prob
     mu, _ = agent.actor(feat, state)
     q1, _ = agent.critic(feat, state, mu)
     return -q1.mean() * agent.params.alpha / q1.abs().mean().detach() + F.mse_loss(mu, t["action"]), None

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from envs.synthetic_bev import synthetic_bevs
 from learners.learner import keep_freed_memory
 from learners.replay import ReplayBuffer, empty_chunk
 
@@ -47,38 +47,6 @@ class RawBevReplay(ReplayBuffer):
 
     def bev(self, slots: np.ndarray) -> np.ndarray:
         return self._raw_bev[slots]
-
-
-def synthetic_bev(rng: np.random.Generator) -> np.ndarray:
-    """One BEV with the env's value sets and roughly its sparsity."""
-    bev = np.zeros((15, 96, 96), np.uint8)
-    angle = rng.uniform(-0.6, 0.6)
-    centre = np.array([48 + rng.uniform(-10, 10), 48.0])
-    direction = np.array([np.sin(angle), -np.cos(angle)])
-    a, b = (centre - 80 * direction).astype(np.int32), (centre + 80 * direction).astype(np.int32)
-    cv2.line(bev[0], tuple(a), tuple(b), 255, int(rng.integers(24, 34)))                 # road
-    if rng.random() < 0.4:                                                                # a crossing road
-        cv2.line(bev[0], (0, int(rng.integers(10, 60))), (95, int(rng.integers(10, 60))), 255, 26)
-    cv2.line(bev[1], tuple(centre.astype(np.int32) + (3, 0)), tuple(b + (3, 0)), 255, 8)  # route
-    for offset in (-6, 6):                                                               # broken markings
-        for t in range(-80, 80, 6):
-            p = centre + t * direction + (offset, 0)
-            q = p + 3 * direction
-            cv2.line(bev[2], tuple(p.astype(np.int32)), tuple(q.astype(np.int32)), 120, 1)
-    boxes = [(rng.uniform(10, 86, 2), rng.uniform(-1, 1) * 3, rng.uniform(0, np.pi)) for _ in range(rng.integers(0, 5))]
-    walkers = [(rng.uniform(10, 86, 2), rng.uniform(-1, 1)) for _ in range(rng.integers(0, 3))]
-    light = rng.choice([0, 80, 170, 255], p=[0.5, 0.25, 0.05, 0.2])
-    for frame in range(4):
-        for (x, y), speed, yaw in boxes:
-            rect = ((x, y - speed * frame), (4.5, 2.0), np.degrees(yaw))
-            cv2.fillPoly(bev[3 + frame], [cv2.boxPoints(rect).astype(np.int32)], 255)
-        for (x, y), speed in walkers:
-            top = int(y + speed * frame)
-            cv2.rectangle(bev[7 + frame], (int(x), top), (int(x) + 1, top + 1), 255, -1)
-        if light:
-            row = int(30 + 2 * frame)
-            cv2.rectangle(bev[11 + frame], (40, row), (56, row + 2), int(light), -1)
-    return bev
 
 
 def synthetic_chunk(bevs: np.ndarray, first_step: int, stream: int = 0, episode_length: int = 200) -> dict:
@@ -172,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     allocator = "glibc default" if args.glibc_default or not keep_freed_memory() else "learner's (keep_freed_memory)"
     rng = np.random.default_rng(args.seed)
-    pool = np.stack([synthetic_bev(rng) for _ in range(args.pool)])
+    pool = synthetic_bevs(rng, args.pool)
     nonzero = np.round((pool > 0).mean(axis=(0, 2, 3)), 4).tolist()
     results: dict = {"synthetic_bev_nonzero_fraction_per_channel": nonzero}
 

@@ -26,35 +26,14 @@ from actors.rollout_worker import EPISODES_PER_STREAM
 from cluster.actors import _MAX_CHUNKS_IN_FLIGHT
 from configs.schema import Config
 from core import Episode
-from envs.spaces import BEV_SHAPE, STATE_SIZE
+from envs.spaces import STATE_SIZE
+from envs.synthetic_bev import synthetic_bev
 from inference.feedback import FeedbackItem
 from learners.bev_codec import pack_chunk
 from learners.replay import empty_chunk
 
 EPISODE_ROWS = 500  # rows per synthetic episode (499 transitions and the final observation)
 _FRAMES = 8  # distinct BEV frames a worker cycles through
-
-
-def synthetic_bev(rng: np.random.Generator) -> np.ndarray:
-    """A BEV with the real one's layout and sparsity: a road band, a thin route, lane markings,
-    a few vehicle and walker boxes over four frames, a traffic light now and then."""
-    _, height, width = BEV_SHAPE
-    bev = np.zeros(BEV_SHAPE, np.uint8)
-    left = int(rng.integers(20, 40))
-    bev[0, :, left:left + 35] = 255  # road
-    bev[1, :70, left + 18:left + 30] = 255  # route ahead
-    bev[2, ::6, left + 17] = 120  # broken lane marking
-    bev[2, :, left] = bev[2, :, left + 34] = 255  # solid edges
-    for frame in range(4):
-        for _ in range(int(rng.integers(1, 5))):
-            y, x = int(rng.integers(0, height - 10)), int(rng.integers(left, left + 30))
-            bev[3 + frame, y:y + 9, x:x + 4] = 255  # vehicles
-        if rng.random() < 0.3:
-            y, x = int(rng.integers(0, height - 3)), int(rng.integers(0, width - 3))
-            bev[7 + frame, y:y + 3, x:x + 3] = 255  # walkers
-        if rng.random() < 0.5:
-            bev[11 + frame, 10:24, left:left + 35] = 255  # a red light's stop-line zone
-    return bev
 
 
 class SyntheticRows:
