@@ -109,7 +109,7 @@ def make_rllib_env(env_context) -> gym.Env:
     from actors.assembly import make_env
 
     env_config: EnvConfig = env_context["env"]
-    return load_algorithm(env_context["algorithm"]).wrap_env(SlimInfo(make_env(env_config)))
+    return load_algorithm(env_context["algorithm"]).wrap_env(SlimInfo(make_env(env_config, rgb_bev=False)))
 
 
 def register_env() -> None:
@@ -454,7 +454,7 @@ def evaluate_rllib(config: Config, settings: RllibSettings, checkpoint_dir: str 
     ev = config.eval
     logger.info("evaluating %s %s on %s (%s traffic), routes %s", settings.algorithm, checkpoint_dir, env_config.town,
                 ev.traffic, list(ev.routes))
-    evaluator = EvaluationWorker(make_env(env_config), policy, ev.routes, ev.max_steps, seed=config.run.seed)
+    evaluator = EvaluationWorker(make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps, seed=config.run.seed)
     try:
         return evaluator.evaluate()
     finally:
