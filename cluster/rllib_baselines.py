@@ -454,7 +454,8 @@ def evaluate_rllib(config: Config, settings: RllibSettings, checkpoint_dir: str 
     ev = config.eval
     logger.info("evaluating %s %s on %s (%s traffic), routes %s", settings.algorithm, checkpoint_dir, env_config.town,
                 ev.traffic, list(ev.routes))
-    evaluator = EvaluationWorker(make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps, seed=config.run.seed)
+    evaluator = EvaluationWorker(make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps,
+                                 seed=config.run.seed)
     try:
         return evaluator.evaluate()
     finally:
