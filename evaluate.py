@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env_config = eval_env_config(config)
     logger.info("evaluating %s on %s (%s traffic), routes %s", run_dir, env_config.town, ev.traffic, list(ev.routes))
-    evaluator = EvaluationWorker(make_env(env_config), policy, ev.routes, ev.max_steps, seed=config.run.seed)
+    evaluator = EvaluationWorker(make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps,
+                                 seed=config.run.seed)
     try:
         rows = evaluator.evaluate()
     finally:
