@@ -79,19 +79,29 @@ def unpack_blocks(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
     return [raw[lo:hi] for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
 
 
+PACKED_KEYS = ("bev_lz4", "bev_lz4_offsets")  # a packed chunk's and a journal segment's BEV fields
+
+
+def packed_bev(blocks: Sequence[bytes]) -> dict[str, np.ndarray]:
+    """The blocks as the fields a packed chunk and a journal segment carry instead of `bev`."""
+    return dict(zip(PACKED_KEYS, pack_blocks(blocks)))
+
+
+def blocks_in(fields) -> list[bytes]:
+    """The blocks held in `fields` (a packed chunk, or an opened journal segment)."""
+    return unpack_blocks(*(fields[key] for key in PACKED_KEYS))
+
+
 def pack_chunk(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A chunk for the wire: its BEV as LZ4 blocks (`bev_lz4` bytes, `bev_lz4_offsets`) instead of
     raw rows, ~100x fewer bytes for Ray to move; the learner stores the blocks as they are."""
-    data, offsets = pack_blocks(encode_rows(chunk["bev"]))
-    return {**{key: value for key, value in chunk.items() if key != "bev"},
-            "bev_lz4": data, "bev_lz4_offsets": offsets}
+    return {**{key: value for key, value in chunk.items() if key != "bev"}, **packed_bev(encode_rows(chunk["bev"]))}
 
 
 def unpack_chunk(chunk: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[bytes]]:
     """(the chunk without its BEV, the BEV's blocks) of a packed chunk."""
-    rest = {key: value for key, value in chunk.items() if key not in ("bev_lz4", "bev_lz4_offsets")}
-    return rest, unpack_blocks(chunk["bev_lz4"], chunk["bev_lz4_offsets"])
+    return {key: value for key, value in chunk.items() if key not in PACKED_KEYS}, blocks_in(chunk)
 
 
 def is_packed(chunk: dict) -> bool:
-    return "bev_lz4" in chunk
+    return PACKED_KEYS[0] in chunk

@@ -153,11 +153,10 @@ class Learner:
         """Insert a chunk of rows; returns how many more transitions the ratio lets the workers
         insert before they must wait for the learner (None: no limit)."""
         # The BEV as LZ4 blocks, for the replay and the journal alike: encoded by a Ray worker before it
-        # shipped the chunk (bev_codec.pack_chunk), or here, outside the lock. A bad chunk is refused
-        # here, naming the field, before anything is written.
+        # shipped the chunk (bev_codec.pack_chunk), or here, outside the lock. A bad chunk is refused,
+        # naming the field, before anything is written: by replay.add, and a raw one before encoding.
         if is_packed(chunk):
             chunk, bev_blocks = unpack_chunk(chunk)
-            validate_chunk(chunk, bev_blocks)
         else:
             validate_chunk(chunk)
             bev_blocks = encode_rows(chunk["bev"])

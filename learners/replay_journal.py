@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learners.bev_codec import decode_rows, encode_rows, pack_blocks, unpack_blocks
-from learners.replay import ARRAY_KEYS, BEV_KEY, ROW_SPEC, ReplayBuffer
+from learners.bev_codec import blocks_in, encode_rows, packed_bev
+from learners.replay import ARRAY_KEYS, BEV_KEY, ReplayBuffer
 
 _SEGMENT = re.compile(r"(\d{10})-(\d+)-(\d+)\.npz")
 _LEDGER = "journal.json"
@@ -88,31 +88,28 @@ class ReplayJournal:
         rows, transitions = len(chunk["step"]), int(np.count_nonzero(~chunk["is_last"]))
         path = self.directory / f"{self._next:010d}-{rows}-{transitions}.npz"
         tmp = path.with_name(path.name + ".tmp")
-        data, offsets = pack_blocks(encode_rows(chunk[BEV_KEY]) if bev_blocks is None else bev_blocks)
+        bev = packed_bev(encode_rows(chunk[BEV_KEY]) if bev_blocks is None else bev_blocks)
         with open(tmp, "wb") as f:
-            np.savez(f, **{key: chunk[key] for key in ARRAY_KEYS}, bev_lz4=data, bev_lz4_offsets=offsets)
+            np.savez(f, **{key: chunk[key] for key in ARRAY_KEYS}, **bev)
         os.replace(tmp, path)
         self.segments.append(Segment(self._next, rows, transitions, path))
         self._next += 1
 
     def read(self, segment: Segment) -> tuple[dict[str, np.ndarray], list[bytes]]:
-        """A segment's chunk (every ROW_SPEC field, the BEV decoded) and its BEV's LZ4 blocks."""
+        """A segment's chunk (every ROW_SPEC field but the BEV) and its BEV's LZ4 blocks. The blocks
+        are not decoded here: the npz's CRC-32 per member already finds a damaged segment."""
         try:
             with np.load(segment.path, allow_pickle=False) as data:
                 chunk = {key: data[key] for key in ARRAY_KEYS}
-                if BEV_KEY in data.files:  # a segment written before the BEV was compressed
-                    chunk[BEV_KEY] = data[BEV_KEY]
-                    blocks = encode_rows(chunk[BEV_KEY])
-                else:
-                    blocks = unpack_blocks(data["bev_lz4"], data["bev_lz4_offsets"])
-                    chunk[BEV_KEY] = decode_rows(blocks)
+                # A segment written before the BEV was compressed holds it raw.
+                blocks = encode_rows(data[BEV_KEY]) if BEV_KEY in data.files else blocks_in(data)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"replay journal segment {segment.path} cannot be read ({type(err).__name__}: "
                              f"{err}); the run directory's replay is damaged") from err
         if len(chunk["step"]) != segment.rows:
             raise ValueError(f"replay journal segment {segment.path} holds {len(chunk['step'])} rows, its name "
                              f"says {segment.rows}")
-        return {key: chunk[key] for key in ROW_SPEC}, blocks
+        return chunk, blocks
 
     def rebuild(self, replay: ReplayBuffer) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Insert every stored chunk into an empty `replay` (after counting the pruned rows, so that
@@ -123,7 +120,7 @@ class ReplayJournal:
         for segment in self.segments:
             chunk, blocks = self.read(segment)
             replay.add(chunk, bev_blocks=blocks)
-            chunks.append((segment.sequence, {key: chunk[key] for key in ARRAY_KEYS}))
+            chunks.append((segment.sequence, chunk))
         return chunks
 
     def prune(self, inserted_total: int, capacity: int) -> None:
