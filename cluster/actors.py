@@ -17,6 +17,41 @@ _MAX_CHUNKS_IN_FLIGHT = 4  # a worker waits when this many chunks are still on t
 _LEARNER_POLL_S = 0.05  # how often a worker that is too far ahead of the learner asks again
 
 
+class ChunkShipper:
+    """A worker's way to the learner: chunks go LZ4-packed (bev_codec.pack_chunk: ~100x fewer bytes
+    through the object store, none encoded on the learner's core), at most _MAX_CHUNKS_IN_FLIGHT on
+    their way; when the learner's answer says the workers are max_insert_lead ahead of the train
+    ratio, it waits for the learner (counted in `waits` and `wait_s`)."""
+
+    def __init__(self, learner):
+        self._learner = learner
+        self._in_flight: list = []
+        self.waits, self.wait_s = 0, 0.0
+
+    def ship(self, chunk: dict) -> None:
+        self._in_flight.append(self._learner.add.remote(pack_chunk(chunk)))
+        if len(self._in_flight) > _MAX_CHUNKS_IN_FLIGHT:
+            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - _MAX_CHUNKS_IN_FLIGHT)
+            credits = ray.get(done)  # surfaces a learner-side error here rather than silently
+            if credits[-1] is not None and credits[-1] <= 0:
+                self._wait_for_learner()
+
+    def _wait_for_learner(self) -> None:
+        started = time.monotonic()
+        self.waits += 1
+        while True:
+            credit = ray.get(self._learner.inserts_allowed.remote())
+            if credit is None or credit > 0:
+                break
+            time.sleep(_LEARNER_POLL_S)
+        self.wait_s += time.monotonic() - started
+
+    def drain(self) -> None:
+        """Wait until the learner holds every chunk shipped."""
+        ray.get(self._in_flight)
+        self._in_flight = []
+
+
 @ray.remote
 class WorkerActor:
     """A RolloutWorker in its own process; ships chunks to the learner and pulls its weights."""
@@ -34,31 +69,14 @@ class WorkerActor:
         # tail; the driver then replaces the actor (cluster/runtime.py).
         self._server = launch_for(config.env)
         self._learner = learner
-        self._in_flight: list = []
+        self._shipper = ChunkShipper(learner)
         send = serve_sender(feedback_handle) if feedback_handle is not None else None
-        self.worker = build_rollout_worker(config, stream_id, ship=self._ship, sync=self._sync, send=send,
+        self.worker = build_rollout_worker(config, stream_id, ship=self._shipper.ship, sync=self._sync, send=send,
                                            server=self._server)
         self._metrics = WorkerMetrics(stream_id)
 
     def _sync(self, known_version: int):
         return ray.get(self._learner.sync.remote(known_version))
-
-    def _ship(self, chunk: dict) -> None:
-        # The BEV compressed here, ~100x fewer bytes through the object store, and not on the learner's core.
-        self._in_flight.append(self._learner.add.remote(pack_chunk(chunk)))
-        if len(self._in_flight) > _MAX_CHUNKS_IN_FLIGHT:
-            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - _MAX_CHUNKS_IN_FLIGHT)
-            credits = ray.get(done)  # surfaces a learner-side error here rather than silently
-            if credits[-1] is not None and credits[-1] <= 0:
-                self._wait_for_learner()
-
-    def _wait_for_learner(self) -> None:
-        """The workers are max_insert_lead transitions ahead of the train ratio: wait for the learner."""
-        while True:
-            credit = ray.get(self._learner.inserts_allowed.remote())
-            if credit is None or credit > 0:
-                return
-            time.sleep(_LEARNER_POLL_S)
 
     def run(self, ticks: int) -> dict:
         """Take `ticks` env steps (syncing weights on the worker's own schedule); returns a report."""
@@ -69,8 +87,7 @@ class WorkerActor:
         """Ship everything held (pending rows wait for their feedback or deadline) and wait until
         the learner has it all; the final report."""
         self.worker.drain()
-        ray.get(self._in_flight)
-        self._in_flight = []
+        self._shipper.drain()
         return self.report()
 
     def report(self) -> dict:

@@ -4,9 +4,9 @@ the real paths at ~zero compute per env step.
 
 - `SyntheticWorkerActor`: a rollout actor without an environment or a policy. It ships chunks of
   `workers.chunk_size` rows (bev uint8 [15, 96, 96] with sparse masks like the real BEV, state
-  float32 [10], every ROW_SPEC field) to the real `LearnerActor.add` with the same in-flight limit
-  as `WorkerActor._ship`, syncs with the learner as often as a real worker, and returns reports
-  in `RolloutWorker.report()`'s format, so the real driver loop (`RayRuntime.step`) merges them
+  float32 [10], every ROW_SPEC field) to the real `LearnerActor.add` through `WorkerActor`'s own
+  transport (cluster.actors.ChunkShipper), syncs with the learner as often as a real worker, and
+  returns reports in `RolloutWorker.report()`'s format, so the real driver loop (`RayRuntime.step`) merges them
   (benchmarks/cluster_scale.py's `SyntheticRuntime`). This module does not import Ray Serve, so
   32 of these start as fast as the machine allows.
 - `SyntheticFeedbackClient`: submits bundles of expert-advisor items (the privileged part is the
@@ -23,13 +23,12 @@ import ray
 
 from actors.feedback_client import FeedbackClient
 from actors.rollout_worker import EPISODES_PER_STREAM
-from cluster.actors import _MAX_CHUNKS_IN_FLIGHT
+from cluster.actors import ChunkShipper
 from configs.schema import Config
 from core import Episode
 from envs.spaces import STATE_SIZE
 from envs.synthetic_bev import synthetic_bev
 from inference.feedback import FeedbackItem
-from learners.bev_codec import pack_chunk
 from learners.replay import empty_chunk
 
 EPISODE_ROWS = 500  # rows per synthetic episode (499 transitions and the final observation)
@@ -93,13 +92,11 @@ class SyntheticWorkerActor:
         self.config = config
         self._learner = learner
         self._rows = SyntheticRows(stream_id, config.workers.chunk_size, seed=config.run.seed + stream_id)
-        self._in_flight: list = []
+        self._shipper = ChunkShipper(learner)
         self._metrics = WorkerMetrics(stream_id)
         self.stream_id = stream_id
         self.policy_version = -1
         self.clock_at_sync = self.steps_since_sync = self.env_steps = self.shipped_rows = 0
-        self.backpressure_waits = 0
-        self.backpressure_wait_s = 0.0
         self._started = time.process_time()
         self._sync()
 
@@ -109,29 +106,10 @@ class SyntheticWorkerActor:
         if snapshot is not None:
             self.policy_version = snapshot.version
 
-    def _ship(self, chunk: dict) -> None:
-        """WorkerActor._ship, line for line (the BEV LZ4-encoded here, as a rollout worker does)."""
-        self._in_flight.append(self._learner.add.remote(pack_chunk(chunk)))
-        if len(self._in_flight) > _MAX_CHUNKS_IN_FLIGHT:
-            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - _MAX_CHUNKS_IN_FLIGHT)
-            credits = ray.get(done)
-            if credits[-1] is not None and credits[-1] <= 0:
-                self._wait_for_learner()
-
-    def _wait_for_learner(self) -> None:
-        started = time.monotonic()
-        self.backpressure_waits += 1
-        while True:
-            credit = ray.get(self._learner.inserts_allowed.remote())
-            if credit is None or credit > 0:
-                break
-            time.sleep(0.05)
-        self.backpressure_wait_s += time.monotonic() - started
-
     def _ship_rows(self) -> None:
         rows = self._rows
         if rows.filled:
-            self._ship(rows.shipped_chunk())
+            self._shipper.ship(rows.shipped_chunk())
             self.shipped_rows += rows.filled
             rows.filled = 0
 
@@ -150,8 +128,7 @@ class SyntheticWorkerActor:
 
     def drain(self) -> dict:
         self._ship_rows()
-        ray.get(self._in_flight)
-        self._in_flight = []
+        self._shipper.drain()
         return self.report()
 
     def report(self) -> dict:
@@ -159,8 +136,8 @@ class SyntheticWorkerActor:
                     for _ in self._rows.episodes]
         self._rows.episodes = []
         report = {"stream_id": self.stream_id, "env_steps": self.env_steps, "random_actions": 0,
-                  "shipped_rows": self.shipped_rows, "backpressure_waits": self.backpressure_waits,
-                  "backpressure_wait_s": self.backpressure_wait_s, "simulator_failures": 0,
+                  "shipped_rows": self.shipped_rows, "backpressure_waits": self._shipper.waits,
+                  "backpressure_wait_s": self._shipper.wait_s, "simulator_failures": 0,
                   "policy_version": self.policy_version, "clock": self.clock_at_sync + self.steps_since_sync,
                   "feedback": {"pending": 0, "answered": 0, "malformed": 0, "late": 0, "expired": 0,
                                "failed_calls": 0, "availability": 1.0, "latency_s": 0.0, "latency_sum_s": 0.0,
