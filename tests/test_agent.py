@@ -17,6 +17,9 @@ from learners.registry import make_agent, make_policy
 ALGORITHMS = ("drqv2", "sac", "td3")
 GUIDED = GuidanceConfig(vmr_weight=1.0, awag_weight=1.0)
 GOLDEN = Path(__file__).parent / "data" / "actor_critic_golden.json"
+# Recorded float32 numbers are compared to rounding, never bit for bit (see the golden test below);
+# atol covers metrics that are near zero, where a relative tolerance means nothing.
+FLOAT32_RTOL, FLOAT32_ATOL = 1e-3, 1e-5
 
 
 def config(algorithm: str, guided: bool = True) -> AgentConfig:
@@ -68,13 +71,22 @@ def test_factories_build_the_contracts(algorithm):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_the_same_numbers_as_the_agent_class_they_replaced(algorithm):
     """Three guided updates and the deterministic action, recorded from the former single Agent
-    class (learners/agent.py at commit afe8d36) with seed 3: identical mathematics, bit for bit."""
+    class (learners/agent.py at commit afe8d36) with seed 3: the same mathematics, to float32 rounding.
+
+    Not bit for bit: oneDNN and ATen pick their float32 kernels (AVX2, AVX-512, NEON) at run time,
+    so the same update sums in another order on another CPU (measured: up to 7.4e-5 relative on an
+    AMD EPYC against the recording machine). rtol 1e-3 is 13x that and still far below what a
+    change of the mathematics moves (a loss term, a target, a coefficient: 1e-2 and more)."""
     golden = json.loads(GOLDEN.read_text())[algorithm]
     agent = make_agent(config(algorithm), seed=3)
-    assert [agent.update(random_batch(seed=i), step=1000 * i) for i in range(3)] == golden["updates"]
+    updates = [agent.update(random_batch(seed=i), step=1000 * i) for i in range(3)]
+    assert [sorted(metrics) for metrics in updates] == [sorted(metrics) for metrics in golden["updates"]]
+    for got, want in zip(updates, golden["updates"]):
+        assert got == pytest.approx(want, rel=FLOAT32_RTOL, abs=FLOAT32_ATOL)
     policy = make_policy(config(algorithm), seed=0)
     policy.load_weights(agent.policy_weights())
-    assert act(policy, obs(4, seed=9), explore=False).tolist() == golden["mode_action"]
+    action = act(policy, obs(4, seed=9), explore=False)
+    np.testing.assert_allclose(action, golden["mode_action"], rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
