@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                 logger.error("cannot resume from %s: %s; nothing in %s was changed", checkpoint, exc, run_dir)
                 return 2
             info = checkpoint_info(checkpoint)
-            logger.info("resumed from %s at %d env steps, %d updates", checkpoint, info["env_steps"], info["updates"])
+            logger.info("resumed from %s (written at %d env steps, %d updates): the run continues at %d env steps "
+                        "(%d of them from journal rows after the checkpoint), %d updates", checkpoint,
+                        info["env_steps"], info["updates"], runtime.env_steps, runtime.env_steps - info["env_steps"],
+                        runtime.updates)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         log = RunLog(run_dir, trackers=config.run.trackers)

@@ -291,7 +291,9 @@ class Learner:
         agent_state = _read_agent(directory / AGENT_FILE, self.device)
         if self.journal.chunks_written < meta["journal_chunks"]:
             raise ValueError(f"checkpoint {directory} covers {meta['journal_chunks']} replay chunks but the "
-                             f"journal in {self.journal.directory} ends at {self.journal.chunks_written}")
+                             f"journal in {self.journal.directory} ends at {self.journal.chunks_written}: its last "
+                             f"segments are gone and their rows would be lost. The run directory's replay is "
+                             "damaged: restore the missing segments, or start a new run (train.py --config ...)")
         replay = ReplayBuffer(self.config.learner.replay_capacity, seed=self.config.run.seed)
         chunks = self.journal.rebuild(replay)
         replay.set_rng_state(meta["replay_rng"])

@@ -13,7 +13,9 @@ say how the episode ended (is_terminal of a sequence). A stream's step counter n
 is_last row of one episode is linked to the is_first row of the next.
 
 The BEV, 97 % of a row's bytes raw, is stored as one LZ4 block per row (learners/bev_codec.py): about
-1.4 KB instead of 138 KB, decoded only for the rows a batch gathers.
+1.4 KB instead of 138 KB, decoded only for the rows a batch gathers. Blocks that come with their
+CRC-32 (bev_codec.BevBlocks: what a worker packed, what the journal read) are checked before they are
+stored: a damaged one would decode to another row, or fail, only when a batch drew it.
 
 Two ways to sample, both from the same links: n-step transitions (`sample`, for actor-critic agents)
 and fixed-length sequences that may cross episode boundaries (`sample_sequences`, for world models).
@@ -21,7 +23,8 @@ and fixed-length sequences that may cross episode boundaries (`sample_sequences`
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from envs.spaces import ACTION_SIZE, BEV_SHAPE, STATE_SIZE
-from learners.bev_codec import decode_rows, encode_rows
+from learners.bev_codec import BevBlocks, decode_rows, encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,10 @@ def empty_chunk(n: int, extra: Mapping[str, tuple[tuple[int, ...], np.dtype]] | 
     return {key: np.zeros((n, *shape), dtype) for key, (shape, dtype) in spec.items()}
 
 
-def validate_chunk(chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | None = None) -> int:
+def validate_chunk(chunk: Mapping[str, np.ndarray], bev_blocks: Sequence[bytes] | None = None) -> int:
     """Check a chunk against ROW_SPEC and return its number of rows N. With `bev_blocks` (its BEV
-    already encoded, learners/bev_codec.py) the chunk may leave out the raw `bev`.
+    already encoded, learners/bev_codec.py) the chunk may leave out the raw `bev`; BevBlocks must
+    match their CRC-32s (a plain sequence of blocks is taken as this process made it).
 
     Raises ValueError naming the key for wrong keys/shapes/dtypes/NaN, TypeError if it is not a dict of arrays.
     """
@@ -99,6 +103,8 @@ def validate_chunk(chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | No
     if bev_blocks is not None and len(bev_blocks) != n:
         raise ValueError(f"{len(bev_blocks)} BEV blocks for a chunk of {n} rows; encode the chunk's BEV "
                          "with learners.bev_codec (one block per row)")
+    if isinstance(bev_blocks, BevBlocks):
+        _check_checksums(bev_blocks)
     _check_masks(chunk)
     _check_stream_order(chunk["stream_id"], chunk["step"])
     return n
@@ -177,6 +183,17 @@ def _chunk_links(stream: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.n
     firsts = order[np.concatenate(([True], ~same))]
     lasts = order[np.concatenate((~same, [True]))]
     return next_local, firsts, lasts
+
+
+def _check_checksums(blocks: BevBlocks) -> None:
+    """ValueError naming the first row whose BEV block is not the one it was made as."""
+    damaged = blocks.damaged()
+    if damaged.size:
+        row = int(damaged[0])
+        raise ValueError(f"chunk['bev'] row {row}: its LZ4 block ({len(blocks[row])} bytes) has CRC-32 "
+                         f"{zlib.crc32(blocks[row]):08x}, not the {int(blocks.crc32[row]):08x} it was made with "
+                         f"({damaged.size} of {len(blocks)} blocks changed since they were encoded): the chunk is "
+                         "refused, nothing of it stored; look for faulty memory or a damaged transfer on its way here")
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -288,10 +305,10 @@ class ReplayBuffer:
 
     # ---- insertion
 
-    def add(self, chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | None = None) -> int:
+    def add(self, chunk: Mapping[str, np.ndarray], bev_blocks: Sequence[bytes] | None = None) -> int:
         """Insert a chunk of rows; returns the number inserted. Invalid input raises and inserts nothing.
         `bev_blocks`: the chunk's BEV already encoded (bev_codec.encode_rows), when the caller has it
-        (the chunk may then leave out the raw `bev`)."""
+        (the chunk may then leave out the raw `bev`; BevBlocks are checked against their CRC-32s)."""
         n = validate_chunk(chunk, bev_blocks)
         if n > self._capacity:
             raise ValueError(f"chunk of {n} rows exceeds the buffer capacity {self._capacity}; "
@@ -322,7 +339,7 @@ class ReplayBuffer:
             if n > head:
                 self._arrays[key][:n - head] = chunk[key][head:]
 
-    def _write_bev(self, blocks: list[bytes], slots: np.ndarray) -> None:
+    def _write_bev(self, blocks: Sequence[bytes], slots: np.ndarray) -> None:
         store = self._bev_blocks
         # One by one: numpy would turn a list of bytes into "S" strings, which drop trailing zero bytes.
         for slot, block in zip(slots.tolist(), blocks):

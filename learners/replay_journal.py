@@ -11,10 +11,18 @@ Layout of `<directory>`:
   `<sequence:010d>-<rows>-<transitions>.npz`  one npz per chunk, written to a temporary name and
                                               renamed: complete or absent. The BEV is stored as the
                                               replay holds it, one LZ4 block per row (`bev_lz4` bytes
-                                              and `bev_lz4_offsets`), so a row takes ~1.6 KB on disk;
-                                              segments with a raw `bev` array (written before) load too;
+                                              and `bev_lz4_offsets`) with each block's CRC-32 from
+                                              where it was encoded (`bev_crc32`), so a row takes
+                                              ~1.6 KB on disk; segments written before, with a raw
+                                              `bev` array or without `bev_crc32`, load too;
   `journal.json`  the first kept sequence and what the pruned segments held (rows, transitions),
                   written before they are deleted.
+
+Nothing is lost without a word: a resume (rebuild) refuses, naming the file, a journal with a segment
+missing between the first kept one and the last, and a segment that cannot be read or whose BEV
+blocks are not the ones that were encoded (the npz's own CRC-32 covers the bytes as they were
+written, damaged or not; `bev_crc32` covers them from the worker that encoded them). A journal that
+ends before the checkpoint's last chunk is refused by Learner.load.
 """
 from __future__ import annotations
 
@@ -22,17 +30,20 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from learners.bev_codec import blocks_in, encode_rows, packed_bev
+from learners.bev_codec import BevBlocks, blocks_in, encode_rows, packed_bev, undecodable, with_checksums
 from learners.replay import ARRAY_KEYS, BEV_KEY, ReplayBuffer
 
 _SEGMENT = re.compile(r"(\d{10})-(\d+)-(\d+)\.npz")
 _LEDGER = "journal.json"
+_NAMED = 5  # missing runs or damaged rows a message lists
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,9 @@ class ReplayJournal:
             if path.name.endswith(".tmp") or (match and int(match[1]) < self.ledger["first_sequence"]):
                 path.unlink(missing_ok=True)
 
-    def append(self, chunk: Mapping[str, np.ndarray], bev_blocks: list[bytes] | None = None) -> None:
-        """Write a chunk (`bev_blocks`: its BEV already encoded, when the caller has it)."""
+    def append(self, chunk: Mapping[str, np.ndarray], bev_blocks: Sequence[bytes] | None = None) -> None:
+        """Write a chunk (`bev_blocks`: its BEV already encoded, when the caller has it, and already
+        checked against its checksums: ReplayBuffer.add does that before the learner appends)."""
         rows, transitions = len(chunk["step"]), int(np.count_nonzero(~chunk["is_last"]))
         path = self.directory / f"{self._next:010d}-{rows}-{transitions}.npz"
         tmp = path.with_name(path.name + ".tmp")
@@ -95,9 +107,10 @@ class ReplayJournal:
         self.segments.append(Segment(self._next, rows, transitions, path))
         self._next += 1
 
-    def read(self, segment: Segment) -> tuple[dict[str, np.ndarray], list[bytes]]:
-        """A segment's chunk (every ROW_SPEC field but the BEV) and its BEV's LZ4 blocks. The blocks
-        are not decoded here: the npz's CRC-32 per member already finds a damaged segment."""
+    def read(self, segment: Segment) -> tuple[dict[str, np.ndarray], BevBlocks]:
+        """A segment's chunk (every ROW_SPEC field but the BEV) and its BEV's LZ4 blocks, checked (not
+        decoded) against their checksums; ValueError naming the file when it cannot be read or a block
+        is damaged."""
         try:
             with np.load(segment.path, allow_pickle=False) as data:
                 chunk = {key: data[key] for key in ARRAY_KEYS}
@@ -105,21 +118,66 @@ class ReplayJournal:
                 blocks = encode_rows(data[BEV_KEY]) if BEV_KEY in data.files else blocks_in(data)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"replay journal segment {segment.path} cannot be read ({type(err).__name__}: "
-                             f"{err}); the run directory's replay is damaged") from err
-        if len(chunk["step"]) != segment.rows:
-            raise ValueError(f"replay journal segment {segment.path} holds {len(chunk['step'])} rows, its name "
-                             f"says {segment.rows}")
-        return chunk, blocks
+                             f"{err}); the run directory's replay is damaged: {_FIX}") from err
+        if not len(chunk["step"]) == len(blocks) == segment.rows:
+            raise ValueError(f"replay journal segment {segment.path} holds {len(chunk['step'])} rows and "
+                             f"{len(blocks)} BEV blocks, its name says {segment.rows} rows; the run directory's "
+                             f"replay is damaged: {_FIX}")
+        return chunk, self._checked(segment, blocks)
+
+    def _checked(self, segment: Segment, blocks: Sequence[bytes]) -> BevBlocks:
+        """The blocks, once each is the block that was encoded: its CRC-32 matches; in a segment written
+        before the checksums, it decodes to exactly one BEV row (all that can be checked there)."""
+        if isinstance(blocks, BevBlocks):
+            bad, what = blocks.damaged(), "do not match the CRC-32s they were encoded with"
+        else:
+            bad, what = undecodable(blocks), "do not decode to one BEV row each (a segment without checksums)"
+            blocks = with_checksums(blocks)
+        if bad.size:
+            rows = ", ".join(map(str, bad[:_NAMED].tolist())) + (", ..." if bad.size > _NAMED else "")
+            raise ValueError(f"replay journal segment {segment.path}: the BEV blocks of {bad.size} of its "
+                             f"{len(blocks)} rows (row {rows}) {what}; the run directory's replay is damaged: "
+                             f"{_FIX}")
+        return blocks
+
+    def check_contiguous(self) -> None:
+        """ValueError naming the directory and the missing files when a segment is missing between the
+        first kept one (the ledger's) and the last, or two share a sequence number: a rebuild without
+        it would lose its rows and move the env-step clock back, silently. Reads and changes nothing."""
+        first = self.ledger["first_sequence"]
+        sequences = [segment.sequence for segment in self.segments]
+        twice = sorted(sequence for sequence, count in Counter(sequences).items() if count > 1)
+        if twice:
+            names = [segment.path.name for segment in self.segments if segment.sequence == twice[0]]
+            raise ValueError(f"replay journal {self.directory} holds {len(names)} segments with sequence number "
+                             f"{twice[0]} ({', '.join(names)}): only one of them is this run's; the run directory's "
+                             f"replay is damaged: {_FIX}")
+        if sequences or not first:
+            last = sequences[-1] if sequences else first
+            gaps = _gaps([first - 1, *sequences])
+        else:  # the newest segment is never pruned: a ledger (first > 0) with no segment left lost it
+            last, gaps = first, [(first, first)]
+        if gaps:
+            count = sum(hi - lo + 1 for lo, hi in gaps)
+            raise ValueError(f"replay journal {self.directory} is missing {count} segment(s): {_names(gaps)} "
+                             f"(every sequence number from {first}, the first kept one, to {last} must be there); "
+                             "their rows would be lost and the env-step count would move back. The run "
+                             f"directory's replay is damaged: {_FIX}")
 
     def rebuild(self, replay: ReplayBuffer) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Insert every stored chunk into an empty `replay` (after counting the pruned rows, so that
         the surviving rows land in their original slots); returns the (sequence, chunk) pairs, the
-        chunks without their BEV (it is in the replay)."""
+        chunks without their BEV (it is in the replay). ValueError naming the file, before anything is
+        inserted, when a segment is missing; naming the segment when one is damaged."""
+        self.check_contiguous()
         replay.advance(self.ledger["pruned_rows"], self.ledger["pruned_transitions"])
         chunks = []
         for segment in self.segments:
             chunk, blocks = self.read(segment)
-            replay.add(chunk, bev_blocks=blocks)
+            try:
+                replay.add(chunk, bev_blocks=blocks)
+            except ValueError as err:
+                raise ValueError(f"replay journal segment {segment.path} cannot be inserted: {err}") from err
             chunks.append((segment.sequence, chunk))
         return chunks
 
@@ -141,3 +199,18 @@ class ReplayJournal:
         os.replace(tmp, self.directory / _LEDGER)  # the ledger first: a crash now leaves extra files only
         for segment in gone:
             segment.path.unlink(missing_ok=True)
+
+
+_FIX = ("restore the missing or damaged file(s) from a copy of the run directory, or start a new run "
+        "(train.py --config ...)")
+
+
+def _gaps(sequences: list[int]) -> list[tuple[int, int]]:
+    """The (first, last) of each run of numbers missing between consecutive ones of a sorted list."""
+    return [(lo + 1, hi - 1) for lo, hi in pairwise(sequences) if hi > lo + 1]
+
+
+def _names(gaps: list[tuple[int, int]]) -> str:
+    """The expected file names of missing sequence numbers, a run of them as one range."""
+    names = [f"{lo:010d}-*.npz" if lo == hi else f"{lo:010d}-*.npz to {hi:010d}-*.npz" for lo, hi in gaps]
+    return ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more ranges" if len(names) > _NAMED else "")

@@ -1,6 +1,6 @@
-"""The training loop, in the order a run goes: step the runtime until its budget is spent
-(checkpointing every learner.checkpoint_every_updates updates and run.checkpoint_every_s seconds),
-stop collecting, checkpoint, evaluate.
+"""The training loop, in the order a run goes: checkpoint the new run (nothing collected yet), step
+the runtime until its budget is spent (checkpointing every learner.checkpoint_every_updates updates
+and run.checkpoint_every_s seconds), stop collecting, checkpoint, evaluate.
 
 Ctrl-C or SIGTERM (what `ray job stop` sends) ends the loop at the next step: the workers ship what
 they hold, a checkpoint is written, and the run can be resumed with `train.py --resume`. When a role
@@ -66,6 +66,7 @@ def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
     """Collect and learn until run.total_env_steps (or run.total_updates), then the evaluation table."""
     started = time.monotonic()
     last = _Checkpoints(config, log.dir, runtime)
+    last.write_first()
     with _StopSignals() as stop:
         try:
             while not runtime.done() and stop.received is None:
@@ -95,6 +96,14 @@ class _Checkpoints:
     def __init__(self, config: Config, run_dir: Path, runtime: Runtime):
         self.config, self.run_dir, self.runtime = config, run_dir, runtime
         self.updates, self.time = runtime.updates, time.monotonic()
+
+    def write_first(self) -> None:
+        """A new run checkpoints before it collects anything: a run killed before its first periodic
+        checkpoint then resumes from this one with every row its journal holds. A resumed run has one."""
+        try:
+            find_checkpoint(self.run_dir)
+        except CheckpointError:
+            self.write()
 
     def maybe_write(self) -> None:
         every_s = self.config.run.checkpoint_every_s
