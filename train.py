@@ -23,7 +23,8 @@ from pathlib import Path
 from configs.loader import ConfigError, load_config, save_config
 from core import CannotStart
 from envs.metrics import format_table
-from runner.checkpoint import CheckpointError, checkpoint_info, find_checkpoint
+from runner.checkpoint import CHECKPOINT, CheckpointError, checkpoint_info, find_checkpoint
+from runner.disk import MARGIN_BYTES, directory_bytes, disk_full_message, is_disk_full
 from runner.loop import RunFailed, RunInterrupted, train
 from runner.run_dir import RunLog
 from runner.runtimes import make_runtime
@@ -168,38 +169,56 @@ def main(argv: list[str] | None = None) -> int:
     except CannotStart as exc:
         logger.error("%s", exc)
         return 2
-    log = None
+    logs: list[RunLog] = []
     try:
-        if checkpoint is not None:
-            try:
-                runtime.load(checkpoint)
-            except (OSError, ValueError) as exc:
-                logger.error("cannot resume from %s: %s; nothing in %s was changed", checkpoint, exc, run_dir)
-                return 2
-            info = checkpoint_info(checkpoint)
-            logger.info("resumed from %s (written at %d env steps, %d updates): the run continues at %d env steps "
-                        "(%d of them from journal rows after the checkpoint), %d updates", checkpoint,
-                        info["env_steps"], info["updates"], runtime.env_steps, runtime.env_steps - info["env_steps"],
-                        runtime.updates)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-        log = RunLog(run_dir, trackers=config.run.trackers)
-        try:
-            rows = train(config, log, runtime)
-        except RunInterrupted as exc:
-            logger.warning("%s", exc)
-            return 130 if exc.signal_name == "SIGINT" else 143
-        except RunFailed as exc:
-            logger.error("%s", exc)
-            return 1
-        except CannotStart as exc:
-            logger.error("%s", exc)
-            return 2
-        print(format_table(rows))  # the command's result, on stdout
+        return run(config, run_dir, checkpoint, runtime, logs)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        logger.error("%s", disk_full_message(run_dir, directory_bytes(run_dir / CHECKPOINT) + MARGIN_BYTES))
+        return 1
     finally:
-        runtime.shutdown()
-        if log is not None:
-            log.close()
+        try:
+            runtime.shutdown()
+            for log in logs:
+                log.close()
+        except Exception as exc:  # a full disk can fail TensorBoard's last flush: that was said above
+            if not is_disk_full(exc):
+                raise
+
+
+def run(config, run_dir: Path, checkpoint: Path | None, runtime, logs: list[RunLog]) -> int:
+    """Resume (when `checkpoint`), train, evaluate; the exit status. The run's log goes into `logs` for
+    the caller to close."""
+    if checkpoint is not None:
+        try:
+            runtime.load(checkpoint)
+        except (OSError, ValueError) as exc:
+            if is_disk_full(exc):
+                raise
+            logger.error("cannot resume from %s: %s; nothing in %s was changed", checkpoint, exc, run_dir)
+            return 2
+        info = checkpoint_info(checkpoint)
+        logger.info("resumed from %s (written at %d env steps, %d updates): the run continues at %d env steps "
+                    "(%d of them from journal rows after the checkpoint), %d updates", checkpoint,
+                    info["env_steps"], info["updates"], runtime.env_steps, runtime.env_steps - info["env_steps"],
+                    runtime.updates)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    log = RunLog(run_dir, trackers=config.run.trackers)
+    logs.append(log)
+    try:
+        rows = train(config, log, runtime)
+    except RunInterrupted as exc:
+        logger.warning("%s", exc)
+        return 130 if exc.signal_name == "SIGINT" else 143
+    except RunFailed as exc:
+        logger.error("%s", exc)
+        return 1
+    except CannotStart as exc:
+        logger.error("%s", exc)
+        return 2
+    print(format_table(rows))  # the command's result, on stdout
     return 0
 
 

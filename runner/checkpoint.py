@@ -29,10 +29,14 @@ def write_checkpoint(run_dir: Path, runtime) -> Path:
     run_dir = Path(run_dir)
     partial, final, previous = run_dir / PARTIAL, run_dir / CHECKPOINT, run_dir / PREVIOUS
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    runtime.save(partial)
-    marker = {"env_steps": runtime.env_steps, "updates": runtime.updates, "written": time.time()}
-    _write_synced(partial / COMPLETE, json.dumps(marker))
+    try:
+        partial.mkdir(parents=True)
+        runtime.save(partial)
+        marker = {"env_steps": runtime.env_steps, "updates": runtime.updates, "written": time.time()}
+        _write_synced(partial / COMPLETE, json.dumps(marker))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # half a checkpoint is of no use and takes the space
+        raise
     if final.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(final, previous)

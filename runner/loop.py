@@ -18,6 +18,7 @@ from pathlib import Path
 from configs.schema import Config
 from core import RoleFailed, Runtime, StepReport
 from runner.checkpoint import CheckpointError, checkpoint_info, find_checkpoint, write_checkpoint
+from runner.disk import DiskGuard
 from runner.run_dir import RunLog, plot_learning_curve
 
 logger = logging.getLogger(__name__)
@@ -65,13 +66,18 @@ class _StopSignals:
 def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
     """Collect and learn until run.total_env_steps (or run.total_updates), then the evaluation table."""
     started = time.monotonic()
-    last = _Checkpoints(config, log.dir, runtime)
+    disk = DiskGuard(log.dir)
+    last = _Checkpoints(config, log.dir, runtime, disk)
     last.write_first()
+    full = None
     with _StopSignals() as stop:
         try:
             while not runtime.done() and stop.received is None:
                 record(log, runtime.step(), runtime, config, started)
                 last.maybe_write()
+                full = disk.short()
+                if full is not None:  # stop while a checkpoint still fits
+                    break
                 if config.run.time_limit_s and time.monotonic() - started > config.run.time_limit_s:
                     logger.info("time limit of %.0f s reached at %d env steps", config.run.time_limit_s,
                                 runtime.env_steps)
@@ -81,6 +87,8 @@ def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
                 from exc
         record(log, runtime.finish(), runtime, config, started)  # every worker's last rows and episodes
         checkpoint = last.write()
+        if full is not None:
+            raise RunFailed(f"{full} (stopped with a checkpoint at {runtime.env_steps} env steps)")
         if stop.received is not None:
             raise RunInterrupted(stop.received, checkpoint)
     rows = runtime.evaluate()
@@ -93,15 +101,15 @@ def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
 class _Checkpoints:
     """When to checkpoint (updates or wall clock) and what the last one was."""
 
-    def __init__(self, config: Config, run_dir: Path, runtime: Runtime):
-        self.config, self.run_dir, self.runtime = config, run_dir, runtime
+    def __init__(self, config: Config, run_dir: Path, runtime: Runtime, disk: DiskGuard):
+        self.config, self.run_dir, self.runtime, self.disk = config, run_dir, runtime, disk
         self.updates, self.time = runtime.updates, time.monotonic()
 
     def write_first(self) -> None:
         """A new run checkpoints before it collects anything: a run killed before its first periodic
         checkpoint then resumes from this one with every row its journal holds. A resumed run has one."""
         try:
-            find_checkpoint(self.run_dir)
+            self.disk.measure_checkpoint(find_checkpoint(self.run_dir))
         except CheckpointError:
             self.write()
 
@@ -114,6 +122,7 @@ class _Checkpoints:
     def write(self) -> Path:
         path = write_checkpoint(self.run_dir, self.runtime)
         self.updates, self.time = self.runtime.updates, time.monotonic()
+        self.disk.measure_checkpoint(path)
         return path
 
     def advice(self) -> str:
