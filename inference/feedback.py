@@ -63,22 +63,49 @@ def unexpired(items: list[FeedbackItem]) -> list[FeedbackItem]:
     return [item for item in items if not item.expired(now)]
 
 
+# What each feedback field must be to count as answered; anything else is unavailable (mask 0) and
+# counted as malformed by the worker. Scalars: a finite real (not a bool, string, bytes or array) in
+# [low, high]. clip_margin is max(0, p[a] - max p[non-neighbours]) of a softmax, so in [0, 1]; safety
+# is a probability; semantic_score is alpha sim(+) - beta sim(-) summed over two pathways, whose scale
+# the config's alpha and beta set, so only what float32 holds (the replay's dtype: 1e39 would be inf).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SCALAR_RANGES = {"clip_margin": (0.0, 1.0), "safety": (0.0, 1.0), "semantic_score": (-FLOAT32_MAX, FLOAT32_MAX)}
+# vlm_action: [acc, steer], two such reals in [-1, 1] (a list, tuple or numeric array of shape (2,)).
+ACTION_SIZE, ACTION_RANGE = 2, (-1.0, 1.0)
+
+
 def validate(field_name: str, value) -> tuple[np.ndarray | float | None, bool]:
-    """(value, available): the value when well-formed, else (None, False)."""
-    if value is None:
+    """(value, available): the value when well-formed (SCALAR_RANGES, or a vlm_action), else (None, False).
+    Never raises: a model's answer cannot stop a worker."""
+    if field_name == "vlm_action":
+        action = _action(value)
+        return (action, True) if action is not None else (None, False)
+    if field_name not in SCALAR_RANGES:
         return None, False
+    number = _real(value, *SCALAR_RANGES[field_name])
+    return (number, True) if number is not None else (None, False)
+
+
+def _real(value, low: float, high: float) -> float | None:
+    """`value` as a float when it is a finite real number in [low, high] (Python or NumPy scalar)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
     try:
-        if field_name == "vlm_action":
-            arr = np.asarray(value, dtype=np.float32)
-            ok = arr.shape == (2,) and bool(np.all(np.isfinite(arr))) and bool(np.all(np.abs(arr) <= 1.0))
-            return (arr, True) if ok else (None, False)
-        if field_name == "semantic_score" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            return None, False  # a real number only: no strings, arrays or bools
         number = float(value)
-    except (TypeError, ValueError):
-        return None, False
-    if not math.isfinite(number):
-        return None, False
-    if field_name == "safety" and not 0.0 <= number <= 1.0:
-        return None, False
-    return number, True
+    except (OverflowError, TypeError, ValueError):  # 10**400 does not fit a float
+        return None
+    return number if math.isfinite(number) and low <= number <= high else None
+
+
+def _action(value) -> np.ndarray | None:
+    """float32 [2] when `value` is a list, tuple or numeric array of ACTION_SIZE reals in ACTION_RANGE."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiu" or value.shape != (ACTION_SIZE,):
+            return None
+        elements = value.tolist()
+    elif isinstance(value, (list, tuple)) and len(value) == ACTION_SIZE:
+        elements = list(value)
+    else:
+        return None
+    numbers_ = [_real(element, *ACTION_RANGE) for element in elements]
+    return None if any(n is None for n in numbers_) else np.asarray(numbers_, dtype=np.float32)

@@ -88,6 +88,25 @@ def test_vlsafe_weights_by_hand_and_clipped():
     assert wm.vlsafe_weights(torch.ones(1), torch.tensor([100.0]), torch.zeros(1), 1.0, 1.0, 20.0).item() == 20.0
 
 
+def test_vlsafe_weights_clip_the_sum_not_each_term():
+    """The published weight clips p exp(b1 A_r) + (1 - p) exp(-b2 A_c) as a whole: with p = 0.5, A_r = 10,
+    A_c = 0 that is 0.5 e^10 + 0.5 = 11013.7, clipped to 20 (capping each exponent at log 20 first gave
+    0.5 * 20 + 0.5 = 10.5)."""
+    w = wm.vlsafe_weights(torch.tensor([0.5]), torch.tensor([10.0]), torch.tensor([0.0]), 1.0, 1.0, 20.0)
+    assert w.item() == 20.0
+    w = wm.vlsafe_weights(torch.tensor([0.5]), torch.tensor([2.0]), torch.tensor([0.0]), 1.0, 1.0, 1e6)
+    assert w.item() == pytest.approx(0.5 * math.exp(2.0) + 0.5, rel=1e-6)
+
+
+def test_vlsafe_weights_stay_finite_for_huge_advantages_and_certain_safety():
+    p = torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0])
+    a_r = torch.tensor([1e4, 1e4, -1e4, 0.0, -1e4])
+    a_c = torch.tensor([-1e4, 1e4, 1e4, 1e4, 0.0])
+    w = wm.vlsafe_weights(p, a_r, a_c, 1.0, 1.0, 20.0)
+    assert torch.isfinite(w).all()
+    assert w.tolist() == [20.0, 20.0, 0.0, 0.0, 0.0]  # exp(-1e4) underflows to exactly 0 in float32
+
+
 def test_vlsafe_weights_move_monotonically_with_safety_and_the_advantages():
     grid = torch.linspace(-2, 2, 9)
     for p in (0.2, 0.7, 1.0):  # more reward advantage: more weight (wherever the state counts as safe at all)

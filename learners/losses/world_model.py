@@ -22,6 +22,8 @@ multiplier update lambda <- max(0, lambda + c g).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -152,13 +154,17 @@ def critic_loss(logits: torch.Tensor, returns: torch.Tensor, slow_mean: torch.Te
 
 def vlsafe_weights(safety: torch.Tensor, reward_advantage: torch.Tensor, cost_advantage: torch.Tensor,
                    beta1: float, beta2: float, clip: float) -> torch.Tensor:
-    """w = p exp(beta1 A_r) + (1 - p) exp(-beta2 A_c), clipped to [0, clip]. Where the state is safe the
-    weight follows the reward advantage; where it is not, it favours actions of low cost advantage.
-    The exponents are capped at log(clip) first so that no inf enters (same result after the clip)."""
-    cap = torch.log(torch.tensor(clip, dtype=reward_advantage.dtype, device=reward_advantage.device))
-    reward_term = torch.exp(torch.clamp(beta1 * reward_advantage, max=cap))
-    cost_term = torch.exp(torch.clamp(-beta2 * cost_advantage, max=cap))
-    return torch.clamp(safety * reward_term + (1.0 - safety) * cost_term, 0.0, clip)
+    """w = clip(p exp(beta1 A_r) + (1 - p) exp(-beta2 A_c), 0, clip) (VL-SAFE's weight). Where the state is
+    safe the weight follows the reward advantage; where it is not, it favours actions of low cost
+    advantage. Computed as exp(min(logaddexp(log p + beta1 A_r, log(1 - p) - beta2 A_c), log clip)):
+    exact for every p (capping each exponent before the sum is not: p = 0.5, A_r = 10, A_c = 0, clip 20
+    gives 10.5 instead of 20) and no inf ever enters (log 0 = -inf drops its term)."""
+    log_reward = torch.log(safety) + beta1 * reward_advantage
+    log_cost = torch.log1p(-safety) - beta2 * cost_advantage
+    log_weight = torch.logaddexp(log_reward, log_cost)
+    cap = math.log(clip) if clip > 0 else -math.inf
+    # Exactly `clip` where it binds (exp(log(clip)) is clip only to rounding).
+    return torch.where(log_weight >= cap, torch.full_like(log_weight, clip), torch.exp(log_weight))
 
 
 def lagrangian_penalty(cost_return: torch.Tensor, limit: float, multiplier: float,
