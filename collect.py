@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         from actors.collection import collection_config, collection_plan
 
         config = collection_config(config)
+        from runner.limits import check_collection_limits
+
+        check_collection_limits(config)  # the collectors against the machine's memory and cores
         plan = collection_plan(config)
     except (ConfigError, DatasetError) as exc:
         logger.error("%s", exc)

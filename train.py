@@ -83,6 +83,9 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
 def preflight(config) -> None:
     """Files the run will need, checked before any process starts (a replica would fail minutes later,
     an evaluation route only after the whole training run)."""
+    from runner.limits import check_limits
+
+    check_limits(config)  # fields against each other and against the machine's memory and cores
     check_maps(config)
     check_eval_routes(config)
     check_offline_inputs(config)

@@ -158,8 +158,10 @@ def _convert(hint, raw, path: str):
             raise ConfigError(f"{path} = {raw!r} is invalid: must be true or false")
         return raw
     if hint is int:
+        if isinstance(raw, float) and raw.is_integer():  # 1e6 on a command line is a whole number
+            return int(raw)
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{path} = {raw!r} is invalid: must be an integer")
+            raise ConfigError(f"{path} = {raw!r} is invalid: must be a whole number (e.g. 100000 or 1e5)")
         return raw
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):

@@ -23,10 +23,16 @@ def test_overrides_with_dotted_paths():
     assert config.agent.params.std_steps == 500 and config.agent.params is config.agent.drqv2
 
 
+def test_whole_numbers_in_e_notation_are_integers():
+    config = load_config(CONFIG_DIR / "quickstart.yaml", ["learner.replay_capacity=1e5", "run.total_env_steps=2.0e4"])
+    assert config.learner.replay_capacity == 100_000 and isinstance(config.learner.replay_capacity, int)
+    assert config.run.total_env_steps == 20_000 and isinstance(config.run.total_env_steps, int)
+
+
 @pytest.mark.parametrize("override,message", [
     ("agent.algorithm=ppo", "agent.algorithm = 'ppo' is invalid: must be one of drqv2, sac, td3"),
     ("learner.batch_size=0", "learner.batch_size = 0 is invalid: must be an integer >= 1"),
-    ("learner.batch_size=1.5", "learner.batch_size = 1.5 is invalid: must be an integer"),
+    ("learner.batch_size=1.5", "learner.batch_size = 1.5 is invalid: must be a whole number"),
     ("agent.gamma=1.5", "agent.gamma = 1.5 is invalid: must be a number in [0, 1)"),
     ("agent.guidance.vmr_wieght=1", "unknown field agent.guidance.vmr_wieght"),
     ("feedback.wanted=[vlm_action, mood]", "feedback.wanted"),
