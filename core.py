@@ -85,7 +85,13 @@ class BatchSpec(Protocol):
 class Agent(Protocol):
     """The learning side of an algorithm: networks, optimisers and one gradient step."""
 
+    name: str  # the algorithm (agent.algorithm), recorded in its checkpoints
+    architecture: str  # the networks' preset (agent.network; world models: world_model/<preset>), ditto
+    required_labels: tuple[str, ...]  # feedback fields its objective cannot do without (VL-SAFE: "safety")
     batch: BatchSpec  # what update() consumes
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every network by name (targets included): what a warm start copies by name."""
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:
         """One gradient step; `step` is the global env-step clock (schedules). Returns scalar metrics."""

@@ -128,7 +128,7 @@ class Learner:
     def _check_labels(self) -> None:
         """The labels the agent's objective needs (agent.required_labels, e.g. VL-SAFE's safety) must
         come from the dataset or from the feedback the workers ask for."""
-        for label in getattr(self.agent, "required_labels", ()):
+        for label in self.agent.required_labels:
             if self.offline is not None and self.offline.stats()[f"feedback_{label}"] > 0:
                 continue
             if not self.offline_only and label in self.config.feedback.wanted:

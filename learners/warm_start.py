@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from core import Agent
+
 logger = logging.getLogger(__name__)
 
 AGENT_FILE = "agent.pt"
@@ -25,17 +27,16 @@ def agent_file(path: str | Path) -> Path:
                             "in a complete checkpoint/ of a run directory); give a run directory written by train.py")
 
 
-def warm_start(agent, path: str | Path) -> list[str]:
+def warm_start(agent: Agent, path: str | Path) -> list[str]:
     """Load every module `agent.modules()` shares with the checkpoint; returns the names loaded."""
     file = agent_file(path)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
         raise ValueError(f"{file} cannot be loaded as an agent checkpoint ({type(err).__name__}: {err})") from err
-    architecture = getattr(agent, "architecture", agent.config.network)  # world models: world_model/<preset>
-    if state.get("network") != architecture:
+    if state.get("network") != agent.architecture:  # world models: world_model/<preset>
         raise ValueError(f"agent.init_from: {file} is a {state.get('network')!r} network, this agent "
-                         f"{architecture!r}; set agent.network (agent.vlsafe.preset for a world model) to match")
+                         f"{agent.architecture!r}; set agent.network (agent.vlsafe.preset for a world model) to match")
     modules = agent.modules()
     loaded = []
     for name, module in modules.items():

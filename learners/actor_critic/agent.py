@@ -61,6 +61,7 @@ class ActorCriticAgent:
 
     name: ClassVar[str]
     stochastic_actor: ClassVar[bool] = False
+    required_labels: ClassVar[tuple[str, ...]] = ()  # the feedback it trains on is optional (masked)
 
     def __init__(self, config: AgentConfig, device: str = "cpu", seed: int = 0):
         self.config = config
@@ -81,6 +82,10 @@ class ActorCriticAgent:
         self.update_count = 0
         logger.info("agent %s/%s: %d parameters on %s", self.name, config.network, self.parameter_count(),
                     self.device)
+
+    @property
+    def architecture(self) -> str:
+        return self.config.network
 
     def parameter_count(self) -> int:
         """Trainable parameters of encoder + actor + critic (targets and temperature excluded)."""
@@ -208,7 +213,7 @@ class ActorCriticAgent:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume training exactly, as a CPU snapshot (tensors, numbers, strings)."""
-        state: dict[str, Any] = {"algorithm": self.name, "network": self.config.network,
+        state: dict[str, Any] = {"algorithm": self.name, "network": self.architecture,
                                  "update_count": self.update_count, "update_rng": self._update_rng.get_state()}
         state |= {name: module.state_dict() for name, module in self.modules().items()}
         state |= {name: opt.state_dict() for name, opt in self.optimizers().items()}
@@ -217,9 +222,9 @@ class ActorCriticAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         found = (state.get("algorithm"), state.get("network"))
-        if found != (self.name, self.config.network):
+        if found != (self.name, self.architecture):
             raise ValueError(f"checkpoint is {found[0]}/{found[1]} but this agent is "
-                             f"{self.name}/{self.config.network}")
+                             f"{self.name}/{self.architecture}")
         for name, module in self.modules().items():
             module.load_state_dict(state[name])
         for name, opt in self.optimizers().items():
