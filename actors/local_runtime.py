@@ -6,6 +6,7 @@ clock first, as it does on Ray), then the learner runs the updates the ratio all
 environments live in this process (the first simulation in libsumo, the others in SUMO servers over
 TraCI: envs/sumo/connection.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,17 @@ class LocalRuntime(InProcessLearnerRuntime):
         self._server = launch_for(self.config.env)  # a CARLA server when env.backend is carla, else None
         self._batcher = in_process_feedback(self.config)
         send = self._batcher.send if self._batcher else None
-        self.workers = [build_rollout_worker(self.config, self.counters.new_stream(), ship=self.learner.add,
-                                             sync=self.learner.sync, send=send, server=self._server)
-                        for _ in range(self.config.workers.num_workers)]
+        self.workers = [
+            build_rollout_worker(
+                self.config,
+                self.counters.new_stream(),
+                ship=self.learner.add,
+                sync=self.learner.sync,
+                send=send,
+                server=self._server,
+            )
+            for _ in range(self.config.workers.num_workers)
+        ]
         self._reporting.start(self.env_steps)
 
     def step(self) -> StepReport:
@@ -65,6 +74,9 @@ class LocalRuntime(InProcessLearnerRuntime):
         reports = [worker.report() for worker in self.workers]
         episodes = [episode for report in reports for episode in report["episodes"]]
         return self._reporting.build(self.learner.report(), reports, episodes, self.counters)
+
+    def request_stop(self) -> None:
+        """A step here is short: the loop sees the signal at its end."""
 
     def finish(self) -> StepReport:
         """Stop collecting: the workers ship everything they hold, the environments close."""

@@ -1,6 +1,7 @@
 """Offline mode (run.mode offline): the learner on data.dataset alone, no environment until the
 evaluation. The same Learner, agent, checkpoints and evaluation as the online modes; the run ends
 at run.total_updates."""
+
 from __future__ import annotations
 
 import logging
@@ -38,11 +39,17 @@ class OfflineRuntime(InProcessLearnerRuntime):
         try:
             while time.monotonic() < deadline and not self.done():
                 if not self.learner.train(max_updates=1):
-                    raise RoleFailed("learner", "the offline replay cannot give a batch: the dataset holds fewer "
-                                     "transitions than learner.batch_size")
+                    raise RoleFailed(
+                        "learner",
+                        "the offline replay cannot give a batch: the dataset holds fewer "
+                        "transitions than learner.batch_size",
+                    )
         except LearnerDiverged as exc:
             raise RoleFailed("learner", str(exc)) from exc
         return self._reporting.build(self.learner.report(), [], [], self.counters)
+
+    def request_stop(self) -> None:
+        """A step here is short: the loop sees the signal at its end."""
 
     def finish(self) -> StepReport:
         return self._reporting.build(self.learner.report(), [], [], self.counters)

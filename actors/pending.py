@@ -5,13 +5,15 @@ is known and every wanted field is answered, or when its deadline passes (the mi
 stay unavailable: mask 0, never a default). Rows of one stream leave in step order, because the
 replay links each row to the next step of its stream.
 """
+
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass, field
 
-from inference.feedback import FeedbackResult, validate
+from core.feedback import FeedbackResult, validate
 
 
 @dataclass
@@ -51,8 +53,9 @@ class PendingTransitions:
         now = self._clock()
         for name in wanted:
             row[f"{name}_mask"] = 0.0
-        self._rows[(stream, step)] = _Pending(row=row, wanted=frozenset(wanted), deadline=now + self._deadline_s,
-                                             created=now)
+        self._rows[(stream, step)] = _Pending(
+            row=row, wanted=frozenset(wanted), deadline=now + self._deadline_s, created=now
+        )
         self._order[stream].append(step)
 
     def complete_env(self, stream: int, step: int, **outcome) -> None:
@@ -90,9 +93,10 @@ class PendingTransitions:
         taken, self.latencies = self.latencies, []
         return taken
 
-    def pop_ready(self) -> list[dict]:
-        """Rows that may ship now, each stream's in step order."""
-        now, out = self._clock(), []
+    def pop_ready(self, expire_all: bool = False) -> list[dict]:
+        """Rows that may ship now, each stream's in step order. `expire_all` (a worker that stops)
+        treats every deadline as passed: unanswered fields ship unavailable (mask 0) at once."""
+        now, out = (math.inf if expire_all else self._clock()), []
         for stream, steps in self._order.items():
             while steps:
                 pending = self._rows[(stream, steps[0])]

@@ -10,9 +10,11 @@ sync (`pull_weights_every_steps` of its own steps apart) plus its own steps sinc
 warm-up (`workers.random_steps`) and the exploration schedules follow that clock, so a resumed or
 replacement worker neither repeats the warm-up nor explores as if the run had just begun.
 """
+
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,8 +27,8 @@ from actors.pending import PendingTransitions
 from actors.row_reward import make_row_reward
 from configs.schema import Config
 from core import Episode, Policy, PolicySnapshot
+from core.feedback import FeedbackItem
 from envs.types import Route, SimulatorError
-from inference.feedback import FeedbackItem
 from learners.replay import empty_chunk
 
 logger = logging.getLogger(__name__)
@@ -54,9 +56,19 @@ class WorkerStats:
 class RolloutWorker:
     """Plain class: runs in-process (local mode, tests) or inside a Ray actor (cluster/)."""
 
-    def __init__(self, config: Config, stream_id: int, env, policy: Policy, feedback: FeedbackClient | None,
-                 ship: Callable[[dict], None], sync: Sync, model_inputs: frozenset[str] = frozenset(), seed: int = 0,
-                 extra_fields: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        stream_id: int,
+        env,
+        policy: Policy,
+        feedback: FeedbackClient | None,
+        ship: Callable[[dict], None],
+        sync: Sync,
+        model_inputs: frozenset[str] = frozenset(),
+        seed: int = 0,
+        extra_fields: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None = None,
+    ):
         """`extra_fields`: info entries shipped as extra row fields (a collection's rgb_bev, command);
         only a dataset sink takes those, the replay does not."""
         self.config = config
@@ -71,6 +83,7 @@ class RolloutWorker:
         self._record_expert = config.workers.record_expert_action
         self._extra_fields = dict(extra_fields or {})
         self._pending = PendingTransitions(config.feedback.deadline_s)
+        self._stop = threading.Event()  # set by request_stop(), from another thread
         self._reward = make_row_reward(config)  # the env's reward, or DriveVLM-RL's synthesized one
         self._bundle: list[FeedbackItem] = []
         self._outbox: list[dict] = []
@@ -102,7 +115,10 @@ class RolloutWorker:
 
     # ----- the loop --------------------------------------------------------------------------
     def run(self, ticks: int) -> None:
+        """Take up to `ticks` env steps; fewer once a stop is requested (request_stop)."""
         for _ in range(ticks):
+            if self._stop.is_set():
+                return
             if self._steps_since_sync >= self.config.workers.pull_weights_every_steps:
                 self._sync()
             self.tick()
@@ -118,10 +134,15 @@ class RolloutWorker:
             self._exchange()
             return
         self._episode_return += reward
-        self._pending.complete_env(self.stream_id, self._step, reward=np.float32(reward),
-                                   terminated=terminated, truncated=truncated,
-                                   cost=np.float32(1.0 if info["infractions"] else 0.0),
-                                   **self._reward.after_step(info, terminated))
+        self._pending.complete_env(
+            self.stream_id,
+            self._step,
+            reward=np.float32(reward),
+            terminated=terminated,
+            truncated=truncated,
+            cost=np.float32(1.0 if info["infractions"] else 0.0),
+            **self._reward.after_step(info, terminated),
+        )
         self._advance()
         if terminated or truncated:
             self._end_episode(obs, info, terminated, truncated)
@@ -131,15 +152,21 @@ class RolloutWorker:
 
     def drain(self, timeout_s: float | None = None) -> None:
         """Ship everything this worker holds: bundled items go out, pending rows wait for their
-        answers or their deadline (at most deadline_s), and every finished row is shipped."""
+        answers for at most `timeout_s` (default: their deadline), and then every row is shipped,
+        the fields still unanswered unavailable (mask 0, as for a late answer)."""
         self._send_bundle()
         limit = time.monotonic() + (timeout_s if timeout_s is not None else self.config.feedback.deadline_s + 1.0)
         while len(self._pending) and time.monotonic() < limit:
             time.sleep(0.005)
             self._collect()
-        self._collect()
+        self._collect(expire_all=True)
         if self._outbox:
             self._ship_outbox()
+
+    def request_stop(self) -> None:
+        """Ask run() to return at its next tick, and a backpressure wait to end (thread-safe: a
+        stopping driver calls it while run() is in progress). The worker then only drains."""
+        self._stop.set()
 
     def close(self) -> None:
         if self._feedback is not None:
@@ -164,16 +191,23 @@ class RolloutWorker:
             self.stats.random_actions += 1
             return self._rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
         obs = {"bev": self._obs["bev"][None], "state": self._obs["state"][None]}
-        self._carry, action = self._policy.act(self._carry, obs, np.array([self._is_first]), explore=True,
-                                               step=self.clock)
+        self._carry, action = self._policy.act(
+            self._carry, obs, np.array([self._is_first]), explore=True, step=self.clock
+        )
         return np.asarray(action[0], dtype=np.float32)
 
     def _row(self, obs: dict, info: dict, is_last: bool) -> dict:
         """The fields known now; the rest are filled as they come, or stay zero (with mask 0)."""
-        row = dict(bev=obs["bev"], state=obs["state"], is_first=self._is_first and not is_last, is_last=is_last,
-                   policy_version=self.policy_version,
-                   episode_id=self.stream_id * EPISODES_PER_STREAM + self._episode, stream_id=self.stream_id,
-                   step=self._step)
+        row = dict(
+            bev=obs["bev"],
+            state=obs["state"],
+            is_first=self._is_first and not is_last,
+            is_last=is_last,
+            policy_version=self.policy_version,
+            episode_id=self.stream_id * EPISODES_PER_STREAM + self._episode,
+            stream_id=self.stream_id,
+            step=self._step,
+        )
         for name in self._extra_fields:  # a dataset's extra columns, straight from the env's info
             row[name] = info[name]
         return row
@@ -192,12 +226,19 @@ class RolloutWorker:
         # per step (the expert_action label above reads the same): 8 bytes on the wire instead of
         # the snapshot and route, and no second expert computation in the feedback service.
         privileged = self._env.unwrapped.expert_action() if "privileged" in self._inputs else None
-        return FeedbackItem(env_id=self.stream_id, step=self._step, wanted=self._wanted,
-                            command=int(self._info["command"]), speed=float(self._info["speed"]), action=action,
-                            image=self._info["rgb_bev"] if "image" in self._inputs else None,
-                            forward=self._info.get("forward"), privileged=privileged,
-                            expires_at=time.time() + self.config.feedback.deadline_s,
-                            **self._reward.item_fields(self._info, self._ground_truth))
+        return FeedbackItem(
+            env_id=self.stream_id,
+            step=self._step,
+            wanted=self._wanted,
+            command=int(self._info["command"]),
+            speed=float(self._info["speed"]),
+            action=action,
+            image=self._info["rgb_bev"] if "image" in self._inputs else None,
+            forward=self._info.get("forward"),
+            privileged=privileged,
+            expires_at=time.time() + self.config.feedback.deadline_s,
+            **self._reward.item_fields(self._info, self._ground_truth),
+        )
 
     def _ground_truth(self) -> tuple:
         """(snapshot, the route ahead of the ego) at the current observation."""
@@ -214,9 +255,15 @@ class RolloutWorker:
         if info is not None:
             metrics = info.get("episode_metrics", {})
             self.stats.episodes += 1
-            self._new_episodes.append(Episode(self.stream_id, self.clock, float(self._episode_return),
-                                              float(metrics.get("route_completion", 0.0)),
-                                              float(metrics.get("driving_score", 0.0))))
+            self._new_episodes.append(
+                Episode(
+                    self.stream_id,
+                    self.clock,
+                    float(self._episode_return),
+                    float(metrics.get("route_completion", 0.0)),
+                    float(metrics.get("driving_score", 0.0)),
+                )
+            )
         self._episode += 1
         self._episode_return = 0.0
         self._obs, self._info = self._reset_env()
@@ -243,8 +290,9 @@ class RolloutWorker:
         complete; a truncation bootstraps, so it teaches nothing false."""
         logger.warning("worker %d: simulator failed at step %d, episode truncated: %s", self.stream_id, self._step, exc)
         self.stats.simulator_failures += 1
-        self._pending.complete_env(self.stream_id, self._step, reward=np.float32(0.0), terminated=False,
-                                   truncated=True, cost=np.float32(0.0))
+        self._pending.complete_env(
+            self.stream_id, self._step, reward=np.float32(0.0), terminated=False, truncated=True, cost=np.float32(0.0)
+        )
         self._advance()
         self._end_episode(self._obs, None, terminated=False, truncated=True)
 
@@ -263,13 +311,13 @@ class RolloutWorker:
             self._feedback.submit(self._bundle)
         self._bundle = []
 
-    def _collect(self) -> None:
+    def _collect(self, expire_all: bool = False) -> None:
         if self._feedback is not None:
             for result in self._feedback.poll():
                 self._reward.on_result(result)
                 self._pending.attach(result)
             self._adapt_window()
-        self._outbox.extend(self._reward.finish(row) for row in self._pending.pop_ready())
+        self._outbox.extend(self._reward.finish(row) for row in self._pending.pop_ready(expire_all))
 
     def _adapt_window(self) -> None:
         """Scale the window by target latency / recent latency (at most x2 down, x1.25 up per answer
@@ -293,8 +341,7 @@ class RolloutWorker:
         self._outbox = []
 
     def _must_wait(self) -> bool:
-        return (len(self._pending) > self._window
-                or self._pending.oldest_age() > self.config.feedback.max_pending_age_s)
+        return len(self._pending) > self._window or self._pending.oldest_age() > self.config.feedback.max_pending_age_s
 
     def _wait_for_backpressure(self) -> None:
         if not self._must_wait():
@@ -302,7 +349,7 @@ class RolloutWorker:
         started = time.monotonic()
         self.stats.backpressure_waits += 1
         self._send_bundle()
-        while self._must_wait():
+        while self._must_wait() and not self._stop.is_set():
             time.sleep(0.002)
             self._collect()  # expired rows leave at their deadline, so this ends
         self.stats.backpressure_wait_s += time.monotonic() - started
@@ -312,11 +359,19 @@ class RolloutWorker:
         """Counters since the start (cumulative) and the episodes finished since the last report."""
         episodes, self._new_episodes = self._new_episodes, []
         s = self.stats
-        return {"stream_id": self.stream_id, "env_steps": s.env_steps, "random_actions": s.random_actions,
-                "shipped_rows": s.shipped_rows, "backpressure_waits": s.backpressure_waits,
-                "backpressure_wait_s": s.backpressure_wait_s, "simulator_failures": s.simulator_failures,
-                "policy_version": self.policy_version, "clock": self.clock, "feedback": self.feedback_report(),
-                "episodes": episodes}
+        return {
+            "stream_id": self.stream_id,
+            "env_steps": s.env_steps,
+            "random_actions": s.random_actions,
+            "shipped_rows": s.shipped_rows,
+            "backpressure_waits": s.backpressure_waits,
+            "backpressure_wait_s": s.backpressure_wait_s,
+            "simulator_failures": s.simulator_failures,
+            "policy_version": self.policy_version,
+            "clock": self.clock,
+            "feedback": self.feedback_report(),
+            "episodes": episodes,
+        }
 
     def feedback_report(self) -> dict:
         """Running totals since the worker started, and each answer's latency since the last report
@@ -325,7 +380,10 @@ class RolloutWorker:
         wanted_total = c.answered + c.malformed + c.expired
         return {
             "pending": len(self._pending),
-            "answered": c.answered, "malformed": c.malformed, "late": c.late, "expired": c.expired,
+            "answered": c.answered,
+            "malformed": c.malformed,
+            "late": c.late,
+            "expired": c.expired,
             "failed_calls": self._feedback.failed_calls if self._feedback is not None else 0,
             "availability": c.answered / wanted_total if wanted_total else 1.0,
             "latency_s": c.latency_sum_s / c.latency_count if c.latency_count else 0.0,

@@ -1,10 +1,12 @@
 """Ray actor wrappers around the plain roles: rollout worker, learner, evaluator. Each is built by
 the same assembly as in local mode (actors/assembly.py); only the transport differs."""
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import ray
 
@@ -15,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_CHUNKS_IN_FLIGHT = 4  # a worker waits when this many chunks are still on their way
 _LEARNER_POLL_S = 0.05  # how often a worker that is too far ahead of the learner asks again
+_CONTROL = "control"  # a WorkerActor's concurrency group for calls that must not queue behind run()
 
 
 class ChunkShipper:
@@ -23,8 +26,11 @@ class ChunkShipper:
     their way; when the learner's answer says the workers are max_insert_lead ahead of the train
     ratio, it waits for the learner (counted in `waits` and `wait_s`)."""
 
-    def __init__(self, learner):
+    def __init__(self, learner, stopping: Callable[[], bool] = lambda: False):
+        """`stopping`: true once the worker stops; it then no longer waits for the learner to catch
+        up (what it still ships is the little it held)."""
         self._learner = learner
+        self._stopping = stopping
         self._in_flight: list = []
         self.waits, self.wait_s = 0, 0.0
 
@@ -39,7 +45,7 @@ class ChunkShipper:
     def _wait_for_learner(self) -> None:
         started = time.monotonic()
         self.waits += 1
-        while True:
+        while not self._stopping():
             credit = ray.get(self._learner.inserts_allowed.remote())
             if credit is None or credit > 0:
                 break
@@ -52,9 +58,12 @@ class ChunkShipper:
         self._in_flight = []
 
 
-@ray.remote
+@ray.remote(concurrency_groups={_CONTROL: 1})
 class WorkerActor:
-    """A RolloutWorker in its own process; ships chunks to the learner and pulls its weights."""
+    """A RolloutWorker in its own process; ships chunks to the learner and pulls its weights.
+
+    Its calls run one at a time (run, drain, report, close), except request_stop, which has a
+    concurrency group of its own so that it reaches a worker in the middle of a run() call."""
 
     def __init__(self, config: Config, stream_id: int, learner, feedback_handle):
         import torch
@@ -69,10 +78,12 @@ class WorkerActor:
         # tail; the driver then replaces the actor (cluster/runtime.py).
         self._server = launch_for(config.env)
         self._learner = learner
-        self._shipper = ChunkShipper(learner)
+        self._stopping = threading.Event()
+        self._shipper = ChunkShipper(learner, self._stopping.is_set)
         send = serve_sender(feedback_handle) if feedback_handle is not None else None
-        self.worker = build_rollout_worker(config, stream_id, ship=self._shipper.ship, sync=self._sync, send=send,
-                                           server=self._server)
+        self.worker = build_rollout_worker(
+            config, stream_id, ship=self._shipper.ship, sync=self._sync, send=send, server=self._server
+        )
         self._metrics = WorkerMetrics(stream_id)
 
     def _sync(self, known_version: int):
@@ -83,10 +94,18 @@ class WorkerActor:
         self.worker.run(ticks)
         return self.report()
 
-    def drain(self) -> dict:
-        """Ship everything held (pending rows wait for their feedback or deadline) and wait until
-        the learner has it all; the final report."""
-        self.worker.drain()
+    @ray.method(concurrency_group=_CONTROL)
+    def request_stop(self) -> None:
+        """End the run() call in progress at its next tick (or backpressure wait): a stopping
+        driver does not wait for the rest of a call's ticks behind a slow feedback model."""
+        self._stopping.set()
+        self.worker.request_stop()
+
+    def drain(self, grace_s: float | None = None) -> dict:
+        """Ship everything held and wait until the learner has it all; the final report. Pending
+        rows wait at most `grace_s` for their feedback (default: their deadline), then ship with
+        the unanswered fields unavailable (mask 0)."""
+        self.worker.drain(grace_s)
         self._shipper.drain()
         return self.report()
 

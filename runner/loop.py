@@ -7,6 +7,7 @@ they hold, a checkpoint is written, and the run can be resumed with `train.py --
 the run cannot go on without fails (the learner dies or diverges), the run stops naming it, with the
 last checkpoint to resume from.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,10 @@ class RunInterrupted(Exception):
     """Ctrl-C or SIGTERM: the run stopped early with a checkpoint."""
 
     def __init__(self, signal_name: str, checkpoint: Path):
-        super().__init__(f"{signal_name}: stopped with a checkpoint at {checkpoint}; continue with "
-                         f"train.py --resume {checkpoint.parent}")
+        super().__init__(
+            f"{signal_name}: stopped with a checkpoint at {checkpoint}; continue with "
+            f"train.py --resume {checkpoint.parent}"
+        )
         self.signal_name, self.checkpoint = signal_name, checkpoint
 
 
@@ -40,9 +43,10 @@ class RunFailed(Exception):
 class _StopSignals:
     """The first SIGINT/SIGTERM asks the loop to stop at its next step; a second one interrupts at once."""
 
-    def __init__(self):
+    def __init__(self, on_stop):
         self.received: str | None = None
         self._previous = {}
+        self._on_stop = on_stop  # Runtime.request_stop: the step in progress returns at once
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -55,8 +59,12 @@ class _StopSignals:
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
-        logger.warning("%s: stopping at the next step (the workers ship what they hold, then a checkpoint); "
-                       "send it again to stop at once", self.received)
+        self._on_stop()
+        logger.warning(
+            "%s: stopping at the next step (the workers ship what they hold, then a checkpoint); "
+            "send it again to stop at once",
+            self.received,
+        )
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -70,7 +78,7 @@ def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
     last = _Checkpoints(config, log.dir, runtime, disk)
     last.write_first()
     full = None
-    with _StopSignals() as stop:
+    with _StopSignals(runtime.request_stop) as stop:
         try:
             while not runtime.done() and stop.received is None:
                 record(log, runtime.step(), runtime, config, started)
@@ -79,12 +87,14 @@ def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
                 if full is not None:  # stop while a checkpoint still fits
                     break
                 if config.run.time_limit_s and time.monotonic() - started > config.run.time_limit_s:
-                    logger.info("time limit of %.0f s reached at %d env steps", config.run.time_limit_s,
-                                runtime.env_steps)
+                    logger.info(
+                        "time limit of %.0f s reached at %d env steps", config.run.time_limit_s, runtime.env_steps
+                    )
                     break
         except RoleFailed as exc:
-            raise RunFailed(f"{exc} (at {runtime.env_steps} env steps, {runtime.updates} updates). {last.advice()}") \
-                from exc
+            raise RunFailed(
+                f"{exc} (at {runtime.env_steps} env steps, {runtime.updates} updates). {last.advice()}"
+            ) from exc
         record(log, runtime.finish(), runtime, config, started)  # every worker's last rows and episodes
         checkpoint = last.write()
         if full is not None:
@@ -115,8 +125,9 @@ class _Checkpoints:
 
     def maybe_write(self) -> None:
         every_s = self.config.run.checkpoint_every_s
-        if (self.runtime.updates - self.updates >= self.config.learner.checkpoint_every_updates
-                or (every_s and time.monotonic() - self.time >= every_s)):
+        if self.runtime.updates - self.updates >= self.config.learner.checkpoint_every_updates or (
+            every_s and time.monotonic() - self.time >= every_s
+        ):
             self.write()
 
     def write(self) -> Path:
@@ -130,8 +141,10 @@ class _Checkpoints:
             path = find_checkpoint(self.run_dir)  # this run's last, or the one it resumed from
         except CheckpointError:
             return "The run stopped before its first checkpoint: start it again"
-        return (f"The last checkpoint is {path} ({checkpoint_info(path)['env_steps']} env steps): continue with "
-                f"train.py --resume {self.run_dir}")
+        return (
+            f"The last checkpoint is {path} ({checkpoint_info(path)['env_steps']} env steps): continue with "
+            f"train.py --resume {self.run_dir}"
+        )
 
 
 def record(log: RunLog, report: StepReport, runtime: Runtime, config: Config, started: float) -> None:
@@ -143,13 +156,21 @@ def record(log: RunLog, report: StepReport, runtime: Runtime, config: Config, st
 
 def progress_text(m: dict[str, float], config: Config, started: float) -> str:
     elapsed = max(time.monotonic() - started, 1e-6)
-    budget = (f"env steps {m['env_steps']:.0f}/{config.run.total_env_steps}"
-              if config.run.total_env_steps and config.run.mode != "offline" else f"env steps {m['env_steps']:.0f}")
-    updates = (f"updates {m['learner_updates']:.0f}/{config.run.total_updates}" if config.run.total_updates
-               else f"updates {m['learner_updates']:.0f}")
+    budget = (
+        f"env steps {m['env_steps']:.0f}/{config.run.total_env_steps}"
+        if config.run.total_env_steps and config.run.mode != "offline"
+        else f"env steps {m['env_steps']:.0f}"
+    )
+    updates = (
+        f"updates {m['learner_updates']:.0f}/{config.run.total_updates}"
+        if config.run.total_updates
+        else f"updates {m['learner_updates']:.0f}"
+    )
     offline = f"+{m['offline_replay_size']:.0f} offline" if m.get("offline_replay_size") else ""
-    return (f"{budget} ({m.get('env_steps_per_s', 0.0):.0f}/s) | {updates} ({m['updates_per_s']:.1f}/s, "
-            f"ratio {m['samples_per_insert']:.1f}) | replay {m['replay_size']:.0f}{offline} | policy "
-            f"v{m['policy_version']:.0f} lag {m['policy_lag']:.1f} | feedback avail "
-            f"{m.get('feedback/availability', 1.0):.3f} pending {m.get('feedback/pending', 0):.0f} | "
-            f"return(ep) {m.get('episode_return', float('nan')):.1f} | {elapsed:.0f} s")
+    return (
+        f"{budget} ({m.get('env_steps_per_s', 0.0):.0f}/s) | {updates} ({m['updates_per_s']:.1f}/s, "
+        f"ratio {m['samples_per_insert']:.1f}) | replay {m['replay_size']:.0f}{offline} | policy "
+        f"v{m['policy_version']:.0f} lag {m['policy_lag']:.1f} | feedback avail "
+        f"{m.get('feedback/availability', 1.0):.3f} pending {m.get('feedback/pending', 0):.0f} | "
+        f"return(ep) {m.get('episode_return', float('nan')):.1f} | {elapsed:.0f} s"
+    )

@@ -1,9 +1,15 @@
 """`ray job submit` against `ray start --head`, with the README's commands as written (Ray 2.60's
 token authentication on, as it is by default once a token exists)."""
+
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,36 +28,100 @@ def free_port() -> int:
 
 def head_node(tmp_path, cpus: int):
     # The README: export RAY_AUTH_MODE=token; ray get-auth-token --generate; ray start --head --num-cpus=N.
-    # HOME is the test's own, so the token file (~/.ray/auth_token) is too.
+    # HOME is the test's own, so the token file (~/.ray/auth_token) is too; so is the head's temp
+    # directory (short: Ray's socket paths must fit 107 bytes), by which `stop` finds its processes.
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "HOME": str(home)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "HOME": str(home),
+        "MENTOR_TEST_RAY_TEMP": tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
+    }
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60
+    )
     gcs, dashboard = free_port(), free_port()
-    subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                    f"--num-cpus={cpus}", "--include-dashboard=true", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={gcs}",
+            f"--dashboard-port={dashboard}",
+            f"--num-cpus={cpus}",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+            f"--temp-dir={env['MENTOR_TEST_RAY_TEMP']}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return env, f"http://127.0.0.1:{dashboard}"
 
 
 def stop(env):
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    """End the head this test started, and only it: `ray stop` would end every Ray cluster on the
+    machine. Its processes are the ones whose command line names its temp directory."""
+    temp_dir = env["MENTOR_TEST_RAY_TEMP"]
+    for _ in range(3):
+        pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if _names(p, temp_dir)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids:
+            break
+        time.sleep(1.0)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _names(cmdline: Path, text: str) -> bool:
+    try:
+        return text.encode() in cmdline.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return False
 
 
 def submit(env, address, *train_args, timeout=600):
     return subprocess.run(
-        [str(BIN / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
-         "python", "train.py", "--config", "configs/quickstart.yaml", *train_args],
-        env=env, capture_output=True, text=True, timeout=timeout)
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            f"--address={address}",
+            "--working-dir",
+            str(ROOT),
+            "--",
+            "python",
+            "train.py",
+            "--config",
+            "configs/quickstart.yaml",
+            *train_args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_ray_job_submit_runs_train_py(tmp_path):
     env, address = head_node(tmp_path, cpus=6)
     try:
-        result = submit(env, address, "--config", "configs/debug.yaml", "run.total_env_steps=600",
-                        "learner.batch_size=16", "eval.max_steps=100", f"run.runs_dir={tmp_path}")
+        result = submit(
+            env,
+            address,
+            "--config",
+            "configs/debug.yaml",
+            "run.total_env_steps=600",
+            "learner.batch_size=16",
+            "eval.max_steps=100",
+            f"run.runs_dir={tmp_path}",
+        )
     finally:
         stop(env)
     output = result.stdout + result.stderr
@@ -63,8 +133,15 @@ def test_ray_job_submit_runs_train_py(tmp_path):
 def test_a_plan_the_cluster_cannot_hold_fails_at_start_saying_what_is_missing(tmp_path):
     env, address = head_node(tmp_path, cpus=2)  # a default `ray start --head` on a 2-core machine
     try:
-        result = submit(env, address, "--config", "configs/debug.yaml", "run.placement_timeout_s=3",
-                        f"run.runs_dir={tmp_path}", timeout=300)
+        result = submit(
+            env,
+            address,
+            "--config",
+            "configs/debug.yaml",
+            "run.placement_timeout_s=3",
+            f"run.runs_dir={tmp_path}",
+            timeout=300,
+        )
     finally:
         stop(env)
     output = result.stdout + result.stderr
