@@ -8,6 +8,7 @@ expert with DART perturbations, a checkpoint, random) and write sharded Parquet 
 Running it again on the same directory resumes: the transitions already there count toward
 run.total_env_steps, new workers take new stream ids. Prints the dataset summary at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,14 @@ logger = logging.getLogger("collect")
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True, help="YAML file(s), e.g. configs/collect/expert.yaml")
+    parser.add_argument(
+        "--config", action="append", required=True, help="YAML file(s), e.g. configs/collect/expert.yaml"
+    )
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. run.total_env_steps=5000")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        from train import check_maps, check_offline_inputs
+        from runner.preflight import check_maps, check_offline_inputs
 
         check_maps(config)
         check_offline_inputs(config)
@@ -44,9 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as exc:
         logger.error("%s", exc)
         return 2
-    logger.info("collecting %d transitions into %s (%d already there) with policy %s on %s, %s traffic",
-                plan.transitions_to_collect, plan.directory, plan.transitions_on_disk, config.collect.policy,
-                config.env.town or "the default town", config.env.traffic)
+    logger.info(
+        "collecting %d transitions into %s (%d already there) with policy %s on %s, %s traffic",
+        plan.transitions_to_collect,
+        plan.directory,
+        plan.transitions_on_disk,
+        config.collect.policy,
+        config.env.town or "the default town",
+        config.env.traffic,
+    )
     if plan.transitions_to_collect:
         try:
             if config.run.mode == "ray":

@@ -1,9 +1,10 @@
 """Drive the expert on a route suite and print the metric table (optionally record a GIF).
 
-    python drive.py                                  # Town01 route 0 (generated town without maps)
-    python drive.py --town Town01 --routes 0-9 --traffic regular
-    python drive.py --routes 3 --gif expert.gif      # animated RGB BEV with speed/command/reward
+python drive.py                                  # Town01 route 0 (generated town without maps)
+python drive.py --town Town01 --routes 0-9 --traffic regular
+python drive.py --routes 3 --gif expert.gif      # animated RGB BEV with speed/command/reward
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import time
 import gymnasium as gym
 
 import envs
-from envs.maps import MAPS_ENV_VAR
 from envs.expert import expert_action
+from envs.maps import MAPS_ENV_VAR
 from envs.metrics import format_table, summarize
 
 logger = logging.getLogger("drive")
@@ -42,9 +43,15 @@ def run_episode(env, route: int, seed: int, recorder=None) -> dict:
         if steps % 500 == 0:
             logger.info("route %d: step %d, completion %.2f", route, steps, info["route_completion"])
     result = info["episode_metrics"]
-    logger.info("route %d: %d steps in %.1f s, RC %.3f DS %.3f, ended by %s", route, steps,
-                time.monotonic() - started, result["route_completion"], result["driving_score"],
-                info["infractions"] or ["route completed" if result["arrived"] else "timeout"])
+    logger.info(
+        "route %d: %d steps in %.1f s, RC %.3f DS %.3f, ended by %s",
+        route,
+        steps,
+        time.monotonic() - started,
+        result["route_completion"],
+        result["driving_score"],
+        info["infractions"] or ["route completed" if result["arrived"] else "timeout"],
+    )
     return result
 
 
@@ -61,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    env = gym.make(envs.ENV_ID, town=args.town, traffic=args.traffic, route_suite=args.suite,
-                   maps_dir=args.maps_dir)
+    env = gym.make(envs.ENV_ID, town=args.town, traffic=args.traffic, route_suite=args.suite, maps_dir=args.maps_dir)
     town = env.unwrapped.config.town
     logger.info("expert on %s, traffic %s, routes %s", town, args.traffic, args.routes)
     rows = {}
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             recorder = None
             if args.gif and n == 0:
                 from envs.recording import GifRecorder
+
                 recorder = GifRecorder()
             rows[f"route {route}"] = run_episode(env, route, args.seed + route, recorder)
             if recorder is not None:

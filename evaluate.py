@@ -7,6 +7,7 @@
 The run's config.yaml says the algorithm and network; --town/--suite/--traffic/--routes replace its
 eval section. Nothing in the run directory is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(run_dir / "config.yaml", [])
         ev = config.eval
-        ev = dataclasses.replace(ev, town=args.town or ev.town, route_suite=args.suite or ev.route_suite,
-                                 traffic=args.traffic or ev.traffic, max_steps=args.max_steps or ev.max_steps,
-                                 routes=tuple(parse_routes(args.routes)) if args.routes else ev.routes)
+        ev = dataclasses.replace(
+            ev,
+            town=args.town or ev.town,
+            route_suite=args.suite or ev.route_suite,
+            traffic=args.traffic or ev.traffic,
+            max_steps=args.max_steps or ev.max_steps,
+            routes=tuple(parse_routes(args.routes)) if args.routes else ev.routes,
+        )
         config = dataclasses.replace(config, eval=ev)
         policy = checkpoint_policy(config, str(run_dir), config.run.seed)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -52,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env_config = eval_env_config(config)
     logger.info("evaluating %s on %s (%s traffic), routes %s", run_dir, env_config.town, ev.traffic, list(ev.routes))
-    evaluator = EvaluationWorker(make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps,
-                                 seed=config.run.seed)
+    evaluator = EvaluationWorker(
+        make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps, seed=config.run.seed
+    )
     try:
         rows = evaluator.evaluate()
     finally:

@@ -12,12 +12,12 @@ progress log (JSON lines), checkpoints and, at the end, the evaluation table and
 A resume loads the run's last complete checkpoint before anything runs or anything in the run
 directory is written.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 from configs.loader import ConfigError, load_config, save_config
@@ -26,20 +26,24 @@ from envs.metrics import format_table
 from runner.checkpoint import CHECKPOINT, CheckpointError, checkpoint_info, find_checkpoint
 from runner.disk import MARGIN_BYTES, directory_bytes, disk_full_message, is_disk_full
 from runner.loop import RunFailed, RunInterrupted, train
+from runner.preflight import new_run_dir, preflight
 from runner.run_dir import RunLog
 from runner.runtimes import make_runtime
-from runner.tracking import TrackerError, check_trackers
 
 logger = logging.getLogger("train")
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", help="YAML experiment file (configs/*.yaml); repeat to "
-                        "lay overlays on top, e.g. --config configs/debug.yaml")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="YAML experiment file (configs/*.yaml); repeat to lay overlays on top, e.g. --config configs/debug.yaml",
+    )
     parser.add_argument("--resume", help="run directory to continue from its last checkpoint")
-    parser.add_argument("--run-dir", help="the new run's directory (default: <run.runs_dir>/<run.name>-<time>); "
-                        "it must not exist yet")
+    parser.add_argument(
+        "--run-dir", help="the new run's directory (default: <run.runs_dir>/<run.name>-<time>); it must not exist yet"
+    )
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. learner.batch_size=128")
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
@@ -63,100 +67,12 @@ def prepare_run(args) -> tuple:
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(Path(config.run.runs_dir), config.run.name)
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"--run-dir {run_dir} already holds files: resume it with --resume {run_dir}, or "
-                              "name a new directory")
+            raise ConfigError(
+                f"--run-dir {run_dir} already holds files: resume it with --resume {run_dir}, or name a new directory"
+            )
         checkpoint = None
     preflight(config)
     return config, run_dir, checkpoint
-
-
-def new_run_dir(runs_dir: Path, name: str) -> Path:
-    """runs/<name>-<time>, with -2, -3, ... when two runs start in the same second."""
-    base = runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
-def preflight(config) -> None:
-    """Files the run will need, checked before any process starts (a replica would fail minutes later,
-    an evaluation route only after the whole training run)."""
-    from runner.limits import check_limits
-
-    check_limits(config)  # fields against each other and against the machine's memory and cores
-    check_maps(config)
-    check_eval_routes(config)
-    check_offline_inputs(config)
-    try:
-        check_trackers(config.run.trackers)  # wandb asked for but not installed
-    except TrackerError as exc:
-        raise ConfigError(str(exc)) from exc
-    clip = config.feedback.clip
-    if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint:
-        from inference.clip_model import ClipUnavailableError, check_checkpoint
-
-        try:
-            check_checkpoint(clip.checkpoint)
-        except ClipUnavailableError as exc:
-            raise ConfigError(f"feedback.clip.checkpoint: {exc}") from exc
-
-
-def check_maps(config) -> None:
-    """A maps directory that was set but does not exist is a mistake, not a reason to switch towns."""
-    import os
-
-    from envs.maps import MAPS_ENV_VAR, MapSearch
-
-    given = {"env.maps_dir": config.env.maps_dir, f"${MAPS_ENV_VAR}": os.environ.get(MAPS_ENV_VAR)}
-    for name, path in given.items():
-        if path and not Path(path).expanduser().is_dir():
-            raise ConfigError(f"{name} = {path!r} is not a directory; point it at a directory of CARLA .xodr "
-                              f"files (e.g. ../shared/maps/carla), or unset it to drive on the generated town")
-    search = MapSearch.from_settings(config.env.maps_dir)
-    if config.env.town is None and config.env.backend == "sumo" and search.default_town() != "Town01":
-        logger.warning("no CARLA maps found (searched: %s): this run drives on the generated town; set $%s "
-                       "to a directory of CARLA .xodr files for Town01/Town02",
-                       ", ".join(map(str, search.directories)) or "nothing configured", MAPS_ENV_VAR)
-
-
-def check_offline_inputs(config) -> None:
-    """The dataset and the checkpoint a run starts from: found and readable, or the field is named."""
-    from dataset.parquet import DatasetError, list_shards, read_metadata
-    from learners.warm_start import agent_file
-
-    if config.data.dataset:
-        try:
-            read_metadata(config.data.dataset)
-        except DatasetError as exc:
-            raise ConfigError(f"data.dataset: {exc}") from exc
-        if not list_shards(config.data.dataset):
-            raise ConfigError(f"data.dataset = {config.data.dataset!r} holds no shards yet: collect into it first")
-    for name, path in (("agent.init_from", config.agent.init_from), ("collect.checkpoint", config.collect.checkpoint)):
-        if path:
-            try:
-                agent_file(path)
-            except FileNotFoundError as exc:
-                raise ConfigError(str(exc).replace("agent.init_from", name)) from exc
-
-
-def check_eval_routes(config) -> None:
-    from actors.assembly import eval_env_config
-    from envs.route_suites import DEFAULT_SUITE_FOR_TOWN, RANDOM_SUITE, load_suite
-
-    env = eval_env_config(config)
-    name = env.route_suite or DEFAULT_SUITE_FOR_TOWN.get(env.town, RANDOM_SUITE)
-    if name == RANDOM_SUITE:
-        return
-    try:
-        size = len(load_suite(name))
-    except ValueError as exc:
-        raise ConfigError(f"eval.route_suite: {exc}") from exc
-    outside = [route for route in config.eval.routes if route >= size]
-    if outside:
-        raise ConfigError(f"eval.routes = {list(config.eval.routes)}: {outside} not in the evaluation suite "
-                          f"{name!r}, which has routes 0-{size - 1}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,10 +118,16 @@ def run(config, run_dir: Path, checkpoint: Path | None, runtime, logs: list[RunL
             logger.error("cannot resume from %s: %s; nothing in %s was changed", checkpoint, exc, run_dir)
             return 2
         info = checkpoint_info(checkpoint)
-        logger.info("resumed from %s (written at %d env steps, %d updates): the run continues at %d env steps "
-                    "(%d of them from journal rows after the checkpoint), %d updates", checkpoint,
-                    info["env_steps"], info["updates"], runtime.env_steps, runtime.env_steps - info["env_steps"],
-                    runtime.updates)
+        logger.info(
+            "resumed from %s (written at %d env steps, %d updates): the run continues at %d env steps "
+            "(%d of them from journal rows after the checkpoint), %d updates",
+            checkpoint,
+            info["env_steps"],
+            info["updates"],
+            runtime.env_steps,
+            runtime.env_steps - info["env_steps"],
+            runtime.updates,
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     log = RunLog(run_dir, trackers=config.run.trackers)

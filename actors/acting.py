@@ -2,6 +2,7 @@
 (optionally with DART-style held perturbations), uniform random actions, or a trained agent's
 policy loaded from a checkpoint. The expert reads the environment's ground truth, so it is built
 with the environment it drives."""
+
 from __future__ import annotations
 
 import numpy as np

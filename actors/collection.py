@@ -6,6 +6,7 @@ collect.policy; it runs in this process (run.mode local) or inside a Ray actor
 do: a directory that already holds shards resumes (new streams after the highest on disk, the
 budget minus the transitions already written).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,13 @@ logger = logging.getLogger(__name__)
 
 
 def collection_config(config: Config) -> Config:
-    """What a collection runs: no feedback (labels come later, dataset/label.py), no random warm-up
+    """What a collection runs: no feedback (labels come later, cluster/label.py), no random warm-up
     (collect.policy random is the random policy)."""
-    return dataclasses.replace(config, feedback=dataclasses.replace(config.feedback, mode="off"),
-                               workers=dataclasses.replace(config.workers, random_steps=0))
+    return dataclasses.replace(
+        config,
+        feedback=dataclasses.replace(config.feedback, mode="off"),
+        workers=dataclasses.replace(config.workers, random_steps=0),
+    )
 
 
 def dataset_directory(config: Config) -> Path:
@@ -42,18 +46,30 @@ def dataset_directory(config: Config) -> Path:
 def dataset_metadata(config: Config) -> dict:
     town = config.env.town or MapSearch.from_settings(config.env.maps_dir).default_town()
     c = config.collect
-    policy = {"expert": "expert" if c.perturb_std == 0 else "expert+dart", "random": "random",
-              "checkpoint": "checkpoint"}[c.policy]
+    policy = {
+        "expert": "expert" if c.perturb_std == 0 else "expert+dart",
+        "random": "random",
+        "checkpoint": "checkpoint",
+    }[c.policy]
     try:
         version = metadata.version("mentor")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    return {"town": town, "traffic": config.env.traffic, "backend": config.env.backend,
-            "route_suite": config.env.route_suite or DEFAULT_SUITE_FOR_TOWN.get(town, "random"),
-            "policy": policy, "perturb_std": c.perturb_std, "perturb_probability": c.perturb_probability,
-            "perturb_hold_steps": c.perturb_hold_steps, "checkpoint": c.checkpoint, "seed": config.run.seed,
-            "mentor_version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "generated_town": town == GENERATED_TOWN}
+    return {
+        "town": town,
+        "traffic": config.env.traffic,
+        "backend": config.env.backend,
+        "route_suite": config.env.route_suite or DEFAULT_SUITE_FOR_TOWN.get(town, "random"),
+        "policy": policy,
+        "perturb_std": c.perturb_std,
+        "perturb_probability": c.perturb_probability,
+        "perturb_hold_steps": c.perturb_hold_steps,
+        "checkpoint": c.checkpoint,
+        "seed": config.run.seed,
+        "mentor_version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "generated_town": town == GENERATED_TOWN,
+    }
 
 
 @dataclass(frozen=True)
@@ -86,10 +102,16 @@ class Collector:
         from dataset.schema import EXTRA_SPEC
 
         self.sink = ParquetSink(directory, stream_id, config.collect.rows_per_shard)
-        self.worker = build_rollout_worker(config, stream_id, ship=self.sink.write, sync=lambda version: (0, None),
-                                           send=None, server=server,
-                                           policy_for=lambda env, seed: collection_policy(config, env, seed),
-                                           extra_fields=EXTRA_SPEC)
+        self.worker = build_rollout_worker(
+            config,
+            stream_id,
+            ship=self.sink.write,
+            sync=lambda version: (0, None),
+            send=None,
+            server=server,
+            policy_for=lambda env, seed: collection_policy(config, env, seed),
+            extra_fields=EXTRA_SPEC,
+        )
 
     def run(self, ticks: int) -> dict:
         self.worker.run(ticks)
@@ -104,8 +126,10 @@ class Collector:
         return report
 
     def report(self) -> dict:
-        return self.worker.report() | {"rows_written": self.sink.rows_written,
-                                       "transitions_written": self.sink.transitions_written}
+        return self.worker.report() | {
+            "rows_written": self.sink.rows_written,
+            "transitions_written": self.sink.transitions_written,
+        }
 
 
 class CollectionProgress:
@@ -125,10 +149,17 @@ class CollectionProgress:
         rate = env_steps / max(now - self.started, 1e-6)
         left = max(self.plan.transitions_to_collect - env_steps, 0)
         scores = [e.driving_score for e in self.episodes[-20:]]
-        logger.info("collected %d/%d transitions (%d already on disk) | %.0f steps/s | ETA %.0f s | episodes %d, "
-                    "driving score (last 20) %.3f", env_steps, self.plan.transitions_to_collect,
-                    self.plan.transitions_on_disk, rate, left / max(rate, 1e-6), len(self.episodes),
-                    sum(scores) / len(scores) if scores else float("nan"))
+        logger.info(
+            "collected %d/%d transitions (%d already on disk) | %.0f steps/s | ETA %.0f s | episodes %d, "
+            "driving score (last 20) %.3f",
+            env_steps,
+            self.plan.transitions_to_collect,
+            self.plan.transitions_on_disk,
+            rate,
+            left / max(rate, 1e-6),
+            len(self.episodes),
+            sum(scores) / len(scores) if scores else float("nan"),
+        )
 
 
 def collect_local(config: Config, plan: CollectionPlan) -> dict:

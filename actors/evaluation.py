@@ -1,5 +1,6 @@
 """The evaluation worker: drives a route suite with the current weights (no exploration) and
 returns the metric table."""
+
 from __future__ import annotations
 
 import logging
@@ -65,9 +66,13 @@ class EvaluationWorker:
             is_first = False
             if terminated or truncated:
                 result = info["episode_metrics"]
-                logger.info("route %d: RC %.3f DS %.3f, ended by %s", route, result["route_completion"],
-                            result["driving_score"],
-                            info["infractions"] or ["route completed" if result["arrived"] else "timeout"])
+                logger.info(
+                    "route %d: RC %.3f DS %.3f, ended by %s",
+                    route,
+                    result["route_completion"],
+                    result["driving_score"],
+                    info["infractions"] or ["route completed" if result["arrived"] else "timeout"],
+                )
                 return result
         metrics = self._env.unwrapped.metrics.result()
         logger.info("route %d stopped after %d steps without ending", route, self._max_steps)

@@ -10,6 +10,7 @@ a helper thread waits for the calls and the worker polls the answers; in sync mo
 A failed call (the model raised, a replica died, a time-out) leaves its items unanswered: they
 expire at their deadline with mask 0, and the call is counted in `failed_calls`, a metric of its own.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -20,7 +21,7 @@ import time
 from typing import Callable, Literal
 
 from core import FeedbackModel
-from inference.feedback import FeedbackItem, FeedbackResult, unexpired
+from core.feedback import FeedbackItem, FeedbackResult, unexpired
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +96,11 @@ class FeedbackClient:
 
     def _failed(self, size: int | None) -> None:
         self.failed_calls += 1
-        logger.warning("feedback call failed%s; its items will expire unanswered",
-                       f" ({size} items)" if size else "", exc_info=True)
+        logger.warning(
+            "feedback call failed%s; its items will expire unanswered",
+            f" ({size} items)" if size else "",
+            exc_info=True,
+        )
 
 
 class InProcessBatcher:

@@ -4,6 +4,7 @@ metric names whether the workers run in this process or on a cluster.
 Feedback availability and latency are reported over the last interval (what changed since the
 previous report), so a dashboard shows the service as it is now; the counts are running totals.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,16 +14,30 @@ from core import Episode, StepReport
 RECENT_EPISODES = 20  # the episode metrics average this many of the latest episodes
 
 _FEEDBACK_COUNTS = ("answered", "malformed", "expired", "late", "failed_calls")
-_WORKER_COUNTS = ("env_steps", "random_actions", "shipped_rows", "backpressure_waits", "backpressure_wait_s",
-                  "simulator_failures")
+_WORKER_COUNTS = (
+    "env_steps",
+    "random_actions",
+    "shipped_rows",
+    "backpressure_waits",
+    "backpressure_wait_s",
+    "simulator_failures",
+)
 
 
 # DriveVLM-RL's reward (actors/row_reward.py): running totals in the workers' feedback reports.
-_DRIVEVLM_COUNTS = ("requested_items", "gated_items", "synthesized_steps", "unscored_steps", "vlm_answers",
-                    "vlm_latency_sum_s")
+_DRIVEVLM_COUNTS = (
+    "requested_items",
+    "gated_items",
+    "synthesized_steps",
+    "unscored_steps",
+    "vlm_answers",
+    "vlm_latency_sum_s",
+)
 
-_NO_REPORT = {**{key: 0 for key in _WORKER_COUNTS},
-              "feedback": {**{key: 0 for key in _FEEDBACK_COUNTS}, "latency_sum_s": 0.0, "pending": 0}}
+_NO_REPORT = {
+    **{key: 0 for key in _WORKER_COUNTS},
+    "feedback": {**{key: 0 for key in _FEEDBACK_COUNTS}, "latency_sum_s": 0.0, "pending": 0},
+}
 
 
 class WorkerReports:
@@ -41,8 +56,10 @@ class WorkerReports:
         asked = wanted - self._previous["wanted"]
         latency = fb["latency_sum_s"] - self._previous["latency_sum_s"]
         self._previous = {"answered": fb["answered"], "wanted": wanted, "latency_sum_s": fb["latency_sum_s"]}
-        merged = {("worker_env_steps" if key == "env_steps" else key): float(sum(r[key] for r in reports))
-                  for key in _WORKER_COUNTS}
+        merged = {
+            ("worker_env_steps" if key == "env_steps" else key): float(sum(r[key] for r in reports))
+            for key in _WORKER_COUNTS
+        }
         return {
             **merged,
             "feedback/pending": float(sum(r["feedback"]["pending"] for r in reports)),
@@ -60,19 +77,23 @@ def drivevlm_metrics(reports: list[dict]) -> dict[str, float]:
     if not all("gated_items" in r["feedback"] for r in reports):
         return {}
     total = {key: sum(r["feedback"][key] for r in reports) for key in _DRIVEVLM_COUNTS}
-    return {"drivevlm/gate_rate": total["gated_items"] / max(total["requested_items"], 1),
-            "drivevlm/gated_items": float(total["gated_items"]),
-            "drivevlm/unscored_fraction": total["unscored_steps"] / max(total["synthesized_steps"], 1),
-            "drivevlm/vlm_latency_s": total["vlm_latency_sum_s"] / max(total["vlm_answers"], 1)}
+    return {
+        "drivevlm/gate_rate": total["gated_items"] / max(total["requested_items"], 1),
+        "drivevlm/gated_items": float(total["gated_items"]),
+        "drivevlm/unscored_fraction": total["unscored_steps"] / max(total["synthesized_steps"], 1),
+        "drivevlm/vlm_latency_s": total["vlm_latency_sum_s"] / max(total["vlm_answers"], 1),
+    }
 
 
 def episode_metrics(recent: list[Episode]) -> dict[str, float]:
     if not recent:
         return {}
     n = len(recent)
-    return {"episode_return": sum(e.episode_return for e in recent) / n,
-            "route_completion": sum(e.route_completion for e in recent) / n,
-            "driving_score": sum(e.driving_score for e in recent) / n}
+    return {
+        "episode_return": sum(e.episode_return for e in recent) / n,
+        "route_completion": sum(e.route_completion for e in recent) / n,
+        "driving_score": sum(e.driving_score for e in recent) / n,
+    }
 
 
 class StepRate:
@@ -104,6 +125,11 @@ class RunReport:
     def build(self, learner: dict[str, float], workers: list[dict], episodes: list[Episode], counters) -> StepReport:
         counters.episodes += len(episodes)
         self._recent = (self._recent + episodes)[-RECENT_EPISODES:]
-        metrics = {**learner, **self._workers.merge(workers), "env_steps_per_s": self._rate(int(learner["env_steps"])),
-                   "replaced_workers": float(counters.replaced_workers), **episode_metrics(self._recent)}
+        metrics = {
+            **learner,
+            **self._workers.merge(workers),
+            "env_steps_per_s": self._rate(int(learner["env_steps"])),
+            "replaced_workers": float(counters.replaced_workers),
+            **episode_metrics(self._recent),
+        }
         return StepReport(metrics, episodes)

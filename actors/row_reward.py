@@ -27,6 +27,7 @@ the replay (learners/replay.ROW_SPEC has no such field): `finish` takes them out
 
 The episode return a worker reports (episodes.csv) stays the env's return, comparable across runs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -35,9 +36,9 @@ from collections.abc import Callable
 import numpy as np
 
 from configs.schema import Config, DriveVlmConfig
+from core.feedback import VLM_LATENCY, FeedbackResult
 from envs.attention_gate import attention_gate
 from envs.semantic_reward import CenterHistory, StepFactors, synthesize
-from inference.feedback import VLM_LATENCY, FeedbackResult
 
 FIELD = "semantic_score"  # the feedback field the reward is made of (inference/drivevlm_feedback.py)
 _FACTORS = "_drivevlm_factors"  # the step's StepFactors in a pending row, removed before shipping
@@ -92,8 +93,9 @@ class DriveVlmReward(EnvReward):
 
     def item_fields(self, info: dict, ground_truth: GroundTruth) -> dict:
         snapshot, route_ahead = ground_truth()
-        gate = attention_gate(snapshot, route_ahead, max_ahead=self.config.gate_ahead,
-                              max_lateral=self.config.gate_lateral)
+        gate = attention_gate(
+            snapshot, route_ahead, max_ahead=self.config.gate_ahead, max_lateral=self.config.gate_lateral
+        )
         self.requested_items += 1
         self.gated_items += gate
         return {"gate": gate, "frames": self.window() if gate else None}
@@ -122,11 +124,16 @@ class DriveVlmReward(EnvReward):
         return row
 
     def report(self) -> dict:
-        return {"requested_items": self.requested_items, "gated_items": self.gated_items,
-                "gate_rate": self.gated_items / self.requested_items if self.requested_items else 0.0,
-                "synthesized_steps": self.synthesized_steps, "unscored_steps": self.unscored_steps,
-                "vlm_answers": self.vlm_answers, "vlm_latency_sum_s": self.vlm_latency_sum_s,
-                "vlm_latency_s": self.vlm_latency_sum_s / self.vlm_answers if self.vlm_answers else 0.0}
+        return {
+            "requested_items": self.requested_items,
+            "gated_items": self.gated_items,
+            "gate_rate": self.gated_items / self.requested_items if self.requested_items else 0.0,
+            "synthesized_steps": self.synthesized_steps,
+            "unscored_steps": self.unscored_steps,
+            "vlm_answers": self.vlm_answers,
+            "vlm_latency_sum_s": self.vlm_latency_sum_s,
+            "vlm_latency_s": self.vlm_latency_sum_s / self.vlm_answers if self.vlm_answers else 0.0,
+        }
 
 
 def synthesizes_reward(config: Config) -> bool:

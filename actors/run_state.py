@@ -2,12 +2,12 @@
 gives its workers new stream ids (a stream's steps must never restart inside the replay) and keeps
 counting episodes and replacements where it left off. The budget rule lives here too: the same in
 every mode."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from configs.schema import Config, RunConfig
@@ -47,8 +47,10 @@ class RunCounters:
 def budget_spent(run: RunConfig, env_steps: int, updates: int) -> bool:
     """The run ends at run.total_env_steps env steps or run.total_updates updates, whichever is set
     and comes first (0: that budget is not used)."""
-    return bool((run.total_env_steps and env_steps >= run.total_env_steps)
-                or (run.total_updates and updates >= run.total_updates))
+    return bool(
+        (run.total_env_steps and env_steps >= run.total_env_steps)
+        or (run.total_updates and updates >= run.total_updates)
+    )
 
 
 class InProcessLearnerRuntime:

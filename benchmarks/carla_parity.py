@@ -11,6 +11,7 @@ apart, against the SUMO backend's planner; per-point command agreement on the ag
 signals: distance from each traffic-light stop line read from carla.Map landmarks to the nearest
 SUMO stop line, and whether routes cross the same lights at the same places; and timings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,14 @@ def _signals(pair: TownPair, pairs) -> dict:
         on_sumo = [s for s, _ in lights_on_route(sumo_route, lines)]
         crossed += len(on_carla)
         same += len(on_carla) == len(on_sumo) and bool(np.all(np.abs(np.subtract(on_carla, on_sumo)) <= 3.0))
-    return {"light_lines_carla": len(lines), "light_lines_sumo": len(sumo),
-            "line_to_sumo_m_median": float(np.median(nearest)), "line_to_sumo_m_max": float(np.max(nearest)),
-            "agreeing_routes_with_same_lights": same, "lights_crossed": crossed}
+    return {
+        "light_lines_carla": len(lines),
+        "light_lines_sumo": len(sumo),
+        "line_to_sumo_m_median": float(np.median(nearest)),
+        "line_to_sumo_m_max": float(np.max(nearest)),
+        "agreeing_routes_with_same_lights": same,
+        "lights_crossed": crossed,
+    }
 
 
 def _routes(pair: TownPair, pairs) -> dict:
@@ -74,12 +80,14 @@ def _routes(pair: TownPair, pairs) -> dict:
             commands.append(float(np.mean(carla_route.commands[close] == sumo_route.commands[nearest[close]])))
     mins_arr = np.array(mins)
     return {
-        "pairs": len(mins), "skipped_by_sumo": skipped,
+        "pairs": len(mins),
+        "skipped_by_sumo": skipped,
         "agreement_carla_in_sumo_mean": float(np.mean([x for x, _ in both])),
         "agreement_sumo_in_carla_mean": float(np.mean([y for _, y in both])),
         "pairs_agreeing_0.9": float(np.mean(mins_arr >= 0.9)),
         "command_agreement_on_agreeing_routes": float(np.mean(commands)) if commands else None,
-        "carla_plan_ms_mean": float(np.mean(carla_ms)), "sumo_plan_ms_mean": float(np.mean(sumo_ms)),
+        "carla_plan_ms_mean": float(np.mean(carla_ms)),
+        "sumo_plan_ms_mean": float(np.mean(sumo_ms)),
     }
 
 
@@ -90,15 +98,25 @@ def measure(town: str, n_poses: int, n_pairs: int, seed: int) -> dict:
     t1 = time.perf_counter()
     _ = standalone.static_layers
     t2 = time.perf_counter()
-    out = {"carla_map_build_s": t1 - t0, "carla_static_layers_s": t2 - t1,
-           "lanes": len(standalone.segments), "intersections": len(standalone.graph.intersections)}
+    out = {
+        "carla_map_build_s": t1 - t0,
+        "carla_static_layers_s": t2 - t1,
+        "lanes": len(standalone.segments),
+        "intersections": len(standalone.graph.intersections),
+    }
     with TownPair(town) as pair:
         poses = pair.sample_poses(n_poses, seed)
         t0 = time.perf_counter()
         iou = pair.iou(poses)
         out["iou_ms_per_pose"] = 1e3 * (time.perf_counter() - t0) / n_poses
-        out.update({"poses": n_poses, "road_iou_mean": float(iou.mean()), "road_iou_min": float(iou.min()),
-                    "road_iou_p05": float(np.percentile(iou, 5))})
+        out.update(
+            {
+                "poses": n_poses,
+                "road_iou_mean": float(iou.mean()),
+                "road_iou_min": float(iou.min()),
+                "road_iou_p05": float(np.percentile(iou, 5)),
+            }
+        )
         pairs = pair.sample_route_pairs(n_pairs, seed)
         out["routes"] = _routes(pair, pairs)
         out["signals"] = _signals(pair, pairs)
@@ -114,8 +132,18 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     results = {town: measure(town, args.poses, args.pairs, args.seed) for town in args.towns}
-    print(json.dumps({"towns": results, "seed": args.seed, "carla": importlib.metadata.version("carla"),
-                      "python": platform.python_version(), "total_s": time.perf_counter() - started}, indent=2))
+    print(
+        json.dumps(
+            {
+                "towns": results,
+                "seed": args.seed,
+                "carla": importlib.metadata.version("carla"),
+                "python": platform.python_version(),
+                "total_s": time.perf_counter() - started,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

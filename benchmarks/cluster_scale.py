@@ -22,6 +22,7 @@ Measured, in one run:
   feedback: items/s answered by 1, 2, 4 replicas for N clients, CPU per item of the replicas,
     the clients and Serve's controller, against the expert advisor called directly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,11 @@ from cluster.runtime import RayRuntime, _Slot
 from cluster.synthetic import SyntheticFeedbackClient, SyntheticRows, SyntheticWorkerActor
 from configs.loader import CONFIG_DIR, load_config
 from configs.schema import Config
+from core.feedback import FeedbackItem
+from dataset.rows import ROW_SPEC
 from inference.expert_advisor import ExpertAdvisor
-from inference.feedback import FeedbackItem
 from learners.bev_codec import pack_chunk, unpack_chunk
-from learners.replay import ROW_SPEC, validate_chunk
+from learners.replay import validate_chunk
 
 logger = logging.getLogger("benchmark")
 
@@ -61,15 +63,25 @@ _MB = 1024 * 1024
 
 # ------------------------------------------------------------------------------------ the cluster
 
+
 def start_cluster(nodes: int, slots_per_node: int, head_cpus: int) -> Cluster:
     """A head (learner, feedback replicas, Serve) and `nodes` rollout nodes of `slots_per_node`
     logical CPUs each, every node with its own raylet and object store."""
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": head_cpus, "resources": {LEARNER_SLOT: 1}, "include_dashboard": False,
-        "object_store_memory": 1024 * _MB})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": head_cpus,
+            "resources": {LEARNER_SLOT: 1},
+            "include_dashboard": False,
+            "object_store_memory": 1024 * _MB,
+        },
+    )
     for _ in range(nodes):
-        cluster.add_node(num_cpus=slots_per_node, resources={SLOT: slots_per_node},
-                         object_store_memory=max(300, 40 * slots_per_node) * _MB)
+        cluster.add_node(
+            num_cpus=slots_per_node,
+            resources={SLOT: slots_per_node},
+            object_store_memory=max(300, 40 * slots_per_node) * _MB,
+        )
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     return cluster
@@ -79,9 +91,14 @@ class ProcessCpu:
     """CPU seconds of every process of this cluster (this process and its descendants), by role,
     from /proc (utime + stime, all threads); the machine's busy cores from /proc/stat."""
 
-    ROLES = (("ray::LearnerActor", "learner"), ("ray::SyntheticWorkerActor", "workers"),
-             ("ray::SyntheticFeedbackClient", "feedback_clients"), ("ray::ServeReplica", "feedback_replicas"),
-             ("ray::ServeController", "serve_controller"), ("ray::ProxyActor", "serve_proxy"))
+    ROLES = (
+        ("ray::LearnerActor", "learner"),
+        ("ray::SyntheticWorkerActor", "workers"),
+        ("ray::SyntheticFeedbackClient", "feedback_clients"),
+        ("ray::ServeReplica", "feedback_replicas"),
+        ("ray::ServeController", "serve_controller"),
+        ("ray::ProxyActor", "serve_proxy"),
+    )
     TICK = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, root: int | None = None):
@@ -126,9 +143,12 @@ class ProcessCpu:
             if pid in before["processes"]:
                 roles[role] = roles.get(role, 0.0) + (ticks - before["processes"][pid][1]) / self.TICK
         busy = (after["machine"][0] - before["machine"][0]) / max(after["machine"][1] - before["machine"][1], 1)
-        return {"wall_s": wall, "cpu_s": {k: round(v, 3) for k, v in sorted(roles.items())},
-                "cores_used_by_cluster": round(sum(roles.values()) / wall, 2),
-                "machine_busy_cores": round(busy * (os.cpu_count() or 1), 2)}
+        return {
+            "wall_s": wall,
+            "cpu_s": {k: round(v, 3) for k, v in sorted(roles.items())},
+            "cores_used_by_cluster": round(sum(roles.values()) / wall, 2),
+            "machine_busy_cores": round(busy * (os.cpu_count() or 1), 2),
+        }
 
 
 def _read_stat(pid: int) -> tuple[int, str, int] | None:
@@ -136,8 +156,8 @@ def _read_stat(pid: int) -> tuple[int, str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    comm = text[text.index("(") + 1:text.rindex(")")]
-    fields = text[text.rindex(")") + 2:].split()
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), comm, int(fields[11]) + int(fields[12])  # ppid, comm, utime + stime
 
 
@@ -149,11 +169,19 @@ def _machine_busy() -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------- configs
 
+
 def scale_config(workers: int, train: bool, overrides: tuple[str, ...] = ()) -> Config:
     """The quickstart run (DrQ-v2 small, expert feedback) with the learner placed on the head."""
-    return load_config(CONFIG_DIR / "quickstart.yaml", [
-        f"workers.num_workers={workers}", f"workers.server_resource={SLOT}", "run.shutdown_ray=false",
-        f"learner.learning_starts={1024 if train else 1 << 40}", *overrides])
+    return load_config(
+        CONFIG_DIR / "quickstart.yaml",
+        [
+            f"workers.num_workers={workers}",
+            f"workers.server_resource={SLOT}",
+            "run.shutdown_ray=false",
+            f"learner.learning_starts={1024 if train else 1 << 40}",
+            *overrides,
+        ],
+    )
 
 
 def _start_learner(config: Config, replay_dir: Path):
@@ -163,6 +191,7 @@ def _start_learner(config: Config, replay_dir: Path):
 
 
 # ---------------------------------------------------------------------------------------- ingest
+
 
 class SyntheticRuntime(RayRuntime):
     """The real runtime (driver loop, reports, learner polling) whose worker slots hold synthetic
@@ -194,8 +223,9 @@ def start_worker_pool(size: int) -> list:
     return pool
 
 
-def measure_ingest(config: Config, pool: list, seconds: float, run_dir: Path, cpu: ProcessCpu,
-                   warmup_timeout_s: float = 180.0) -> dict:
+def measure_ingest(
+    config: Config, pool: list, seconds: float, run_dir: Path, cpu: ProcessCpu, warmup_timeout_s: float = 180.0
+) -> dict:
     """The real driver loop over `workers.num_workers` synthetic workers of `pool` shipping to a fresh
     learner; the rate over `seconds` once every worker has reported once, then a drain and the counts."""
     workers = config.workers.num_workers
@@ -258,12 +288,15 @@ def ingest_breakdown(config: Config, run_dir: Path, chunks: int = 24) -> dict:
     blocks = [unpack_chunk(p)[1] for p in packed]
     # Each part on every chunk; the worker's side (pack_chunk: LZ4 of the BEV) and the learner's
     # side (Learner.add's steps on a packed chunk), and what Ray's serialisation costs raw or packed.
-    parts = {"worker_pack_chunk": lambda i: pack_chunk(made[i]), "ray_put_raw": lambda i: ray.put(made[i]),
-             "ray_put_packed": lambda i: ray.put(packed[i]),
-             "validate_chunk": lambda i: validate_chunk(made[i]),
-             "replay_add": lambda i: learner.replay.add(made[i], bev_blocks=blocks[i]),
-             "journal_append": lambda i: learner.journal.append(made[i], bev_blocks=blocks[i]),
-             "shaper_observe": lambda i: learner.shaper.observe(made[i])}
+    parts = {
+        "worker_pack_chunk": lambda i: pack_chunk(made[i]),
+        "ray_put_raw": lambda i: ray.put(made[i]),
+        "ray_put_packed": lambda i: ray.put(packed[i]),
+        "validate_chunk": lambda i: validate_chunk(made[i]),
+        "replay_add": lambda i: learner.replay.add(made[i], bev_blocks=blocks[i]),
+        "journal_append": lambda i: learner.journal.append(made[i], bev_blocks=blocks[i]),
+        "shaper_observe": lambda i: learner.shaper.observe(made[i]),
+    }
     result = {}
     for name, part in parts.items():
         started = time.process_time()
@@ -282,10 +315,14 @@ def ingest_breakdown(config: Config, run_dir: Path, chunks: int = 24) -> dict:
     for _ in range(repeats):
         learner.report()
     report_s = (time.process_time() - started) / repeats
-    return {"cpu_us_per_transition": result, "chunk_rows": config.workers.chunk_size,
-            "chunk_mb": round(config.workers.chunk_size * ROW_BYTES / _MB, 2),
-            "learner_report_ms": round(report_s * 1e3, 3), "replay_rows": len(learner.replay),
-            "learner_report_ms_per_100k_rows": round(report_s * 1e3 / len(learner.replay) * 1e5, 3)}
+    return {
+        "cpu_us_per_transition": result,
+        "chunk_rows": config.workers.chunk_size,
+        "chunk_mb": round(config.workers.chunk_size * ROW_BYTES / _MB, 2),
+        "learner_report_ms": round(report_s * 1e3, 3),
+        "replay_rows": len(learner.replay),
+        "learner_report_ms_per_100k_rows": round(report_s * 1e3 / len(learner.replay) * 1e5, 3),
+    }
 
 
 def next_chunk(rows: SyntheticRows) -> dict:
@@ -298,12 +335,15 @@ def next_chunk(rows: SyntheticRows) -> dict:
 
 # -------------------------------------------------------------------------------------- feedback
 
+
 def expert_direct(bundle_steps: int, batches: int = 200) -> dict:
     """The expert advisor called in this process on batches of items as workers send them: the
     model's own cost, against which the replica's CPU per item shows Serve's."""
     actions = np.random.default_rng(0).uniform(-1, 1, (2 * bundle_steps, 2)).astype(np.float32)
-    items = [FeedbackItem(0, i, ("vlm_action",), 4, 5.0, np.zeros(2, np.float32), privileged=action)
-             for i, action in enumerate(actions)]
+    items = [
+        FeedbackItem(0, i, ("vlm_action",), 4, 5.0, np.zeros(2, np.float32), privileged=action)
+        for i, action in enumerate(actions)
+    ]
     model = ExpertAdvisor()
     model(items)
     started = time.process_time()
@@ -313,8 +353,15 @@ def expert_direct(bundle_steps: int, batches: int = 200) -> dict:
     return {"cpu_us_per_item": round(per_item * 1e6, 2), "items_per_core_s": round(1 / per_item, 1)}
 
 
-def measure_feedback(config: Config, replicas: int, client_counts: list[int], seconds: float, cpu: ProcessCpu,
-                     clients: list | None = None, warmup_s: float = 1.5) -> tuple[list[dict], list]:
+def measure_feedback(
+    config: Config,
+    replicas: int,
+    client_counts: list[int],
+    seconds: float,
+    cpu: ProcessCpu,
+    clients: list | None = None,
+    warmup_s: float = 1.5,
+) -> tuple[list[dict], list]:
     """Deploy the feedback app with `replicas` replicas (in place, under one app name) and drive it
     with each count of clients; returns the rows and the clients (reuse them for the next count)."""
     feedback = dataclasses.replace(config.feedback, replicas=replicas)
@@ -322,8 +369,10 @@ def measure_feedback(config: Config, replicas: int, client_counts: list[int], se
     handle = serve.run(feedback_app(feedback, config.run.seed, use_gpu=False), name=app_name, route_prefix=None)
     if clients is None:
         # A slot each, no CPU: Serve may place replicas on any node with a free CPU (its default spread).
-        clients = [SyntheticFeedbackClient.options(num_cpus=0, resources={SLOT: 1}).remote(config, stream, handle)
-                   for stream in range(max(client_counts))]
+        clients = [
+            SyntheticFeedbackClient.options(num_cpus=0, resources={SLOT: 1}).remote(config, stream, handle)
+            for stream in range(max(client_counts))
+        ]
         ray.get([client.ready.remote() for client in clients], timeout=300)
     # After a (re)deploy every client's router must learn the new replicas first: without this the
     # first setting measured nothing (its calls were still blocked when the window closed).
@@ -342,12 +391,20 @@ def measure_feedback(config: Config, replicas: int, client_counts: list[int], se
         client_cpu = sum(r["client_cpu_s_in_window"] for r in results)
         per_item = {role: round(s / max(answered, 1) * 1e6, 1) for role, s in costs["cpu_s"].items()}
         per_item["feedback_clients"] = round(client_cpu / max(answered, 1) * 1e6, 1)
-        rows.append({"replicas": replicas, "workers": count, "items_per_s": round(answered / seconds, 1),
-                     "cpu_us_per_item": per_item, "cpu": costs,
-                     "window_items_mean": round(float(np.mean([r["window_items"] for r in results])), 1),
-                     "sent": sum(r["sent"] for r in results), "answered": sum(r["answered"] for r in results),
-                     "failed_calls": sum(r["failed_calls"] for r in results),
-                     "unanswered": sum(r["unanswered"] for r in results)})
+        rows.append(
+            {
+                "replicas": replicas,
+                "workers": count,
+                "items_per_s": round(answered / seconds, 1),
+                "cpu_us_per_item": per_item,
+                "cpu": costs,
+                "window_items_mean": round(float(np.mean([r["window_items"] for r in results])), 1),
+                "sent": sum(r["sent"] for r in results),
+                "answered": sum(r["answered"] for r in results),
+                "failed_calls": sum(r["failed_calls"] for r in results),
+                "unanswered": sum(r["unanswered"] for r in results),
+            }
+        )
     return rows, clients
 
 
@@ -357,8 +414,16 @@ def delete_feedback_app() -> None:
 
 # --------------------------------------------------------------------------------- extrapolation
 
-def extrapolate(ingest: list[dict], breakdown: dict, feedback: list[dict], direct: dict, config: Config,
-                workers: int, steps_per_s: float) -> dict:
+
+def extrapolate(
+    ingest: list[dict],
+    breakdown: dict,
+    feedback: list[dict],
+    direct: dict,
+    config: Config,
+    workers: int,
+    steps_per_s: float,
+) -> dict:
     """A `workers`-worker cluster at `steps_per_s` env steps per worker: what each role must do, what
     the measured per-item CPU says one process of it can do, and the first limit."""
     demand = workers * steps_per_s
@@ -373,29 +438,49 @@ def extrapolate(ingest: list[dict], breakdown: dict, feedback: list[dict], direc
     replica_us = best_fb["cpu_us_per_item"].get("feedback_replicas", math.nan)
     client_us = best_fb["cpu_us_per_item"].get("feedback_clients", math.nan)
     limits = {
-        "learner_ingest": {"need_per_s": demand, "one_process_limit_per_s": round(learner_limit),
-                           "load": round(demand / learner_limit, 2),
-                           "bytes_per_s_into_learner_mb": round(demand * ROW_BYTES / _MB)},
-        "learner_report_polling": {"reports_per_s": reports_per_s,
-                                   "learner_report_ms_at_150k_rows": round(report_ms_full, 2),
-                                   "load": round(reports_per_s * report_ms_full / 1e3, 2)},
-        "driver_loop": {"steps_per_s": reports_per_s, "driver_cpu_ms_per_step": largest["driver_cpu_ms_per_step"],
-                        "load": round(reports_per_s * largest["driver_cpu_ms_per_step"] / 1e3, 2)},
-        "feedback_replicas": {"items_per_s": demand, "replica_cpu_us_per_item": replica_us,
-                              "model_cpu_us_per_item": direct["cpu_us_per_item"],
-                              "replicas_needed": math.ceil(demand * replica_us / 1e6),
-                              "load": round(demand * replica_us / 1e6 / config.feedback.replicas, 2),
-                              "load_is_for": f"feedback.replicas = {config.feedback.replicas}"},
-        "feedback_client_per_worker": {"items_per_s": steps_per_s, "client_cpu_us_per_item": client_us,
-                                       "load": round(steps_per_s * client_us / 1e6, 2)},
+        "learner_ingest": {
+            "need_per_s": demand,
+            "one_process_limit_per_s": round(learner_limit),
+            "load": round(demand / learner_limit, 2),
+            "bytes_per_s_into_learner_mb": round(demand * ROW_BYTES / _MB),
+        },
+        "learner_report_polling": {
+            "reports_per_s": reports_per_s,
+            "learner_report_ms_at_150k_rows": round(report_ms_full, 2),
+            "load": round(reports_per_s * report_ms_full / 1e3, 2),
+        },
+        "driver_loop": {
+            "steps_per_s": reports_per_s,
+            "driver_cpu_ms_per_step": largest["driver_cpu_ms_per_step"],
+            "load": round(reports_per_s * largest["driver_cpu_ms_per_step"] / 1e3, 2),
+        },
+        "feedback_replicas": {
+            "items_per_s": demand,
+            "replica_cpu_us_per_item": replica_us,
+            "model_cpu_us_per_item": direct["cpu_us_per_item"],
+            "replicas_needed": math.ceil(demand * replica_us / 1e6),
+            "load": round(demand * replica_us / 1e6 / config.feedback.replicas, 2),
+            "load_is_for": f"feedback.replicas = {config.feedback.replicas}",
+        },
+        "feedback_client_per_worker": {
+            "items_per_s": steps_per_s,
+            "client_cpu_us_per_item": client_us,
+            "load": round(steps_per_s * client_us / 1e6, 2),
+        },
     }
     first = max(limits, key=lambda k: limits[k]["load"] if not math.isnan(limits[k]["load"]) else -1)
-    return {"workers": workers, "env_steps_per_s_per_worker": steps_per_s, "transitions_per_s": demand,
-            "limits": limits, "first_bottleneck": first,
-            "note": "load = cores (or one process's capacity) needed / available; > 1 means it cannot keep up"}
+    return {
+        "workers": workers,
+        "env_steps_per_s_per_worker": steps_per_s,
+        "transitions_per_s": demand,
+        "limits": limits,
+        "first_bottleneck": first,
+        "note": "load = cores (or one process's capacity) needed / available; > 1 means it cannot keep up",
+    }
 
 
 # ------------------------------------------------------------------------------------------ main
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -423,8 +508,11 @@ def main() -> None:
             for train in () if args.no_ingest else (False,) if args.no_train else (False, True):
                 for count in args.workers:
                     run_dir = Path(tmp) / f"run-{count}-{int(train)}"
-                    ingest.append(measure_ingest(scale_config(count, train, tuple(args.overrides)), pool,
-                                                 args.seconds, run_dir, cpu))
+                    ingest.append(
+                        measure_ingest(
+                            scale_config(count, train, tuple(args.overrides)), pool, args.seconds, run_dir, cpu
+                        )
+                    )
                     logger.warning("ingest %s", ingest[-1])
             if not args.no_ingest:
                 breakdown = ingest_breakdown(scale_config(1, False, tuple(args.overrides)), Path(tmp))
@@ -441,21 +529,44 @@ def main() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    print(json.dumps({
-        "ingest": ingest, "ingest_breakdown": breakdown, "feedback": feedback, "expert_direct": direct,
-        "extrapolation": extrapolate(ingest, breakdown, feedback, direct, config, args.target_workers,
-                                     args.target_steps_per_s) if ingest else None,
-        "setting": {"workers": args.workers, "replicas": args.replicas, "seconds": args.seconds,
-                    "rollout_nodes": args.nodes, "slots_per_node": slots, "row_bytes": ROW_BYTES,
-                    "chunk_rows": config.workers.chunk_size, "bundle_steps": config.feedback.bundle_steps,
+    print(
+        json.dumps(
+            {
+                "ingest": ingest,
+                "ingest_breakdown": breakdown,
+                "feedback": feedback,
+                "expert_direct": direct,
+                "extrapolation": extrapolate(
+                    ingest, breakdown, feedback, direct, config, args.target_workers, args.target_steps_per_s
+                )
+                if ingest
+                else None,
+                "setting": {
+                    "workers": args.workers,
+                    "replicas": args.replicas,
+                    "seconds": args.seconds,
+                    "rollout_nodes": args.nodes,
+                    "slots_per_node": slots,
+                    "row_bytes": ROW_BYTES,
+                    "chunk_rows": config.workers.chunk_size,
+                    "bundle_steps": config.feedback.bundle_steps,
                     "shipped_bev": "LZ4 blocks (learners/bev_codec.pack_chunk)",
-                    "overrides": args.overrides, "worker_pool_start_s": round(pool_started_s, 1),
-                    "total_s": round(time.monotonic() - started, 1)},
-        "hardware": {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "cpus": os.cpu_count(),
-                     "python": platform.python_version(), "ray": ray.__version__,
-                     "load_average_before": [round(x, 2) for x in load_before],
-                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
-    }, indent=1))
+                    "overrides": args.overrides,
+                    "worker_pool_start_s": round(pool_started_s, 1),
+                    "total_s": round(time.monotonic() - started, 1),
+                },
+                "hardware": {
+                    "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "ray": ray.__version__,
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

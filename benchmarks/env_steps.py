@@ -11,6 +11,7 @@ whose feedback reads no image leave out: DrivingSettings.rgb_bev), `with_bev_and
 info["rgb_bev"] (the gymnasium default; what CLIP/VLM feedback and collections read), and
 `without_bev` is the simulation alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,9 +78,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each setting, interleaved; the median is kept")
     args = parser.parse_args()
-    settings = {"with_bev": {"render_bev": True, "rgb_bev": False},
-                "with_bev_and_rgb": {"render_bev": True, "rgb_bev": True},
-                "without_bev": {"render_bev": False, "rgb_bev": False}}
+    settings = {
+        "with_bev": {"render_bev": True, "rgb_bev": False},
+        "with_bev_and_rgb": {"render_bev": True, "rgb_bev": True},
+        "without_bev": {"render_bev": False, "rgb_bev": False},
+    }
     runs: dict[str, list[dict]] = {label: [] for label in settings}
     env = DrivingEnv(town=args.town, traffic=args.traffic)
     try:
@@ -92,10 +95,16 @@ def main() -> None:
     results = {label: median_run(measured) for label, measured in runs.items()}
     for label in ("with_bev", "with_bev_and_rgb"):
         results[f"{label}_cost_ratio"] = results[label]["env_steps_per_s"] / results["without_bev"]["env_steps_per_s"]
-    results["setting"] = {"town": env.config.town, "traffic": args.traffic, "steps": args.steps,
-                          "repeats": args.repeats, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-                          "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                          "python": platform.python_version()}
+    results["setting"] = {
+        "town": env.config.town,
+        "traffic": args.traffic,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+    }
     print(json.dumps(results, indent=1))
 
 

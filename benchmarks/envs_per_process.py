@@ -14,6 +14,7 @@ Every env drives its privileged expert (the action sent is ignored by `ExpertDri
 look like training episodes and the expert runs wherever the env runs. `steps` counts vector steps;
 env steps/s = N x vector steps / seconds, resets included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ class ChildProcesses:
         if terminated or truncated:
             self.local.reset()
         for i, child in enumerate(self.children):  # autoreset inside
-            child.step(actions[i + 1:i + 2])
+            child.step(actions[i + 1 : i + 2])
 
     def close(self):
         self.local.close()
@@ -74,8 +75,11 @@ def timed(vec, steps: int, seed: int) -> dict:
     for _ in range(steps):
         vec.step(actions)
     seconds = time.perf_counter() - started
-    return {"num_envs": vec.num_envs, "env_steps_per_s": vec.num_envs * steps / seconds,
-            "vector_step_ms": 1e3 * seconds / steps}
+    return {
+        "num_envs": vec.num_envs,
+        "env_steps_per_s": vec.num_envs * steps / seconds,
+        "vector_step_ms": 1e3 * seconds / steps,
+    }
 
 
 def build(layout: str, n: int, town: str, traffic: str, seed: int):
@@ -98,8 +102,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
-    plan = [("traci_alone", 1)] + [(layout, n) for n in counts
-                                   for layout in ("in_process", "child_processes", "processes")]
+    plan = [("traci_alone", 1)] + [
+        (layout, n) for n in counts for layout in ("in_process", "child_processes", "processes")
+    ]
     results: dict = {layout: {} for layout, _ in plan}
     for layout, n in plan:
         vec = build(layout, n, args.town, args.traffic, args.seed)
@@ -111,12 +116,18 @@ def main() -> None:
     results["traci_cost_ratio"] = results["traci_alone"]["1"]["env_steps_per_s"] / single
     # Per-env throughput of N in one process against one libsumo env (1.0: an extra env costs what
     # the first does; the in-process layouts share one core, so this is the cost per extra env).
-    results["per_env_ratio"] = {layout: {n: results[layout][n]["env_steps_per_s"] / int(n) / single
-                                         for n in results[layout]} for layout in
-                                ("in_process", "child_processes", "processes")}
-    results["setting"] = {"town": args.town, "traffic": args.traffic, "vector_steps": args.steps,
-                          "cores": os.cpu_count(), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-                          "python": platform.python_version()}
+    results["per_env_ratio"] = {
+        layout: {n: results[layout][n]["env_steps_per_s"] / int(n) / single for n in results[layout]}
+        for layout in ("in_process", "child_processes", "processes")
+    }
+    results["setting"] = {
+        "town": args.town,
+        "traffic": args.traffic,
+        "vector_steps": args.steps,
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "python": platform.python_version(),
+    }
     print(json.dumps(results, indent=1))
 
 

@@ -8,6 +8,7 @@ Town02: nocrash_eval) with drive.py's `run_episode`, route r seeded with seed + 
 Per suite: mean driving score, route completion and infraction penalty, the number of each
 infraction kind over all routes, and how the episodes ended.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,23 +61,40 @@ def run_suite(town: str, traffic: str, routes: list[int], seed: int, maps_dir: s
         episodes=len(results),
         infractions={kind: n for kind, n in infractions.items() if n},
         end_reasons=dict(Counter(end_reason(r) for r in results.values())),
-        routes={str(route): {"driving_score": r["driving_score"], "route_completion": r["route_completion"],
-                             "end": end_reason(r)} for route, r in results.items()},
+        routes={
+            str(route): {
+                "driving_score": r["driving_score"],
+                "route_completion": r["route_completion"],
+                "end": end_reason(r),
+            }
+            for route, r in results.items()
+        },
         wall_s=time.monotonic() - started,
     )
-    logger.info("%s %s: DS %.3f RC %.3f IP %.3f in %.0f s", town, traffic, summary["driving_score"],
-                summary["route_completion"], summary["infraction_penalty"], summary["wall_s"])
+    logger.info(
+        "%s %s: DS %.3f RC %.3f IP %.3f in %.0f s",
+        town,
+        traffic,
+        summary["driving_score"],
+        summary["route_completion"],
+        summary["infraction_penalty"],
+        summary["wall_s"],
+    )
     return summary
 
 
 def markdown_table(suites: dict[str, dict]) -> str:
-    lines = ["| suite | routes | driving score | route completion | infraction penalty | infractions | end reasons |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "| suite | routes | driving score | route completion | infraction penalty | infractions | end reasons |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
     for name, s in suites.items():
         infractions = ", ".join(f"{k} {n}" for k, n in sorted(s["infractions"].items())) or "-"
         ends = ", ".join(f"{k} {n}" for k, n in sorted(s["end_reasons"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"| {name} | {s['episodes']} | {s['driving_score']:.3f} | {s['route_completion']:.3f} "
-                     f"| {s['infraction_penalty']:.3f} | {infractions} | {ends} |")
+        lines.append(
+            f"| {name} | {s['episodes']} | {s['driving_score']:.3f} | {s['route_completion']:.3f} "
+            f"| {s['infraction_penalty']:.3f} | {infractions} | {ends} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -101,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = out / "expert_table.md"
     maps = args.maps_dir or os.environ.get(MAPS_ENV_VAR, "")
-    table.write_text(f"# Expert driver, seed {args.seed}, routes {args.routes} (maps: {maps or 'default'})\n\n"
-                     + markdown_table(suites))
+    table.write_text(
+        f"# Expert driver, seed {args.seed}, routes {args.routes} (maps: {maps or 'default'})\n\n"
+        + markdown_table(suites)
+    )
     logger.info("wrote %s", table)
     print(json.dumps({"seed": args.seed, "routes": args.routes, "suites": suites}, indent=1))
     return 0

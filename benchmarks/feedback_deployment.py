@@ -13,6 +13,7 @@ replica's `feedback.replica_cpus`). CLIP items carry BEV images from the CLIP da
 exists, else random ones; VLM items come from a Mentor dataset (its rgb_bev, speed, command,
 forward). The model is whatever feedback.clip or feedback.vlm names (configs/vlm/cpu.yaml for the VLM).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,7 @@ from ray import serve
 from cluster.feedback_service import APP_PREFIX, feedback_app
 from cluster.launch import with_absolute_paths
 from configs.loader import load_config
-from inference.feedback import FeedbackItem
+from core.feedback import FeedbackItem
 from inference.registry import build_model
 
 logger = logging.getLogger("benchmark")
@@ -54,17 +55,35 @@ def sample_items(n: int, data: str, model: str) -> list[FeedbackItem]:
         from inference.clip_data import decode_png, read_dataset
 
         rows = read_dataset(data).slice(0, n).to_pylist()
-        return [FeedbackItem(0, i, ("clip_margin", "safety"), r["command"], r["speed"],
-                             np.array(r["expert_action"], np.float32), image=decode_png(r["image_png"]))
-                for i, r in enumerate(rows)]
-    return [FeedbackItem(0, i, ("clip_margin", "safety"), int(rng.integers(1, 7)), float(rng.uniform(0, 8)),
-                         rng.uniform(-1, 1, 2).astype(np.float32),
-                         image=rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)) for i in range(n)]
+        return [
+            FeedbackItem(
+                0,
+                i,
+                ("clip_margin", "safety"),
+                r["command"],
+                r["speed"],
+                np.array(r["expert_action"], np.float32),
+                image=decode_png(r["image_png"]),
+            )
+            for i, r in enumerate(rows)
+        ]
+    return [
+        FeedbackItem(
+            0,
+            i,
+            ("clip_margin", "safety"),
+            int(rng.integers(1, 7)),
+            float(rng.uniform(0, 8)),
+            rng.uniform(-1, 1, 2).astype(np.float32),
+            image=rng.integers(0, 256, (192, 192, 3), dtype=np.uint8),
+        )
+        for i in range(n)
+    ]
 
 
 def vlm_items(n: int, data: str) -> list[FeedbackItem]:
     """Items of the first `n` transition rows of a Mentor dataset, as a worker would send them."""
-    from dataset.label import feedback_items
+    from cluster.label import feedback_items
     from dataset.parquet import ParquetDataset
 
     dataset = ParquetDataset(data)
@@ -84,8 +103,9 @@ def measure_raw(config, items: list[FeedbackItem], seconds: float) -> dict:
 
 def measure_deployment(config, items: list[FeedbackItem], seconds: float, field: str) -> dict:
     app_name = f"{APP_PREFIX}-benchmark-{os.getpid()}"
-    handle = serve.run(feedback_app(config, seed=0, use_gpu=torch.cuda.is_available()), name=app_name,
-                       route_prefix=None)
+    handle = serve.run(
+        feedback_app(config, seed=0, use_gpu=torch.cuda.is_available()), name=app_name, route_prefix=None
+    )
     try:
         size = config.bundle_steps
         bundles = [[_rekey(item, b, i) for i, item in enumerate(items[:size])] for b in range(64)]
@@ -103,16 +123,21 @@ def measure_deployment(config, items: list[FeedbackItem], seconds: float, field:
             if time.monotonic() - started < seconds:
                 pending.append((handle.remote(bundles[sent % 64]), time.monotonic()))
         elapsed = time.monotonic() - started
-        return {"items_per_s": done / elapsed, "bundle_items": size, "bundles_in_flight": in_flight,
-                "bundle_latency_s_median": float(np.median(latencies)),
-                "bundle_latency_s_p95": float(np.percentile(latencies, 95))}
+        return {
+            "items_per_s": done / elapsed,
+            "bundle_items": size,
+            "bundles_in_flight": in_flight,
+            "bundle_latency_s_median": float(np.median(latencies)),
+            "bundle_latency_s_p95": float(np.percentile(latencies, 95)),
+        }
     finally:
         serve.delete(app_name)
 
 
 def _rekey(item: FeedbackItem, env_id: int, step: int) -> FeedbackItem:
-    return FeedbackItem(env_id, step, item.wanted, item.command, item.speed, item.action, image=item.image,
-                        forward=item.forward)
+    return FeedbackItem(
+        env_id, step, item.wanted, item.command, item.speed, item.action, image=item.image, forward=item.forward
+    )
 
 
 def main() -> None:
@@ -120,36 +145,62 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(WANTED), default="clip")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--data", default=None,
-                        help="items' images: the CLIP dataset (default data/clip/town01.parquet) or, for the VLM, "
-                             "a Mentor dataset directory (default data/vlm-town01)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="items' images: the CLIP dataset (default data/clip/town01.parquet) or, for the VLM, "
+        "a Mentor dataset directory (default data/vlm-town01)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. feedback.clip.arch=ViT-B-16")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     threads = torch.get_num_threads()
     data = args.data or {"clip": "data/clip/town01.parquet", "vlm": "data/vlm-town01"}[args.model]
     files = ["configs/vlm/cpu.yaml"] if args.model == "vlm" else None
-    config = with_absolute_paths(load_config(files, [
-        f"feedback.model={args.model}", f"feedback.wanted=[{', '.join(WANTED[args.model])}]",
-        f"feedback.max_batch_size={args.batch}", f"feedback.replica_cpus={threads}",
-        "feedback.batch_wait_timeout_s=0.05", *args.overrides])).feedback
+    config = with_absolute_paths(
+        load_config(
+            files,
+            [
+                f"feedback.model={args.model}",
+                f"feedback.wanted=[{', '.join(WANTED[args.model])}]",
+                f"feedback.max_batch_size={args.batch}",
+                f"feedback.replica_cpus={threads}",
+                "feedback.batch_wait_timeout_s=0.05",
+                *args.overrides,
+            ],
+        )
+    ).feedback
     items = sample_items(args.batch, data, args.model)
     raw = measure_raw(config, items, args.seconds)
     gc.collect()  # the direct model (a vLLM engine and its KV cache) is gone before the replica builds its own
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, threads + 1), include_dashboard=False,
-             log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=max(os.cpu_count() or 1, threads + 1), include_dashboard=False, log_to_driver=False
+    )
     try:
         deployed = measure_deployment(config, items, args.seconds, WANTED[args.model][0])
     finally:
         ray.shutdown()
     clip = config.clip
     model = config.vlm.model if args.model == "vlm" else clip.checkpoint or f"{clip.arch}/{clip.pretrained}"
-    print(json.dumps({
-        "raw": raw, "deployment": deployed, "ratio_deployment_over_raw": deployed["items_per_s"] / raw["items_per_s"],
-        "setting": {"feedback_model": args.model, "batch": args.batch, "model": model,
-                    "device": "cuda" if torch.cuda.is_available() else "cpu", "cpus": os.cpu_count(),
-                    "machine": platform.machine(), "window_s": args.seconds},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "raw": raw,
+                "deployment": deployed,
+                "ratio_deployment_over_raw": deployed["items_per_s"] / raw["items_per_s"],
+                "setting": {
+                    "feedback_model": args.model,
+                    "batch": args.batch,
+                    "model": model,
+                    "device": "cuda" if torch.cuda.is_available() else "cpu",
+                    "cpus": os.cpu_count(),
+                    "machine": platform.machine(),
+                    "window_s": args.seconds,
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ proxy, Ray's own daemons), read from /proc on Linux.
 `--repeats N` runs the modes N times in turn (off, async, sync, off, ...) and reports the median
 rate of each, so that load from other jobs on the machine falls on every mode alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,7 @@ def _kind(pid: int, command: list[bytes]) -> str:
         return "driver"
     first = command[0].decode(errors="replace")
     if first.startswith("ray::"):
-        name = first[len("ray::"):]
+        name = first[len("ray::") :]
         return "ServeReplica" if name.startswith("ServeReplica") else name.split(".")[0]
     words = b" ".join(command).decode(errors="replace")
     for name in ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env"):
@@ -96,8 +97,11 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
             new = report.get("feedback/answered", 0.0) - previous.get("feedback/answered", 0.0)
             latency_sum, answered = latency_sum + new * report.get("feedback/latency_s", 0.0), answered + new
         elapsed, steps, cpu1 = time.monotonic() - t0, runtime.env_steps - steps0, _cpu_by_process_kind()
-        cpu = {kind: round(1e3 * (cpu1[kind] - cpu0.get(kind, 0.0)) / max(steps, 1), 3) for kind in cpu1
-               if cpu1[kind] - cpu0.get(kind, 0.0) > 0.01 * elapsed}
+        cpu = {
+            kind: round(1e3 * (cpu1[kind] - cpu0.get(kind, 0.0)) / max(steps, 1), 3)
+            for kind in cpu1
+            if cpu1[kind] - cpu0.get(kind, 0.0) > 0.01 * elapsed
+        }
         fields = ("answered", "malformed", "expired")
         asked = sum(report.get(f"feedback/{k}", 0.0) - first.get(f"feedback/{k}", 0.0) for k in fields)
         return {
@@ -114,8 +118,11 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
             "cpu_ms_per_step": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
             "cpu_ms_per_step_total": round(sum(cpu.values()), 3),
             # DriveVLM-RL runs: the share of steps whose gate called the VLM, and its latency per call
-            **{key: report[key] for key in ("drivevlm/gate_rate", "drivevlm/vlm_latency_s",
-                                            "drivevlm/unscored_fraction") if key in report},
+            **{
+                key: report[key]
+                for key in ("drivevlm/gate_rate", "drivevlm/vlm_latency_s", "drivevlm/unscored_fraction")
+                if key in report
+            },
         }
     finally:
         runtime.shutdown()
@@ -125,8 +132,10 @@ def measure(config, warmup_s: float, window_s: float) -> dict:
 def median_run(measured: list[dict]) -> dict:
     """The run with the median rate (the lower middle one of an even count), with every run's rate."""
     ordered = sorted(measured, key=lambda run: run["env_steps_per_s"])
-    return {**ordered[(len(ordered) - 1) // 2],
-            "env_steps_per_s_runs": [round(run["env_steps_per_s"], 2) for run in measured]}
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "env_steps_per_s_runs": [round(run["env_steps_per_s"], 2) for run in measured],
+    }
 
 
 def main() -> None:
@@ -136,20 +145,34 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=1, help="run the modes this many times in turn")
     parser.add_argument("--town", default=None)
-    parser.add_argument("--modes", nargs="+", default=["off", "async", "sync"], choices=["off", "async", "sync"],
-                        help="e.g. --modes async to measure availability at full load only")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["off", "async", "sync"],
+        choices=["off", "async", "sync"],
+        help="e.g. --modes async to measure availability at full load only",
+    )
     parser.add_argument("--config", action="append", default=[], help="overlays on configs/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="extra config overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    base = [f"workers.num_workers={args.workers}", "run.shutdown_ray=false", "workers.random_steps=0",
-            "learner.learning_starts=256", *([f"env.town={args.town}"] if args.town else []), *args.overrides]
+    base = [
+        f"workers.num_workers={args.workers}",
+        "run.shutdown_ray=false",
+        "workers.random_steps=0",
+        "learner.learning_starts=256",
+        *([f"env.town={args.town}"] if args.town else []),
+        *args.overrides,
+    ]
     files = [CONFIG_DIR / "quickstart.yaml", *args.config]
-    configs = {mode: load_config(files, base + [f"feedback.mode={mode}"])
-               for mode in args.modes}
+    configs = {mode: load_config(files, base + [f"feedback.mode={mode}"]) for mode in args.modes}
     reference = configs.get("async", next(iter(configs.values())))
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed(reference)),
-             include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, cpus_needed(reference)),
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     runs = collections.defaultdict(list)
     try:
         for _ in range(args.repeats):
@@ -163,11 +186,19 @@ def main() -> None:
         results["ratio_async_over_off"] = rate["async"] / rate["off"]
     if "async" in rate and "sync" in rate:
         results["ratio_async_over_sync"] = rate["async"] / rate["sync"]
-    results["setting"] = {"workers": args.workers, "town": reference.env.town or "default",
-                          "traffic": reference.env.traffic, "feedback_model": reference.feedback.model,
-                          "wanted": list(reference.feedback.wanted), "bundle_steps": reference.feedback.bundle_steps,
-                          "cpus": os.cpu_count(), "machine": platform.machine(), "window_s": args.seconds,
-                          "repeats": args.repeats, "load_average": os.getloadavg()}
+    results["setting"] = {
+        "workers": args.workers,
+        "town": reference.env.town or "default",
+        "traffic": reference.env.traffic,
+        "feedback_model": reference.feedback.model,
+        "wanted": list(reference.feedback.wanted),
+        "bundle_steps": reference.feedback.bundle_steps,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "window_s": args.seconds,
+        "repeats": args.repeats,
+        "load_average": os.getloadavg(),
+    }
     print(json.dumps(results, indent=1))
 
 

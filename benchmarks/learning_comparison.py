@@ -18,6 +18,7 @@ workers.num_workers=8 agent.network=foundrl ...` as overrides. A finished run of
 comparison.png (route completion and return of training episodes against env steps) and
 comparison.json (the final Town02 evaluation of each), and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,23 +34,49 @@ import numpy as np
 
 logger = logging.getLogger("benchmark")
 
-CPU_SCALE = ["run.mode=local", "workers.num_workers=1", "agent.network=small", "agent.lr=0.0003",
-             "learner.batch_size=64", "learner.replay_capacity=30000", "learner.learning_starts=1000",
-             "learner.samples_per_insert=4",
-             "workers.random_steps=1000", "eval.routes=[0,1,2,3,4]", "eval.max_steps=2000", "run.progress_every_s=30"]
-TABLE_KEYS = ("route_completion", "driving_score", "infraction_penalty", "arrived", "collision_vehicle_per_km",
-              "mean_speed")
+CPU_SCALE = [
+    "run.mode=local",
+    "workers.num_workers=1",
+    "agent.network=small",
+    "agent.lr=0.0003",
+    "learner.batch_size=64",
+    "learner.replay_capacity=30000",
+    "learner.learning_starts=1000",
+    "learner.samples_per_insert=4",
+    "workers.random_steps=1000",
+    "eval.routes=[0,1,2,3,4]",
+    "eval.max_steps=2000",
+    "run.progress_every_s=30",
+]
+TABLE_KEYS = (
+    "route_completion",
+    "driving_score",
+    "infraction_penalty",
+    "arrived",
+    "collision_vehicle_per_km",
+    "mean_speed",
+)
 
 
 def run_variant(name: str, steps: int, out: Path, overrides: list[str]) -> Path:
-    finished = [d for d in sorted(out.glob(f"{name}-*")) if (d / "evaluation.json").is_file()
-                and _config_steps(d) == steps]
+    finished = [
+        d for d in sorted(out.glob(f"{name}-*")) if (d / "evaluation.json").is_file() and _config_steps(d) == steps
+    ]
     if finished:  # a re-run (or the next invocation) reuses a finished run of the same budget
         logger.info("%s: reusing %s", name, finished[-1])
         return finished[-1]
     before = set(out.glob(f"{name}-*"))
-    command = [sys.executable, "train.py", "--config", f"configs/variants/{name}.yaml", f"run.total_env_steps={steps}",
-               f"agent.drqv2.std_steps={steps}", f"run.runs_dir={out}", *CPU_SCALE, *overrides]
+    command = [
+        sys.executable,
+        "train.py",
+        "--config",
+        f"configs/variants/{name}.yaml",
+        f"run.total_env_steps={steps}",
+        f"agent.drqv2.std_steps={steps}",
+        f"run.runs_dir={out}",
+        *CPU_SCALE,
+        *overrides,
+    ]
     logger.info("running %s", " ".join(command))
     started = time.monotonic()
     subprocess.run(command, check=True)
@@ -64,8 +91,17 @@ def run_rllib(name: str, steps: int, out: Path, overrides: list[str]) -> Path:
     if (run_dir / "evaluation.json").is_file():
         logger.info("%s: reusing %s", name, run_dir)
         return run_dir
-    command = [sys.executable, "-m", "cluster.rllib_train", "--algo", name.removeprefix("rllib-"), "--run-dir",
-               str(run_dir), f"run.total_env_steps={steps}", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "cluster.rllib_train",
+        "--algo",
+        name.removeprefix("rllib-"),
+        "--run-dir",
+        str(run_dir),
+        f"run.total_env_steps={steps}",
+        *overrides,
+    ]
     logger.info("running %s", " ".join(command))
     started = time.monotonic()
     subprocess.run(command, check=True)
@@ -101,8 +137,8 @@ def plot(curves: dict[str, dict], path: Path, window: int = 15) -> None:
             if len(values) < window:
                 ax.plot(steps, values, ".", label=name)
                 continue
-            median = np.array([np.median(values[i - window + 1:i + 1]) for i in range(window - 1, len(values))])
-            ax.plot(steps[window - 1:], median, lw=2, label=name)
+            median = np.array([np.median(values[i - window + 1 : i + 1]) for i in range(window - 1, len(values))])
+            ax.plot(steps[window - 1 :], median, lw=2, label=name)
     for ax, label in zip(axes, ("route completion (median of 15 episodes)", "episode return (median of 15)")):
         ax.set(xlabel="env steps", ylabel=label)
         ax.grid(alpha=0.3)

@@ -12,6 +12,7 @@ the old `a["bev"][slots]` gather, kept here only as the reference), with the sam
 the same slots. The fill inserts `--fill` rows through ReplayBuffer.add in chunks of 1,000 and
 reports the resident memory it took.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -109,8 +110,12 @@ def real_bev_bytes(steps: int) -> dict:
     finally:
         env.close()
     sizes = np.array([len(b) for b in encode_rows(np.stack(bevs))])
-    return {"rows": len(sizes), "mean": float(sizes.mean()), "p99": float(np.percentile(sizes, 99)),
-            "max": int(sizes.max())}
+    return {
+        "rows": len(sizes),
+        "mean": float(sizes.mean()),
+        "p99": float(np.percentile(sizes, 99)),
+        "max": int(sizes.max()),
+    }
 
 
 def dataset_bytes(pool: np.ndarray, rows: int) -> float:
@@ -135,8 +140,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--real-steps", type=int, default=0, help="also encode this many real BEVs (needs the maps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--glibc-default", action="store_true",
-                        help="leave glibc's allocator as it is (the learner sets keep_freed_memory() on a CPU)")
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave glibc's allocator as it is (the learner sets keep_freed_memory() on a CPU)",
+    )
     args = parser.parse_args()
     allocator = "glibc default" if args.glibc_default or not keep_freed_memory() else "learner's (keep_freed_memory)"
     rng = np.random.default_rng(args.seed)
@@ -155,7 +163,10 @@ def main() -> None:
         compact_times += time_sampling(compact, args.batch, args.n_step, args.repeats // 3)
         raw_times += time_sampling(raw, args.batch, args.n_step, args.repeats // 3)
     results["sampling"] = {
-        "rows_in_buffer": args.rows, "batch": args.batch, "n_step": args.n_step, "allocator": allocator,
+        "rows_in_buffer": args.rows,
+        "batch": args.batch,
+        "n_step": args.n_step,
+        "allocator": allocator,
         "same_batches": same,
         "compact_cpu_ms_median": 1e3 * float(np.median(compact_times)),
         "raw_cpu_ms_median": 1e3 * float(np.median(raw_times)),
@@ -163,7 +174,8 @@ def main() -> None:
     }
     other_field_bytes = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in compact.arrays.values())
     results["bytes_per_step"] = {
-        "bev_compact": compact.bev_bytes / len(compact), "bev_raw": BEV_ROW_BYTES,
+        "bev_compact": compact.bev_bytes / len(compact),
+        "bev_raw": BEV_ROW_BYTES,
         "other_fields": other_field_bytes,
         "total_compact": compact.bev_bytes / len(compact) + other_field_bytes,
         "dataset_parquet_synthetic": dataset_bytes(pool, 8192),
@@ -177,14 +189,20 @@ def main() -> None:
         seconds = fill(buffer, pool, args.fill)
         grown = resident_bytes() - before
         results["full_fill"] = {
-            "rows": args.fill, "seconds": seconds, "rows_per_s": args.fill / seconds,
-            "resident_gib": grown / 2**30, "resident_bytes_per_row": grown / args.fill,
+            "rows": args.fill,
+            "seconds": seconds,
+            "rows_per_s": args.fill / seconds,
+            "resident_gib": grown / 2**30,
+            "resident_bytes_per_row": grown / args.fill,
             "sample_cpu_ms_median": 1e3 * float(np.median(time_sampling(buffer, args.batch, args.n_step, 10))),
             "raw_layout_would_need_gib": args.fill * (BEV_ROW_BYTES + other_field_bytes) / 2**30,
         }
-    results["hardware"] = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-                           "cpus": os.cpu_count(), "python": platform.python_version(),
-                           "load_average": os.getloadavg()}
+    results["hardware"] = {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+    }
     print(json.dumps(results, indent=1))
 
 

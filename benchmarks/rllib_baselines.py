@@ -10,6 +10,7 @@ into <out>/<algo>-<env steps>/ (Mentor's run directory layout: cluster/rllib_bas
 finished run there is reused, so a comparison can run its algorithms one at a time. Overrides are
 the command's (`rllib.sac.training.actor_lr=1e-4`, `rllib.device=cuda`, `env.traffic=dense`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,16 @@ from pathlib import Path
 logger = logging.getLogger("benchmark")
 
 
-def run(algorithm: str, env_steps: int, run_dir: Path, configs: list[str], overrides: list[str],
-        evaluate: bool = True) -> dict:
+def run(
+    algorithm: str, env_steps: int, run_dir: Path, configs: list[str], overrides: list[str], evaluate: bool = True
+) -> dict:
     """Train (and evaluate) one baseline into run_dir, or read a finished run there."""
     from cluster.rllib_baselines import evaluate_rllib, run_baseline, train_rllib
     from cluster.rllib_config import algorithm_config_file, load_rllib_config
 
-    config, settings = load_rllib_config([algorithm_config_file(algorithm), *configs],
-                                         [f"run.total_env_steps={env_steps}", *overrides])
+    config, settings = load_rllib_config(
+        [algorithm_config_file(algorithm), *configs], [f"run.total_env_steps={env_steps}", *overrides]
+    )
     finished = run_dir / "training.json"
     if finished.is_file() and json.loads(finished.read_text()).get("env_steps", 0) >= env_steps:
         logger.info("reusing %s", run_dir)
@@ -45,13 +48,25 @@ def run(algorithm: str, env_steps: int, run_dir: Path, configs: list[str], overr
     else:
         result = {"training": train_rllib(config, settings, run_dir), "evaluation": None}
     training = result["training"]
-    return {"algorithm": algorithm, "env_steps": training["env_steps"], "env_steps_per_s": training["env_steps_per_s"],
-            "wall_time_s": training["wall_time_s"], "run_dir": str(run_dir),
-            "setting": {"train_town": config.env.town, "traffic": config.env.traffic, "eval_town": config.eval.town,
-                        "eval_traffic": config.eval.traffic, "routes": list(config.eval.routes),
-                        "eval_max_steps": config.eval.max_steps, "seed": config.run.seed,
-                        "rllib": settings.to_yaml_dict()},
-            "training": training, "evaluation": result["evaluation"]}
+    return {
+        "algorithm": algorithm,
+        "env_steps": training["env_steps"],
+        "env_steps_per_s": training["env_steps_per_s"],
+        "wall_time_s": training["wall_time_s"],
+        "run_dir": str(run_dir),
+        "setting": {
+            "train_town": config.env.town,
+            "traffic": config.env.traffic,
+            "eval_town": config.eval.town,
+            "eval_traffic": config.eval.traffic,
+            "routes": list(config.eval.routes),
+            "eval_max_steps": config.eval.max_steps,
+            "seed": config.run.seed,
+            "rllib": settings.to_yaml_dict(),
+        },
+        "training": training,
+        "evaluation": result["evaluation"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the JSON here")
     parser.add_argument("overrides", nargs="*", help="section.field=value")
     args = parser.parse_args(argv)
-    overrides = [f"run.seed={args.seed}", *([f"eval.routes=[{','.join(map(str, args.routes))}]"] if args.routes
-                                            else []), *args.overrides]
+    overrides = [
+        f"run.seed={args.seed}",
+        *([f"eval.routes=[{','.join(map(str, args.routes))}]"] if args.routes else []),
+        *args.overrides,
+    ]
     result = run(args.algo, args.env_steps, Path(args.out) / f"{args.algo}-{args.env_steps}", args.config, overrides)
     text = json.dumps(result, indent=1, default=float)
     if args.json:

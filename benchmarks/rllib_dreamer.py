@@ -13,6 +13,7 @@ steps per second; --training-ratio trades learning per sample against speed (RLl
 1024). Needs the CARLA maps ($MENTOR_MAPS_DIR) for Town01/Town02; `--town Generated --eval-town
 Generated` runs anywhere.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", default=[], help="YAML laid on configs/rllib/dreamerv3.yaml")
     parser.add_argument("--out", default="runs/rllib-dreamer", help="the run directory")
     parser.add_argument("--skip-eval", action="store_true")
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="print only the JSON on stdout (logs on stderr); with PATH also write it there")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="print only the JSON on stdout (logs on stderr); with PATH also write it there",
+    )
     args = parser.parse_args(argv)
 
     training = "rllib.dreamerv3.training"
-    overrides = [f"env.town={args.town}", f"env.traffic={args.traffic}", f"run.seed={args.seed}",
-                 f"eval.town={args.eval_town}", f"eval.traffic={args.eval_traffic}",
-                 f"eval.routes=[{','.join(map(str, args.routes))}]", f"eval.max_steps={args.eval_max_steps}",
-                 f"{training}.model_size={args.model_size}", f"{training}.training_ratio={args.training_ratio}",
-                 f"{training}.batch_size_B={args.batch_size_b}", f"{training}.batch_length_T={args.batch_length_t}"]
+    overrides = [
+        f"env.town={args.town}",
+        f"env.traffic={args.traffic}",
+        f"run.seed={args.seed}",
+        f"eval.town={args.eval_town}",
+        f"eval.traffic={args.eval_traffic}",
+        f"eval.routes=[{','.join(map(str, args.routes))}]",
+        f"eval.max_steps={args.eval_max_steps}",
+        f"{training}.model_size={args.model_size}",
+        f"{training}.training_ratio={args.training_ratio}",
+        f"{training}.batch_size_B={args.batch_size_b}",
+        f"{training}.batch_length_T={args.batch_length_t}",
+    ]
     out = Path(args.out)
     result = run("dreamerv3", args.env_steps, out, args.config, overrides, evaluate=not args.skip_eval)
     text = json.dumps(result, indent=1, default=float)

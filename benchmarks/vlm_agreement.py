@@ -5,12 +5,13 @@
         collect.output=data/vlm-town02
     $vpy benchmarks/vlm_agreement.py data/vlm-town02 --config configs/vlm/cpu.yaml
 
-Labels the dataset's rows with the VLM through the real serving path (dataset/label.py: Ray Data
+Labels the dataset's rows with the VLM through the real serving path (cluster/label.py: Ray Data
 actors holding a `VlmAdvisor` on a vLLM engine, batched `generate`, the strict parser), timing it,
 then compares each row's `vlm_action` with its `expert_action`: parse rate, mean absolute error of
 acc and steer, and agreement (inference/vlm_finetune.agreement_metrics). A dataset labelled before
 (labels/vlm/) is compared as it is, without relabelling; delete that folder to measure again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ import time
 import numpy as np
 import ray
 
+from cluster.label import label_dataset
 from configs.loader import load_config
-from dataset.label import label_dataset
 from dataset.parquet import ParquetDataset
 from inference.vlm_finetune import agreement_metrics
 
@@ -56,12 +57,27 @@ def main() -> None:
         elapsed = time.monotonic() - started
     finally:
         ray.shutdown()
-    print(json.dumps({
-        "labelling": {**labelled, "seconds": elapsed, "rows_per_s": labelled["rows"] / elapsed if elapsed else None},
-        "against_expert": compare(args.directory),
-        "setting": {"dataset": args.directory, "model": feedback.vlm.model, "batch": args.batch_size,
-                    "cpus": os.cpu_count(), "machine": platform.machine()},
-    }, indent=1, default=str))
+    print(
+        json.dumps(
+            {
+                "labelling": {
+                    **labelled,
+                    "seconds": elapsed,
+                    "rows_per_s": labelled["rows"] / elapsed if elapsed else None,
+                },
+                "against_expert": compare(args.directory),
+                "setting": {
+                    "dataset": args.directory,
+                    "model": feedback.vlm.model,
+                    "batch": args.batch_size,
+                    "cpus": os.cpu_count(),
+                    "machine": platform.machine(),
+                },
+            },
+            indent=1,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

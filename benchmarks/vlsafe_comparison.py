@@ -4,7 +4,7 @@
         [--wm-updates 400] [--updates 1500] [--rllib-env-steps N] [--out runs/vlsafe_comparison] [overrides ...]
 
 Every offline variant learns from the same CLIP-labelled dataset (configs/collect/expert-safety.yaml,
-then `python -m dataset.label DIR --model clip`):
+then `python -m cluster.label DIR --model clip`):
   vlsafe            the world model + safety-weighted actor-critic (configs/vlsafe/offline.yaml)
   vlsafe-unweighted its twin with the safety weighting off (p = 1: reward-weighted only)
   vlsafe-lagrangian SafeDreamer's augmented Lagrangian instead of the weighting (--lagrangian)
@@ -16,6 +16,7 @@ metrics with VL-SAFE's safety metrics. The safety-label audit (dataset/audit.py)
 and the world model's predicted safety on the dataset's held-out episodes. Writes
 vlsafe_comparison.json and vlsafe_comparison.png into --out; a finished run there is reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,18 @@ logger = logging.getLogger("benchmark")
 
 WORLD_MODEL = "configs/vlsafe/offline.yaml"
 BASELINE = "configs/chain/pretrain.yaml"
-KEYS = ("driving_score", "route_completion", "infraction_penalty", "cost", "collision_rate", "collisions_per_km",
-        "collisions_per_min", "collision_speed_kmh", "mean_speed", "distance_m")
+KEYS = (
+    "driving_score",
+    "route_completion",
+    "infraction_penalty",
+    "cost",
+    "collision_rate",
+    "collisions_per_km",
+    "collisions_per_min",
+    "collision_speed_kmh",
+    "mean_speed",
+    "distance_m",
+)
 
 
 def summary(run_dir: Path) -> dict:
@@ -43,8 +54,21 @@ def summary(run_dir: Path) -> dict:
 def audit(dataset: str, run_dir: Path, out: Path) -> dict:
     done = out / "audit.json"
     if not done.exists():
-        completed = subprocess.run([sys.executable, "-m", "dataset.audit", dataset, "--predicted", str(run_dir),
-                                    "--json", "--png", str(out / "audit.png")], capture_output=True, text=True)
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dataset.audit",
+                dataset,
+                "--predicted",
+                str(run_dir),
+                "--json",
+                "--png",
+                str(out / "audit.png"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if completed.returncode not in (0, 1):  # 1: no infraction in the held-out episodes (said in the JSON)
             raise SystemExit(f"the audit failed: {completed.stderr[-2000:]}")
         done.write_text(completed.stdout)
@@ -65,25 +89,57 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = [f"data.dataset={args.dataset}", f"eval.routes={args.routes}", "eval.traffic=regular",
-              "eval.max_steps=1500", "run.progress_every_s=30", "learner.torch_threads=1", *args.overrides]
+    common = [
+        f"data.dataset={args.dataset}",
+        f"eval.routes={args.routes}",
+        "eval.traffic=regular",
+        "eval.max_steps=1500",
+        "run.progress_every_s=30",
+        "learner.torch_threads=1",
+        *args.overrides,
+    ]
     world_model = [*common, f"run.total_updates={args.wm_updates}"]
-    variants = {"vlsafe": "vlsafe", "vlsafe-unweighted": "none"} | ({"vlsafe-lagrangian": "lagrangian"}
-                                                                     if args.lagrangian else {})
-    runs = {name: train(out, name, WORLD_MODEL, [*world_model, f"agent.vlsafe.safety_weighting={weighting}"])
-            for name, weighting in variants.items()}
+    variants = {"vlsafe": "vlsafe", "vlsafe-unweighted": "none"} | (
+        {"vlsafe-lagrangian": "lagrangian"} if args.lagrangian else {}
+    )
+    runs = {
+        name: train(out, name, WORLD_MODEL, [*world_model, f"agent.vlsafe.safety_weighting={weighting}"])
+        for name, weighting in variants.items()
+    }
     for algorithm in ("bc", "td3bc", "iql"):
-        runs[algorithm] = train(out, algorithm, BASELINE, [*common, f"agent.algorithm={algorithm}",
-                                                           f"run.total_updates={args.updates}"])
+        runs[algorithm] = train(
+            out, algorithm, BASELINE, [*common, f"agent.algorithm={algorithm}", f"run.total_updates={args.updates}"]
+        )
     results = {name: summary(run_dir) for name, run_dir in runs.items()}
     if args.rllib_env_steps:
         rllib = out / "rllib-dreamerv3"
-        run(["benchmarks/rllib_dreamer.py", "--town", "Town01", "--env-steps", str(args.rllib_env_steps),
-             "--eval-town", "Town02", "--routes", *args.routes.strip("[]").split(","), "--out", str(rllib),
-             "--json", str(rllib / "result.json")], rllib / "result.json")
+        run(
+            [
+                "benchmarks/rllib_dreamer.py",
+                "--town",
+                "Town01",
+                "--env-steps",
+                str(args.rllib_env_steps),
+                "--eval-town",
+                "Town02",
+                "--routes",
+                *args.routes.strip("[]").split(","),
+                "--out",
+                str(rllib),
+                "--json",
+                str(rllib / "result.json"),
+            ],
+            rllib / "result.json",
+        )
         results["rllib-dreamerv3"] = json.loads((rllib / "result.json").read_text())
-    report = {"dataset": args.dataset, "wm_updates": args.wm_updates, "updates": args.updates,
-              "routes": args.routes, "results": results, "audit": audit(args.dataset, runs["vlsafe"], out)}
+    report = {
+        "dataset": args.dataset,
+        "wm_updates": args.wm_updates,
+        "updates": args.updates,
+        "routes": args.routes,
+        "results": results,
+        "audit": audit(args.dataset, runs["vlsafe"], out),
+    }
     (out / "vlsafe_comparison.json").write_text(json.dumps(report, indent=1))
     plot(results, out / "vlsafe_comparison.png")
     print(json.dumps(report, indent=1))

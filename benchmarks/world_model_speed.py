@@ -9,6 +9,7 @@ same model on the same hardware, measured in the same run (prints JSON).
   once, no replay, no metrics: the most a training loop of this model can do here.
 The ratio mentor / bare is the overhead of everything Mentor adds (aim: >= 0.9).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,24 @@ from learners.replay import empty_chunk
 
 
 def filled_learner(preset: str, batch: int, length: int, device: str, tmp: str) -> Learner:
-    config = load_config(["configs/vlsafe/offline.yaml"], [
-        f"agent.vlsafe.preset={preset}", f"agent.vlsafe.sequence_length={length}", f"learner.batch_size={batch}",
-        "data.dataset=null", "run.mode=local", "agent.vlsafe.safety_weighting=vlsafe", "learner.learning_starts=0",
-        "learner.replay_capacity=4000", "workers.num_workers=1", "feedback.model=clip", "feedback.wanted=[safety]",
-        f"learner.device={device}", "learner.torch_threads=0"])
+    config = load_config(
+        ["configs/vlsafe/offline.yaml"],
+        [
+            f"agent.vlsafe.preset={preset}",
+            f"agent.vlsafe.sequence_length={length}",
+            f"learner.batch_size={batch}",
+            "data.dataset=null",
+            "run.mode=local",
+            "agent.vlsafe.safety_weighting=vlsafe",
+            "learner.learning_starts=0",
+            "learner.replay_capacity=4000",
+            "workers.num_workers=1",
+            "feedback.model=clip",
+            "feedback.wanted=[safety]",
+            f"learner.device={device}",
+            "learner.torch_threads=0",
+        ],
+    )
     learner = Learner(config, tmp, device=device)
     rng = np.random.default_rng(0)
     n, episode = 3000, 500
@@ -36,7 +50,7 @@ def filled_learner(preset: str, batch: int, length: int, device: str, tmp: str) 
     chunk["step"][:] = np.arange(n)
     chunk["episode_id"][:] = np.arange(n) // episode
     chunk["is_first"][::episode] = True
-    chunk["is_last"][episode - 1::episode] = True
+    chunk["is_last"][episode - 1 :: episode] = True
     chunk["bev"][:] = (rng.random((n, 15, 96, 96)) < 0.1).astype(np.uint8) * 255
     chunk["action"][:] = rng.uniform(-1, 1, (n, 2))
     chunk["reward"][:] = rng.normal(size=n)
@@ -80,9 +94,15 @@ def measure(preset: str, batch: int, length: int, updates: int, device: str, tmp
         rounds["mentor"].append(timed(learner.update, updates, device))
         rounds["bare"].append(timed(lambda: bare_step(agent, tensors), updates, device))
     mentor, bare = max(rounds["mentor"]), max(rounds["bare"])
-    return {"preset": preset, "parameters": agent.parameter_count(), "batch": f"{batch}x{length}",
-            "mentor_updates_per_s": round(mentor, 3), "bare_updates_per_s": round(bare, 3),
-            "ratio": round(mentor / bare, 3), "replayed_steps_per_s": round(mentor * batch * length, 1)}
+    return {
+        "preset": preset,
+        "parameters": agent.parameter_count(),
+        "batch": f"{batch}x{length}",
+        "mentor_updates_per_s": round(mentor, 3),
+        "bare_updates_per_s": round(bare, 3),
+        "ratio": round(mentor / bare, 3),
+        "replayed_steps_per_s": round(mentor * batch * length, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    hardware = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    hardware = (
+        torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    )
     results = []
     for preset in args.presets:
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,6 +3,7 @@ its own stream's shards into the dataset directory (a filesystem every node sees
 e.g. NFS; on one machine, the local disk). The driver hands out env steps in slices, logs
 progress, replaces an actor that dies with one on a new stream (what the dead one had written
 stays; what it held is lost and collected again), and finishes every collector at the end."""
+
 from __future__ import annotations
 
 import logging
@@ -71,8 +72,9 @@ def collect_on_ray(config: Config, plan: CollectionPlan) -> list[dict]:
                 failures += 1
                 if failures > config.workers.max_failures_in_a_row * config.workers.num_workers:
                     raise RuntimeError(f"collector actors failed {failures} times; the last: {exc}") from exc
-                logger.warning("collector on stream %d failed (%s); replacing it with stream %d", stream, exc,
-                               next_stream)
+                logger.warning(
+                    "collector on stream %d failed (%s); replacing it with stream %d", stream, exc, next_stream
+                )
                 actors.pop(stream)
                 steps.pop(stream, None)  # its unwritten rows are collected again
                 stream, next_stream = next_stream, next_stream + 1
@@ -94,4 +96,5 @@ def collect_on_ray(config: Config, plan: CollectionPlan) -> list[dict]:
 
 def _start(config: Config, plan: CollectionPlan, stream: int):
     return CollectorActor.options(name=f"mentor-collector-{plan.directory.name}-{stream}").remote(
-        config, str(plan.directory), stream)
+        config, str(plan.directory), stream
+    )

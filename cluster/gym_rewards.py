@@ -11,6 +11,7 @@ them back. Deadlines: items expire `timeout_s` after they are sent, so the deplo
 nobody waits for any more. A call that fails or times out answers nothing (its items' fields are
 unavailable in the wrapper's info); it is counted in `failed_calls` and logged, never retried.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,7 @@ import logging
 import secrets
 import time
 
-from inference.feedback import FeedbackItem, FeedbackResult
+from core.feedback import FeedbackItem, FeedbackResult
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ class ServeScorer:
         try:
             handle = serve.get_app_handle(app_name)
         except Exception as err:  # Serve raises several kinds; all mean "not reachable"
-            raise RuntimeError(f"no running Serve app named {app_name!r} on this Ray cluster ({err}); start one "
-                               "(cluster/feedback_service.feedback_app + serve.run(..., name=...)) or pass the "
-                               "name of a Mentor run's app, mentor-feedback-<run id>") from err
+            raise RuntimeError(
+                f"no running Serve app named {app_name!r} on this Ray cluster ({err}); start one "
+                "(cluster/feedback_service.feedback_app + serve.run(..., name=...)) or pass the "
+                "name of a Mentor run's app, mentor-feedback-<run id>"
+            ) from err
         self.app_name = app_name
         self._init(handle, timeout_s, max_bundle_items)
 
@@ -48,8 +51,9 @@ class ServeScorer:
 
     def _init(self, handle, timeout_s: float, max_bundle_items: int) -> None:
         if timeout_s <= 0 or max_bundle_items < 1:
-            raise ValueError(f"ServeScorer needs timeout_s > 0 and max_bundle_items >= 1, got {timeout_s}, "
-                             f"{max_bundle_items}")
+            raise ValueError(
+                f"ServeScorer needs timeout_s > 0 and max_bundle_items >= 1, got {timeout_s}, {max_bundle_items}"
+            )
         self._handle = handle
         self.timeout_s, self.max_bundle_items = float(timeout_s), int(max_bundle_items)
         self._offset = secrets.randbits(64) << 32  # this client's env ids: offset + the wrapper's env index
@@ -61,7 +65,7 @@ class ServeScorer:
             return []
         expires_at = time.time() + self.timeout_s
         sent = [dataclasses.replace(item, env_id=item.env_id + self._offset, expires_at=expires_at) for item in items]
-        bundles = [sent[i:i + self.max_bundle_items] for i in range(0, len(sent), self.max_bundle_items)]
+        bundles = [sent[i : i + self.max_bundle_items] for i in range(0, len(sent), self.max_bundle_items)]
         responses = [(len(bundle), self._send(bundle)) for bundle in bundles]  # all in flight together
         results = []
         for size, response in responses:
@@ -84,6 +88,7 @@ class ServeScorer:
             return list(response.result(timeout_s=max(expires_at - time.time(), 0.001)))
         except Exception as err:  # noqa: BLE001 - a time-out, a failed replica or a model error
             self.failed_calls += 1
-            logger.warning("the Serve feedback call failed (%s: %s); %d items unanswered", type(err).__name__, err,
-                           size)
+            logger.warning(
+                "the Serve feedback call failed (%s: %s); %d items unanswered", type(err).__name__, err, size
+            )
             return []

@@ -1,8 +1,8 @@
 """Label a transition dataset with a feedback model on Ray Data (VL-SAFE phase 1).
 
-    python -m dataset.label runs/datasets/town01-expert-dart --model clip           # clip_margin, safety
-    python -m dataset.label DIR --model expert                                        # vlm_action
-    python -m dataset.label DIR --model clip --concurrency 4 --gpus 0.25 feedback.clip.checkpoint=...
+    python -m cluster.label runs/datasets/town01-expert-dart --model clip           # clip_margin, safety
+    python -m cluster.label DIR --model expert                                        # vlm_action
+    python -m cluster.label DIR --model clip --concurrency 4 --gpus 0.25 feedback.clip.checkpoint=...
 
 Any `feedback.model` works (clip, vlm, expert, "expert+clip"): the shards are read with
 `ray.data.read_parquet`, the model runs in `map_batches` on a pool of actors (each holding one model,
@@ -12,6 +12,7 @@ back. The dataset source merges label files over the shard's columns. Finished s
 labelled again: a run that dies halfway resumes where it stopped. The expert is the dataset's own
 expert_action column (the privileged state it needs is not stored); image models read rgb_bev.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ class FeedbackLabeller:
             self.model = build_model(feedback, seed)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        col = {key: column_to_numpy(batch.column(key), key) for key in
-               ("stream_id", "step", "is_last", "action", "state", "expert_action", "expert_action_mask")}
+        col = {
+            key: column_to_numpy(batch.column(key), key)
+            for key in ("stream_id", "step", "is_last", "action", "state", "expert_action", "expert_action_mask")
+        }
         values = {field: np.zeros((batch.num_rows, *FULL_SPEC[field][0]), np.float32) for field in self.fields}
         masks = {field: np.zeros(batch.num_rows, np.float32) for field in self.fields}
         if self.model is None:
@@ -74,7 +77,7 @@ class FeedbackLabeller:
         masks["vlm_action"][has] = 1.0
 
     def _model(self, batch: pa.Table, col, values, masks) -> None:
-        from inference.feedback import validate
+        from core.feedback import validate
 
         extra = {key: column_to_numpy(batch.column(key), key) for key in ITEM_EXTRAS if key in batch.column_names}
         rows = np.flatnonzero(~col["is_last"])
@@ -91,15 +94,22 @@ def feedback_items(rows: dict[str, np.ndarray], indices, wanted: tuple[str, ...]
     """FeedbackItems for dataset rows, as a worker sent them at those steps: keyed by stream and
     step, with the speed from the state vector and, where the rows have them, the RGB BEV, route
     command and forward vector (ITEM_EXTRAS)."""
-    from inference.feedback import FeedbackItem
+    from core.feedback import FeedbackItem
 
     rgb, command, forward = (rows.get(key) for key in ITEM_EXTRAS)
-    return [FeedbackItem(env_id=int(rows["stream_id"][i]), step=int(rows["step"][i]), wanted=wanted,
-                         command=int(command[i]) if command is not None else 0,
-                         speed=float(rows["state"][i, SPEED_INDEX]), action=rows["action"][i],
-                         image=rgb[i] if rgb is not None else None,
-                         forward=tuple(float(v) for v in forward[i]) if forward is not None else None)
-            for i in indices]
+    return [
+        FeedbackItem(
+            env_id=int(rows["stream_id"][i]),
+            step=int(rows["step"][i]),
+            wanted=wanted,
+            command=int(command[i]) if command is not None else 0,
+            speed=float(rows["state"][i, SPEED_INDEX]),
+            action=rows["action"][i],
+            image=rgb[i] if rgb is not None else None,
+            forward=tuple(float(v) for v in forward[i]) if forward is not None else None,
+        )
+        for i in indices
+    ]
 
 
 def _to_arrow(values: np.ndarray, field: str) -> pa.Array:
@@ -113,8 +123,15 @@ def pending_shards(directory: Path, name: str):
     return [s for s in list_shards(directory) if not (directory / LABELS_DIR / name / s.name).exists()]
 
 
-def label_dataset(directory: str | Path, feedback: FeedbackConfig, name: str | None = None, batch_size: int = 64,
-                  concurrency: int = 1, num_gpus: float = 0.0, progress_every_s: float = 10.0) -> dict:
+def label_dataset(
+    directory: str | Path,
+    feedback: FeedbackConfig,
+    name: str | None = None,
+    batch_size: int = 64,
+    concurrency: int = 1,
+    num_gpus: float = 0.0,
+    progress_every_s: float = 10.0,
+) -> dict:
     """Label every shard not labelled yet; returns counts (shards, rows, per-field availability)."""
     import ray
 
@@ -126,8 +143,15 @@ def label_dataset(directory: str | Path, feedback: FeedbackConfig, name: str | N
     name = name or feedback.model.replace("+", "-")
     todo = pending_shards(directory, name)
     total_shards = len(list_shards(directory))
-    logger.info("labelling %d of %d shards of %s with %s (fields %s) -> labels/%s", len(todo), total_shards,
-                directory, feedback.model, ", ".join(fields), name)
+    logger.info(
+        "labelling %d of %d shards of %s with %s (fields %s) -> labels/%s",
+        len(todo),
+        total_shards,
+        directory,
+        feedback.model,
+        ", ".join(fields),
+        name,
+    )
     if not todo:
         return {"label_set": name, "shards_labelled": 0, "rows": 0, "fields": fields, "availability": {}}
     (directory / LABELS_DIR / name).mkdir(parents=True, exist_ok=True)
@@ -137,9 +161,15 @@ def label_dataset(directory: str | Path, feedback: FeedbackConfig, name: str | N
         present = set(pq.read_schema(todo[0].path).names)
         columns += [c for c in ITEM_EXTRAS if c in present]
     data = ray.data.read_parquet([str(s.path) for s in todo], columns=columns, include_paths=True)
-    labelled = data.map_batches(FeedbackLabeller, fn_constructor_kwargs={"feedback": feedback, "fields": fields},
-                                batch_size=batch_size, batch_format="pyarrow", concurrency=concurrency,
-                                num_gpus=num_gpus or None, num_cpus=1)
+    labelled = data.map_batches(
+        FeedbackLabeller,
+        fn_constructor_kwargs={"feedback": feedback, "fields": fields},
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=concurrency,
+        num_gpus=num_gpus or None,
+        num_cpus=1,
+    )
     parts: dict[str, list[pa.Table]] = defaultdict(list)
     got: dict[str, int] = defaultdict(int)
     answered = {field: 0.0 for field in fields}
@@ -153,21 +183,34 @@ def label_dataset(directory: str | Path, feedback: FeedbackConfig, name: str | N
                 table = pa.concat_tables(parts.pop(path)).sort_by("step")
                 for field in fields:
                     answered[field] += float(np.sum(table.column(f"{field}_mask").to_numpy()))
-                _write_labels(directory / LABELS_DIR / name / Path(path).name, table.drop_columns([_PATH]),
-                              feedback.model)
+                _write_labels(
+                    directory / LABELS_DIR / name / Path(path).name, table.drop_columns([_PATH]), feedback.model
+                )
                 done_rows += table.num_rows
                 done_shards += 1
         if time.monotonic() - last_log > progress_every_s:
             last_log = time.monotonic()
-            logger.info("labelled %d/%d shards (%d rows, %.0f rows/s)", done_shards, len(todo), done_rows,
-                        done_rows / max(last_log - started, 1e-6))
+            logger.info(
+                "labelled %d/%d shards (%d rows, %.0f rows/s)",
+                done_shards,
+                len(todo),
+                done_rows,
+                done_rows / max(last_log - started, 1e-6),
+            )
     missing = sorted(set(expected) - {p for p in expected if got[p] == expected[p]})
     if missing:
-        raise RuntimeError(f"labelling ended with {len(missing)} shard(s) incomplete (first: {missing[0]}); run it "
-                           "again to finish them")
+        raise RuntimeError(
+            f"labelling ended with {len(missing)} shard(s) incomplete (first: {missing[0]}); run it "
+            "again to finish them"
+        )
     logger.info("labelled %d shards, %d rows in %.0f s", done_shards, done_rows, time.monotonic() - started)
-    return {"label_set": name, "shards_labelled": done_shards, "rows": done_rows, "fields": fields,
-            "availability": {field: answered[field] / max(done_rows, 1) for field in fields}}
+    return {
+        "label_set": name,
+        "shards_labelled": done_shards,
+        "rows": done_rows,
+        "fields": fields,
+        "availability": {field: answered[field] / max(done_rows, 1) for field in fields},
+    }
 
 
 def _write_labels(path: Path, table: pa.Table, model: str) -> None:
@@ -192,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         wanted = ",".join(sorted(model_fields(args.model)))
-        config = load_config(args.config or [], [*args.overrides, f"feedback.model={args.model}",
-                                                 f"feedback.wanted=[{wanted}]"])
+        config = load_config(
+            args.config or [], [*args.overrides, f"feedback.model={args.model}", f"feedback.wanted=[{wanted}]"]
+        )
         feedback = dataclasses.replace(config.feedback, mode="async")
         import ray
 

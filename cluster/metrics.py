@@ -3,6 +3,7 @@
 Metric objects must be created inside the process that records them, so each role builds its
 own small set here.
 """
+
 from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge, Histogram
@@ -15,22 +16,41 @@ class WorkerMetrics:
         tags = {"worker": str(worker_uid)}
         self._env_steps = Counter("mentor_env_steps", "environment steps taken", tag_keys=("worker",))
         self._pending = Gauge("mentor_feedback_pending", "feedback items awaiting an answer", tag_keys=("worker",))
-        self._availability = Gauge("mentor_feedback_availability", "fraction of wanted feedback fields answered",
-                                   tag_keys=("worker",))
-        self._latency = Histogram("mentor_feedback_latency_s", "seconds from request to answer",
-                                  boundaries=_LATENCY_BOUNDARIES, tag_keys=("worker",))
-        self._waits = Counter("mentor_backpressure_waits", "times a worker waited for feedback to catch up",
-                              tag_keys=("worker",))
-        self._episode_return = Gauge("mentor_episode_return", "return of the last finished episode",
-                                     tag_keys=("worker",))
-        self._simulator_failures = Counter("mentor_simulator_failures",
-                                           "simulator failures a worker recovered from (episode truncated)",
-                                           tag_keys=("worker",))
-        self._failed_calls = Counter("mentor_feedback_failed_calls",
-                                     "feedback calls that failed (model error, dead replica, time-out)",
-                                     tag_keys=("worker",))
-        for metric in (self._env_steps, self._pending, self._availability, self._latency, self._waits,
-                       self._episode_return, self._simulator_failures, self._failed_calls):
+        self._availability = Gauge(
+            "mentor_feedback_availability", "fraction of wanted feedback fields answered", tag_keys=("worker",)
+        )
+        self._latency = Histogram(
+            "mentor_feedback_latency_s",
+            "seconds from request to answer",
+            boundaries=_LATENCY_BOUNDARIES,
+            tag_keys=("worker",),
+        )
+        self._waits = Counter(
+            "mentor_backpressure_waits", "times a worker waited for feedback to catch up", tag_keys=("worker",)
+        )
+        self._episode_return = Gauge(
+            "mentor_episode_return", "return of the last finished episode", tag_keys=("worker",)
+        )
+        self._simulator_failures = Counter(
+            "mentor_simulator_failures",
+            "simulator failures a worker recovered from (episode truncated)",
+            tag_keys=("worker",),
+        )
+        self._failed_calls = Counter(
+            "mentor_feedback_failed_calls",
+            "feedback calls that failed (model error, dead replica, time-out)",
+            tag_keys=("worker",),
+        )
+        for metric in (
+            self._env_steps,
+            self._pending,
+            self._availability,
+            self._latency,
+            self._waits,
+            self._episode_return,
+            self._simulator_failures,
+            self._failed_calls,
+        ):
             metric.set_default_tags(tags)
         for counter in (self._env_steps, self._waits, self._simulator_failures, self._failed_calls):
             _start_at_zero(counter)
@@ -73,13 +93,16 @@ class LearnerMetrics:
     def __init__(self):
         self._updates = Counter("mentor_learner_updates", "gradient updates")
         _start_at_zero(self._updates)
-        self._gauges = {name: Gauge(f"mentor_{name}", description) for name, description in (
-            ("replay_size", "transitions in the replay buffer"),
-            ("policy_lag", "mean policy versions between acting and learning"),
-            ("critic_loss", "critic loss of the last update"),
-            ("actor_loss", "actor loss of the last update"),
-            ("updates_per_s", "learner updates per second"),
-        )}
+        self._gauges = {
+            name: Gauge(f"mentor_{name}", description)
+            for name, description in (
+                ("replay_size", "transitions in the replay buffer"),
+                ("policy_lag", "mean policy versions between acting and learning"),
+                ("critic_loss", "critic loss of the last update"),
+                ("actor_loss", "actor loss of the last update"),
+                ("updates_per_s", "learner updates per second"),
+            )
+        }
         self._last_updates = 0
 
     def record(self, report: dict) -> None:
@@ -100,8 +123,10 @@ class DriverMetrics:
         self._steps_per_s = Gauge("mentor_env_steps_per_s", "environment steps per second, all workers")
         self._driving_score = Gauge("mentor_driving_score", "driving score of recent training episodes")
         self._route_completion = Gauge("mentor_route_completion", "route completion of recent episodes")
-        self._replaced = Gauge("mentor_replaced_workers", "rollout actors replaced after dying or failing "
-                               "(a lost CARLA server, one that never got ready)")
+        self._replaced = Gauge(
+            "mentor_replaced_workers",
+            "rollout actors replaced after dying or failing (a lost CARLA server, one that never got ready)",
+        )
 
     def record(self, metrics: dict[str, float]) -> None:
         """The runtime's merged report (actors/reporting.py)."""

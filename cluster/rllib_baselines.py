@@ -20,6 +20,7 @@ learning_curve.png.
 
 Only cluster/ imports Ray; RLlib is imported on first use (it takes seconds).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -52,6 +53,7 @@ INFO_KEYS = ("route_completion", "infractions", "episode_metrics", "route")
 
 
 # ---------------------------------------------------------------------------------------- algorithm
+
 
 class RllibAlgorithm:
     """What one algorithm file provides; its methods' defaults fit a stateless module on the
@@ -87,6 +89,7 @@ def load_algorithm(name: str) -> RllibAlgorithm:
 
 
 # ---------------------------------------------------------------------------------------------- env
+
 
 class SlimInfo(gym.Wrapper):
     """Keeps only the small info entries (INFO_KEYS): RLlib stores every step's info."""
@@ -133,15 +136,19 @@ def episode_callbacks():
                 return
             runner = int(getattr(env_runner, "worker_index", 0) or 0)
             num_envs = int(getattr(env_runner, "num_envs", 1) or 1)
-            row = {"stream_id": runner * num_envs + int(env_index or 0),
-                   "episode_return": float(result["return"]), "route_completion": float(result["route_completion"]),
-                   "driving_score": float(result["driving_score"])}
+            row = {
+                "stream_id": runner * num_envs + int(env_index or 0),
+                "episode_return": float(result["return"]),
+                "route_completion": float(result["route_completion"]),
+                "driving_score": float(result["driving_score"]),
+            }
             metrics_logger.log_value(EPISODES_KEY, row, reduce="item_series")
 
     return DrivingEpisodes
 
 
 # ------------------------------------------------------------------------------------------- config
+
 
 def use_gpu(device: str) -> bool:
     if device == "cuda" and not torch.cuda.is_available():
@@ -157,8 +164,7 @@ def build_algorithm_config(config: Config, settings: RllibSettings):
     algo_config = (
         algorithm.algorithm_config()
         .environment(ENV_NAME, env_config={"env": config.env, "algorithm": settings.algorithm})
-        .env_runners(num_env_runners=settings.num_env_runners,
-                     num_envs_per_env_runner=settings.num_envs_per_env_runner)
+        .env_runners(num_env_runners=settings.num_env_runners, num_envs_per_env_runner=settings.num_envs_per_env_runner)
         .learners(num_learners=0, num_gpus_per_learner=1 if use_gpu(settings.device) else 0)
         .callbacks(episode_callbacks())
         .debugging(seed=config.run.seed)
@@ -167,8 +173,10 @@ def build_algorithm_config(config: Config, settings: RllibSettings):
         try:
             getattr(algo_config, method)(**kwargs)
         except TypeError as exc:
-            raise ConfigError(f"rllib.{settings.algorithm}.{method}: {exc}; the keys are the keyword arguments of "
-                              f"RLlib's {type(algo_config).__name__}.{method}()") from exc
+            raise ConfigError(
+                f"rllib.{settings.algorithm}.{method}: {exc}; the keys are the keyword arguments of "
+                f"RLlib's {type(algo_config).__name__}.{method}()"
+            ) from exc
     return algorithm.finalize(algo_config)
 
 
@@ -194,6 +202,7 @@ def _plain_config(algo_config) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- training
+
 
 def connect_ray(config: Config) -> bool:
     """A Ray cluster for the run: the connected one, run.ray_address, the job's ($RAY_ADDRESS), or
@@ -229,17 +238,27 @@ def train_rllib(config: Config, settings: RllibSettings, run_dir: str | Path) ->
         try:
             result = progress.run(algo, run_dir)
         except KeyboardInterrupt:
-            logger.warning("interrupted at %d env steps: saving a checkpoint to %s", progress.env_steps,
-                           run_dir / CHECKPOINT_DIR)
+            logger.warning(
+                "interrupted at %d env steps: saving a checkpoint to %s", progress.env_steps, run_dir / CHECKPOINT_DIR
+            )
             save_checkpoint(algo, run_dir)
             raise
         trained = time.monotonic()
         checkpoint = save_checkpoint(algo, run_dir)
-        summary = {**progress.summary(result, started, trained), "checkpoint": str(checkpoint),
-                   **algorithm.summary(result, algo_config, progress.env_steps)}
+        summary = {
+            **progress.summary(result, started, trained),
+            "checkpoint": str(checkpoint),
+            **algorithm.summary(result, algo_config, progress.env_steps),
+        }
         log.write_json("training.json", summary)
-        logger.info("%s: trained %d env steps in %.0f s (%.1f env steps/s); checkpoint %s", settings.algorithm,
-                    summary["env_steps"], summary["wall_time_s"], summary["env_steps_per_s"], checkpoint)
+        logger.info(
+            "%s: trained %d env steps in %.0f s (%.1f env steps/s); checkpoint %s",
+            settings.algorithm,
+            summary["env_steps"],
+            summary["wall_time_s"],
+            summary["env_steps_per_s"],
+            checkpoint,
+        )
         return summary
     finally:
         if algo is not None:
@@ -294,8 +313,16 @@ class _Progress:
     def record(self, result: dict) -> None:
         self.env_steps = int(_get(result, "env_runners", "num_env_steps_sampled_lifetime", default=0) or 0)
         rows = _episode_rows(_get(result, "env_runners", EPISODES_KEY))
-        episodes = [Episode(stream_id=int(r["stream_id"]), env_steps=self.env_steps, episode_return=r["episode_return"],
-                            route_completion=r["route_completion"], driving_score=r["driving_score"]) for r in rows]
+        episodes = [
+            Episode(
+                stream_id=int(r["stream_id"]),
+                env_steps=self.env_steps,
+                episode_return=r["episode_return"],
+                route_completion=r["route_completion"],
+                driving_score=r["driving_score"],
+            )
+            for r in rows
+        ]
         self.episodes += episodes
         self.log.episodes(episodes)
         metrics = self.metrics(result, episodes)
@@ -305,13 +332,17 @@ class _Progress:
             f"{self.settings.algorithm}: env steps {self.env_steps}/{self.config.run.total_env_steps} "
             f"({metrics['env_steps_per_s']:.1f}/s) | {len(self.episodes)} episodes, last 20: return "
             f"{_fmt(recent['episode_return'])}, route completion {_fmt(recent['route_completion'])} | "
-            f"{time.monotonic() - self.built:.0f} s", self.config.run.progress_every_s)
+            f"{time.monotonic() - self.built:.0f} s",
+            self.config.run.progress_every_s,
+        )
 
     def metrics(self, result: dict, episodes: list[Episode]) -> dict[str, float]:
-        metrics = {"env_steps": float(self.env_steps),
-                   "env_steps_per_s": self.env_steps / max(time.monotonic() - self.built, 1e-9),
-                   "iteration_s": float(_get(result, "time_this_iter_s", default=0.0) or 0.0),
-                   "episodes": float(len(self.episodes))}
+        metrics = {
+            "env_steps": float(self.env_steps),
+            "env_steps_per_s": self.env_steps / max(time.monotonic() - self.built, 1e-9),
+            "iteration_s": float(_get(result, "time_this_iter_s", default=0.0) or 0.0),
+            "episodes": float(len(self.episodes)),
+        }
         means = _means(episodes)
         metrics.update({k: v for k, v in means.items() if v is not None})
         for key in ("episode_return_mean", "episode_len_mean"):
@@ -340,8 +371,11 @@ def _episode_rows(value) -> list[dict]:
 
 def save_checkpoint(algo, run_dir: Path) -> Path:
     """RLlib's Algorithm checkpoint in run_dir/checkpoint, replaced whole (never half-written)."""
-    target, staging, old = (run_dir / CHECKPOINT_DIR, run_dir / f"{CHECKPOINT_DIR}.partial",
-                            run_dir / f"{CHECKPOINT_DIR}.old")
+    target, staging, old = (
+        run_dir / CHECKPOINT_DIR,
+        run_dir / f"{CHECKPOINT_DIR}.partial",
+        run_dir / f"{CHECKPOINT_DIR}.old",
+    )
     shutil.rmtree(staging, ignore_errors=True)
     algo.save_to_path(str(staging))
     shutil.rmtree(old, ignore_errors=True)
@@ -382,6 +416,7 @@ def _fmt(value: float | None) -> str:
 
 # --------------------------------------------------------------------------------------- evaluation
 
+
 def rl_module_path(checkpoint_dir: str | Path) -> Path:
     """The learner's RLModule inside an Algorithm checkpoint (or a run directory, or the module
     directory itself)."""
@@ -397,8 +432,10 @@ def rl_module_path(checkpoint_dir: str | Path) -> Path:
         return path / DEFAULT_MODULE_ID
     if (path / "class_and_ctor_args.pkl").is_file() and any(path.glob("module_state*")):
         return path
-    raise FileNotFoundError(f"{checkpoint_dir}: no RLlib RLModule checkpoint there (expected {nested}, or a run "
-                            f"directory with {CHECKPOINT_DIR}/)")
+    raise FileNotFoundError(
+        f"{checkpoint_dir}: no RLlib RLModule checkpoint there (expected {nested}, or a run "
+        f"directory with {CHECKPOINT_DIR}/)"
+    )
 
 
 def load_module(checkpoint_dir: str | Path):
@@ -425,16 +462,23 @@ class ModulePolicy:
     def act(self, carry, obs, is_first: np.ndarray, *, explore: bool, step: int) -> tuple[None, np.ndarray]:
         from ray.rllib.core.columns import Columns
 
-        batch = {Columns.OBS: {"bev": torch.from_numpy(np.ascontiguousarray(obs["bev"])),
-                               "state": torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))}}
+        batch = {
+            Columns.OBS: {
+                "bev": torch.from_numpy(np.ascontiguousarray(obs["bev"])),
+                "state": torch.from_numpy(np.asarray(obs["state"], dtype=np.float32)),
+            }
+        }
         with torch.no_grad():
             if explore:
                 out = self.module.forward_exploration(batch)
                 dist = self.module.get_exploration_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
             else:
                 out = self.module.forward_inference(batch)
-                dist = self.module.get_inference_action_dist_cls().from_logits(
-                    out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
+                dist = (
+                    self.module.get_inference_action_dist_cls()
+                    .from_logits(out[Columns.ACTION_DIST_INPUTS])
+                    .to_deterministic()
+                )
             actions = dist.sample()
         return carry, np.clip(actions.cpu().numpy().astype(np.float32), -1.0, 1.0)
 
@@ -452,10 +496,17 @@ def evaluate_rllib(config: Config, settings: RllibSettings, checkpoint_dir: str 
     policy = load_algorithm(settings.algorithm).load_policy(checkpoint_dir)
     env_config = eval_env_config(config)
     ev = config.eval
-    logger.info("evaluating %s %s on %s (%s traffic), routes %s", settings.algorithm, checkpoint_dir, env_config.town,
-                ev.traffic, list(ev.routes))
-    evaluator = EvaluationWorker(make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps,
-                                 seed=config.run.seed)
+    logger.info(
+        "evaluating %s %s on %s (%s traffic), routes %s",
+        settings.algorithm,
+        checkpoint_dir,
+        env_config.town,
+        ev.traffic,
+        list(ev.routes),
+    )
+    evaluator = EvaluationWorker(
+        make_env(env_config, rgb_bev=False), policy, ev.routes, ev.max_steps, seed=config.run.seed
+    )
     try:
         return evaluator.evaluate()
     finally:

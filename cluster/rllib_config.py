@@ -21,6 +21,7 @@ the environment, env runners, learner device and seed, so any RLlib setting is r
 code change, and RLlib itself rejects a misspelt one (the error names the field). Several files merge
 in order (later keys win, mappings merge); `key=value` overrides follow, `rllib.*` ones included.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,19 @@ ALGORITHMS = {
 RLLIB_CONFIG_DIR = CONFIG_DIR / "rllib"
 DEVICES = ("auto", "cpu", "cuda")
 # The AlgorithmConfig methods an algorithm section may call (the ones that only set values).
-CONFIG_METHODS = ("training", "rl_module", "env_runners", "learners", "environment", "reporting", "debugging",
-                  "evaluation", "fault_tolerance", "framework", "experimental")
+CONFIG_METHODS = (
+    "training",
+    "rl_module",
+    "env_runners",
+    "learners",
+    "environment",
+    "reporting",
+    "debugging",
+    "evaluation",
+    "fault_tolerance",
+    "framework",
+    "experimental",
+)
 
 
 @dataclass(frozen=True)
@@ -58,9 +70,13 @@ class RllibSettings:
     calls: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_yaml_dict(self) -> dict:
-        return {"algorithm": self.algorithm, "device": self.device, "num_env_runners": self.num_env_runners,
-                "num_envs_per_env_runner": self.num_envs_per_env_runner,
-                self.algorithm: json.loads(json.dumps(self.calls))}
+        return {
+            "algorithm": self.algorithm,
+            "device": self.device,
+            "num_env_runners": self.num_env_runners,
+            "num_envs_per_env_runner": self.num_envs_per_env_runner,
+            self.algorithm: json.loads(json.dumps(self.calls)),
+        }
 
 
 def algorithm_config_file(algorithm: str) -> Path:
@@ -70,8 +86,9 @@ def algorithm_config_file(algorithm: str) -> Path:
     return RLLIB_CONFIG_DIR / f"{algorithm}.yaml"
 
 
-def load_rllib_config(paths: str | Path | list | tuple, overrides: list[str] | tuple[str, ...] = ()
-                      ) -> tuple[Config, RllibSettings]:
+def load_rllib_config(
+    paths: str | Path | list | tuple, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Config, RllibSettings]:
     """Mentor's Config and the RllibSettings of YAML files merged in order, then `key=value` overrides."""
     data: dict = {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
@@ -87,6 +104,7 @@ def load_rllib_config(paths: str | Path | list | tuple, overrides: list[str] | t
 def save_rllib_config(config: Config, settings: RllibSettings, path: str | Path) -> None:
     """The resolved config (every Mentor field, and the rllib section the run used) as YAML that
     load_rllib_config reads back."""
+
     def plain(value):
         if isinstance(value, (tuple, list)):
             return [plain(v) for v in value]
@@ -99,6 +117,7 @@ def save_rllib_config(config: Config, settings: RllibSettings, path: str | Path)
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def _as_overrides(data: dict, prefix: str = "") -> list[str]:
     """Mentor's sections as `path=value` overrides for configs.loader.load_config, which validates
@@ -114,22 +133,29 @@ def _as_overrides(data: dict, prefix: str = "") -> list[str]:
 
 def _settings(rllib: Any) -> RllibSettings:
     if not isinstance(rllib, dict):
-        raise ConfigError("the config has no `rllib` section: give an RLlib config, e.g. --config "
-                          f"{RLLIB_CONFIG_DIR / 'ppo.yaml'} (it names rllib.algorithm)")
+        raise ConfigError(
+            "the config has no `rllib` section: give an RLlib config, e.g. --config "
+            f"{RLLIB_CONFIG_DIR / 'ppo.yaml'} (it names rllib.algorithm)"
+        )
     algorithm = rllib.get("algorithm")
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"rllib.algorithm = {algorithm!r} is invalid: must be one of {', '.join(ALGORITHMS)}")
     fields = {f.name for f in dataclasses.fields(RllibSettings)} - {"calls"}
     unknown = set(rllib) - fields - set(ALGORITHMS)
     if unknown:
-        raise ConfigError(f"unknown field rllib.{min(unknown)}; the rllib section has: "
-                          f"{', '.join(sorted(fields))} and one section per algorithm ({', '.join(ALGORITHMS)})")
+        raise ConfigError(
+            f"unknown field rllib.{min(unknown)}; the rllib section has: "
+            f"{', '.join(sorted(fields))} and one section per algorithm ({', '.join(ALGORITHMS)})"
+        )
     for name in ALGORITHMS:
         _check_calls(rllib.get(name) or {}, f"rllib.{name}")
-    settings = RllibSettings(algorithm=algorithm, device=rllib.get("device", "auto"),
-                             num_env_runners=rllib.get("num_env_runners", 0),
-                             num_envs_per_env_runner=rllib.get("num_envs_per_env_runner", 1),
-                             calls=rllib.get(algorithm) or {})
+    settings = RllibSettings(
+        algorithm=algorithm,
+        device=rllib.get("device", "auto"),
+        num_env_runners=rllib.get("num_env_runners", 0),
+        num_envs_per_env_runner=rllib.get("num_envs_per_env_runner", 1),
+        calls=rllib.get(algorithm) or {},
+    )
     if settings.device not in DEVICES:
         raise ConfigError(f"rllib.device = {settings.device!r} is invalid: must be one of {', '.join(DEVICES)}")
     for name, low in (("num_env_runners", 0), ("num_envs_per_env_runner", 1)):
@@ -141,12 +167,16 @@ def _settings(rllib: Any) -> RllibSettings:
 
 def _check_calls(section: Any, path: str) -> None:
     if not isinstance(section, dict):
-        raise ConfigError(f"{path} must be a mapping of AlgorithmConfig methods to their keyword arguments, "
-                          f"e.g. {{training: {{lr: 0.0003}}}}; got {section!r}")
+        raise ConfigError(
+            f"{path} must be a mapping of AlgorithmConfig methods to their keyword arguments, "
+            f"e.g. {{training: {{lr: 0.0003}}}}; got {section!r}"
+        )
     for method, kwargs in section.items():
         if method not in CONFIG_METHODS:
-            raise ConfigError(f"{path}.{method}: not an AlgorithmConfig method this section may call; use "
-                              f"{', '.join(CONFIG_METHODS)}")
+            raise ConfigError(
+                f"{path}.{method}: not an AlgorithmConfig method this section may call; use {', '.join(CONFIG_METHODS)}"
+            )
         if not isinstance(kwargs, dict):
-            raise ConfigError(f"{path}.{method} must be a mapping of keyword arguments of "
-                              f"AlgorithmConfig.{method}(), got {kwargs!r}")
+            raise ConfigError(
+                f"{path}.{method} must be a mapping of keyword arguments of AlgorithmConfig.{method}(), got {kwargs!r}"
+            )

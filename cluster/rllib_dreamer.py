@@ -34,6 +34,7 @@ fragment of env steps sampled per training_step is derived from it here.
 Only cluster/ imports Ray; RLlib is imported on first use so that the observation wrapper alone
 stays cheap to import.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,6 +63,7 @@ _NOW = NUM_HISTORY - 1  # history channels are ordered t-15, t-10, t-5, t
 
 
 # ------------------------------------------------------------------------------------ observation
+
 
 def _pool_index(source: int, target: int) -> np.ndarray:
     """[k, target] source indices: output pixel i takes the max over the source pixels its window
@@ -94,8 +96,9 @@ def _scaled(mask: np.ndarray, value: int) -> np.ndarray:
 def bev_image(bev: np.ndarray) -> np.ndarray:
     """BEV masks uint8 [..., 15, 96, 96] -> the DreamerV3 image uint8 [..., 64, 64, 3] (HWC)."""
     if bev.shape[-3:] != (NUM_CHANNELS, MASK_SIZE, MASK_SIZE) or bev.dtype != np.uint8:
-        raise ValueError(f"expected BEV masks uint8 [..., {NUM_CHANNELS}, {MASK_SIZE}, {MASK_SIZE}], "
-                         f"got {bev.dtype} {bev.shape}")
+        raise ValueError(
+            f"expected BEV masks uint8 [..., {NUM_CHANNELS}, {MASK_SIZE}, {MASK_SIZE}], got {bev.dtype} {bev.shape}"
+        )
     road_map = np.maximum(_scaled(bev[..., CH_ROAD, :, :], MAP_ROAD), _scaled(bev[..., CH_ROUTE, :, :], MAP_ROUTE))
     before = np.maximum(bev[..., CH_VEHICLES + _NOW - 1, :, :], bev[..., CH_WALKERS + _NOW - 1, :, :])
     now = np.maximum(bev[..., CH_VEHICLES + _NOW, :, :], bev[..., CH_WALKERS + _NOW, :, :])
@@ -117,6 +120,7 @@ class BevImageObservation(gym.ObservationWrapper):
 
 
 # ---------------------------------------------------------------------------------------- RLModule
+
 
 def _normalized(batch: dict) -> dict:
     from ray.rllib.core.columns import Columns
@@ -166,6 +170,7 @@ def __getattr__(name: str):
 
 # ---------------------------------------------------------------------------------------- algorithm
 
+
 def fragment_length(training_ratio: float, batch_size_B: int, batch_length_T: int, envs: int = 1) -> int:
     """Env steps each env samples per training_step so that its one update replays
     `training_ratio` per env step (`envs`: all env runners' envs together).
@@ -194,22 +199,28 @@ class DreamerV3Algorithm(RllibAlgorithm):
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
         return DreamerV3Config().rl_module(
-            rl_module_spec=RLModuleSpec(module_class=module_class(), catalog_class=DreamerV3Catalog))
+            rl_module_spec=RLModuleSpec(module_class=module_class(), catalog_class=DreamerV3Catalog)
+        )
 
     def wrap_env(self, env: gym.Env) -> gym.Env:
         return BevImageObservation(env)
 
     def finalize(self, algo_config):
         envs = algo_config.num_envs_per_env_runner * max(1, algo_config.num_env_runners)
-        return algo_config.env_runners(rollout_fragment_length=fragment_length(
-            algo_config.training_ratio, algo_config.batch_size_B, algo_config.batch_length_T, envs))
+        return algo_config.env_runners(
+            rollout_fragment_length=fragment_length(
+                algo_config.training_ratio, algo_config.batch_size_B, algo_config.batch_length_T, envs
+            )
+        )
 
     def summary(self, result: dict, algo_config, env_steps: int) -> dict[str, Any]:
         updates = int(result.get("num_grad_updates_lifetime", 0) or 0)
         loss = result.get("learners", {}).get("default_policy", {}).get("WORLD_MODEL_L_total")
-        return {"updates": updates,
-                "replay_ratio": updates * algo_config.batch_size_B * algo_config.batch_length_T / max(env_steps, 1),
-                "world_model_loss": float(loss) if loss is not None else None}
+        return {
+            "updates": updates,
+            "replay_ratio": updates * algo_config.batch_size_B * algo_config.batch_length_T / max(env_steps, 1),
+            "world_model_loss": float(loss) if loss is not None else None,
+        }
 
     def load_policy(self, checkpoint_dir: str | Path) -> RllibDreamerPolicy:
         return RllibDreamerPolicy.from_checkpoint(checkpoint_dir)
@@ -219,6 +230,7 @@ ALGORITHM = DreamerV3Algorithm()
 
 
 # ------------------------------------------------------------------------------------------- policy
+
 
 def load_dreamer_module(checkpoint_dir: str | Path):
     module_class()  # defined before the checkpoint names it
@@ -250,8 +262,11 @@ class RllibDreamerPolicy:
         from ray.rllib.core.columns import Columns
 
         image = torch.from_numpy(bev_image(np.asarray(obs["bev"])))[:, None]  # [B, T=1, 64, 64, 3]
-        batch = {Columns.OBS: image, Columns.STATE_IN: carry,
-                 "is_first": torch.as_tensor(np.asarray(is_first), dtype=torch.float32)}
+        batch = {
+            Columns.OBS: image,
+            Columns.STATE_IN: carry,
+            "is_first": torch.as_tensor(np.asarray(is_first), dtype=torch.float32),
+        }
         with torch.no_grad():
             out = self.module.forward_exploration(batch) if explore else self.module.forward_inference(batch)
         actions = out[Columns.ACTIONS][:, 0].cpu().numpy().astype(np.float32)
@@ -261,5 +276,15 @@ class RllibDreamerPolicy:
         self.module.load_state_dict(weights)
 
 
-__all__ = ["ALGORITHM", "IMAGE_SHAPE", "BevImageObservation", "RllibDreamerPolicy", "bev_image",
-           "fragment_length", "load_dreamer_module", "max_pool_to", "module_class", "rl_module_path"]
+__all__ = [
+    "ALGORITHM",
+    "IMAGE_SHAPE",
+    "BevImageObservation",
+    "RllibDreamerPolicy",
+    "bev_image",
+    "fragment_length",
+    "load_dreamer_module",
+    "max_pool_to",
+    "module_class",
+    "rl_module_path",
+]

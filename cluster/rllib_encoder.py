@@ -15,6 +15,7 @@ masks stay uint8 in the env, the episodes and the replay (138 KB a step) and are
 scaled in the encoder, as Mentor's learner does. SAC's Q networks encode [obs, action] with
 RLlib's MultiStreamEncoder, whose observation stream is this same encoder (one copy per network).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,12 @@ DEFAULT_PRESET = "small"
 
 def is_driving_space(space: gym.Space) -> bool:
     """The driving env's Dict {"bev": [15, 96, 96], "state": [10]} (any dtype)."""
-    return (isinstance(space, gym.spaces.Dict) and set(space.spaces) == {"bev", "state"}
-            and space["bev"].shape == BEV_SHAPE and space["state"].shape == (STATE_SIZE,))
+    return (
+        isinstance(space, gym.spaces.Dict)
+        and set(space.spaces) == {"bev", "state"}
+        and space["bev"].shape == BEV_SHAPE
+        and space["state"].shape == (STATE_SIZE,)
+    )
 
 
 @dataclass
@@ -48,8 +53,10 @@ class BevStateEncoderConfig(ModelConfig):
 
     def __post_init__(self):
         if self.preset not in PRESETS:
-            raise ValueError(f"model_config {BEV_ENCODER_KEY} = {self.preset!r} is not a Mentor encoder preset; "
-                             f"use one of {', '.join(PRESETS)} (learners/networks.py)")
+            raise ValueError(
+                f"model_config {BEV_ENCODER_KEY} = {self.preset!r} is not a Mentor encoder preset; "
+                f"use one of {', '.join(PRESETS)} (learners/networks.py)"
+            )
 
     @property
     def output_dims(self) -> tuple[int]:
@@ -81,9 +88,11 @@ class BevStateCatalog:
     BevStateEncoder; any other space RLlib's default encoder."""
 
     @classmethod
-    def _get_encoder_config(cls, observation_space: gym.Space, model_config_dict: dict,
-                            action_space: gym.Space = None) -> ModelConfig:
+    def _get_encoder_config(
+        cls, observation_space: gym.Space, model_config_dict: dict, action_space: gym.Space = None
+    ) -> ModelConfig:
         if is_driving_space(observation_space):
             return BevStateEncoderConfig(preset=model_config_dict.get(BEV_ENCODER_KEY) or DEFAULT_PRESET)
-        return super()._get_encoder_config(observation_space=observation_space, model_config_dict=model_config_dict,
-                                           action_space=action_space)
+        return super()._get_encoder_config(
+            observation_space=observation_space, model_config_dict=model_config_dict, action_space=action_space
+        )

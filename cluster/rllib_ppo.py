@@ -1,6 +1,7 @@
 """RLlib's PPO (new API stack, PyTorch) on Mentor's env: RLlib's default PPO RLModule whose encoder
 is Mentor's own BEV conv encoder + the state vector (cluster/rllib_encoder.py; RLlib's PPOCatalog
 has no encoder for the env's Dict observation). Settings: configs/rllib/ppo.yaml."""
+
 from __future__ import annotations
 
 from ray.rllib.algorithms.ppo import PPOConfig

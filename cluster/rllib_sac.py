@@ -2,6 +2,7 @@
 (the policy's, and the observation stream of each Q network's [obs, action] MultiStreamEncoder) are
 Mentor's own BEV conv encoder + the state vector (cluster/rllib_encoder.py; RLlib's SACCatalog has
 no encoder for the env's Dict observation). Settings: configs/rllib/sac.yaml."""
+
 from __future__ import annotations
 
 from ray.rllib.algorithms.sac import SACConfig

@@ -14,6 +14,7 @@ policy greedily on the evaluation town's suite (Town02's nocrash_eval, eval.rout
 EvaluationWorker and prints the metric table. Starts a local Ray cluster unless one is connected
 (run.ray_address, or $RAY_ADDRESS under `ray job submit`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,12 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=list(ALGORITHMS), help="reads configs/rllib/<algo>.yaml first")
     parser.add_argument("--config", action="append", default=[], help="YAML file laid on top (repeatable)")
-    parser.add_argument("--run-dir", help="the run's directory (default: <run.runs_dir>/<run.name>-<time>); it must "
-                        "not hold files yet")
-    parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. run.total_env_steps=5000 or "
-                        "rllib.ppo.training.lr=1e-4")
+    parser.add_argument(
+        "--run-dir", help="the run's directory (default: <run.runs_dir>/<run.name>-<time>); it must not hold files yet"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="section.field=value, e.g. run.total_env_steps=5000 or rllib.ppo.training.lr=1e-4"
+    )
     args = parser.parse_args(argv)
     if not args.algo and not args.config:
         parser.error(f"give --algo ({', '.join(ALGORITHMS)}) or --config FILE (e.g. configs/rllib/ppo.yaml)")
@@ -47,7 +50,7 @@ def prepare(args):
     run needs. Writes nothing."""
     from cluster.rllib_baselines import check_algorithm_config
     from cluster.rllib_config import algorithm_config_file, load_rllib_config
-    from train import check_eval_routes, check_maps, new_run_dir
+    from runner.preflight import check_eval_routes, check_maps, new_run_dir
 
     paths = ([algorithm_config_file(args.algo)] if args.algo else []) + [Path(p) for p in args.config]
     config, settings = load_rllib_config(paths, args.overrides)

@@ -13,6 +13,7 @@ the real paths at ~zero compute per env step.
   env's expert action, as RolloutWorker._item sends it) through the real `FeedbackClient` and
   `serve_sender` transport, with the worker's adaptive window of pending items.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,9 @@ from actors.rollout_worker import EPISODES_PER_STREAM
 from cluster.actors import ChunkShipper
 from configs.schema import Config
 from core import Episode
+from core.feedback import FeedbackItem
 from envs.spaces import STATE_SIZE
 from envs.synthetic_bev import synthetic_bev
-from inference.feedback import FeedbackItem
 from learners.replay import empty_chunk
 
 EPISODE_ROWS = 500  # rows per synthetic episode (499 transitions and the final observation)
@@ -75,7 +76,7 @@ class SyntheticRows:
 
     def shipped_chunk(self) -> dict:
         """The filled part of the chunk (a view: Ray copies it when the call is made)."""
-        return {key: value[:self.filled] for key, value in self.chunk.items()}
+        return {key: value[: self.filled] for key, value in self.chunk.items()}
 
 
 @ray.remote
@@ -132,28 +133,47 @@ class SyntheticWorkerActor:
         return self.report()
 
     def report(self) -> dict:
-        episodes = [Episode(self.stream_id, self.clock_at_sync + self.steps_since_sync, 0.0, 0.0, 0.0)
-                    for _ in self._rows.episodes]
+        episodes = [
+            Episode(self.stream_id, self.clock_at_sync + self.steps_since_sync, 0.0, 0.0, 0.0)
+            for _ in self._rows.episodes
+        ]
         self._rows.episodes = []
-        report = {"stream_id": self.stream_id, "env_steps": self.env_steps, "random_actions": 0,
-                  "shipped_rows": self.shipped_rows, "backpressure_waits": self._shipper.waits,
-                  "backpressure_wait_s": self._shipper.wait_s, "simulator_failures": 0,
-                  "policy_version": self.policy_version, "clock": self.clock_at_sync + self.steps_since_sync,
-                  "feedback": {"pending": 0, "answered": 0, "malformed": 0, "late": 0, "expired": 0,
-                               "failed_calls": 0, "availability": 1.0, "latency_s": 0.0, "latency_sum_s": 0.0,
-                               "latencies": []},
-                  "episodes": episodes,
-                  # beyond RolloutWorker.report(): what the benchmark checks and costs
-                  "shipped_transitions": self._rows.transitions - self._unshipped_transitions(),
-                  "cpu_s": time.process_time() - self._started}
+        report = {
+            "stream_id": self.stream_id,
+            "env_steps": self.env_steps,
+            "random_actions": 0,
+            "shipped_rows": self.shipped_rows,
+            "backpressure_waits": self._shipper.waits,
+            "backpressure_wait_s": self._shipper.wait_s,
+            "simulator_failures": 0,
+            "policy_version": self.policy_version,
+            "clock": self.clock_at_sync + self.steps_since_sync,
+            "feedback": {
+                "pending": 0,
+                "answered": 0,
+                "malformed": 0,
+                "late": 0,
+                "expired": 0,
+                "failed_calls": 0,
+                "availability": 1.0,
+                "latency_s": 0.0,
+                "latency_sum_s": 0.0,
+                "latencies": [],
+            },
+            "episodes": episodes,
+            # beyond RolloutWorker.report(): what the benchmark checks and costs
+            "shipped_transitions": self._rows.transitions - self._unshipped_transitions(),
+            "cpu_s": time.process_time() - self._started,
+        }
         self._metrics.record(report)
         return report
 
     def _unshipped_transitions(self) -> int:
-        return int(np.count_nonzero(~self._rows.chunk["is_last"][:self._rows.filled]))
+        return int(np.count_nonzero(~self._rows.chunk["is_last"][: self._rows.filled]))
 
 
 # ------------------------------------------------------------------------------------------ feedback
+
 
 @ray.remote
 class SyntheticFeedbackClient:
@@ -180,9 +200,19 @@ class SyntheticFeedbackClient:
         items, now = [], time.time()
         for _ in range(self.config.feedback.bundle_steps):
             expert = self._actions[self._step % len(self._actions)]
-            items.append(FeedbackItem(env_id=self.stream_id, step=self._step, wanted=("vlm_action",), command=4,
-                                      speed=5.0, action=np.zeros(2, np.float32), forward=(1.0, 0.0),
-                                      privileged=expert, expires_at=now + self.config.feedback.deadline_s))
+            items.append(
+                FeedbackItem(
+                    env_id=self.stream_id,
+                    step=self._step,
+                    wanted=("vlm_action",),
+                    command=4,
+                    speed=5.0,
+                    action=np.zeros(2, np.float32),
+                    forward=(1.0, 0.0),
+                    privileged=expert,
+                    expires_at=now + self.config.feedback.deadline_s,
+                )
+            )
             self._step += 1
         return items
 
@@ -198,8 +228,9 @@ class SyntheticFeedbackClient:
         if latencies:  # RolloutWorker._adapt_window's controller
             target = self.config.feedback.max_pending_age_s / 2
             factor = min(max(target / max(float(np.mean(latencies)), 1e-3), 0.5), 1.25)
-            self._window = min(max(self._window * factor, float(self.config.feedback.bundle_steps)),
-                               self.config.feedback.max_pending)
+            self._window = min(
+                max(self._window * factor, float(self.config.feedback.bundle_steps)), self.config.feedback.max_pending
+            )
         return got if counting else 0
 
     def run(self, start_at: float, warmup_s: float, seconds: float) -> dict:
@@ -223,9 +254,15 @@ class SyntheticFeedbackClient:
         while self._sent_at and time.time() < deadline and self._client.failed_calls == failed_before:
             time.sleep(0.005)
             self._collect(counting=False)
-        return {"sent": self.sent, "answered": self.answered, "answered_in_window": counted,
-                "failed_calls": self._client.failed_calls - failed_before, "unanswered": len(self._sent_at),
-                "client_cpu_s_in_window": cpu_window, "window_items": self._window}
+        return {
+            "sent": self.sent,
+            "answered": self.answered,
+            "answered_in_window": counted,
+            "failed_calls": self._client.failed_calls - failed_before,
+            "unanswered": len(self._sent_at),
+            "client_cpu_s_in_window": cpu_window,
+            "window_items": self._window,
+        }
 
     def _submit(self) -> None:
         bundle = self._bundle()

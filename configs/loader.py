@@ -4,6 +4,7 @@ Several files merge in order: `load_config(["configs/quickstart.yaml", "configs/
 the debug overlay's tiny budgets on top of the quickstart. Errors name the file or the field's full
 path (`learner.batch_size`) and what is allowed, so a bad run stops at start rather than an hour in.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,7 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message has the field path and the allowed values."""
 
 
-def load_config(paths: str | Path | list | tuple | None = None,
-                overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(paths: str | Path | list | tuple | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     data: dict[str, Any] = {}
     if paths is not None:
         for path in [paths] if isinstance(paths, (str, Path)) else paths:
@@ -43,8 +43,10 @@ def load_config(paths: str | Path | list | tuple | None = None,
 def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A YAML config, with `extends: other.yaml` (relative to it) merged underneath, recursively."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; shipped configs: "
-                          f"{', '.join(sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob('*.yaml')))}")
+        raise ConfigError(
+            f"config file {path} not found; shipped configs: "
+            f"{', '.join(sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob('*.yaml')))}"
+        )
     if path.resolve() in seen:
         raise ConfigError(f"{path}: `extends` loops back to itself through {[str(p) for p in seen]}")
     try:
@@ -65,8 +67,9 @@ def merge(base: dict, top: dict) -> dict:
     """`top` laid over `base`, section by section."""
     merged = dict(base)
     for key, value in top.items():
-        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
+        merged[key] = (
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -74,8 +77,10 @@ def apply_override(data: dict, override: str) -> None:
     """Sets `section.field=value` in the raw (unvalidated) mapping."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. learner.batch_size=128 "
-                          "or rllib.ppo.training.lr=1e-4")
+        raise ConfigError(
+            f"override {override!r} must look like section.field=value, e.g. learner.batch_size=128 "
+            "or rllib.ppo.training.lr=1e-4"
+        )
     node = data
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -126,8 +131,9 @@ def _check_field(f: dataclasses.Field, value, path: str) -> None:
     if "range" in f.metadata:
         kind = "an integer" if isinstance(value, int) else "a number"
         if not f.metadata["range"].contains(value):
-            raise ConfigError(f"{path} = {value!r} is invalid: must be "
-                              f"{f.metadata['range'].describe(kind)} ({f.metadata['unit']})")
+            raise ConfigError(
+                f"{path} = {value!r} is invalid: must be {f.metadata['range'].describe(kind)} ({f.metadata['unit']})"
+            )
     if "check" in f.metadata:
         predicate, allowed = f.metadata["check"]
         if not predicate(value):
@@ -180,6 +186,7 @@ def to_dict(config) -> dict:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config (every field, defaults included) as YAML."""
+
     def plain(value):
         if isinstance(value, tuple):
             return [plain(v) for v in value]

@@ -9,6 +9,7 @@ The algorithms are the sections of `AgentConfig`: a section's dataclass names th
 implements it (`implementation`), and `agent.algorithm` picks one by its field name. Adding an
 algorithm adds its files and one section line there (learners/registry.py resolves it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,10 @@ class Range:
 
     def describe(self, kind: str) -> str:
         if self.low is not None and self.high is not None:
-            return (f"{kind} in {'(' if self.low_open else '['}{_num(self.low)}, "
-                    f"{_num(self.high)}{')' if self.high_open else ']'}")
+            return (
+                f"{kind} in {'(' if self.low_open else '['}{_num(self.low)}, "
+                f"{_num(self.high)}{')' if self.high_open else ']'}"
+            )
         if self.low is not None:
             return f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
         if self.high is not None:
@@ -50,8 +53,15 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def num(default: float | int | None, low: float | None = None, high: float | None = None, *, unit: str,
-        low_open: bool = False, high_open: bool = False):
+def num(
+    default: float | int | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    unit: str,
+    low_open: bool = False,
+    high_open: bool = False,
+):
     """A numeric field with its unit and allowed range (checked by configs/loader.py)."""
     return field(default=default, metadata={"range": Range(low, high, low_open, high_open), "unit": unit})
 
@@ -67,6 +77,7 @@ def section(cls):
 
 
 # ------------------------------------------------------------------------------------------ environment
+
 
 @dataclass(frozen=True)
 class CarlaConfig:
@@ -187,11 +198,11 @@ class DriveVlmConfig:
 
 @dataclass(frozen=True)
 class FeedbackConfig:
-    model: Literal["none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip",
-                   "drivevlm"] = "expert"
+    model: Literal["none", "expert", "slow", "faulty", "clip", "vlm", "expert+clip", "vlm+clip", "drivevlm"] = "expert"
     mode: Literal["off", "async", "sync"] = "async"
-    wanted: tuple[str, ...] = check(("vlm_action",), lambda v: set(v) <= set(FEEDBACK_FIELDS),
-                                    "a list drawn from " + ", ".join(FEEDBACK_FIELDS))  # fields each step asks for
+    wanted: tuple[str, ...] = check(
+        ("vlm_action",), lambda v: set(v) <= set(FEEDBACK_FIELDS), "a list drawn from " + ", ".join(FEEDBACK_FIELDS)
+    )  # fields each step asks for
     bundle_steps: int = num(32, 1, unit="env steps")  # a worker sends its items once per this many steps
     max_batch_size: int = num(64, 1, unit="items")  # items per model call (Serve @serve.batch)
     batch_wait_timeout_s: float = num(0.01, 0, unit="s")  # how long a batch waits to fill
@@ -215,6 +226,7 @@ class FeedbackConfig:
 
 # -------------------------------------------------------------------------------------------- workers
 
+
 @dataclass(frozen=True)
 class WorkerConfig:
     num_workers: int = num(2, 1, unit="workers")  # one environment each (run.mode=local: all in one process, in turn)
@@ -231,6 +243,7 @@ class WorkerConfig:
 
 
 # ------------------------------------------------------------------------------------------ algorithms
+
 
 @dataclass(frozen=True)
 class DrQv2Config:
@@ -392,10 +405,13 @@ class AgentConfig:
 def algorithm_names() -> tuple[str, ...]:
     """Every algorithm: the AgentConfig sections whose dataclass names an implementation."""
     defaults = AgentConfig()
-    return tuple(f.name for f in dataclasses.fields(AgentConfig) if hasattr(getattr(defaults, f.name), "implementation"))
+    return tuple(
+        f.name for f in dataclasses.fields(AgentConfig) if hasattr(getattr(defaults, f.name), "implementation")
+    )
 
 
 # -------------------------------------------------------------------------------------------- learner
+
 
 @dataclass(frozen=True)
 class LearnerConfig:
@@ -451,8 +467,9 @@ class CollectConfig:
 class EvalConfig:
     route_suite: str | None = None  # None: nocrash_eval on Town02 where maps exist, else generated
     town: str | None = None
-    routes: tuple[int, ...] = check((0, 1, 2), lambda v: len(v) >= 1 and min(v) >= 0, "a non-empty list of "
-                                    "route indices >= 0")
+    routes: tuple[int, ...] = check(
+        (0, 1, 2), lambda v: len(v) >= 1 and min(v) >= 0, "a non-empty list of route indices >= 0"
+    )
     traffic: Literal["empty", "regular", "dense"] = "regular"
     max_steps: int = num(3000, 1, unit="env steps")  # per route
 
@@ -478,9 +495,11 @@ class RunConfig:
     # Where the run's scalars and episodes go besides progress.jsonl and episodes.csv (runner/tracking.py):
     # tensorboard (RUN_DIR/tb) and/or wandb (Weights & Biases, an optional extra: offline in RUN_DIR/wandb, no
     # login or network; `wandb sync` uploads it later, WANDB_MODE=online logs live). Names, no unit; [] for neither.
-    trackers: tuple[str, ...] = check(("tensorboard",), lambda v: len(set(v)) == len(v)
-                                      and set(v) <= {"tensorboard", "wandb"},
-                                      "a list of distinct names from: tensorboard, wandb")
+    trackers: tuple[str, ...] = check(
+        ("tensorboard",),
+        lambda v: len(set(v)) == len(v) and set(v) <= {"tensorboard", "wandb"},
+        "a list of distinct names from: tensorboard, wandb",
+    )
 
 
 @dataclass(frozen=True)
@@ -501,13 +520,21 @@ MOVED = {
     "run.local": "run.mode (local or ray)",
     **{f"agent.{name}": f"agent.drqv2.{name}" for name in ("std_start", "std_end", "std_steps", "std_clip")},
     "agent.init_temperature": "agent.sac.init_temperature",
-    **{f"agent.{name}": f"agent.td3.{name}" for name in ("policy_noise", "noise_clip", "exploration_noise",
-                                                          "policy_delay")},
+    **{
+        f"agent.{name}": f"agent.td3.{name}"
+        for name in ("policy_noise", "noise_clip", "exploration_noise", "policy_delay")
+    },
     "agent.bc_alpha": "agent.guidance.bc_alpha",
 }
 
-_MODEL_FIELDS = {"expert": {"vlm_action"}, "slow": {"vlm_action"}, "faulty": {"vlm_action"},
-                 "vlm": {"vlm_action"}, "clip": {"clip_margin", "safety"}, "drivevlm": {"semantic_score"}}
+_MODEL_FIELDS = {
+    "expert": {"vlm_action"},
+    "slow": {"vlm_action"},
+    "faulty": {"vlm_action"},
+    "vlm": {"vlm_action"},
+    "clip": {"clip_margin", "safety"},
+    "drivevlm": {"semantic_score"},
+}
 
 
 def model_fields(model: str) -> set[str]:
@@ -519,15 +546,18 @@ def cross_checks(config: Config) -> list[str]:
     """Rules that span fields; each broken one is a message naming the fields and the fix."""
     problems = []
     if config.agent.algorithm not in algorithm_names():
-        problems.append(f"agent.algorithm = {config.agent.algorithm!r} is invalid: must be one of "
-                        f"{', '.join(algorithm_names())}")
+        problems.append(
+            f"agent.algorithm = {config.agent.algorithm!r} is invalid: must be one of {', '.join(algorithm_names())}"
+        )
     if config.run.total_env_steps == 0 and config.run.total_updates == 0:
         problems.append("run.total_env_steps and run.total_updates are both 0: give the run a budget")
     env = config.env
     if env.backend == "carla" and not env.carla.launch and config.workers.num_workers > 1:
-        problems.append(f"env.carla.launch=false connects every worker to {env.carla.host}:{env.carla.port}, but a "
-                        f"CARLA world runs one ego per client here; use workers.num_workers=1 or let each worker "
-                        "launch its own server (env.carla.launch=true)")
+        problems.append(
+            f"env.carla.launch=false connects every worker to {env.carla.host}:{env.carla.port}, but a "
+            f"CARLA world runs one ego per client here; use workers.num_workers=1 or let each worker "
+            "launch its own server (env.carla.launch=true)"
+        )
     if config.run.mode == "offline" and not config.data.dataset:
         problems.append("run.mode = offline needs a dataset: set data.dataset to a directory written by collect.py")
     if config.run.mode == "offline" and not config.run.total_updates:
@@ -536,8 +566,10 @@ def cross_checks(config: Config) -> list[str]:
         problems.append("collect.policy = checkpoint needs collect.checkpoint (a run or checkpoint directory)")
     g = config.agent.guidance
     if g.vmr_decay_end < g.vmr_hold_steps:
-        problems.append(f"agent.guidance.vmr_decay_end = {g.vmr_decay_end} is before vmr_hold_steps = "
-                        f"{g.vmr_hold_steps}; the decay must end after it starts")
+        problems.append(
+            f"agent.guidance.vmr_decay_end = {g.vmr_decay_end} is before vmr_hold_steps = "
+            f"{g.vmr_hold_steps}; the decay must end after it starts"
+        )
     return problems + _feedback_checks(config)
 
 
@@ -545,33 +577,51 @@ def _feedback_checks(config: Config) -> list[str]:
     problems = []
     f, g, lr = config.feedback, config.agent.guidance, config.learner
     if f.max_pending_age_s >= f.deadline_s:
-        problems.append(f"feedback.max_pending_age_s = {f.max_pending_age_s} must be below feedback.deadline_s = "
-                        f"{f.deadline_s}: workers must slow down before their items expire")
+        problems.append(
+            f"feedback.max_pending_age_s = {f.max_pending_age_s} must be below feedback.deadline_s = "
+            f"{f.deadline_s}: workers must slow down before their items expire"
+        )
     served = model_fields(f.model) if f.mode != "off" else set()
     unserved = set(f.wanted) - served
     if f.mode != "off" and f.model != "none" and unserved:
-        problems.append(f"feedback.wanted asks for {sorted(unserved)} but feedback.model = {f.model!r} answers "
-                        f"{sorted(model_fields(f.model)) or 'nothing'}; drop them or pick a model that answers them")
-    needs = {"vlm_action": g.vmr_weight > 0 or g.awag_weight > 0,
-             "clip_margin": lr.clip_reward_scale > 0, "safety": lr.semantic_reward_scale > 0}
+        problems.append(
+            f"feedback.wanted asks for {sorted(unserved)} but feedback.model = {f.model!r} answers "
+            f"{sorted(model_fields(f.model)) or 'nothing'}; drop them or pick a model that answers them"
+        )
+    needs = {
+        "vlm_action": g.vmr_weight > 0 or g.awag_weight > 0,
+        "clip_margin": lr.clip_reward_scale > 0,
+        "safety": lr.semantic_reward_scale > 0,
+    }
     for name, needed in needs.items():
         # mode off is a deliberate ablation (throughput baselines): the terms just see mask 0.
         if needed and f.mode != "off" and (name not in f.wanted or name not in served):
-            user = {"vlm_action": "agent.guidance (VMR/AWAG)", "clip_margin": "learner.clip_reward_scale",
-                    "safety": "learner.semantic_reward_scale"}[name]
-            problems.append(f"{user} needs the {name} feedback: add {name} to feedback.wanted, and use a "
-                            f"feedback.model that answers it")
+            user = {
+                "vlm_action": "agent.guidance (VMR/AWAG)",
+                "clip_margin": "learner.clip_reward_scale",
+                "safety": "learner.semantic_reward_scale",
+            }[name]
+            problems.append(
+                f"{user} needs the {name} feedback: add {name} to feedback.wanted, and use a "
+                f"feedback.model that answers it"
+            )
     # semantic_score is what the DriveVLM-RL reward is made of (actors/row_reward.py): the model that
     # answers it runs a CLIP and a VLM for nothing unless the workers ask for it.
     if "drivevlm" in f.model.split("+") and f.mode != "off" and "semantic_score" not in f.wanted:
-        problems.append(f"feedback.model = {f.model!r} answers semantic_score only (the DriveVLM-RL reward): "
-                        "add semantic_score to feedback.wanted")
+        problems.append(
+            f"feedback.model = {f.model!r} answers semantic_score only (the DriveVLM-RL reward): "
+            "add semantic_score to feedback.wanted"
+        )
     d = f.drivevlm
     if d.hi <= d.lo:
-        problems.append(f"feedback.drivevlm.hi = {d.hi} must exceed feedback.drivevlm.lo = {d.lo}: "
-                        "the score is normalised by hi - lo")
+        problems.append(
+            f"feedback.drivevlm.hi = {d.hi} must exceed feedback.drivevlm.lo = {d.lo}: "
+            "the score is normalised by hi - lo"
+        )
     if "drivevlm" in f.model.split("+") and f.vlm.max_images_per_prompt < d.history_frames + 1:
-        problems.append(f"feedback.vlm.max_images_per_prompt = {f.vlm.max_images_per_prompt} cannot take the "
-                        f"dynamic pathway's windows of feedback.drivevlm.history_frames + 1 = {d.history_frames + 1} "
-                        "frames: raise it")
+        problems.append(
+            f"feedback.vlm.max_images_per_prompt = {f.vlm.max_images_per_prompt} cannot take the "
+            f"dynamic pathway's windows of feedback.drivevlm.history_frames + 1 = {d.history_frames + 1} "
+            "frames: raise it"
+        )
     return problems

@@ -26,6 +26,7 @@ Inside every runtime, the same roles (actors/assembly.py builds the workers):
 `make_agent`, `make_policy` (learners/registry.py) and `make_runtime` (runner/runtimes.py) are the
 only places that construct agents, policies and runtimes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -38,7 +39,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from inference.feedback import FeedbackItem, FeedbackResult
+    from core.feedback import FeedbackItem, FeedbackResult
 
 Observation = Mapping[str, np.ndarray]  # {"bev": uint8 [B, 15, 96, 96], "state": float32 [B, 10]}
 Carry = Any  # a policy's per-environment state between steps (None for feed-forward policies)
@@ -62,8 +63,9 @@ class Policy(Protocol):
     def initial_carry(self, batch_size: int) -> Carry:
         """The carry before the first step of every environment."""
 
-    def act(self, carry: Carry, obs: Observation, is_first: np.ndarray, *, explore: bool,
-            step: int) -> tuple[Carry, np.ndarray]:
+    def act(
+        self, carry: Carry, obs: Observation, is_first: np.ndarray, *, explore: bool, step: int
+    ) -> tuple[Carry, np.ndarray]:
         """Actions float32 [B, 2] in [-1, 1] for a batch of observations. `is_first` [B] marks the
         first observation of an episode (a recurrent policy resets its carry there); `step` is the
         run's global env-step clock, which drives the exploration schedules."""
@@ -155,6 +157,10 @@ class Runtime(Protocol):
 
     def done(self) -> bool:
         """The run's budget is spent (run.total_env_steps online, run.total_updates if set)."""
+
+    def request_stop(self) -> None:
+        """Make a step() in progress return soon (a stop signal arrived). Called from a signal handler:
+        it only sets a flag. Runtimes whose steps are short do nothing."""
 
     def finish(self) -> StepReport:
         """Stop collecting: every worker ships what it holds; the last metrics and episodes."""

@@ -4,6 +4,7 @@ A worker sends one `FeedbackItem` per env step, keyed by (env_id, step); a model
 takes a batch of items and returns one `FeedbackResult` per item, in any order. Values that are missing or
 malformed are never replaced by defaults: `validate` turns them into "unavailable" (mask 0).
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ ranks every row that precedes an infraction above every row that does not. The c
 calibration error and the Brier score). Only the last --held-out-fraction of each stream's episodes is
 audited, the part a world model trained on the rest has not seen.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ _AUDIT_COLUMNS = ("cost", "is_last", "safety", "safety_mask", "stream_id", "epis
 
 # ------------------------------------------------------------------------------------------- maths
 
+
 def episode_segments(episode_id: np.ndarray, is_last: np.ndarray) -> np.ndarray:
     """An int segment index per row: a new segment starts where episode_id changes or after an is_last
     row (rows of one stream in step order; a segment is one episode, or the part of it present)."""
@@ -55,8 +57,9 @@ def future_event_targets(cost: np.ndarray, episode_id: np.ndarray, is_last: np.n
     cost, is_last = np.asarray(cost), np.asarray(is_last, bool)
     n = len(cost)
     if not (len(episode_id) == len(is_last) == n):
-        raise ValueError(f"future_event_targets: cost, episode_id, is_last have {n}, {len(episode_id)}, "
-                         f"{len(is_last)} rows")
+        raise ValueError(
+            f"future_event_targets: cost, episode_id, is_last have {n}, {len(episode_id)}, {len(is_last)} rows"
+        )
     segment = episode_segments(np.asarray(episode_id), is_last)
     segment_end = np.append(np.flatnonzero(np.diff(segment)) + 1, n)[segment]  # exclusive, per row
     events = np.flatnonzero((cost > 0) & ~is_last)
@@ -113,13 +116,25 @@ def calibration_bins(probabilities: np.ndarray, outcomes: np.ndarray, bins: int 
     observed = np.where(filled, observed_sum / np.maximum(count, 1), np.nan)
     n = len(p)
     ece = float(np.sum(count[filled] * np.abs(observed[filled] - mean_predicted[filled])) / n) if n else math.nan
-    return {"edges": edges.tolist(), "mean_predicted": _nan_to_none(mean_predicted),
-            "observed": _nan_to_none(observed), "count": count.tolist(), "ece": ece,
-            "brier": float(np.mean((p - o) ** 2)) if n else math.nan}
+    return {
+        "edges": edges.tolist(),
+        "mean_predicted": _nan_to_none(mean_predicted),
+        "observed": _nan_to_none(observed),
+        "count": count.tolist(),
+        "ece": ece,
+        "brier": float(np.mean((p - o) ** 2)) if n else math.nan,
+    }
 
 
-def audit(scores_unsafe: np.ndarray, valid: np.ndarray, cost: np.ndarray, episode_id: np.ndarray,
-          is_last: np.ndarray, ks: Sequence[int] = DEFAULT_KS, calibration_k: int = CALIBRATION_K) -> dict:
+def audit(
+    scores_unsafe: np.ndarray,
+    valid: np.ndarray,
+    cost: np.ndarray,
+    episode_id: np.ndarray,
+    is_last: np.ndarray,
+    ks: Sequence[int] = DEFAULT_KS,
+    calibration_k: int = CALIBRATION_K,
+) -> dict:
     """How well `scores_unsafe` (1 - P(safe), per row) anticipates infractions: for each horizon k (env
     steps) the AUROC for "an infraction within the next k steps" over the rows where `valid` (e.g.
     safety_mask > 0) and not is_last, with the positive and negative counts; and the calibration of
@@ -130,8 +145,14 @@ def audit(scores_unsafe: np.ndarray, valid: np.ndarray, cost: np.ndarray, episod
     per_k = []
     for k in ks:
         targets = future_event_targets(cost, episode_id, is_last, k)[rows]
-        per_k.append({"k": int(k), "positives": int(targets.sum()), "negatives": int((~targets).sum()),
-                      "auroc": auroc(scores_unsafe[rows], targets)})
+        per_k.append(
+            {
+                "k": int(k),
+                "positives": int(targets.sum()),
+                "negatives": int((~targets).sum()),
+                "auroc": auroc(scores_unsafe[rows], targets),
+            }
+        )
     outcome = future_event_targets(cost, episode_id, is_last, calibration_k)[rows]
     calibration = calibration_bins(np.clip(scores_unsafe[rows], 0.0, 1.0), outcome)
     return {"rows": int(rows.sum()), "per_k": per_k, "calibration": {"k": int(calibration_k), **calibration}}
@@ -142,6 +163,7 @@ def _nan_to_none(values: Iterable[float]) -> list[float | None]:
 
 
 # -------------------------------------------------------------------------------------------- plot
+
 
 def plot_audit(results: dict[str, dict], path: str | Path) -> Path:
     """One PNG: AUROC against the horizon k for each scorer (left, chance dashed at 0.5) and a
@@ -161,15 +183,28 @@ def plot_audit(results: dict[str, dict], path: str | Path) -> Path:
         left.set_xticks(ks)
         cal = result["calibration"]
         filled = [i for i, c in enumerate(cal["count"]) if c > 0]
-        right.plot([cal["mean_predicted"][i] for i in filled], [cal["observed"][i] for i in filled], marker="o",
-                   label=f"{name} (ECE {cal['ece']:.3f})")
+        right.plot(
+            [cal["mean_predicted"][i] for i in filled],
+            [cal["observed"][i] for i in filled],
+            marker="o",
+            label=f"{name} (ECE {cal['ece']:.3f})",
+        )
     left.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
-    left.set(xlabel="horizon k (steps)", ylabel="AUROC of 1 - safety", ylim=(0.0, 1.0),
-             title="infraction within the next k steps")
+    left.set(
+        xlabel="horizon k (steps)",
+        ylabel="AUROC of 1 - safety",
+        ylim=(0.0, 1.0),
+        title="infraction within the next k steps",
+    )
     right.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     k = next(iter(results.values()))["calibration"]["k"] if results else CALIBRATION_K
-    right.set(xlabel="predicted P(infraction) = 1 - safety", ylabel="observed frequency", xlim=(0, 1),
-              ylim=(0, 1), title=f"reliability, infraction within {k} steps")
+    right.set(
+        xlabel="predicted P(infraction) = 1 - safety",
+        ylabel="observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"reliability, infraction within {k} steps",
+    )
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     fig.tight_layout()
@@ -180,6 +215,7 @@ def plot_audit(results: dict[str, dict], path: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------- the dataset
 
+
 class AuditError(ValueError):
     """The dataset cannot be audited as asked; the message names the reason and the fix."""
 
@@ -188,6 +224,7 @@ class AuditError(ValueError):
 class HeldOut:
     """The episodes audited: per stream, the ids of the last episodes in driving order, and how many
     episodes the stream has in all."""
+
     fraction: float
     episodes: dict[int, list[int]]
     totals: dict[int, int]
@@ -196,9 +233,12 @@ class HeldOut:
         return {(stream, episode) for stream, ids in self.episodes.items() for episode in ids}
 
     def as_dict(self) -> dict:
-        return {"fraction": self.fraction, "episodes": {str(s): ids for s, ids in self.episodes.items()},
-                "episode_count": sum(len(ids) for ids in self.episodes.values()),
-                "of_episodes": sum(self.totals.values())}
+        return {
+            "fraction": self.fraction,
+            "episodes": {str(s): ids for s, ids in self.episodes.items()},
+            "episode_count": sum(len(ids) for ids in self.episodes.values()),
+            "of_episodes": sum(self.totals.values()),
+        }
 
 
 def held_out_episodes(directory: str | Path, fraction: float) -> HeldOut:
@@ -222,7 +262,7 @@ def held_out_episodes(directory: str | Path, fraction: float) -> HeldOut:
     for stream, ids in sorted(order.items()):
         ids = list(ids)
         keep = max(1, math.ceil(fraction * len(ids) - 1e-9))
-        episodes[stream], totals[stream] = ids[len(ids) - keep:], len(ids)
+        episodes[stream], totals[stream] = ids[len(ids) - keep :], len(ids)
     return HeldOut(fraction, episodes, totals)
 
 
@@ -241,8 +281,11 @@ def held_out_rows(directory: str | Path, held: HeldOut, run_dir: str | Path | No
         if shard.stream_id not in held.episodes:
             continue
         chunk = data.read_shard(shard)
-        take = np.fromiter((key in keys for key in zip(chunk["stream_id"].tolist(), chunk["episode_id"].tolist())),
-                           bool, len(chunk["step"]))
+        take = np.fromiter(
+            (key in keys for key in zip(chunk["stream_id"].tolist(), chunk["episode_id"].tolist())),
+            bool,
+            len(chunk["step"]),
+        )
         if not take.any():
             continue
         rows = {key: value[take] for key, value in chunk.items()}
@@ -260,8 +303,9 @@ def _world_model_predictor():
     try:
         from learners.world_model.inspect import predicted_safety
     except ImportError as err:
-        raise AuditError(f"--predicted needs learners.world_model.inspect.predicted_safety, which cannot be "
-                         f"imported ({err})") from err
+        raise AuditError(
+            f"--predicted needs learners.world_model.inspect.predicted_safety, which cannot be imported ({err})"
+        ) from err
     return predicted_safety
 
 
@@ -272,8 +316,9 @@ def _checked_prediction(predicted: np.ndarray, n: int, run_dir: str | Path) -> n
     return predicted
 
 
-def audit_dataset(directory: str | Path, fraction: float = 0.3, ks: Sequence[int] = DEFAULT_KS,
-                  run_dir: str | Path | None = None) -> dict:
+def audit_dataset(
+    directory: str | Path, fraction: float = 0.3, ks: Sequence[int] = DEFAULT_KS, run_dir: str | Path | None = None
+) -> dict:
     """Audit a dataset's held-out episodes: the CLIP label over rows with safety_mask > 0 and, with
     `run_dir`, the world model's predicted safety over every transition row it gives a finite value.
     Raises AuditError when no held-out row has a safety label."""
@@ -282,31 +327,46 @@ def audit_dataset(directory: str | Path, fraction: float = 0.3, ks: Sequence[int
     transitions = ~rows["is_last"]
     labelled = (rows["safety_mask"] > 0) & transitions
     if not labelled.any():
-        raise AuditError(f"no held-out row of {directory} has a CLIP safety label: column 'safety' has "
-                         f"safety_mask > 0 on none of {int(transitions.sum())} transitions. Label the dataset "
-                         f"first: `python -m dataset.label {directory} --model clip`")
+        raise AuditError(
+            f"no held-out row of {directory} has a CLIP safety label: column 'safety' has "
+            f"safety_mask > 0 on none of {int(transitions.sum())} transitions. Label the dataset "
+            f"first: `python -m cluster.label {directory} --model clip`"
+        )
     common = (rows["cost"], rows["episode_key"], rows["is_last"])
     scorers = {CLIP_SCORER: audit(1.0 - rows["safety"], labelled, *common, ks=ks)}
     if run_dir is not None:
         predicted = rows["predicted_safety"]
-        scorers[WORLD_MODEL_SCORER] = audit(1.0 - np.nan_to_num(predicted), transitions & np.isfinite(predicted),
-                                            *common, ks=ks)
+        scorers[WORLD_MODEL_SCORER] = audit(
+            1.0 - np.nan_to_num(predicted), transitions & np.isfinite(predicted), *common, ks=ks
+        )
     infractions = int(np.sum((rows["cost"] > 0) & transitions))
-    logger.info("audited %d held-out transitions of %s (%d infraction steps)", int(transitions.sum()), directory,
-                infractions)
-    return {"directory": str(directory), "held_out": held.as_dict(), "transitions": int(transitions.sum()),
-            "infraction_steps": infractions, "ks": [int(k) for k in ks], "scorers": scorers}
+    logger.info(
+        "audited %d held-out transitions of %s (%d infraction steps)", int(transitions.sum()), directory, infractions
+    )
+    return {
+        "directory": str(directory),
+        "held_out": held.as_dict(),
+        "transitions": int(transitions.sum()),
+        "infraction_steps": infractions,
+        "ks": [int(k) for k in ks],
+        "scorers": scorers,
+    }
 
 
 # --------------------------------------------------------------------------------------------- CLI
 
+
 def format_audit(result: dict) -> str:
     """The audit as a small table: per horizon k, each scorer's positives and AUROC."""
     held = result["held_out"]
-    lines = [f"safety-label audit of {result['directory']}",
-             (f"  held out: the last {held['fraction']:.0%} of each stream's episodes, {held['episode_count']} of "
-              f"{held['of_episodes']} ({_episode_list(held['episodes'])})"),
-             f"  {result['transitions']} held-out transitions, {result['infraction_steps']} infraction steps"]
+    lines = [
+        f"safety-label audit of {result['directory']}",
+        (
+            f"  held out: the last {held['fraction']:.0%} of each stream's episodes, {held['episode_count']} of "
+            f"{held['of_episodes']} ({_episode_list(held['episodes'])})"
+        ),
+        f"  {result['transitions']} held-out transitions, {result['infraction_steps']} infraction steps",
+    ]
     names = list(result["scorers"])
     lines.append("  scored rows: " + ", ".join(f"{n} {result['scorers'][n]['rows']}" for n in names))
     header = f"  {'k':>4}" + "".join(f"  {n + ' positives':>22} {n + ' AUROC':>18}" for n in names)
@@ -320,8 +380,10 @@ def format_audit(result: dict) -> str:
     lines.append("  (AUROC of 1 - safety for an infraction within the next k steps: 0.5 is chance, 1.0 perfect)")
     for n in names:
         cal = result["scorers"][n]["calibration"]
-        lines.append(f"  {n}: 1 - safety as P(infraction within {cal['k']} steps): ECE {_number(cal['ece'])}, "
-                     f"Brier {_number(cal['brier'])}")
+        lines.append(
+            f"  {n}: 1 - safety as P(infraction within {cal['k']} steps): ECE {_number(cal['ece'])}, "
+            f"Brier {_number(cal['brier'])}"
+        )
     return "\n".join(lines)
 
 
@@ -350,9 +412,13 @@ def to_json(value):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", help="a transition dataset (collect.py), labelled with dataset.label")
-    parser.add_argument("--held-out-fraction", type=float, default=0.3,
-                        help="audit the last this fraction of each stream's episodes (default 0.3)")
+    parser.add_argument("directory", help="a transition dataset (collect.py), labelled with cluster.label")
+    parser.add_argument(
+        "--held-out-fraction",
+        type=float,
+        default=0.3,
+        help="audit the last this fraction of each stream's episodes (default 0.3)",
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="horizons in steps")
     parser.add_argument("--png", help="where to write the plot (default outputs/audit/<dataset name>.png)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -368,9 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result["infraction_steps"] == 0:
-        result["warning"] = (f"no infraction in the {result['transitions']} held-out transitions: AUROC is "
-                             "undefined and the audit says nothing. Hold out more episodes (--held-out-fraction) "
-                             "or audit a dataset whose episodes have infractions")
+        result["warning"] = (
+            f"no infraction in the {result['transitions']} held-out transitions: AUROC is "
+            "undefined and the audit says nothing. Hold out more episodes (--held-out-fraction) "
+            "or audit a dataset whose episodes have infractions"
+        )
         print(f"audit: {result['warning']}", file=sys.stderr)
         if args.json:
             print(json.dumps(to_json(result), indent=1))

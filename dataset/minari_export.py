@@ -21,6 +21,7 @@ The destination is --out, else $MINARI_DATASETS_PATH; Minari's own default (~/.m
 used only when named. The dataset is built in a hidden directory beside its place and renamed into
 it whole; the source dataset is only read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,19 @@ logger = logging.getLogger(__name__)
 DATA_FORMATS = ("parquet", "arrow", "hdf5")
 UNFINISHED_POLICIES = ("truncate", "drop")
 OBSERVATION_KEYS = ("bev", "state")
-INFO_KEYS = ("cost", "policy_version", "step", "expert_action", "expert_action_mask", "vlm_action",
-             "vlm_action_mask", "clip_margin", "clip_margin_mask", "safety", "safety_mask")
+INFO_KEYS = (
+    "cost",
+    "policy_version",
+    "step",
+    "expert_action",
+    "expert_action_mask",
+    "vlm_action",
+    "vlm_action_mask",
+    "clip_margin",
+    "clip_margin_mask",
+    "safety",
+    "safety_mask",
+)
 OPTIONAL_INFO_KEYS = ("command",)  # collections have it; datasets written by other tools may not
 REQUIRED_METADATA = ("town", "traffic")  # what the environment spec needs from dataset.json
 INSTALL_HINT = 'pip install "minari[arrow]==0.5.4"  (or: pip install -e ".[minari]")'
@@ -87,11 +99,16 @@ class ExportReport:
     per_episode: list[dict] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "root": str(self.root), "path": str(self.path),
-                "steps_per_s": self.steps / self.seconds if self.seconds else 0.0}
+        return {
+            **dataclasses.asdict(self),
+            "root": str(self.root),
+            "path": str(self.path),
+            "steps_per_s": self.steps / self.seconds if self.seconds else 0.0,
+        }
 
 
 # ------------------------------------------------------------------------------- reading episodes
+
 
 def read_episodes(data: ParquetDataset, report: ExportReport) -> Iterator[MentorEpisode]:
     """The dataset's episodes, stream by stream, joined across shards. A piece of rows that does not
@@ -109,8 +126,9 @@ def read_episodes(data: ParquetDataset, report: ExportReport) -> Iterator[Mentor
         pending, pending_stream = None, shard.stream_id
         bounds = _piece_bounds(rows)
         for start, end in bounds[:-1]:
-            yield from _episode_or_skip(_slice(rows, start, end), finished=bool(rows["is_last"][end - 1]),
-                                        report=report)
+            yield from _episode_or_skip(
+                _slice(rows, start, end), finished=bool(rows["is_last"][end - 1]), report=report
+            )
         start, end = bounds[-1]
         last = _slice(rows, start, end)
         if rows["is_last"][end - 1]:
@@ -134,8 +152,9 @@ def _piece_bounds(rows: dict[str, np.ndarray]) -> list[tuple[int, int]]:
     n = len(rows["step"])
     starts = np.zeros(n, bool)
     starts[0] = True
-    starts[1:] = (rows["is_last"][:-1] | (rows["episode_id"][1:] != rows["episode_id"][:-1])
-                  | (np.diff(rows["step"]) != 1))
+    starts[1:] = (
+        rows["is_last"][:-1] | (rows["episode_id"][1:] != rows["episode_id"][:-1]) | (np.diff(rows["step"]) != 1)
+    )
     first = np.flatnonzero(starts)
     return list(zip(first.tolist(), [*first[1:].tolist(), n]))
 
@@ -147,10 +166,19 @@ def _slice(rows: dict[str, np.ndarray], start: int, end: int) -> dict[str, np.nd
 def _episode_or_skip(rows: dict[str, np.ndarray], finished: bool, report: ExportReport) -> Iterator[MentorEpisode]:
     n = len(rows["step"])
     if not rows["is_first"][0] or n < 2:
-        why = "does not start an episode (is_first is false: rows before it are missing)" if not rows["is_first"][0] \
+        why = (
+            "does not start an episode (is_first is false: rows before it are missing)"
+            if not rows["is_first"][0]
             else "holds no transition"
-        logger.warning("stream %d, episode %d, steps %d-%d: %s; not exported", rows["stream_id"][0],
-                       rows["episode_id"][0], rows["step"][0], rows["step"][-1], why)
+        )
+        logger.warning(
+            "stream %d, episode %d, steps %d-%d: %s; not exported",
+            rows["stream_id"][0],
+            rows["episode_id"][0],
+            rows["step"][0],
+            rows["step"][-1],
+            why,
+        )
         report.skipped_pieces += 1
         report.skipped_rows += n
         return
@@ -158,6 +186,7 @@ def _episode_or_skip(rows: dict[str, np.ndarray], finished: bool, report: Export
 
 
 # ------------------------------------------------------------------------------- minari episodes
+
 
 def episode_buffer(episode: MentorEpisode, index: int):
     """The Minari EpisodeBuffer of one Mentor episode (see the module's docstring for the layout)."""
@@ -170,11 +199,20 @@ def episode_buffer(episode: MentorEpisode, index: int):
         truncations[-1] = True  # what Minari's DataCollector does with an episode it did not see end
     # Minari 0.5.4 stores a 1-D numpy info with an empty shape it cannot read back: scalars go as lists
     # (of numpy scalars, so that their dtype is kept).
-    infos = {key: list(rows[key]) if rows[key].ndim == 1 else rows[key]
-             for key in (*INFO_KEYS, *OPTIONAL_INFO_KEYS) if key in rows}
-    return EpisodeBuffer(id=index, observations={key: rows[key] for key in OBSERVATION_KEYS},
-                         actions=rows["action"][:t], rewards=rows["reward"][:t], terminations=terminations,
-                         truncations=truncations, infos=infos)
+    infos = {
+        key: list(rows[key]) if rows[key].ndim == 1 else rows[key]
+        for key in (*INFO_KEYS, *OPTIONAL_INFO_KEYS)
+        if key in rows
+    }
+    return EpisodeBuffer(
+        id=index,
+        observations={key: rows[key] for key in OBSERVATION_KEYS},
+        actions=rows["action"][:t],
+        rewards=rows["reward"][:t],
+        terminations=terminations,
+        truncations=truncations,
+        infos=infos,
+    )
 
 
 def env_spec(metadata: dict, source: Path):
@@ -185,9 +223,11 @@ def env_spec(metadata: dict, source: Path):
 
     missing = [key for key in REQUIRED_METADATA if metadata.get(key) is None]
     if missing:
-        raise MinariExportError(f"{source / 'dataset.json'} lacks {', '.join(missing)}: the Minari dataset's "
-                                f"environment spec needs them. Add them to dataset.json (the town and traffic it "
-                                f"was collected on) or recollect with collect.py")
+        raise MinariExportError(
+            f"{source / 'dataset.json'} lacks {', '.join(missing)}: the Minari dataset's "
+            f"environment spec needs them. Add them to dataset.json (the town and traffic it "
+            f"was collected on) or recollect with collect.py"
+        )
     kwargs = {"town": metadata["town"], "traffic": metadata["traffic"]}
     kwargs.update({key: metadata[key] for key in ("route_suite", "backend") if metadata.get(key) is not None})
     return dataclasses.replace(gym.spec(envs.ENV_ID), kwargs=kwargs)
@@ -199,9 +239,11 @@ def minari_root(out: str | Path | None) -> Path:
         return Path(out)
     if os.environ.get("MINARI_DATASETS_PATH"):
         return Path(os.environ["MINARI_DATASETS_PATH"])
-    raise MinariExportError("no destination: pass --out DIR (load it with MINARI_DATASETS_PATH=DIR) or set "
-                            "MINARI_DATASETS_PATH; Minari's own default ~/.minari/datasets is used only when named "
-                            "(--out ~/.minari/datasets)")
+    raise MinariExportError(
+        "no destination: pass --out DIR (load it with MINARI_DATASETS_PATH=DIR) or set "
+        "MINARI_DATASETS_PATH; Minari's own default ~/.minari/datasets is used only when named "
+        "(--out ~/.minari/datasets)"
+    )
 
 
 def _import_minari():
@@ -210,8 +252,9 @@ def _import_minari():
         from minari.dataset.minari_dataset import parse_dataset_id
         from minari.dataset.minari_storage import MinariStorage
     except ImportError as err:
-        raise MinariExportError(f"the Minari export needs minari, which is not installed ({err}): {INSTALL_HINT}") \
-            from err
+        raise MinariExportError(
+            f"the Minari export needs minari, which is not installed ({err}): {INSTALL_HINT}"
+        ) from err
     return minari, parse_dataset_id, MinariStorage
 
 
@@ -219,8 +262,10 @@ def _require_h5py() -> None:
     try:
         import h5py  # noqa: F401
     except ImportError as err:
-        raise MinariExportError(f"--format hdf5 needs h5py, which cannot be imported ({err}): "
-                                'pip install "minari[hdf5]==0.5.4"; or use --format parquet') from err
+        raise MinariExportError(
+            f"--format hdf5 needs h5py, which cannot be imported ({err}): "
+            'pip install "minari[hdf5]==0.5.4"; or use --format parquet'
+        ) from err
 
 
 def _destination(root: Path, dataset_id: str, source: Path, parse_dataset_id) -> Path:
@@ -230,12 +275,15 @@ def _destination(root: Path, dataset_id: str, source: Path, parse_dataset_id) ->
         raise MinariExportError(f"--id {dataset_id!r}: {err} e.g. mentor/town01-expert-v0") from err
     path = root / dataset_id
     if path.resolve().is_relative_to(source.resolve()):
-        raise MinariExportError(f"the destination {path} is inside the source dataset {source}, which is only "
-                                "read: choose --out outside it")
+        raise MinariExportError(
+            f"the destination {path} is inside the source dataset {source}, which is only read: choose --out outside it"
+        )
     if path.exists():
-        raise MinariExportError(f"a Minari dataset {dataset_id!r} is already at {path}: delete it "
-                                f"(MINARI_DATASETS_PATH={root} minari delete {dataset_id}) or export under a new "
-                                "version (-v1)")
+        raise MinariExportError(
+            f"a Minari dataset {dataset_id!r} is already at {path}: delete it "
+            f"(MINARI_DATASETS_PATH={root} minari delete {dataset_id}) or export under a new "
+            "version (-v1)"
+        )
     return path
 
 
@@ -253,8 +301,14 @@ def _write_namespace_metadata(root: Path, dataset_id: str) -> None:
 
 # --------------------------------------------------------------------------------------- export
 
-def export_to_minari(dataset_dir: str | Path, dataset_id: str, out: str | Path | None = None,
-                     data_format: str = "parquet", unfinished: str = "truncate") -> ExportReport:
+
+def export_to_minari(
+    dataset_dir: str | Path,
+    dataset_id: str,
+    out: str | Path | None = None,
+    data_format: str = "parquet",
+    unfinished: str = "truncate",
+) -> ExportReport:
     """Write the Mentor dataset at `dataset_dir` as the Minari dataset `dataset_id` under `out` (else
     $MINARI_DATASETS_PATH). Raises MinariExportError (or DatasetError for a damaged source) naming the
     problem; on any failure nothing is left at the destination."""
@@ -277,13 +331,20 @@ def export_to_minari(dataset_dir: str | Path, dataset_id: str, out: str | Path |
     try:
         from envs.spaces import action_space, observation_space
 
-        storage = MinariStorage.new(building / "data", observation_space=observation_space(),
-                                    action_space=action_space(), env_spec=spec, data_format=data_format,
-                                    jpeg_encoding=False)  # BEV masks stay exact
+        storage = MinariStorage.new(
+            building / "data",
+            observation_space=observation_space(),
+            action_space=action_space(),
+            env_spec=spec,
+            data_format=data_format,
+            jpeg_encoding=False,
+        )  # BEV masks stay exact
         _write_episodes(storage, data, unfinished, report)
         if report.episodes == 0:
-            raise MinariExportError(f"{source} has no episode to export ({report.skipped_pieces} pieces of rows "
-                                    f"skipped, see the warnings; --unfinished {unfinished}): collect more steps")
+            raise MinariExportError(
+                f"{source} has no episode to export ({report.skipped_pieces} pieces of rows "
+                f"skipped, see the warnings; --unfinished {unfinished}): collect more steps"
+            )
         storage.update_metadata(_dataset_metadata(dataset_id, data, source, unfinished, minari.__version__))
         _write_namespace_metadata(root, dataset_id)
         os.replace(building, path)
@@ -291,8 +352,15 @@ def export_to_minari(dataset_dir: str | Path, dataset_id: str, out: str | Path |
         shutil.rmtree(building, ignore_errors=True)
         raise
     report.seconds = time.monotonic() - started
-    logger.info("exported %d episodes, %d steps of %s to %s in %.1f s (%.0f steps/s)", report.episodes, report.steps,
-                source, path, report.seconds, report.steps / max(report.seconds, 1e-9))
+    logger.info(
+        "exported %d episodes, %d steps of %s to %s in %.1f s (%.0f steps/s)",
+        report.episodes,
+        report.steps,
+        source,
+        path,
+        report.seconds,
+        report.steps / max(report.seconds, 1e-9),
+    )
     return report
 
 
@@ -300,8 +368,12 @@ def _write_episodes(storage, data: ParquetDataset, unfinished: str, report: Expo
     episode_metadata = []
     for episode in read_episodes(data, report):
         if not episode.finished and unfinished == "drop":
-            logger.info("stream %d, episode %d: unfinished (%d rows), dropped (--unfinished drop)", episode.stream_id,
-                        episode.episode_id, episode.transitions + 1)
+            logger.info(
+                "stream %d, episode %d: unfinished (%d rows), dropped (--unfinished drop)",
+                episode.stream_id,
+                episode.episode_id,
+                episode.transitions + 1,
+            )
             report.skipped_pieces += 1
             report.skipped_rows += episode.transitions + 1
             continue
@@ -310,44 +382,73 @@ def _write_episodes(storage, data: ParquetDataset, unfinished: str, report: Expo
         report.episodes += 1
         report.steps += episode.transitions
         report.unfinished_truncated += int(not episode.finished)
-        entry = {"mentor_stream_id": episode.stream_id, "mentor_episode_id": episode.episode_id,
-                 "mentor_first_step": int(episode.rows["step"][0]), "mentor_unfinished": not episode.finished}
+        entry = {
+            "mentor_stream_id": episode.stream_id,
+            "mentor_episode_id": episode.episode_id,
+            "mentor_first_step": int(episode.rows["step"][0]),
+            "mentor_unfinished": not episode.finished,
+        }
         episode_metadata.append(entry)
         report.per_episode.append({"minari_episode": index, "steps": episode.transitions, **entry})
     if episode_metadata:
         storage.update_episode_metadata(episode_metadata, range(len(episode_metadata)))
 
 
-def _dataset_metadata(dataset_id: str, data: ParquetDataset, source: Path, unfinished: str, minari_version: str) -> dict:
+def _dataset_metadata(
+    dataset_id: str, data: ParquetDataset, source: Path, unfinished: str, minari_version: str
+) -> dict:
     meta = data.metadata
     return {
         "dataset_id": dataset_id,
         "minari_version": minari_version,
         "algorithm_name": str(meta.get("policy", "unknown")),
-        "description": (f"Mentor driving data: policy {meta.get('policy')} on {meta.get('town')} "
-                        f"({meta.get('traffic')} traffic), exported from {source.resolve()}. Observations: "
-                        "bev uint8 [15,96,96] masks and state float32 [10]; actions [acc, steer] in [-1,1]; infos "
-                        "row for row with the observations (cost, labels with masks, expert_action, command)."),
+        "description": (
+            f"Mentor driving data: policy {meta.get('policy')} on {meta.get('town')} "
+            f"({meta.get('traffic')} traffic), exported from {source.resolve()}. Observations: "
+            "bev uint8 [15,96,96] masks and state float32 [10]; actions [acc, steer] in [-1,1]; infos "
+            "row for row with the observations (cost, labels with masks, expert_action, command)."
+        ),
         "requirements": ["mentor"],
-        "mentor_source": json.loads(json.dumps({"directory": str(source.resolve()), "dataset": meta,
-                                                "label_sets": data.label_sets(), "unfinished": unfinished})),
+        "mentor_source": json.loads(
+            json.dumps(
+                {
+                    "directory": str(source.resolve()),
+                    "dataset": meta,
+                    "label_sets": data.label_sets(),
+                    "unfinished": unfinished,
+                }
+            )
+        ),
     }
 
 
 # ------------------------------------------------------------------------------------------ CLI
 
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="a Mentor transition dataset (collect.py)")
-    parser.add_argument("--id", required=True, dest="dataset_id",
-                        help="Minari dataset id, (namespace/)name-vN, e.g. mentor/town01-expert-v0")
+    parser.add_argument(
+        "--id",
+        required=True,
+        dest="dataset_id",
+        help="Minari dataset id, (namespace/)name-vN, e.g. mentor/town01-expert-v0",
+    )
     parser.add_argument("--out", help="root of the Minari datasets (default: $MINARI_DATASETS_PATH)")
-    parser.add_argument("--format", default="parquet", choices=DATA_FORMATS,
-                        help="Minari storage format (default parquet: compressed; arrow: uncompressed IPC; hdf5: "
-                             "uncompressed, needs h5py, what TorchRL's MinariExperienceReplay reads)")
-    parser.add_argument("--unfinished", default="truncate", choices=UNFINISHED_POLICIES,
-                        help="an episode the collection stopped inside: export it truncated (default) or drop it")
+    parser.add_argument(
+        "--format",
+        default="parquet",
+        choices=DATA_FORMATS,
+        help="Minari storage format (default parquet: compressed; arrow: uncompressed IPC; hdf5: "
+        "uncompressed, needs h5py, what TorchRL's MinariExperienceReplay reads)",
+    )
+    parser.add_argument(
+        "--unfinished",
+        default="truncate",
+        choices=UNFINISHED_POLICIES,
+        help="an episode the collection stopped inside: export it truncated (default) or drop it",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
@@ -358,10 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
-        print(f"{report.dataset_id}: {report.episodes} episodes ({report.unfinished_truncated} unfinished, truncated), "
-              f"{report.steps} steps at {report.path} in {report.seconds:.1f} s; load it with "
-              f"MINARI_DATASETS_PATH={report.root} and "
-              f"minari.load_dataset({report.dataset_id!r})")
+        print(
+            f"{report.dataset_id}: {report.episodes} episodes ({report.unfinished_truncated} unfinished, truncated), "
+            f"{report.steps} steps at {report.path} in {report.seconds:.1f} s; load it with "
+            f"MINARI_DATASETS_PATH={report.root} and "
+            f"minari.load_dataset({report.dataset_id!r})"
+        )
     return 0
 
 

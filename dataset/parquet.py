@@ -3,14 +3,15 @@ the learner reads from (the DatasetSink / DatasetSource roles of core.py).
 
     DIR/dataset.json                       what was collected: town, traffic, suite, acting policy, seeds, version
     DIR/shards/stream-SSSSS-NNNNNN.parquet whole episodes of one stream, in step order (schema.py)
-    DIR/labels/NAME/<shard file>           columns a labeller added (dataset/label.py), row for row
+    DIR/labels/NAME/<shard file>           columns a labeller added (cluster/label.py), row for row
 
 A shard is written whole (a temporary file renamed into place) and ends with an episode's final row,
 except the last one a sink writes when it closes and the cut of an episode longer than two shards
-(a sink holds at most that much): a collector that dies loses only the rows it had not written yet, and a resumed collection starts new streams after the highest one
-on disk. Readable as it is with pandas (`pd.read_parquet(DIR + "/shards")`) and
-`ray.data.read_parquet(DIR + "/shards")`.
+(a sink holds at most that much): a collector that dies loses only the rows it had not written yet,
+and a resumed collection starts new streams after the highest one on disk. Readable as it is with
+pandas (`pd.read_parquet(DIR + "/shards")`) and `ray.data.read_parquet(DIR + "/shards")`.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataset.rows import ROW_SPEC
 from dataset.schema import FULL_SPEC, column_to_numpy, from_table, to_table
-from learners.replay import ROW_SPEC
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +62,16 @@ def shard_name(stream_id: int, sequence: int) -> str:
 def write_parquet_atomically(table: pa.Table, path: Path, metadata: Mapping[str, Any] | None = None) -> None:
     """Write `table` to `path` through a temporary file, so that `path` is either whole or absent."""
     if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"mentor": json.dumps(metadata).encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"mentor": json.dumps(metadata).encode()}
+        )
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, **_COMPRESSION)
     os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------- metadata
+
 
 def create_dataset(directory: str | Path, metadata: Mapping[str, Any]) -> Path:
     """Make `directory` a dataset (or check that the one there was collected the same way: a
@@ -81,8 +84,10 @@ def create_dataset(directory: str | Path, metadata: Mapping[str, Any]) -> Path:
         keys = [k for k in ("town", "traffic", "route_suite", "policy") if k in wanted]
         differ = [f"{k}: {found.get(k)!r} on disk, {wanted[k]!r} now" for k in keys if found.get(k) != wanted[k]]
         if differ:
-            raise DatasetError(f"{path} was collected differently ({'; '.join(differ)}); collect into a new "
-                               "directory, or resume with the same settings")
+            raise DatasetError(
+                f"{path} was collected differently ({'; '.join(differ)}); collect into a new "
+                "directory, or resume with the same settings"
+            )
         return directory
     (directory / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(METADATA_FILE + ".tmp")
@@ -94,16 +99,19 @@ def create_dataset(directory: str | Path, metadata: Mapping[str, Any]) -> Path:
 def read_metadata(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / METADATA_FILE
     if not path.is_file():
-        raise DatasetError(f"{directory} is not a transition dataset: {METADATA_FILE} is missing. Collect one with "
-                           "`python collect.py --config configs/collect/expert.yaml`, or point data.dataset at "
-                           "the directory collect.py wrote")
+        raise DatasetError(
+            f"{directory} is not a transition dataset: {METADATA_FILE} is missing. Collect one with "
+            "`python collect.py --config configs/collect/expert.yaml`, or point data.dataset at "
+            "the directory collect.py wrote"
+        )
     try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f"{path} cannot be read ({err}); restore it from the collection's log or recollect") from err
     if meta.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(f"{path} has format_version {meta.get('format_version')!r}; this Mentor reads "
-                           f"{FORMAT_VERSION}")
+        raise DatasetError(
+            f"{path} has format_version {meta.get('format_version')!r}; this Mentor reads {FORMAT_VERSION}"
+        )
     return meta
 
 
@@ -119,6 +127,7 @@ def list_shards(directory: str | Path) -> list[Shard]:
 
 
 # --------------------------------------------------------------------------------------------- sink
+
 
 class ParquetSink:
     """Writes one stream's rows as shards of whole episodes (DatasetSink). `write` takes replay
@@ -137,8 +146,10 @@ class ParquetSink:
 
     def write(self, chunk: Mapping[str, np.ndarray]) -> None:
         if np.any(chunk["stream_id"] != self.stream_id):
-            raise ValueError(f"ParquetSink for stream {self.stream_id} got rows of streams "
-                             f"{sorted(set(chunk['stream_id'].tolist()))}: give each worker its own sink")
+            raise ValueError(
+                f"ParquetSink for stream {self.stream_id} got rows of streams "
+                f"{sorted(set(chunk['stream_id'].tolist()))}: give each worker its own sink"
+            )
         self._buffer.append({key: np.asarray(value) for key, value in chunk.items() if key in FULL_SPEC})
         self._buffered += len(chunk["step"])
         if self._buffered >= self.rows_per_shard:
@@ -160,8 +171,11 @@ class ParquetSink:
         head = {key: value[:cut] for key, value in rows.items()}
         path = self.directory / SHARDS_DIR / shard_name(self.stream_id, self._sequence)
         transitions = int(np.count_nonzero(~head["is_last"]))
-        write_parquet_atomically(to_table(head), path, {"rows": cut, "transitions": transitions,
-                                                        "episodes": int(np.count_nonzero(head["is_last"]))})
+        write_parquet_atomically(
+            to_table(head),
+            path,
+            {"rows": cut, "transitions": transitions, "episodes": int(np.count_nonzero(head["is_last"]))},
+        )
         self._sequence += 1
         self.rows_written += cut
         self.transitions_written += transitions
@@ -170,6 +184,7 @@ class ParquetSink:
 
 
 # ------------------------------------------------------------------------------------------- source
+
 
 class ParquetDataset:
     """A dataset directory as a DatasetSource: `chunks()` yields each shard's rows (with any label
@@ -239,19 +254,23 @@ def _file_rows(path: Path) -> int:
 
 
 def _unreadable(path: Path, err: Exception) -> DatasetError:
-    return DatasetError(f"shard {path} cannot be read ({type(err).__name__}: {err}); it is truncated or corrupt: "
-                        "delete it (its episodes are lost) or set data.skip_corrupt=true to skip it")
+    return DatasetError(
+        f"shard {path} cannot be read ({type(err).__name__}: {err}); it is truncated or corrupt: "
+        "delete it (its episodes are lost) or set data.skip_corrupt=true to skip it"
+    )
 
 
 def _merge_labels(chunk: dict[str, np.ndarray], labels: pa.Table, path: Path) -> None:
     n = len(chunk["step"])
     if labels.num_rows != n:
-        raise DatasetError(f"label file {path} has {labels.num_rows} rows, its shard {n}; relabel it "
-                           "(delete the file and run dataset.label again)")
-    if "step" in labels.column_names and not np.array_equal(column_to_numpy(labels.column("step"), "step"),
-                                                            chunk["step"]):
+        raise DatasetError(
+            f"label file {path} has {labels.num_rows} rows, its shard {n}; relabel it "
+            "(delete the file and run cluster.label again)"
+        )
+    if "step" in labels.column_names and not np.array_equal(
+        column_to_numpy(labels.column("step"), "step"), chunk["step"]
+    ):
         raise DatasetError(f"label file {path} does not follow its shard's steps; delete it and label again")
     for key in labels.column_names:
         if key in ROW_SPEC and key != "step":
             chunk[key] = column_to_numpy(labels.column(key), key)
-

@@ -8,6 +8,7 @@ frames are nearly identical, the masks mostly zero).
 `to_table` and `from_table` convert between replay chunks (dict of numpy arrays) and Arrow tables;
 `check_schema` names every missing or mistyped column.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -15,8 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 import pyarrow as pa
 
+from dataset.rows import ROW_SPEC
 from envs.spaces import RGB_BEV_SHAPE
-from learners.replay import ROW_SPEC
 
 # Columns a collection adds beyond the replay's rows, for labelling with image models and for
 # CLIP and VLM training: the RGB BEV the env renders for foundation models (~120 bytes a row on
@@ -63,9 +64,11 @@ def check_schema(schema: pa.Schema, source: str) -> None:
         elif not schema.field(field.name).type.equals(field.type):
             problems.append(f"column {field.name!r} is {schema.field(field.name).type}, expected {field.type}")
     if problems:
-        raise SchemaMismatch(f"{source} does not match the transition schema: {'; '.join(problems)}. "
-                             "Datasets are written by collect.py (dataset/parquet.py); a file from another "
-                             "tool needs these columns")
+        raise SchemaMismatch(
+            f"{source} does not match the transition schema: {'; '.join(problems)}. "
+            "Datasets are written by collect.py (dataset/parquet.py); a file from another "
+            "tool needs these columns"
+        )
 
 
 def to_table(chunk: Mapping[str, np.ndarray]) -> pa.Table:
@@ -92,8 +95,9 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, key: str) -> np.ndarray:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(array)
     if len(shape) > 1:
-        data = np.frombuffer(array.buffers()[1], np.uint8, count=n * int(np.prod(shape)),
-                             offset=array.offset * int(np.prod(shape)))
+        data = np.frombuffer(
+            array.buffers()[1], np.uint8, count=n * int(np.prod(shape)), offset=array.offset * int(np.prod(shape))
+        )
         return data.reshape(n, *shape).copy()
     if shape:
         return array.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, *shape)

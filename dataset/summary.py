@@ -3,6 +3,7 @@ labels and their coverage, bytes per transition; optionally an action-histogram 
 
     python -m dataset.summary runs/datasets/quickstart-expert [--png actions.png] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,19 @@ import pyarrow.parquet as pq
 from dataset.parquet import LABELS_DIR, SHARDS_DIR, DatasetError, ParquetDataset
 
 _BINS = np.linspace(-1.0, 1.0, 11)
-_COLUMNS = ("action", "reward", "cost", "terminated", "truncated", "is_last", "episode_id",
-            "vlm_action_mask", "clip_margin_mask", "safety_mask", "expert_action_mask")
+_COLUMNS = (
+    "action",
+    "reward",
+    "cost",
+    "terminated",
+    "truncated",
+    "is_last",
+    "episode_id",
+    "vlm_action_mask",
+    "clip_margin_mask",
+    "safety_mask",
+    "expert_action_mask",
+)
 
 
 def summarize(directory: str | Path, skip_corrupt: bool = False) -> dict:
@@ -29,7 +41,9 @@ def summarize(directory: str | Path, skip_corrupt: bool = False) -> dict:
             table = pq.read_table(shard.path, columns=list(_COLUMNS))
         except Exception as err:  # pyarrow raises several kinds for a damaged file
             if not skip_corrupt:
-                raise DatasetError(f"shard {shard.path} cannot be read ({err}); pass --skip-corrupt to skip it") from err
+                raise DatasetError(
+                    f"shard {shard.path} cannot be read ({err}); pass --skip-corrupt to skip it"
+                ) from err
             continue
         for label_set in data.label_sets():  # label files override the shard's own mask columns
             label_path = Path(directory) / LABELS_DIR / label_set / shard.name
@@ -39,8 +53,11 @@ def summarize(directory: str | Path, skip_corrupt: bool = False) -> dict:
                     if key in _COLUMNS and key.endswith("_mask"):
                         table = table.set_column(table.schema.get_field_index(key), key, labels.column(key))
         for key in _COLUMNS:
-            columns[key].append(table.column(key).to_numpy() if key != "action"
-                                else np.stack(table.column(key).to_numpy(zero_copy_only=False)))
+            columns[key].append(
+                table.column(key).to_numpy()
+                if key != "action"
+                else np.stack(table.column(key).to_numpy(zero_copy_only=False))
+            )
     c = {key: np.concatenate(values) if values else np.zeros(0) for key, values in columns.items()}
     transition = ~c["is_last"].astype(bool)
     action = c["action"][transition] if len(c["action"]) else np.zeros((0, 2))
@@ -48,18 +65,27 @@ def summarize(directory: str | Path, skip_corrupt: bool = False) -> dict:
     size = sum(p.stat().st_size for p in (Path(directory) / SHARDS_DIR).glob("*.parquet"))
     n = int(transition.sum())
     return {
-        "directory": str(directory), "metadata": data.metadata, "shards": len(data.shards),
-        "rows": len(transition), "transitions": n, "episodes": int(c["is_last"].sum()),
-        "terminated": int(c["terminated"][transition].sum()), "truncated": int(c["truncated"][transition].sum()),
+        "directory": str(directory),
+        "metadata": data.metadata,
+        "shards": len(data.shards),
+        "rows": len(transition),
+        "transitions": n,
+        "episodes": int(c["is_last"].sum()),
+        "terminated": int(c["terminated"][transition].sum()),
+        "truncated": int(c["truncated"][transition].sum()),
         "infraction_steps": int((c["cost"][transition] > 0).sum()),
         "mean_episode_return": float(np.mean(returns)) if returns else 0.0,
         "acc_histogram": np.histogram(action[:, 0], _BINS)[0].tolist() if n else [],
         "steer_histogram": np.histogram(action[:, 1], _BINS)[0].tolist() if n else [],
         "histogram_bins": _BINS.tolist(),
-        "label_coverage": {key.removesuffix("_mask"): float(c[key][transition].mean()) if n else 0.0
-                           for key in _COLUMNS if key.endswith("_mask")},
+        "label_coverage": {
+            key.removesuffix("_mask"): float(c[key][transition].mean()) if n else 0.0
+            for key in _COLUMNS
+            if key.endswith("_mask")
+        },
         "label_sets": data.label_sets(),
-        "bytes_on_disk": size, "bytes_per_transition": size / max(n, 1),
+        "bytes_on_disk": size,
+        "bytes_per_transition": size / max(n, 1),
     }
 
 
@@ -72,15 +98,20 @@ def _episode_returns(episode_id: np.ndarray, reward: np.ndarray, transition: np.
 
 def format_summary(s: dict) -> str:
     meta = s["metadata"]
-    lines = [f"dataset {s['directory']}: {meta.get('policy')} on {meta.get('town')} ({meta.get('traffic')} traffic)",
-             f"  {s['transitions']} transitions, {s['episodes']} finished episodes ({s['terminated']} terminated, "
-             f"{s['truncated']} truncated), {s['shards']} shards",
-             f"  infraction steps {s['infraction_steps']}, mean episode return {s['mean_episode_return']:.1f}",
-             f"  {s['bytes_on_disk'] / 1e6:.1f} MB on disk, {s['bytes_per_transition']:.0f} bytes per transition",
-             ("  labels: " + ", ".join(f"{k} {v:.2f}" for k, v in s["label_coverage"].items())
-              + (f" (label sets: {', '.join(s['label_sets'])})" if s["label_sets"] else "")),
-             "  acc   histogram [-1..1]: " + " ".join(str(v) for v in s["acc_histogram"]),
-             "  steer histogram [-1..1]: " + " ".join(str(v) for v in s["steer_histogram"])]
+    lines = [
+        f"dataset {s['directory']}: {meta.get('policy')} on {meta.get('town')} ({meta.get('traffic')} traffic)",
+        f"  {s['transitions']} transitions, {s['episodes']} finished episodes ({s['terminated']} terminated, "
+        f"{s['truncated']} truncated), {s['shards']} shards",
+        f"  infraction steps {s['infraction_steps']}, mean episode return {s['mean_episode_return']:.1f}",
+        f"  {s['bytes_on_disk'] / 1e6:.1f} MB on disk, {s['bytes_per_transition']:.0f} bytes per transition",
+        (
+            "  labels: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in s["label_coverage"].items())
+            + (f" (label sets: {', '.join(s['label_sets'])})" if s["label_sets"] else "")
+        ),
+        "  acc   histogram [-1..1]: " + " ".join(str(v) for v in s["acc_histogram"]),
+        "  steer histogram [-1..1]: " + " ".join(str(v) for v in s["steer_histogram"]),
+    ]
     return "\n".join(lines)
 
 

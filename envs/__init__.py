@@ -1,4 +1,5 @@
 """Driving environments: shared BEV/reward/criteria/metrics and simulator backends."""
+
 import functools
 
 import gymnasium

@@ -10,6 +10,7 @@ Only walkers count: neither backend has cyclists or motorcyclists. SUMO's backgr
 passenger cars and CARLA's spawns four-wheeled cars only (envs/carla/world.py `_is_car`), so no
 vehicle box is a two-wheeler to include.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,7 @@ def route_projection(points: np.ndarray, route: Route) -> tuple[np.ndarray, np.n
     if len(xy) == 1:
         return np.zeros(len(points)), np.linalg.norm(points - xy[0], axis=1)
     start, seg = xy[:-1], np.diff(xy, axis=0)  # [S, 2]
-    length2 = np.maximum(np.sum(seg ** 2, axis=1), 1e-12)
+    length2 = np.maximum(np.sum(seg**2, axis=1), 1e-12)
     rel = points[:, None, :] - start[None, :, :]  # [N, S, 2]
     t = np.sum(rel * seg[None], axis=2) / length2  # [N, S]
     low = np.zeros_like(t)

@@ -13,6 +13,7 @@ Channels:
 Pixel convention: integer (col, row) coordinates are pixel centres, which is what cv2 drawing
 and warpAffine's nearest-neighbour sampling assume; drawing uses 2 fractional bits (shift=2).
 """
+
 from __future__ import annotations
 
 import logging
@@ -328,7 +329,7 @@ def max_pool2x2(masks: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(masks).reshape(c * h // 2, 2 * w)
     pooled_rows = cv2.max(rows[:, :w], rows[:, w:])  # [C*H/2, W]
     cols = cv2.transpose(pooled_rows).reshape(w // 2, c * h)  # [W/2, 2 * C*H/2]
-    pooled = cv2.max(cols[:, : c * h // 2], cols[:, c * h // 2:])  # [W/2, C*H/2]
+    pooled = cv2.max(cols[:, : c * h // 2], cols[:, c * h // 2 :])  # [W/2, C*H/2]
     return cv2.transpose(pooled).reshape(c, h // 2, w // 2)
 
 
@@ -441,8 +442,9 @@ class BevRenderer:
         # Before enough frames exist, the oldest available frame stands in for older ones.
         return self._frames[max(len(self._frames) - 1 - offset, 0)]
 
-    def render(self, snapshot: Snapshot, route: Route, route_index: int,
-               with_rgb: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def render(
+        self, snapshot: Snapshot, route: Route, route_index: int, with_rgb: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Masks uint8 [15, 96, 96] and RGB uint8 [192, 192, 3] (None when not `with_rgb`) around
         snapshot.ego.
 
@@ -475,9 +477,12 @@ class BevRenderer:
             ]
         )
         warped16 = cv2.warpAffine(
-            self._static16, px_to_raster, (BEV_SIZE, BEV_SIZE),
+            self._static16,
+            px_to_raster,
+            (BEV_SIZE, BEV_SIZE),
             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
         )
         warped = warped16.view(np.uint8).reshape(BEV_SIZE, BEV_SIZE, 2)
         masks[CH_ROAD] = warped[..., 0]

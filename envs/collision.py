@@ -1,4 +1,5 @@
 """Collision detection between oriented boxes (separating-axis test), vectorised over objects."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

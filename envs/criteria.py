@@ -1,4 +1,5 @@
 """Terminal criteria and infractions (Roach / Found-RL), a stateful check over one episode."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,11 +13,18 @@ _COLLISION_INFRACTIONS = {
     "pedestrian": Infraction.COLLISION_PEDESTRIAN,
     "static": Infraction.COLLISION_STATIC,
 }
-_FAILURES = frozenset({
-    Infraction.COLLISION_VEHICLE, Infraction.COLLISION_PEDESTRIAN, Infraction.COLLISION_STATIC,
-    Infraction.RED_LIGHT, Infraction.STOP_SIGN, Infraction.ROUTE_DEVIATION, Infraction.BLOCKED,
-    Infraction.OFF_ROAD,
-})
+_FAILURES = frozenset(
+    {
+        Infraction.COLLISION_VEHICLE,
+        Infraction.COLLISION_PEDESTRIAN,
+        Infraction.COLLISION_STATIC,
+        Infraction.RED_LIGHT,
+        Infraction.STOP_SIGN,
+        Infraction.ROUTE_DEVIATION,
+        Infraction.BLOCKED,
+        Infraction.OFF_ROAD,
+    }
+)
 
 
 @dataclass(frozen=True)

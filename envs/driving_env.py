@@ -1,6 +1,7 @@
 """The Gymnasium driving environment: a simulator backend plus the shared BEV, reward, criteria
 and metrics. Observation {"bev": uint8 [15, 96, 96], "state": float32 [10]}; action [acc, steer].
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,17 @@ from envs.types import Control, Route, Snapshot
 
 logger = logging.getLogger(__name__)
 
-_SEVERE = frozenset({Infraction.COLLISION_VEHICLE, Infraction.COLLISION_PEDESTRIAN, Infraction.COLLISION_STATIC,
-                     Infraction.RED_LIGHT, Infraction.STOP_SIGN})
+_SEVERE = frozenset(
+    {
+        Infraction.COLLISION_VEHICLE,
+        Infraction.COLLISION_PEDESTRIAN,
+        Infraction.COLLISION_STATIC,
+        Infraction.RED_LIGHT,
+        Infraction.STOP_SIGN,
+    }
+)
+
+DEFAULT_CRITERIA = CriteriaConfig()  # frozen: one shared default
 
 
 @dataclass(frozen=True)
@@ -52,11 +62,22 @@ class DrivingSettings:
 class DrivingEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, town: str | None = None, traffic: str = "regular", route_suite: str | None = None,
-                 seed: int | None = None, maps_dir: str | None = None, render_bev: bool = True,
-                 render_mode: str | None = None, criteria: CriteriaConfig = CriteriaConfig(),
-                 backend: str = "sumo", carla=None, server=None, sumo_transport: str = "auto",
-                 rgb_bev: bool = True):
+    def __init__(
+        self,
+        town: str | None = None,
+        traffic: str = "regular",
+        route_suite: str | None = None,
+        seed: int | None = None,
+        maps_dir: str | None = None,
+        render_bev: bool = True,
+        render_mode: str | None = None,
+        criteria: CriteriaConfig = DEFAULT_CRITERIA,
+        backend: str = "sumo",
+        carla=None,
+        server=None,
+        sumo_transport: str = "auto",
+        rgb_bev: bool = True,
+    ):
         """`carla` (envs.carla.world.CarlaSettings) says where the CARLA server is, and `server` is its
         supervisor (envs.carla.server.CarlaServer) when this process launched it."""
         if render_mode not in (None, "rgb_array"):
@@ -64,9 +85,17 @@ class DrivingEnv(gym.Env):
         if backend not in ("sumo", "carla"):
             raise ValueError(f"backend {backend!r} is not known; use 'sumo' (embedded) or 'carla' (a CARLA server)")
         town = town or ("Town01" if backend == "carla" else MapSearch.from_settings(maps_dir).default_town())
-        self.config = DrivingSettings(town=town, traffic=traffic, route_suite=route_suite, maps_dir=maps_dir,
-                                      render_bev=render_bev, criteria=criteria, backend=backend,
-                                      sumo_transport=sumo_transport, rgb_bev=rgb_bev)
+        self.config = DrivingSettings(
+            town=town,
+            traffic=traffic,
+            route_suite=route_suite,
+            maps_dir=maps_dir,
+            render_bev=render_bev,
+            criteria=criteria,
+            backend=backend,
+            sumo_transport=sumo_transport,
+            rgb_bev=rgb_bev,
+        )
         self.render_mode = render_mode
         self.observation_space = observation_space()
         self.action_space = action_space()
@@ -88,8 +117,10 @@ class DrivingEnv(gym.Env):
             return None
         suite = load_suite(name)
         if suite.town != town:
-            raise ValueError(f"route suite {name!r} is for {suite.town}, not {town}; pick a suite of {town} "
-                             f"or route_suite='{RANDOM_SUITE}'")
+            raise ValueError(
+                f"route suite {name!r} is for {suite.town}, not {town}; pick a suite of {town} "
+                f"or route_suite='{RANDOM_SUITE}'"
+            )
         return suite
 
     # ----- gymnasium API -----------------------------------------------------------------------
@@ -110,10 +141,17 @@ class DrivingEnv(gym.Env):
         self._bev.reset()
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         obs, rgb = self._observe(snap, progress.index)
-        info = {**rgb, "command": int(progress.command), "speed": snap.ego.speed,
-                "forward": _carla_forward(snap.ego.yaw), "route": self.route_index,
-                "route_length": self.route.length, "infractions": [],
-                "lateral": progress.lateral, "heading_error": progress.heading_error}
+        info = {
+            **rgb,
+            "command": int(progress.command),
+            "speed": snap.ego.speed,
+            "forward": _carla_forward(snap.ego.yaw),
+            "route": self.route_index,
+            "route_length": self.route.length,
+            "infractions": [],
+            "lateral": progress.lateral,
+            "heading_error": progress.heading_error,
+        }
         return obs, info
 
     def step(self, action):
@@ -125,21 +163,38 @@ class DrivingEnv(gym.Env):
         snap = self.sim.step(control)
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         verdict = self._criteria.check(snap, progress)
-        terms = roach_reward(snap, progress, self._last_steer, verdict.terminated,
-                             severe_failure=bool(_SEVERE.intersection(verdict.infractions)),
-                             stop_sign_pending=snap.stop_sign_pending)
+        terms = roach_reward(
+            snap,
+            progress,
+            self._last_steer,
+            verdict.terminated,
+            severe_failure=bool(_SEVERE.intersection(verdict.infractions)),
+            stop_sign_pending=snap.stop_sign_pending,
+        )
         self._last_steer = control.steer
-        self._metrics.step(speed=snap.ego.speed, accel=snap.ego.accel, distance_travelled=snap.travelled,
-                           off_lane=verdict.off_lane, infractions=verdict.infractions, reward=terms.total)
+        self._metrics.step(
+            speed=snap.ego.speed,
+            accel=snap.ego.accel,
+            distance_travelled=snap.travelled,
+            off_lane=verdict.off_lane,
+            infractions=verdict.infractions,
+            reward=terms.total,
+        )
         self._metrics.set_route_completion(1.0 if verdict.route_completed else progress.completion)
         obs, rgb = self._observe(snap, progress.index)
-        info = {**rgb, "command": int(progress.command), "speed": snap.ego.speed,
-                "forward": _carla_forward(snap.ego.yaw), "infractions": [str(i) for i in verdict.infractions],
-                "lane_invasions": list(snap.lane_invasions),
-                "route_completion": progress.completion,
-                # signed m from the route's centreline (left +) and rad against its direction
-                "lateral": progress.lateral, "heading_error": progress.heading_error,
-                "reward_terms": terms.__dict__ | {"total": terms.total}}
+        info = {
+            **rgb,
+            "command": int(progress.command),
+            "speed": snap.ego.speed,
+            "forward": _carla_forward(snap.ego.yaw),
+            "infractions": [str(i) for i in verdict.infractions],
+            "lane_invasions": list(snap.lane_invasions),
+            "route_completion": progress.completion,
+            # signed m from the route's centreline (left +) and rad against its direction
+            "lateral": progress.lateral,
+            "heading_error": progress.heading_error,
+            "reward_terms": terms.__dict__ | {"total": terms.total},
+        }
         if verdict.terminated or verdict.truncated:
             self._episode_over = True
             info["episode_metrics"] = self._metrics.result()
@@ -160,8 +215,9 @@ class DrivingEnv(gym.Env):
         if index is None:
             index = int(self.np_random.integers(len(self._suite)))
         if not 0 <= int(index) < len(self._suite):
-            raise ValueError(f"route {index} is out of range: suite {self._suite.name!r} has routes "
-                             f"0..{len(self._suite) - 1}")
+            raise ValueError(
+                f"route {index} is out of range: suite {self._suite.name!r} has routes 0..{len(self._suite) - 1}"
+            )
         return self._suite.routes[int(index)], int(index)
 
     def _observe(self, snap: Snapshot, route_index: int) -> tuple[dict, dict]:
@@ -201,8 +257,11 @@ def _simulation(settings: DrivingSettings, carla, server):
 
         carla = dataclasses.replace(carla or CarlaSettings(), town=settings.town, traffic=settings.traffic)
         return CarlaSimulation(carla, server=server)
-    return SumoSimulation(SumoSettings(town=settings.town, traffic=settings.traffic, maps_dir=settings.maps_dir,
-                                       transport=settings.sumo_transport))
+    return SumoSimulation(
+        SumoSettings(
+            town=settings.town, traffic=settings.traffic, maps_dir=settings.maps_dir, transport=settings.sumo_transport
+        )
+    )
 
 
 def _validated_action(action) -> np.ndarray:

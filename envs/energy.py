@@ -15,6 +15,7 @@ Two consumers turn that force into a per-step cost:
 All functions accept floats or numpy arrays (broadcast together) and return a float for scalar
 inputs, an array otherwise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -137,8 +138,9 @@ def battery_power(
     motor_torque = wheel_torque / battery.gear_ratio
     motor_speed = v / battery.wheel_radius * battery.gear_ratio  # rad/s
     mech_power = motor_torque * motor_speed
-    motor_power = np.where(mech_power >= 0.0, mech_power / battery.motor_efficiency,
-                           mech_power * battery.motor_efficiency)
+    motor_power = np.where(
+        mech_power >= 0.0, mech_power / battery.motor_efficiency, mech_power * battery.motor_efficiency
+    )
     return _as_output(motor_power / battery.battery_efficiency)
 
 
@@ -155,7 +157,9 @@ def cell_current(cell_power: ArrayLike, battery: BatteryParams = DEFAULT_BATTERY
     if np.any(infeasible):
         logger.debug(
             "cell power above its maximum %.0f W at %d sample(s); clamping current to %.1f A",
-            voc**2 / (4.0 * rint), int(np.count_nonzero(infeasible)), battery.max_cell_current,
+            voc**2 / (4.0 * rint),
+            int(np.count_nonzero(infeasible)),
+            battery.max_cell_current,
         )
     root = np.sqrt(np.maximum(disc, 0.0))
     # 2P / (Voc + sqrt(disc)) equals (Voc - sqrt(disc)) / (2 Rint) but does not cancel

@@ -5,6 +5,7 @@ traffic predicted to cross its path.
 A plain function of the ground truth, so it drives any backend and serves as the CPU stand-in for
 the VLM advisor and as the source of demonstrations.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,8 +72,8 @@ def _pure_pursuit_steer(snap: Snapshot, route: Route, i: int, p: ExpertParams) -
 def _curve_speed(route: Route, i: int, p: ExpertParams) -> float:
     """Speed limit from the sharpest heading change over the next 15 m."""
     end = int(np.searchsorted(route.s, route.s[i] + 15.0))
-    yaw = np.unwrap(route.yaw[i:max(end, i + 2)])
-    ds = np.diff(route.s[i:i + len(yaw)])
+    yaw = np.unwrap(route.yaw[i : max(end, i + 2)])
+    ds = np.diff(route.s[i : i + len(yaw)])
     if len(ds) == 0:
         return p.cruise_speed
     curvature = np.max(np.abs(np.diff(yaw)) / np.maximum(ds, 1e-3))
@@ -82,11 +83,11 @@ def _curve_speed(route: Route, i: int, p: ExpertParams) -> float:
 def _nearest_obstacle(snap: Snapshot, route: Route, i: int, p: ExpertParams) -> tuple[float, float]:
     """(gap in metres, its speed along the route) of the closest thing blocking the route ahead."""
     end = int(np.searchsorted(route.s, route.s[i] + p.corridor_m))
-    path, path_s = route.xy[i:end + 1], route.s[i:end + 1] - route.s[i]
+    path, path_s = route.xy[i : end + 1], route.s[i : end + 1] - route.s[i]
     best = (math.inf, 0.0)
     if len(path) < 2:
         return best
-    path_yaw = route.yaw[i:i + len(path)]
+    path_yaw = route.yaw[i : i + len(path)]
     walker_speeds = snap.walker_speeds
     # In a junction the car drives on to clear it: stopping there for a walker who waits at the far
     # crossing (for the car, or for its own signal) leaves the car in the way of crossing traffic.
@@ -99,19 +100,22 @@ def _nearest_obstacle(snap: Snapshot, route: Route, i: int, p: ExpertParams) -> 
     def per_kind(vehicle_value: float, walker_value: float) -> np.ndarray:
         return np.concatenate([np.full(n_vehicles, vehicle_value), np.full(n_walkers, walker_value)])
 
-    kinds = _KindParams(margin=per_kind(p.vehicle_margin, p.walker_margin),
-                        extra_gap=per_kind(0.0, p.walker_extra_gap),
-                        horizon=per_kind(p.vehicle_horizon_s, p.walker_horizon_s))
+    kinds = _KindParams(
+        margin=per_kind(p.vehicle_margin, p.walker_margin),
+        extra_gap=per_kind(0.0, p.walker_extra_gap),
+        horizon=per_kind(p.vehicle_horizon_s, p.walker_horizon_s),
+    )
     # Only what can reach the path within its horizon (m): a cheap cut before the [T, N, P] prediction.
     reach = speeds * kinds.horizon + 0.5 * (boxes[:, 3] + boxes[:, 4] + snap.ego.width) + kinds.margin
     lo, hi = path.min(axis=0), path.max(axis=0)
     near = np.all((boxes[:, :2] > lo - reach[:, None]) & (boxes[:, :2] < hi + reach[:, None]), axis=1)
     if near.any():
-        best = _predicted_blocker(snap, path, path_s, path_yaw, boxes[near], speeds[near],
-                                  _KindParams(*(a[near] for a in kinds)), p)
+        best = _predicted_blocker(
+            snap, path, path_s, path_yaw, boxes[near], speeds[near], _KindParams(*(a[near] for a in kinds)), p
+        )
     light = snap.next_light
     if light is not None and light.state in (LightState.RED, LightState.YELLOW):
-        stopping = snap.ego.speed ** 2 / (2 * p.idm_comfort_decel)
+        stopping = snap.ego.speed**2 / (2 * p.idm_comfort_decel)
         if light.state == LightState.RED or light.distance > stopping:
             gap = light.distance - p.light_stop_gap + p.idm_min_gap
             if gap < best[0]:
@@ -119,8 +123,9 @@ def _nearest_obstacle(snap: Snapshot, route: Route, i: int, p: ExpertParams) -> 
     return best
 
 
-def _walker_intent_speeds(snap: Snapshot, path: np.ndarray, path_s: np.ndarray, path_yaw: np.ndarray,
-                          p: ExpertParams) -> np.ndarray:
+def _walker_intent_speeds(
+    snap: Snapshot, path: np.ndarray, path_s: np.ndarray, path_yaw: np.ndarray, p: ExpertParams
+) -> np.ndarray:
     """Walker speeds (m/s) for the prediction: a walker standing still and facing the route (waiting
     to cross) gets a walking speed, the others keep their own. Not one the front bumper is already
     at: it waits for the car to pass, and the car standing on its crossing would wait for ever."""
@@ -145,8 +150,9 @@ class _KindParams(NamedTuple):
     horizon: np.ndarray  # s: how far ahead its motion is predicted
 
 
-def _predicted_blocker(snap, path, path_s, path_yaw, boxes, speeds, kinds: _KindParams,
-                       p: ExpertParams) -> tuple[float, float]:
+def _predicted_blocker(
+    snap, path, path_s, path_yaw, boxes, speeds, kinds: _KindParams, p: ExpertParams
+) -> tuple[float, float]:
     """Closest object whose box is, or at a look-ahead time within its horizon will be, inside the
     ego's corridor ahead and reachable by then. Vectorised over look-ahead times [T], objects [N]
     and path points [P]."""
@@ -187,7 +193,10 @@ def _idm(speed: float, target: float, gap: float, lead_speed: float, p: ExpertPa
     free = 1.0 - (speed / max(target, 0.1)) ** 4
     if not math.isfinite(gap):
         return float(np.clip(p.idm_accel * free, -p.vehicle.max_brake_decel, p.idm_accel))
-    desired = p.idm_min_gap + speed * p.idm_headway + speed * (speed - lead_speed) / (
-        2 * math.sqrt(p.idm_accel * p.idm_comfort_decel))
+    desired = (
+        p.idm_min_gap
+        + speed * p.idm_headway
+        + speed * (speed - lead_speed) / (2 * math.sqrt(p.idm_accel * p.idm_comfort_decel))
+    )
     interaction = (max(desired, p.idm_min_gap) / max(gap, 0.1)) ** 2
     return float(np.clip(p.idm_accel * (free - interaction), -p.vehicle.max_brake_decel, p.idm_accel))

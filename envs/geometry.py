@@ -1,5 +1,6 @@
 """Small geometry shared by the BEV, collisions, reward, routing and traffic (world frame of
 envs.types: right-handed, yaw counter-clockwise)."""
+
 from __future__ import annotations
 
 import math

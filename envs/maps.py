@@ -3,6 +3,7 @@
 Search order: an explicit directory (config), then $MENTOR_MAPS_DIR, then a CARLA installation
 under $CARLA_ROOT. The town "Generated" needs no files: SUMO's netgenerate builds it.
 """
+
 from __future__ import annotations
 
 import os

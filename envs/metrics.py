@@ -27,6 +27,7 @@ collision frequency, collision speed), per episode:
   present only in episodes with a collision, so `summarize` averages it over those episodes only
   and `format_table` prints "-" when no episode has it.
 """
+
 from __future__ import annotations
 
 import enum
@@ -71,23 +72,25 @@ class Infraction(str, enum.Enum):
 
 # Leaderboard multiplicative penalty per occurrence; kinds not listed only end the episode
 # or are reported, they do not scale the score.
-PENALTY_FACTORS: Mapping[Infraction, float] = MappingProxyType({
-    Infraction.COLLISION_STATIC: 0.65,
-    Infraction.COLLISION_VEHICLE: 0.60,
-    Infraction.COLLISION_PEDESTRIAN: 0.50,
-    Infraction.RED_LIGHT: 0.70,
-    Infraction.STOP_SIGN: 0.80,
-})
-
-_INFRACTION_INDEX: Mapping[Infraction, int] = MappingProxyType(
-    {kind: i for i, kind in enumerate(Infraction)}
+PENALTY_FACTORS: Mapping[Infraction, float] = MappingProxyType(
+    {
+        Infraction.COLLISION_STATIC: 0.65,
+        Infraction.COLLISION_VEHICLE: 0.60,
+        Infraction.COLLISION_PEDESTRIAN: 0.50,
+        Infraction.RED_LIGHT: 0.70,
+        Infraction.STOP_SIGN: 0.80,
+    }
 )
 
-COLLISION_KINDS: frozenset[Infraction] = frozenset({
-    Infraction.COLLISION_STATIC,
-    Infraction.COLLISION_VEHICLE,
-    Infraction.COLLISION_PEDESTRIAN,
-})
+_INFRACTION_INDEX: Mapping[Infraction, int] = MappingProxyType({kind: i for i, kind in enumerate(Infraction)})
+
+COLLISION_KINDS: frozenset[Infraction] = frozenset(
+    {
+        Infraction.COLLISION_STATIC,
+        Infraction.COLLISION_VEHICLE,
+        Infraction.COLLISION_PEDESTRIAN,
+    }
+)
 
 _MS_TO_KMH = 3.6
 
@@ -276,8 +279,16 @@ class EpisodeMetrics:
     ) -> None:
         """Fold one env step (speed m/s, accel m/s^2, distance m) into the totals."""
         self._totals = accumulate_step(
-            self._totals, speed, accel, distance_travelled, off_lane, infractions, reward,
-            self._vehicle, self._fuel, self._battery,
+            self._totals,
+            speed,
+            accel,
+            distance_travelled,
+            off_lane,
+            infractions,
+            reward,
+            self._vehicle,
+            self._fuel,
+            self._battery,
         )
 
     def set_route_completion(self, fraction: float) -> None:
@@ -339,9 +350,7 @@ def summarize(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
     keys: dict[str, None] = {}
     for result in results:
         keys.update(dict.fromkeys(result))
-    summary = {
-        key: float(np.mean([r[key] for r in results if key in r])) for key in keys
-    }
+    summary = {key: float(np.mean([r[key] for r in results if key in r])) for key in keys}
     summary["episodes"] = float(len(results))
     return summary
 

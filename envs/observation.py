@@ -1,4 +1,5 @@
 """The 10-value state vector of the observation (Found-RL / Roach order)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +20,16 @@ def state_vector(snap: Snapshot) -> np.ndarray:
     distance = light_distance(snap)
     ratio = np.clip(distance - 5.0, 0.0, 5.0) / 5.0 if distance is not None else -1.0
     phase = light.phase_remaining if light is not None else -1.0
-    values = [ego.control.throttle, ego.control.steer, ego.control.brake, ego.gear / 5.0,
-              ego.speed, ego.v_lateral, float(state), ratio, phase, float(snap.at_stop_sign)]
+    values = [
+        ego.control.throttle,
+        ego.control.steer,
+        ego.control.brake,
+        ego.gear / 5.0,
+        ego.speed,
+        ego.v_lateral,
+        float(state),
+        ratio,
+        phase,
+        float(snap.at_stop_sign),
+    ]
     return np.clip(np.asarray(values, dtype=np.float32), STATE_LOW, STATE_HIGH)

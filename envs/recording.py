@@ -1,4 +1,5 @@
 """Animated GIFs of BEV rollouts with speed, command and reward drawn on each frame."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,6 +35,7 @@ class GifRecorder:
             raise ValueError("no frames recorded: add() frames before save()")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._frames[0].save(path, save_all=True, append_images=self._frames[1:],
-                             duration=int(1000 / self._fps), loop=0, optimize=False)
+        self._frames[0].save(
+            path, save_all=True, append_images=self._frames[1:], duration=int(1000 / self._fps), loop=0, optimize=False
+        )
         return path

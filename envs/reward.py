@@ -3,6 +3,7 @@
 reward = r_speed + r_position + r_rotation + r_action + terminal, with the desired speed cut
 linearly to zero as a hazard vehicle, pedestrian, red/yellow light or pending stop sign nears.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,8 +88,14 @@ def desired_speed(snap: Snapshot, stop_sign_pending: bool) -> float:
     )
 
 
-def roach_reward(snap: Snapshot, progress: RouteProgress, last_steer: float, terminated: bool,
-                 severe_failure: bool, stop_sign_pending: bool = False) -> RewardTerms:
+def roach_reward(
+    snap: Snapshot,
+    progress: RouteProgress,
+    last_steer: float,
+    terminated: bool,
+    severe_failure: bool,
+    stop_sign_pending: bool = False,
+) -> RewardTerms:
     """`severe_failure`: a collision, red light or stop sign, which also costs the ego's speed."""
     target = desired_speed(snap, stop_sign_pending)
     terminal = (-1.0 if terminated else 0.0) - (snap.ego.speed if severe_failure else 0.0)

@@ -4,6 +4,7 @@ NoCrash-like suites (Town01 training, Town02 evaluation, 25 routes each; the tra
 chosen separately) and one for the generated town. `python -m envs.route_suites` regenerates them
 from the maps with a fixed seed; they are Mentor's own routes, not copies of NoCrash's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,9 @@ def load_suite(name: str) -> RouteSuite:
     return RouteSuite(name=name, town=data["town"], routes=routes)
 
 
-def random_route(network, rng: np.random.Generator, min_m: float = MIN_ROUTE_M,
-                 max_m: float = MAX_ROUTE_M, tries: int = 200) -> RouteSpec:
+def random_route(
+    network, rng: np.random.Generator, min_m: float = MIN_ROUTE_M, max_m: float = MAX_ROUTE_M, tries: int = 200
+) -> RouteSpec:
     """A route between two random lane points whose planned length lies in [min_m, max_m].
 
     `network` is either backend's town: `route_lanes()` (centre lines to start and end on),
@@ -85,9 +87,13 @@ def generate(name: str, maps_dir: str | None = None) -> Path:
     finally:
         sim.close()
     path = ROUTES_DIR / f"{name}.json"
-    payload = {"town": town, "frame": "carla", "units": "metres, degrees",
-               "description": f"{count} Mentor routes on {town}, {MIN_ROUTE_M:.0f}-{MAX_ROUTE_M:.0f} m, seed {seed}",
-               "routes": [{"id": i, "start": list(r.start), "goal": list(r.goal)} for i, r in enumerate(routes)]}
+    payload = {
+        "town": town,
+        "frame": "carla",
+        "units": "metres, degrees",
+        "description": f"{count} Mentor routes on {town}, {MIN_ROUTE_M:.0f}-{MAX_ROUTE_M:.0f} m, seed {seed}",
+        "routes": [{"id": i, "start": list(r.start), "goal": list(r.goal)} for i, r in enumerate(routes)],
+    }
     path.write_text(json.dumps(payload, indent=1) + "\n")
     return path
 

@@ -1,4 +1,5 @@
 """Where the ego is along its planned route: progress, lateral offset, heading error, command."""
+
 from __future__ import annotations
 
 import math

@@ -27,6 +27,7 @@ RouteProgress.heading_error (the ego's yaw against the route's, where VLM-RL use
 direction against the waypoint's). Both reach the worker through the env's info ("lateral",
 "heading_error").
 """
+
 from __future__ import annotations
 
 import math
@@ -53,9 +54,13 @@ class StepFactors:
     @classmethod
     def from_info(cls, info, center_std: float, terminated: bool) -> "StepFactors":
         """From the driving env's step info (speed, signed `lateral` and `heading_error` to the route)."""
-        return cls(speed=float(info["speed"]), center_distance=abs(float(info["lateral"])),
-                   heading_error=float(info["heading_error"]), center_std=center_std,
-                   catastrophic=bool(terminated))
+        return cls(
+            speed=float(info["speed"]),
+            center_distance=abs(float(info["lateral"])),
+            heading_error=float(info["heading_error"]),
+            center_std=center_std,
+            catastrophic=bool(terminated),
+        )
 
 
 def centering_factor(center_distance: float, max_center_distance: float) -> float:
@@ -88,10 +93,12 @@ def synthesize(score: float | None, factors: StepFactors, config: DriveVlmConfig
     if factors.catastrophic:
         return float(config.penalty)
     r_speed = 1.0 - abs(factors.speed - target_speed(score, config)) / config.v_max
-    return float(r_speed
-                 * centering_factor(factors.center_distance, config.max_center_distance)
-                 * angle_factor(factors.heading_error, config.max_angle)
-                 * stability_factor(factors.center_std, config.max_center_std))
+    return float(
+        r_speed
+        * centering_factor(factors.center_distance, config.max_center_distance)
+        * angle_factor(factors.heading_error, config.max_angle)
+        * stability_factor(factors.center_std, config.max_center_std)
+    )
 
 
 class CenterHistory:

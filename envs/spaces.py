@@ -1,5 +1,6 @@
 """The observation and action contract, defined once (docs/architecture.md §2): everything that stores, batches
 or encodes observations takes its sizes from here."""
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -16,10 +17,12 @@ __all__ = ["ACTION_SIZE", "BEV_SHAPE", "RGB_BEV_SHAPE", "STATE_SIZE", "action_sp
 
 
 def observation_space() -> gym.spaces.Dict:
-    return gym.spaces.Dict({
-        "bev": gym.spaces.Box(0, 255, BEV_SHAPE, dtype=np.uint8),
-        "state": gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_SIZE,), dtype=np.float32),
-    })
+    return gym.spaces.Dict(
+        {
+            "bev": gym.spaces.Box(0, 255, BEV_SHAPE, dtype=np.uint8),
+            "state": gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_SIZE,), dtype=np.float32),
+        }
+    )
 
 
 def action_space() -> gym.spaces.Box:

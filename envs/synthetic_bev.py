@@ -1,5 +1,6 @@
 """Synthetic BEV masks with the env's layout, value sets and roughly its sparsity (envs/bev.py): for
 benchmarks and tests that need many distinct, realistic BEV rows without running the simulator."""
+
 from __future__ import annotations
 
 import cv2
@@ -14,11 +15,11 @@ def synthetic_bev(rng: np.random.Generator) -> np.ndarray:
     centre = np.array([48 + rng.uniform(-10, 10), 48.0])
     direction = np.array([np.sin(angle), -np.cos(angle)])
     a, b = (centre - 80 * direction).astype(np.int32), (centre + 80 * direction).astype(np.int32)
-    cv2.line(bev[0], tuple(a), tuple(b), 255, int(rng.integers(24, 34)))                 # road
-    if rng.random() < 0.4:                                                                # a crossing road
+    cv2.line(bev[0], tuple(a), tuple(b), 255, int(rng.integers(24, 34)))  # road
+    if rng.random() < 0.4:  # a crossing road
         cv2.line(bev[0], (0, int(rng.integers(10, 60))), (95, int(rng.integers(10, 60))), 255, 26)
     cv2.line(bev[1], tuple(centre.astype(np.int32) + (3, 0)), tuple(b + (3, 0)), 255, 8)  # route
-    for offset in (-6, 6):                                                               # broken markings
+    for offset in (-6, 6):  # broken markings
         for t in range(-80, 80, 6):
             p = centre + t * direction + (offset, 0)
             q = p + 3 * direction

@@ -1,4 +1,5 @@
 """Background traffic presets, shared by both backends: NoCrash's vehicle and walker counts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

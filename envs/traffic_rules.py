@@ -4,6 +4,7 @@ A backend says which stop line the ego is approaching and what its light shows; 
 decide when the ego's front crossed that line (a red-light run) and whether it stopped inside a
 stop-sign zone before leaving it. Frames as in envs.types.
 """
+
 from __future__ import annotations
 
 import math

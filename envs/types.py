@@ -4,6 +4,7 @@ Frame convention (all backends convert into it): right-handed world frame, x eas
 metres; yaw in radians counter-clockwise from +x. Boxes are centred on the object's centre.
 The CARLA backend converts from CARLA's left-handed frame (y -> -y, yaw -> -yaw).
 """
+
 from __future__ import annotations
 
 import enum

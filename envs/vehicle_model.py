@@ -3,6 +3,7 @@
 Pure functions of state and control, shared by the SUMO backend and the expert (which inverts
 the longitudinal map to turn a desired acceleration into throttle or brake).
 """
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@ As in Found-RL, the steps just before an infraction that ended an episode are no
     python collect.py --config configs/collect/clip.yaml collect.output=data/town01      # transitions
     python -m inference.clip_data --transitions data/town01 --out data/clip/town01.parquet
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,19 +26,21 @@ from inference.clip_prompts import LATERAL, action_index, context_index, prompt,
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([
-    ("image_png", pa.binary()),  # RGB BEV, 192 x 192
-    ("caption", pa.string()),
-    ("command", pa.int8()),
-    ("speed", pa.float32()),
-    ("expert_action", pa.list_(pa.float32(), 2)),
-    ("executed_action", pa.list_(pa.float32(), 2)),
-    ("context", pa.int16()),  # (command, speed bin) context, 0..23
-    ("action_class", pa.int16()),  # the caption's behaviour among its context's 30, 0..29
-    ("town", pa.string()),
-    ("episode", pa.int32()),
-    ("step", pa.int32()),
-])
+SCHEMA = pa.schema(
+    [
+        ("image_png", pa.binary()),  # RGB BEV, 192 x 192
+        ("caption", pa.string()),
+        ("command", pa.int8()),
+        ("speed", pa.float32()),
+        ("expert_action", pa.list_(pa.float32(), 2)),
+        ("executed_action", pa.list_(pa.float32(), 2)),
+        ("context", pa.int16()),  # (command, speed bin) context, 0..23
+        ("action_class", pa.int16()),  # the caption's behaviour among its context's 30, 0..29
+        ("town", pa.string()),
+        ("episode", pa.int32()),
+        ("step", pa.int32()),
+    ]
+)
 _PRE_COLLISION_STEPS = 10  # Found-RL drops a short segment before each collision
 
 
@@ -55,13 +58,31 @@ def decode_png(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def caption_row(rgb: np.ndarray, command: int, speed: float, expert: np.ndarray, executed: np.ndarray,
-                town: str, episode: int, step: int) -> dict:
+def caption_row(
+    rgb: np.ndarray,
+    command: int,
+    speed: float,
+    expert: np.ndarray,
+    executed: np.ndarray,
+    town: str,
+    episode: int,
+    step: int,
+) -> dict:
     context, action = context_index(command, speed), action_index(expert)
     caption = prompt(RouteCommand(command), speed_bin(speed), *divmod(action, len(LATERAL)))
-    return {"image_png": encode_png(rgb), "caption": caption, "command": command, "speed": speed,
-            "expert_action": expert.tolist(), "executed_action": executed.tolist(), "context": context,
-            "action_class": action, "town": town, "episode": episode, "step": step}
+    return {
+        "image_png": encode_png(rgb),
+        "caption": caption,
+        "command": command,
+        "speed": speed,
+        "expert_action": expert.tolist(),
+        "executed_action": executed.tolist(),
+        "context": context,
+        "action_class": action,
+        "town": town,
+        "episode": episode,
+        "step": step,
+    }
 
 
 def captions_from_transitions(dataset_dir: str | Path, out: str | Path) -> dict:
@@ -82,9 +103,19 @@ def captions_from_transitions(dataset_dir: str | Path, out: str | Path) -> dict:
             chunk = data.read_shard(shard, extra=True)
             if "rgb_bev" not in chunk or "command" not in chunk:
                 raise DatasetError(f"{shard.path} has no rgb_bev/command columns: collect the dataset with collect.py")
-            rows = [caption_row(chunk["rgb_bev"][i], int(chunk["command"][i]), float(chunk["state"][i, 4]),
-                                chunk["expert_action"][i], chunk["action"][i], town, int(chunk["episode_id"][i]),
-                                int(chunk["step"][i])) for i in np.flatnonzero(_kept_rows(chunk))]
+            rows = [
+                caption_row(
+                    chunk["rgb_bev"][i],
+                    int(chunk["command"][i]),
+                    float(chunk["state"][i, 4]),
+                    chunk["expert_action"][i],
+                    chunk["action"][i],
+                    town,
+                    int(chunk["episode_id"][i]),
+                    int(chunk["step"][i]),
+                )
+                for i in np.flatnonzero(_kept_rows(chunk))
+            ]
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
             kept += len(rows)
@@ -100,7 +131,9 @@ def _kept_rows(chunk: dict) -> np.ndarray:
     ended_badly = np.flatnonzero(chunk["terminated"] & ~chunk["is_last"] & (chunk["cost"] > 0))
     for end in ended_badly:
         same = chunk["episode_id"] == chunk["episode_id"][end]
-        keep &= ~(same & (chunk["step"] > chunk["step"][end] - _PRE_COLLISION_STEPS) & (chunk["step"] <= chunk["step"][end]))
+        keep &= ~(
+            same & (chunk["step"] > chunk["step"][end] - _PRE_COLLISION_STEPS) & (chunk["step"] <= chunk["step"][end])
+        )
     return keep
 
 
@@ -109,14 +142,17 @@ def read_dataset(path: str | Path, columns: list[str] | None = None) -> pa.Table
     """The table, after checking it has the columns this module writes."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"CLIP dataset {path} not found; collect one with "
-                                f"`python -m inference.clip_data --out {path}`")
+        raise FileNotFoundError(
+            f"CLIP dataset {path} not found; collect one with `python -m inference.clip_data --out {path}`"
+        )
     try:
         table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{path} cannot be read as a Parquet dataset ({type(err).__name__}: {err}); it is "
-                         f"damaged or not Parquet: collect it again with `python -m inference.clip_data --out "
-                         f"{path}`") from err
+        raise ValueError(
+            f"{path} cannot be read as a Parquet dataset ({type(err).__name__}: {err}); it is "
+            f"damaged or not Parquet: collect it again with `python -m inference.clip_data --out "
+            f"{path}`"
+        ) from err
     missing = [name for name in (columns or SCHEMA.names) if name not in table.column_names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: it was not written by inference.clip_data")
@@ -132,8 +168,16 @@ def label_safety(path: str | Path, scorer, batch_size: int = 256) -> Path:
     path = Path(path)
     table = read_dataset(path)
     images = table.column("image_png").to_pylist()
-    scores = np.concatenate([scorer(np.stack([decode_png(b) for b in images[i:i + batch_size]]))
-                             for i in range(0, len(images), batch_size)]) if images else np.zeros(0)
+    scores = (
+        np.concatenate(
+            [
+                scorer(np.stack([decode_png(b) for b in images[i : i + batch_size]]))
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+        if images
+        else np.zeros(0)
+    )
     if "safety" in table.column_names:
         table = table.drop_columns(["safety"])
     table = table.append_column("safety", pa.array(scores.astype(np.float32), pa.float32()))

@@ -5,6 +5,7 @@ context compete, the prediction is the most similar one. Reports top-1 accuracy,
 intensity neighbours as correct, and a row-normalised 30x30 confusion matrix. Pure numpy +
 matplotlib (Agg): the logits come from whichever CLIP produced them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +14,21 @@ import numpy as np
 
 from inference.clip_prompts import ACTIONS_PER_CONTEXT, LATERAL, LONGITUDINAL, neighbour_mask
 
-_SHORT_LONGITUDINAL = {"braking hard": "brake hard", "braking": "brake", "accelerating fast": "accel fast",
-                       "accelerating": "accel", "accelerating gently": "accel gently", "idling": "idle"}
-_SHORT_LATERAL = {"going straight": "straight", "turning left sharply": "sharp left", "turning left": "left",
-                  "turning right sharply": "sharp right", "turning right": "right"}
+_SHORT_LONGITUDINAL = {
+    "braking hard": "brake hard",
+    "braking": "brake",
+    "accelerating fast": "accel fast",
+    "accelerating": "accel",
+    "accelerating gently": "accel gently",
+    "idling": "idle",
+}
+_SHORT_LATERAL = {
+    "going straight": "straight",
+    "turning left sharply": "sharp left",
+    "turning left": "left",
+    "turning right sharply": "sharp right",
+    "turning right": "right",
+}
 
 
 def behaviour_names() -> list[str]:
@@ -37,24 +49,26 @@ def _check_labels(labels: np.ndarray, name: str, num_classes: int) -> np.ndarray
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got values in "
-                         f"{labels.min()}..{labels.max()}")
+        raise ValueError(f"{name} must lie in 0..{num_classes - 1}, got values in {labels.min()}..{labels.max()}")
     return labels.astype(np.int64)
 
 
 def _check_inputs(logits: np.ndarray, true_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] != ACTIONS_PER_CONTEXT:
-        raise ValueError(f"logits must be [N, {ACTIONS_PER_CONTEXT}] (one row per image, its own context's "
-                         f"prompts), got shape {logits.shape}")
+        raise ValueError(
+            f"logits must be [N, {ACTIONS_PER_CONTEXT}] (one row per image, its own context's "
+            f"prompts), got shape {logits.shape}"
+        )
     if logits.shape[0] == 0:
         raise ValueError("logits must hold at least one sample, got N = 0")
     if not np.isfinite(logits).all():
         raise ValueError(f"logits must be finite, got {int((~np.isfinite(logits)).sum())} NaN/inf entries")
     true_actions = _check_labels(true_actions, "true_actions", ACTIONS_PER_CONTEXT)
     if len(true_actions) != len(logits):
-        raise ValueError(f"true_actions must have one label per logits row: expected {len(logits)}, "
-                         f"got {len(true_actions)}")
+        raise ValueError(
+            f"true_actions must have one label per logits row: expected {len(logits)}, got {len(true_actions)}"
+        )
     return logits, true_actions
 
 
@@ -90,8 +104,9 @@ def retrieval_metrics(logits: np.ndarray, true_actions: np.ndarray) -> dict:
     }
 
 
-def confusion_matrix(true_actions: np.ndarray, predicted: np.ndarray, num_classes: int = ACTIONS_PER_CONTEXT,
-                     normalise: bool = True) -> np.ndarray:
+def confusion_matrix(
+    true_actions: np.ndarray, predicted: np.ndarray, num_classes: int = ACTIONS_PER_CONTEXT, normalise: bool = True
+) -> np.ndarray:
     """[num_classes, num_classes] float64, rows = true, columns = predicted.
 
     normalise: each row divided by its support (rows without samples stay all zeros); else raw counts.
@@ -99,8 +114,9 @@ def confusion_matrix(true_actions: np.ndarray, predicted: np.ndarray, num_classe
     true_actions = _check_labels(true_actions, "true_actions", num_classes)
     predicted = _check_labels(predicted, "predicted", num_classes)
     if len(true_actions) != len(predicted):
-        raise ValueError(f"true_actions and predicted must have the same length, got "
-                         f"{len(true_actions)} and {len(predicted)}")
+        raise ValueError(
+            f"true_actions and predicted must have the same length, got {len(true_actions)} and {len(predicted)}"
+        )
     counts = np.zeros((num_classes, num_classes), dtype=np.float64)
     np.add.at(counts, (true_actions, predicted), 1.0)
     if not normalise:
@@ -114,15 +130,22 @@ def _row_support(counts: np.ndarray) -> np.ndarray:
     counts = np.asarray(counts)
     support = counts.sum(axis=1) if counts.ndim == 2 else counts
     if support.shape != (ACTIONS_PER_CONTEXT,):
-        raise ValueError(f"counts must be [{ACTIONS_PER_CONTEXT}, {ACTIONS_PER_CONTEXT}] or "
-                         f"[{ACTIONS_PER_CONTEXT}], got shape {counts.shape}")
+        raise ValueError(
+            f"counts must be [{ACTIONS_PER_CONTEXT}, {ACTIONS_PER_CONTEXT}] or "
+            f"[{ACTIONS_PER_CONTEXT}], got shape {counts.shape}"
+        )
     return support.astype(np.int64)
 
 
-def plot_confusion(matrix: np.ndarray, path: str | Path, title: str = "CLIP conditional action retrieval",
-                   counts: np.ndarray | None = None) -> Path:
+def plot_confusion(
+    matrix: np.ndarray,
+    path: str | Path,
+    title: str = "CLIP conditional action retrieval",
+    counts: np.ndarray | None = None,
+) -> Path:
     """Save a 30x30 confusion heatmap as PNG; with counts, row support goes on the y labels."""
     import matplotlib
+
     matplotlib.use("Agg")  # headless: training nodes have no display
     import matplotlib.pyplot as plt
 
@@ -160,5 +183,4 @@ def _annotate(ax, matrix: np.ndarray, threshold: float = 0.1) -> None:
     """Write values >= threshold in their cells; white on dark cells so they stay legible."""
     for i, j in zip(*np.nonzero(matrix >= threshold)):
         value = matrix[i, j]
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5,
-                color="white" if value > 0.5 else "black")
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5, color="white" if value > 0.5 else "black")

@@ -6,6 +6,7 @@ open_clip tag of `arch` (`laion2b_s34b_b88k`) or a weights file; else a randomly
 (throughput benchmarks only). Nothing is downloaded when HF_HUB_OFFLINE=1: a tag whose weights are
 not in the local cache fails at once with what to do.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,7 @@ class ClipSource:
 class ClipModel:
     """A frozen (eval-mode) CLIP model; `model` stays reachable for training."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, arch: str, model_cfg: dict, name: str,
-                 device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, tokenizer, arch: str, model_cfg: dict, name: str, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.arch, self.model_cfg, self.name = arch, model_cfg, name
@@ -72,14 +72,22 @@ class ClipModel:
             logger.info("CLIP %s loaded from %s", arch, directory)
             return cls(model, tokenizer, arch, saved["model_cfg"], f"{arch}@{directory.name}", device)
         if source.arch not in open_clip.list_models():
-            raise ClipUnavailableError(f"unknown CLIP architecture {source.arch!r}; open_clip has e.g. ViT-B-16, "
-                                       "ViT-B-32, and Mentor registers MentorCLIP-Tiny")
+            raise ClipUnavailableError(
+                f"unknown CLIP architecture {source.arch!r}; open_clip has e.g. ViT-B-16, "
+                "ViT-B-32, and Mentor registers MentorCLIP-Tiny"
+            )
         pretrained = _resolve_pretrained(open_clip, source.arch, source.pretrained)
         if pretrained is None:
             logger.warning("CLIP %s is randomly initialised (no checkpoint or pretrained weights given)", source.arch)
         model = open_clip.create_model(source.arch, pretrained=pretrained, device=device)
-        return cls(model, open_clip.get_tokenizer(source.arch), source.arch, open_clip.get_model_config(source.arch),
-                   f"{source.arch}/{source.pretrained or 'random'}", device)
+        return cls(
+            model,
+            open_clip.get_tokenizer(source.arch),
+            source.arch,
+            open_clip.get_model_config(source.arch),
+            f"{source.arch}/{source.pretrained or 'random'}",
+            device,
+        )
 
     # ----- encoding --------------------------------------------------------------------------
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
@@ -123,8 +131,11 @@ class ClipModel:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        preprocess = {"size": list(self.image_size), "mean": self._mean.flatten().tolist(),
-                      "std": self._std.flatten().tolist()}
+        preprocess = {
+            "size": list(self.image_size),
+            "mean": self._mean.flatten().tolist(),
+            "std": self._std.flatten().tolist(),
+        }
         config = {"arch": self.arch, "model_cfg": self.model_cfg, "preprocess_cfg": preprocess, **(extra or {})}
         save_model(self.model, str(directory / f"{WEIGHTS_FILE}.tmp"))
         (directory / f"{WEIGHTS_FILE}.tmp").replace(directory / WEIGHTS_FILE)
@@ -139,7 +150,8 @@ def check_checkpoint(path: str | Path) -> Path:
         raise ClipUnavailableError(
             f"CLIP checkpoint {directory} not found (no {CONFIG_FILE} there). Train one with "
             f"`python -m inference.clip_training --out {directory}` (see README), or set "
-            "feedback.clip.checkpoint=null and feedback.clip.pretrained to an open_clip tag whose weights are cached")
+            "feedback.clip.checkpoint=null and feedback.clip.pretrained to an open_clip tag whose weights are cached"
+        )
     return directory
 
 
@@ -158,9 +170,10 @@ def _resolve_pretrained(open_clip, arch: str, pretrained: str | None) -> str | N
     if hub_offline() and not _weights_cached(tag_cfg):
         raise ClipUnavailableError(
             f"CLIP weights {arch}/{pretrained} are not in the local cache and HF_HUB_OFFLINE=1 forbids "
-            f"downloading them. On a connected machine run `python -c \"import open_clip; "
+            f'downloading them. On a connected machine run `python -c "import open_clip; '
             f"open_clip.create_model('{arch}', pretrained='{pretrained}')\"` to fill the Hugging Face cache, "
-            "or point feedback.clip.pretrained at a weights file / feedback.clip.checkpoint at a trained checkpoint")
+            "or point feedback.clip.pretrained at a weights file / feedback.clip.checkpoint at a trained checkpoint"
+        )
     return pretrained
 
 

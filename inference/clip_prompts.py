@@ -6,6 +6,7 @@ probability of the executed action's prompt minus the best non-neighbouring one 
 intensity variants of the same manoeuvre), floored at 0. Pure numpy: the CLIP model that produces
 the logits lives elsewhere.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,14 +73,21 @@ def context_index(command: int, speed: float) -> int:
 
 
 def prompt(command: RouteCommand, speed_index: int, lon: int, lat: int) -> str:
-    return (f"Command is to {command.phrase}. {SPEED_PHRASES[speed_index]}. "
-            f"Action behavior: The car is {LONGITUDINAL[lon]} and {LATERAL[lat]}.")
+    return (
+        f"Command is to {command.phrase}. {SPEED_PHRASES[speed_index]}. "
+        f"Action behavior: The car is {LONGITUDINAL[lon]} and {LATERAL[lat]}."
+    )
 
 
 def prompt_library() -> list[str]:
     """All 720 prompts; context c owns rows [30 c, 30 c + 30), ordered (longitudinal, lateral)."""
-    return [prompt(cmd, spd, lon, lat) for cmd in COMMANDS for spd in range(len(SPEED_PHRASES))
-            for lon in range(len(LONGITUDINAL)) for lat in range(len(LATERAL))]
+    return [
+        prompt(cmd, spd, lon, lat)
+        for cmd in COMMANDS
+        for spd in range(len(SPEED_PHRASES))
+        for lon in range(len(LONGITUDINAL))
+        for lat in range(len(LATERAL))
+    ]
 
 
 def neighbour_mask() -> np.ndarray:
@@ -100,30 +108,3 @@ def alignment_margin(logits: np.ndarray, actions: np.ndarray) -> np.ndarray:
     rows = np.arange(len(p))
     rivals = np.where(neighbour_mask()[actions], -np.inf, p)
     return np.maximum(0.0, p[rows, actions] - rivals.max(axis=1))
-
-
-class RunningMeanStd:
-    """Running mean and variance over everything seen (parallel-update form, Chan et al.)."""
-
-    def __init__(self, epsilon: float = 1e-4):
-        self.mean, self.var, self.count = 0.0, 1.0, epsilon
-
-    def update(self, values: np.ndarray) -> None:
-        values = np.asarray(values, dtype=np.float64)
-        if values.size == 0:
-            return
-        batch_mean, batch_var, n = float(values.mean()), float(values.var()), values.size
-        delta, total = batch_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total) / total
-        self.count = total
-
-    def bonus(self, values: np.ndarray, clip: float = 1.0) -> np.ndarray:
-        """clip((x - mean) / std, -clip, clip): the normalised CLIP reward bonus."""
-        return np.clip((np.asarray(values) - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip)
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])

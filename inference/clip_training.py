@@ -8,12 +8,15 @@ Writes to --out (default artifacts/clip/mentor-clip-tiny, what the reward deploy
 default): the open_clip local-dir checkpoint, metrics.json, confusion.png, training_curve.png. A
 missing --data file is derived from expert transitions collected first (collect.py, inference/clip_data.py).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import math
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,8 +55,9 @@ class TrainSettings:
     device: str = "auto"
 
 
-def caption_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_ids: torch.Tensor,
-                             logit_scale: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def caption_contrastive_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, caption_ids: torch.Tensor, logit_scale: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Symmetric CLIP loss over the batch's UNIQUE captions.
 
     Many images share a caption (720 prompts), so the usual one-positive-per-row loss would push
@@ -71,16 +75,19 @@ def caption_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, ca
     return loss, {"loss": loss.item(), "batch_accuracy": accuracy.item()}
 
 
-def conditional_action_loss(image_emb: torch.Tensor, anchors: torch.Tensor, actions: torch.Tensor,
-                            logit_scale: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def conditional_action_loss(
+    image_emb: torch.Tensor, anchors: torch.Tensor, actions: torch.Tensor, logit_scale: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy of the true behaviour among the 30 prompts of each image's own (command, speed)
     context, the softmax the reward is computed from. In-batch contrast mostly separates contexts
     (other commands and speeds); this term teaches the actions within one.
     image_emb [B, D]; anchors [B, 30, D] (detached text embeddings); actions [B] in 0..29."""
     logits = logit_scale * torch.einsum("bd,bkd->bk", image_emb, anchors)
     loss = F.cross_entropy(logits, actions)
-    return loss, {"conditional_loss": loss.item(),
-                  "conditional_accuracy": (logits.argmax(dim=1) == actions).float().mean().item()}
+    return loss, {
+        "conditional_loss": loss.item(),
+        "conditional_accuracy": (logits.argmax(dim=1) == actions).float().mean().item(),
+    }
 
 
 @dataclass
@@ -97,8 +104,10 @@ def load_splits(path: str | Path, eval_fraction: float, seed: int) -> tuple[_Spl
     keys = np.array([f"{t}:{e}" for t, e in zip(table.column("town").to_pylist(), table.column("episode").to_pylist())])
     episodes = np.unique(keys)
     if len(episodes) < 2:
-        raise ValueError(f"{path} holds {len(episodes)} episode(s); held-out evaluation needs at least 2 "
-                         "(collect more steps or shorter episodes)")
+        raise ValueError(
+            f"{path} holds {len(episodes)} episode(s); held-out evaluation needs at least 2 "
+            "(collect more steps or shorter episodes)"
+        )
     rng = np.random.default_rng(seed)
     held_out = rng.choice(episodes, size=max(1, round(eval_fraction * len(episodes))), replace=False)
     is_eval = np.isin(keys, held_out)
@@ -109,8 +118,9 @@ def load_splits(path: str | Path, eval_fraction: float, seed: int) -> tuple[_Spl
 
     def split(mask: np.ndarray) -> _Split:
         rows = np.flatnonzero(mask)
-        return _Split(np.stack([decode_png(pngs[i]) for i in rows]), [captions[i] for i in rows],
-                      contexts[rows], actions[rows])
+        return _Split(
+            np.stack([decode_png(pngs[i]) for i in rows]), [captions[i] for i in rows], contexts[rows], actions[rows]
+        )
 
     return split(~is_eval), split(is_eval)
 
@@ -120,13 +130,23 @@ def evaluate(clip: ClipModel, split: _Split, batch_size: int = 256) -> tuple[dic
     clip.model.eval()
     clip.forget_texts()
     library = clip.text_embeddings(tuple(prompt_library()))
-    logits = np.concatenate([
-        context_logits(library, clip.logit_scale, clip.encode_images(split.images[i:i + batch_size]),
-                       split.contexts[i:i + batch_size])
-        for i in range(0, len(split.images), batch_size)])
+    logits = np.concatenate(
+        [
+            context_logits(
+                library,
+                clip.logit_scale,
+                clip.encode_images(split.images[i : i + batch_size]),
+                split.contexts[i : i + batch_size],
+            )
+            for i in range(0, len(split.images), batch_size)
+        ]
+    )
     predicted = logits.argmax(axis=1)
-    return (retrieval_metrics(logits, split.actions), confusion_matrix(split.actions, predicted),
-            confusion_matrix(split.actions, predicted, normalise=False))
+    return (
+        retrieval_metrics(logits, split.actions),
+        confusion_matrix(split.actions, predicted),
+        confusion_matrix(split.actions, predicted, normalise=False),
+    )
 
 
 def _lr_at(step: int, total: int, settings: TrainSettings) -> float:
@@ -159,32 +179,57 @@ def train_clip(data: str | Path, out: str | Path, settings: TrainSettings = Trai
     for epoch in range(settings.epochs):
         order, losses = rng.permutation(len(train.images)), []
         for b in range(steps_per_epoch):
-            rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            rows = order[b * settings.batch_size : (b + 1) * settings.batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total, settings)
             if settings.conditional_weight > 0 and step % settings.anchor_refresh_steps == 0:
                 clip.forget_texts()
-                anchors = clip.text_embeddings(tuple(prompt_library())).view(-1, ACTIONS_PER_CONTEXT,
-                                                                             clip.model_cfg["embed_dim"])
+                anchors = clip.text_embeddings(tuple(prompt_library())).view(
+                    -1, ACTIONS_PER_CONTEXT, clip.model_cfg["embed_dim"]
+                )
             clip.model.train()
             metrics = _train_step(clip, train, rows, optimizer, device, anchors, settings.conditional_weight)
             losses.append(metrics["loss"])
             step += 1
             if step % 20 == 0:
-                logger.info("epoch %d step %d/%d loss %.3f batch acc %.2f conditional acc %.2f (%.0f img/s)",
-                            epoch + 1, step, total, metrics["loss"], metrics["batch_accuracy"],
-                            metrics.get("conditional_accuracy", float("nan")),
-                            step * settings.batch_size / (time.monotonic() - started))
+                logger.info(
+                    "epoch %d step %d/%d loss %.3f batch acc %.2f conditional acc %.2f (%.0f img/s)",
+                    epoch + 1,
+                    step,
+                    total,
+                    metrics["loss"],
+                    metrics["batch_accuracy"],
+                    metrics.get("conditional_accuracy", float("nan")),
+                    step * settings.batch_size / (time.monotonic() - started),
+                )
         result, _, _ = evaluate(clip, held_out)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "accuracy": result["accuracy"],
-                        "neighbour_accuracy": result["neighbour_accuracy"]})
-        logger.info("epoch %d: loss %.3f, held-out accuracy %.3f, neighbour accuracy %.3f", epoch + 1,
-                    history[-1]["train_loss"], result["accuracy"], result["neighbour_accuracy"])
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "accuracy": result["accuracy"],
+                "neighbour_accuracy": result["neighbour_accuracy"],
+            }
+        )
+        logger.info(
+            "epoch %d: loss %.3f, held-out accuracy %.3f, neighbour accuracy %.3f",
+            epoch + 1,
+            history[-1]["train_loss"],
+            result["accuracy"],
+            result["neighbour_accuracy"],
+        )
     return _finish(clip, held_out, out, settings, data, history, before, time.monotonic() - started)
 
 
-def _train_step(clip: ClipModel, split: _Split, rows: np.ndarray, optimizer, device: str,
-                anchors: torch.Tensor | None, conditional_weight: float) -> dict[str, float]:
+def _train_step(
+    clip: ClipModel,
+    split: _Split,
+    rows: np.ndarray,
+    optimizer,
+    device: str,
+    anchors: torch.Tensor | None,
+    conditional_weight: float,
+) -> dict[str, float]:
     captions = [split.captions[i] for i in rows]
     unique = sorted(set(captions))
     ids = torch.as_tensor([unique.index(c) for c in captions], device=device)
@@ -206,21 +251,37 @@ def _train_step(clip: ClipModel, split: _Split, rows: np.ndarray, optimizer, dev
     return metrics
 
 
-def _finish(clip: ClipModel, held_out: _Split, out, settings: TrainSettings, data, history: list, before: dict,
-            seconds: float) -> dict:
+def _finish(
+    clip: ClipModel, held_out: _Split, out, settings: TrainSettings, data, history: list, before: dict, seconds: float
+) -> dict:
     out = Path(out)
     result, matrix, counts = evaluate(clip, held_out)
-    metrics = {"held_out": result, "untrained_held_out_accuracy": before["accuracy"], "history": history,
-               "settings": asdict(settings), "data": str(data), "train_seconds": seconds,
-               "device": str(clip.device)}
+    metrics = {
+        "held_out": result,
+        "untrained_held_out_accuracy": before["accuracy"],
+        "history": history,
+        "settings": asdict(settings),
+        "data": str(data),
+        "train_seconds": seconds,
+        "device": str(clip.device),
+    }
     clip.save(out, extra={"mentor": {k: v for k, v in metrics.items() if k != "history"}})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    plot_confusion(matrix, out / "confusion.png", counts=counts,
-                   title=f"{clip.arch}: conditional action retrieval, accuracy {result['accuracy']:.2f} "
-                         f"(neighbours {result['neighbour_accuracy']:.2f})")
+    plot_confusion(
+        matrix,
+        out / "confusion.png",
+        counts=counts,
+        title=f"{clip.arch}: conditional action retrieval, accuracy {result['accuracy']:.2f} "
+        f"(neighbours {result['neighbour_accuracy']:.2f})",
+    )
     _plot_history(history, out / "training_curve.png")
-    logger.info("wrote %s: held-out accuracy %.3f, neighbour accuracy %.3f (majority baseline %.3f)", out,
-                result["accuracy"], result["neighbour_accuracy"], result["majority_accuracy"])
+    logger.info(
+        "wrote %s: held-out accuracy %.3f, neighbour accuracy %.3f (majority baseline %.3f)",
+        out,
+        result["accuracy"],
+        result["neighbour_accuracy"],
+        result["majority_accuracy"],
+    )
     return metrics
 
 
@@ -257,12 +318,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().handlers[0].addFilter(lambda r: r.levelno >= logging.WARNING or "open_clip" not in r.pathname)
     if not Path(args.data).exists():
         transitions = Path(args.data).with_suffix("")
-        logger.info("%s does not exist: collecting %d expert steps into %s first (collect.py), then its captions",
-                    args.data, args.collect_steps, transitions)
-        import collect
-
-        if collect.main(["--config", "configs/collect/clip.yaml", f"collect.output={transitions}",
-                         f"run.total_env_steps={args.collect_steps}"]) != 0:
+        logger.info(
+            "%s does not exist: collecting %d expert steps into %s first (collect.py), then its captions",
+            args.data,
+            args.collect_steps,
+            transitions,
+        )
+        # collect.py is a command of its own (it starts a Ray cluster): run it as one, not imported.
+        command = [
+            sys.executable,
+            "-m",
+            "collect",
+            "--config",
+            "configs/collect/clip.yaml",
+            f"collect.output={transitions}",
+            f"run.total_env_steps={args.collect_steps}",
+        ]
+        if subprocess.run(command, check=False).returncode != 0:
             return 2
         captions_from_transitions(transitions, args.data)
     settings = TrainSettings(**{name: getattr(args, name) for name in asdict(TrainSettings())})

@@ -21,6 +21,7 @@ CLIP text encoding (their descriptions). The batch is at most feedback.max_batch
 `describer`: any object with `describe(windows: list[tuple[np.ndarray, ...]]) -> list[str | None]`,
 one answer per window (inference/vlm_advisor.VlmAdvisor in a run; a stand-in in tests).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from core.feedback import VLM_LATENCY, FeedbackItem, FeedbackResult
 from inference.clip_model import ClipModel
-from inference.feedback import VLM_LATENCY, FeedbackItem, FeedbackResult
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,17 @@ class DriveVlmCounters:
 class DriveVlmFeedback:
     inputs = frozenset({"image"})
 
-    def __init__(self, clip: ClipModel, describer: Describer, *, alpha: float, beta: float,
-                 static_positive: str, static_negative: str, dynamic_positive: str):
+    def __init__(
+        self,
+        clip: ClipModel,
+        describer: Describer,
+        *,
+        alpha: float,
+        beta: float,
+        static_positive: str,
+        static_negative: str,
+        dynamic_positive: str,
+    ):
         self.clip = clip
         self.describer = describer
         self.alpha, self.beta = float(alpha), float(beta)
@@ -72,8 +82,15 @@ class DriveVlmFeedback:
     @classmethod
     def from_config(cls, clip: ClipModel, describer: Describer, config) -> DriveVlmFeedback:
         """`config`: configs.schema.DriveVlmConfig."""
-        return cls(clip, describer, alpha=config.alpha, beta=config.beta, static_positive=config.static_positive,
-                   static_negative=config.static_negative, dynamic_positive=config.dynamic_positive)
+        return cls(
+            clip,
+            describer,
+            alpha=config.alpha,
+            beta=config.beta,
+            static_positive=config.static_positive,
+            static_negative=config.static_negative,
+            dynamic_positive=config.dynamic_positive,
+        )
 
     def __call__(self, items: list[FeedbackItem]) -> list[FeedbackResult]:
         values: list[dict] = [{} for _ in items]
@@ -118,14 +135,18 @@ class DriveVlmFeedback:
         try:
             descriptions = list(self.describer.describe(windows))
         except Exception:  # the VLM failed: its items go unscored, the rest are still answered
-            logger.warning("the VLM describer failed on %d windows; their items go unscored", len(windows),
-                           exc_info=True)
+            logger.warning(
+                "the VLM describer failed on %d windows; their items go unscored", len(windows), exc_info=True
+            )
             descriptions = None
         latency = time.monotonic() - started
         self.counters.vlm_latency_sum_s += latency
         if descriptions is not None and len(descriptions) != len(windows):
-            logger.warning("the VLM describer answered %d texts for %d windows; their items go unscored",
-                           len(descriptions), len(windows))
+            logger.warning(
+                "the VLM describer answered %d texts for %d windows; their items go unscored",
+                len(descriptions),
+                len(windows),
+            )
             descriptions = None
         if descriptions is None:
             self.counters.vlm_failures += 1
@@ -134,11 +155,16 @@ class DriveVlmFeedback:
 
     def report(self) -> dict[str, float]:
         c = self.counters
-        return {"items": c.items, "gated_items": c.gated_items, "described": c.described, "vlm_calls": c.vlm_calls,
-                "vlm_failures": c.vlm_failures, "vlm_latency_s": c.vlm_latency_s,
-                "gate_rate": c.gated_items / c.items if c.items else 0.0}
+        return {
+            "items": c.items,
+            "gated_items": c.gated_items,
+            "described": c.described,
+            "vlm_calls": c.vlm_calls,
+            "vlm_failures": c.vlm_failures,
+            "vlm_latency_s": c.vlm_latency_s,
+            "gate_rate": c.gated_items / c.items if c.items else 0.0,
+        }
 
 
 def _usable(text) -> bool:
     return isinstance(text, str) and bool(text.strip())
-

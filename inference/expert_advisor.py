@@ -6,11 +6,12 @@ expert's action is a function of the env's ground truth that the env computes on
 the worker sends that action as the item's privileged part, so the advisor neither receives the
 snapshot and route nor computes the same action a second time.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from inference.feedback import FeedbackItem, FeedbackResult
+from core.feedback import FeedbackItem, FeedbackResult
 
 
 class ExpertAdvisor:

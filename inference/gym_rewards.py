@@ -4,7 +4,7 @@
     env = FoundationRewardWrapper(envs.make_env(...), scorer, FmRewardConfig(clip_bonus_scale=0.25))
     venv = FoundationRewardVectorWrapper(envs.make_vector_env(4, ...), scorer, config)  # one call per step
 
-The scorer is any `list[FeedbackItem] -> list[FeedbackResult]` callable (inference/feedback.py):
+The scorer is any `list[FeedbackItem] -> list[FeedbackResult]` callable (core/feedback.py):
 `local_scorer(...)` below (a CLIP model in this process), `inference.registry.build_model(...)`, or
 `cluster.gym_rewards.ServeScorer` (a running Serve feedback app). Each step's item carries the image,
 route command and speed of the observation the action was chosen from, and the executed action, as
@@ -28,6 +28,7 @@ without its language term), exactly as actors/row_reward.py does, and is reporte
 Scorer exceptions are not caught here: a local model that raises is a bug to see. A remote
 transport that can time out (cluster/gym_rewards.py) answers nothing for that call instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from configs.schema import ClipConfig, DriveVlmConfig
+from core.feedback import FeedbackItem, FeedbackResult, validate
 from envs.semantic_reward import CenterHistory, StepFactors, synthesize
-from inference.feedback import FeedbackItem, FeedbackResult, validate
 from learners.reward_shaping import RewardShaper
 
 logger = logging.getLogger(__name__)
@@ -70,14 +71,23 @@ class FmRewardConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"FmRewardConfig.{name} is {value!r}; give a finite number >= 0 (0 turns it off)")
         if not self.wanted:
-            raise ValueError("FmRewardConfig turns every term off: set clip_bonus_scale > 0, semantic_scale > 0 "
-                             "or drivevlm=DriveVlmConfig()")
+            raise ValueError(
+                "FmRewardConfig turns every term off: set clip_bonus_scale > 0, semantic_scale > 0 "
+                "or drivevlm=DriveVlmConfig()"
+            )
 
     @property
     def wanted(self) -> tuple[str, ...]:
         """The feedback fields every item asks for."""
-        return tuple(f for f, on in ((CLIP_MARGIN, self.clip_bonus_scale > 0), (SAFETY, self.semantic_scale > 0),
-                                     (SEMANTIC_SCORE, self.drivevlm is not None)) if on)
+        return tuple(
+            f
+            for f, on in (
+                (CLIP_MARGIN, self.clip_bonus_scale > 0),
+                (SAFETY, self.semantic_scale > 0),
+                (SEMANTIC_SCORE, self.drivevlm is not None),
+            )
+            if on
+        )
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -97,9 +107,11 @@ class StepContext:
     def from_info(cls, info: Mapping) -> StepContext:
         missing = [key for key in _CONTEXT_KEYS if key not in info]
         if missing:
-            raise KeyError(f"the env's info lacks {missing}: the foundation-model rewards score the observation's "
-                           "RGB BEV ('rgb_bev'), route command and speed, which envs/driving_env.py puts into every "
-                           "reset and step info; wrap Mentor's driving env (or an env with the same info keys)")
+            raise KeyError(
+                f"the env's info lacks {missing}: the foundation-model rewards score the observation's "
+                "RGB BEV ('rgb_bev'), route command and speed, which envs/driving_env.py puts into every "
+                "reset and step info; wrap Mentor's driving env (or an env with the same info keys)"
+            )
         return cls(image=np.asarray(info["rgb_bev"]), command=int(info["command"]), speed=float(info["speed"]))
 
 
@@ -122,8 +134,13 @@ class StepReward:
     available: dict[str, bool] = field(default_factory=dict)
 
     def as_info(self) -> dict:
-        return {"env_reward": self.env_reward, "reward": self.reward, **self.terms, **self.scores,
-                "available": dict(self.available)}
+        return {
+            "env_reward": self.env_reward,
+            "reward": self.reward,
+            **self.terms,
+            **self.scores,
+            "available": dict(self.available),
+        }
 
 
 # ----- the terms ------------------------------------------------------------------------------
@@ -154,17 +171,25 @@ class FoundationRewards:
         feedback = _feedback_arrays(scores)
         self.margins.update(feedback[CLIP_MARGIN][feedback[f"{CLIP_MARGIN}_mask"] > 0])
         shaped = self.shaper.terms(feedback)
-        return [self._reward(t, float(r), s, {term: float(v[i]) for term, v in shaped.items()})
-                for i, (t, r, s) in enumerate(zip(transitions, env_rewards, scores))]
+        return [
+            self._reward(t, float(r), s, {term: float(v[i]) for term, v in shaped.items()})
+            for i, (t, r, s) in enumerate(zip(transitions, env_rewards, scores))
+        ]
 
     @property
     def margins(self):
         return self.shaper.margins
 
     def _item(self, t: Transition) -> FeedbackItem:
-        return FeedbackItem(env_id=t.env_index, step=t.step, wanted=self.config.wanted, command=t.context.command,
-                            speed=t.context.speed, action=np.asarray(t.action, dtype=np.float32).copy(),
-                            image=t.context.image)
+        return FeedbackItem(
+            env_id=t.env_index,
+            step=t.step,
+            wanted=self.config.wanted,
+            command=t.context.command,
+            speed=t.context.speed,
+            action=np.asarray(t.action, dtype=np.float32).copy(),
+            image=t.context.image,
+        )
 
     def _validated(self, values: Mapping | None) -> dict[str, float | None]:
         """Each wanted field's value, or None when missing or malformed (inference/feedback.validate)."""
@@ -175,8 +200,9 @@ class FoundationRewards:
             self.unavailable[name] += not ok
         return out
 
-    def _reward(self, t: Transition, env_reward: float, scores: dict[str, float | None],
-                shaped: dict[str, float]) -> StepReward:
+    def _reward(
+        self, t: Transition, env_reward: float, scores: dict[str, float | None], shaped: dict[str, float]
+    ) -> StepReward:
         c = self.config
         terms: dict[str, float | None] = {}
         base = env_reward
@@ -185,15 +211,22 @@ class FoundationRewards:
         for term, value in shaped.items():  # None where its field was unavailable (the shaper adds 0 there)
             terms[term] = None if scores[TERMS[term]] is None else value
         added = sum(v for k, v in terms.items() if k != "drivevlm_reward" and v is not None)
-        return StepReward(env_reward=env_reward, reward=float(base + added), terms=terms, scores=scores,
-                          available={name: scores[name] is not None for name in c.wanted})
+        return StepReward(
+            env_reward=env_reward,
+            reward=float(base + added),
+            terms=terms,
+            scores=scores,
+            available={name: scores[name] is not None for name in c.wanted},
+        )
 
     def _drivevlm(self, t: Transition, score: float | None) -> float:
         missing = [key for key in _FACTOR_KEYS if key not in t.info]
         if missing:
-            raise KeyError(f"the step's info lacks {missing}: DriveVLM-RL's reward needs the ego's speed and its "
-                           "distance ('lateral') and heading error against the route, which envs/driving_env.py "
-                           "reports every step; turn FmRewardConfig.drivevlm off for envs without them")
+            raise KeyError(
+                f"the step's info lacks {missing}: DriveVLM-RL's reward needs the ego's speed and its "
+                "distance ('lateral') and heading error against the route, which envs/driving_env.py "
+                "reports every step; turn FmRewardConfig.drivevlm off for envs without them"
+            )
         std = self._centre(t.env_index).push(float(t.info["lateral"]))
         return synthesize(score, StepFactors.from_info(t.info, std, t.terminated), self.config.drivevlm)
 
@@ -203,8 +236,11 @@ class FoundationRewards:
         return self._centres[env_index]
 
     def stats(self) -> dict[str, float]:
-        out = {"calls": self.calls, "items": self.items,
-               **{f"{name}_unavailable": n for name, n in self.unavailable.items()}}
+        out = {
+            "calls": self.calls,
+            "items": self.items,
+            **{f"{name}_unavailable": n for name, n in self.unavailable.items()},
+        }
         if CLIP_MARGIN in self.config.wanted:
             out["clip_margin_mean"] = self.margins.mean
         return out
@@ -316,8 +352,11 @@ class FoundationRewardVectorWrapper(gym.vector.VectorWrapper):
             ended = bool(terminated[i] or truncated[i])
             same_step_reset = ended and self.autoreset_mode == AutoresetMode.SAME_STEP
             step_info = _at(infos["final_info"], i, _FACTOR_KEYS) if same_step_reset else _at(infos, i, _FACTOR_KEYS)
-            transitions.append(Transition(i, int(self._steps[i]), self._contexts[i], np.asarray(actions[i]),
-                                          step_info, bool(terminated[i])))
+            transitions.append(
+                Transition(
+                    i, int(self._steps[i]), self._contexts[i], np.asarray(actions[i]), step_info, bool(terminated[i])
+                )
+            )
             self._steps[i] += 1
             if same_step_reset:
                 restarted.append(i)
@@ -337,9 +376,12 @@ class FoundationRewardVectorWrapper(gym.vector.VectorWrapper):
     def _vector_info(self, env_rewards, transitions: list[Transition], results: list[StepReward]):
         n, config = self.num_envs, self.rewards.config
         rewards = np.asarray(env_rewards, dtype=np.float64).copy()
-        info = {"env_reward": np.asarray(env_rewards, dtype=np.float64).copy(), "transition": np.zeros(n, bool),
-                **{name: np.full(n, np.nan) for name in (*config.terms, *config.wanted)},
-                "available": {name: np.zeros(n, bool) for name in config.wanted}}
+        info = {
+            "env_reward": np.asarray(env_rewards, dtype=np.float64).copy(),
+            "transition": np.zeros(n, bool),
+            **{name: np.full(n, np.nan) for name in (*config.terms, *config.wanted)},
+            "available": {name: np.zeros(n, bool) for name in config.wanted},
+        }
         for t, result in zip(transitions, results):
             i = t.env_index
             rewards[i] = result.reward
@@ -366,8 +408,9 @@ class _NoVlm:
         raise RuntimeError("the gym reward wrappers use DriveVLM-RL's static pathway only; no VLM is loaded")
 
 
-def local_scorer(config: FmRewardConfig, clip: ClipConfig | None = None, *, max_batch: int = 64,
-                 clip_model=None) -> Scorer:
+def local_scorer(
+    config: FmRewardConfig, clip: ClipConfig | None = None, *, max_batch: int = 64, clip_model=None
+) -> Scorer:
     """The feedback models `config` needs, on one CLIP model in this process: `clip_model` (an
     inference.clip_model.ClipModel), else loaded from `clip` as inference/registry.py loads
     feedback.clip (default ClipConfig(): the checkpoint inference.clip_training writes)."""

@@ -1,5 +1,6 @@
 """Hugging Face hub settings read straight from the environment (no huggingface_hub import, which
 alone takes ~0.3 s: a missing model must fail faster than that)."""
+
 from __future__ import annotations
 
 import os

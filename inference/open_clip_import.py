@@ -1,5 +1,6 @@
 """Import open_clip on a CPU-only torch (inference/torchvision_ops.py), and register Mentor's own
 CLIP architectures."""
+
 from __future__ import annotations
 
 import functools

@@ -3,20 +3,27 @@
 "a+b" combines models: each item goes to every part, and the answers are merged field by field
 (each part answers only the fields it knows, e.g. expert: vlm_action, clip: clip_margin and safety).
 """
+
 from __future__ import annotations
 
 import logging
 
 from configs.schema import ClipConfig, FeedbackConfig
-from inference.expert_advisor import ExpertAdvisor
 from core import FeedbackModel
-from inference.feedback import FeedbackItem, FeedbackResult
+from core.feedback import FeedbackItem, FeedbackResult
+from inference.expert_advisor import ExpertAdvisor
 from inference.stand_ins import FaultyModel, SlowModel
 
 logger = logging.getLogger(__name__)
 
-_INPUTS = {"expert": {"privileged"}, "slow": {"privileged"}, "faulty": {"privileged"}, "clip": {"image"},
-           "vlm": {"image"}, "drivevlm": {"image"}}
+_INPUTS = {
+    "expert": {"privileged"},
+    "slow": {"privileged"},
+    "faulty": {"privileged"},
+    "clip": {"image"},
+    "vlm": {"image"},
+    "drivevlm": {"image"},
+}
 
 
 class CombinedModel:
@@ -52,8 +59,9 @@ def _build_one(name: str, config: FeedbackConfig, seed: int) -> FeedbackModel:
         from inference.vlm_advisor import VlmAdvisor
 
         return VlmAdvisor(config.vlm)
-    raise ValueError(f"feedback.model part {name!r} has no model to build; use expert, slow, faulty, clip, vlm or "
-                     "drivevlm")
+    raise ValueError(
+        f"feedback.model part {name!r} has no model to build; use expert, slow, faulty, clip, vlm or drivevlm"
+    )
 
 
 def load_clip(clip: ClipConfig):

@@ -1,4 +1,5 @@
 """Deliberately slow and deliberately faulty feedback models, for tests and benchmarks."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import numpy as np
 
 from core import FeedbackModel
-from inference.feedback import FeedbackItem, FeedbackResult
+from core.feedback import FeedbackItem, FeedbackResult
 
 
 class SlowModel:
@@ -37,9 +38,15 @@ class FaultyModel:
         for result in self._inner(items):
             if self._rng.random() < self._rate:
                 corrupt = self._rng.choice(["nan", "shape", "range", "missing", "text"])
-                bad = {"nan": [np.nan, 0.0], "shape": [0.1, 0.2, 0.3], "range": [3.0, 0.0],
-                       "missing": None, "text": "turn left"}[corrupt]
-                result = FeedbackResult(result.env_id, result.step,
-                                        {k: bad for k in result.values} if result.values else {})
+                bad = {
+                    "nan": [np.nan, 0.0],
+                    "shape": [0.1, 0.2, 0.3],
+                    "range": [3.0, 0.0],
+                    "missing": None,
+                    "text": "turn left",
+                }[corrupt]
+                result = FeedbackResult(
+                    result.env_id, result.step, {k: bad for k in result.values} if result.values else {}
+                )
             results.append(result)
         return results

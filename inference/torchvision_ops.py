@@ -11,6 +11,7 @@ Two ways in:
   environment is covered, including the subprocesses vLLM starts to inspect a model. The hook costs
   nothing until torchvision is imported, and imports torch only then.
 """
+
 from __future__ import annotations
 
 import importlib.abc

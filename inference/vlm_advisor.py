@@ -11,6 +11,7 @@ and the whole run uses the VLM environment scripts/bootstrap_vlm.sh makes (`feed
 empty). Either way this module imports vLLM lazily, only when it builds an engine; tests inject a
 fake engine through `llm=`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,11 +21,12 @@ from pathlib import Path
 from PIL import Image
 
 from configs.schema import VlmConfig
-from inference.feedback import FeedbackItem, FeedbackResult
+from core.feedback import FeedbackItem, FeedbackResult
 from inference.hub import hub_cache_dir, hub_model_cached, hub_offline
 from inference.vlm_prompt import MAX_ANSWER_CHARS, build_prompt, build_risk_prompt, parse_action
 
 log = logging.getLogger(__name__)
+
 
 def _looks_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~"))
@@ -124,9 +126,15 @@ class VlmAdvisor:
 
         define_ops()
         vllm = _import_vllm()
-        options = dict(model=resolved, trust_remote_code=config.trust_remote_code, max_model_len=config.max_model_len,
-                       dtype=config.dtype, limit_mm_per_prompt={"image": config.max_images_per_prompt},
-                       enforce_eager=config.enforce_eager, seed=0)
+        options = dict(
+            model=resolved,
+            trust_remote_code=config.trust_remote_code,
+            max_model_len=config.max_model_len,
+            dtype=config.dtype,
+            limit_mm_per_prompt={"image": config.max_images_per_prompt},
+            enforce_eager=config.enforce_eager,
+            seed=0,
+        )
         if on_cpu:
             options["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gib * 2**30)
             logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(_ThreadWarningFilter())
@@ -148,8 +156,9 @@ class VlmAdvisor:
         if self._tokenizer is not None:
             content = [{"type": "image"} for _ in range(images)] + [{"type": "text", "text": text}]
             try:
-                return self._tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                           add_generation_prompt=True)
+                return self._tokenizer.apply_chat_template(
+                    [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+                )
             except Exception as err:  # noqa: BLE001 - models without a (multimodal) chat template
                 log.debug("chat template failed (%s); using a plain <image> prompt", err)
         return "<image>\n" * images + text
@@ -160,11 +169,15 @@ class VlmAdvisor:
 
     def _window_request(self, frames) -> dict:
         if not 1 <= len(frames) <= self.config.max_images_per_prompt:
-            raise ValueError(f"a risk window of {len(frames)} frames does not fit feedback.vlm.max_images_per_prompt "
-                             f"= {self.config.max_images_per_prompt}; raise it to at least feedback.drivevlm's K + 1")
+            raise ValueError(
+                f"a risk window of {len(frames)} frames does not fit feedback.vlm.max_images_per_prompt "
+                f"= {self.config.max_images_per_prompt}; raise it to at least feedback.drivevlm's K + 1"
+            )
         images = [Image.fromarray(frame) for frame in frames]
-        return {"prompt": self.format_prompt(build_risk_prompt(len(frames)), len(frames)),
-                "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+        return {
+            "prompt": self.format_prompt(build_risk_prompt(len(frames)), len(frames)),
+            "multi_modal_data": {"image": images if len(images) > 1 else images[0]},
+        }
 
     def _generate(self, requests: list[dict]) -> list:
         """One engine call; an exception propagates so Serve counts a failed batch."""

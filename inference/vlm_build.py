@@ -13,6 +13,7 @@ inference/vlm_finetune.py) and vLLM (serving, inference/vlm_advisor.py) load by 
 
     python -m inference.vlm_build --out artifacts/vlm/base      # then python -m inference.vlm_finetune
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,12 @@ def build_tokenizer(vocab_size: int, seed: int = 0):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(tokenizer_corpus(seed), trainer)
     tokenizer = Qwen2TokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=PAD, unk_token=None, bos_token=None)
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -90,8 +95,12 @@ def build_processor(tokenizer, image_pixels: int):
     # min = max pixels: every frame is resized to the same grid, so a prompt's length is fixed.
     image_processor = Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels)
     video_processor = Qwen2VLVideoProcessor(min_pixels=image_pixels, max_pixels=image_pixels)
-    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-                            chat_template=CHAT_TEMPLATE)
+    return Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def model_config(preset: dict, tokenizer):
@@ -101,11 +110,20 @@ def model_config(preset: dict, tokenizer):
     text, vision = dict(preset["text"]), dict(preset["vision"])
     mrope = text.pop("mrope_section")
     return Qwen2VLConfig(
-        text_config=dict(text, vocab_size=len(tokenizer), rope_scaling={"type": "mrope", "mrope_section": mrope},
-                         bos_token_id=ids[PAD], eos_token_id=ids[EOS], pad_token_id=ids[PAD], tie_word_embeddings=True),
+        text_config=dict(
+            text,
+            vocab_size=len(tokenizer),
+            rope_scaling={"type": "mrope", "mrope_section": mrope},
+            bos_token_id=ids[PAD],
+            eos_token_id=ids[EOS],
+            pad_token_id=ids[PAD],
+            tie_word_embeddings=True,
+        ),
         vision_config=dict(vision, hidden_size=text["hidden_size"]),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
 
@@ -130,8 +148,13 @@ def build(out: Path, preset_name: str = DEFAULT_PRESET, seed: int = 0) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "mentor_vlm.json").write_text(json.dumps({"preset": preset_name, "seed": seed}, indent=2))
-    log.info("built %s (%.2f M parameters, vocabulary %d) in %s", preset_name,
-             sum(p.numel() for p in model.parameters()) / 1e6, len(tokenizer), out)
+    log.info(
+        "built %s (%.2f M parameters, vocabulary %d) in %s",
+        preset_name,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        len(tokenizer),
+        out,
+    )
     return out
 
 

@@ -10,6 +10,7 @@ Two tasks, each an (images, prompt, answer) triple:
 Held-out examples are whole blocks of consecutive steps (`HOLDOUT_BLOCK_STEPS`), so neighbouring,
 nearly identical frames never sit on both sides of the split.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -81,7 +82,8 @@ def _check_columns(chunk: dict, directory: Path) -> None:
         raise DatasetError(
             f"{directory} has no {', '.join(missing)} column(s), which the VLM's prompt needs; it was "
             "collected before they were recorded: collect a new one with "
-            "`python collect.py --config configs/collect/vlm.yaml collect.output=<dir>`")
+            "`python collect.py --config configs/collect/vlm.yaml collect.output=<dir>`"
+        )
 
 
 def _held_out(step: int) -> bool:
@@ -100,8 +102,9 @@ def _windows(chunk: dict, frames: int) -> Iterator[tuple[int, tuple[int, ...]]]:
         yield i, tuple(max(start, i - k) for k in range(frames - 1, -1, -1))
 
 
-def build_examples(directory: str | Path, frames: int = 3, risk_share: float = 0.25,
-                   seed: int = 0) -> tuple[list[VlmExample], list[VlmExample]]:
+def build_examples(
+    directory: str | Path, frames: int = 3, risk_share: float = 0.25, seed: int = 0
+) -> tuple[list[VlmExample], list[VlmExample]]:
     """(train, held-out) examples of both tasks from a dataset directory. Every row with an expert
     label gives an action example; risk examples are all windows with a pedestrian in the corridor
     plus as many clear ones, scaled so that they are about `risk_share` of all examples."""
@@ -121,24 +124,41 @@ def build_examples(directory: str | Path, frames: int = 3, risk_share: float = 0
                 target = chunk["expert_action"][i].astype(np.float32)
                 speed, command = float(chunk["state"][i][4]), int(chunk["command"][i])
                 forward = tuple(float(v) for v in chunk["forward"][i])
-                actions.append((held, VlmExample("action", (chunk["rgb_bev"][i],), build_prompt(speed, forward, command),
-                                                 format_action(target), target, speed, forward, command)))
+                actions.append(
+                    (
+                        held,
+                        VlmExample(
+                            "action",
+                            (chunk["rgb_bev"][i],),
+                            build_prompt(speed, forward, command),
+                            format_action(target),
+                            target,
+                            speed,
+                            forward,
+                            command,
+                        ),
+                    )
+                )
             text = risk_description(chunk["bev"][i])
             example = VlmExample("risk", tuple(chunk["rgb_bev"][j] for j in window), risk_prompt, text)
             (clear if text == CLEAR else risky).append((held, example))
     if not actions:
-        raise DatasetError(f"{directory} has no rows with an expert action (expert_action_mask); collect with "
-                           "workers.record_expert_action: true")
+        raise DatasetError(
+            f"{directory} has no rows with an expert action (expert_action_mask); collect with "
+            "workers.record_expert_action: true"
+        )
     rng.shuffle(clear)
     rng.shuffle(risky)
     wanted_risk = int(round(risk_share / max(1.0 - risk_share, 1e-6) * len(actions)))
     n_risky = min(len(risky), wanted_risk // 2)
-    risk = [*risky[:n_risky], *clear[:max(wanted_risk - n_risky, 0)]] if risk_share > 0 else []
+    risk = [*risky[:n_risky], *clear[: max(wanted_risk - n_risky, 0)]] if risk_share > 0 else []
     everything = actions + risk
     train = [example for held, example in everything if not held]
     held_out = [example for held, example in everything if held]
     if not held_out or not train:
-        raise DatasetError(f"{directory} is too small to hold out a block of {HOLDOUT_BLOCK_STEPS} steps in every "
-                           f"{HOLDOUT_EVERY}: collect at least {HOLDOUT_BLOCK_STEPS * HOLDOUT_EVERY} steps per stream")
+        raise DatasetError(
+            f"{directory} is too small to hold out a block of {HOLDOUT_BLOCK_STEPS} steps in every "
+            f"{HOLDOUT_EVERY}: collect at least {HOLDOUT_BLOCK_STEPS * HOLDOUT_EVERY} steps per stream"
+        )
     rng.shuffle(train)
     return train, held_out

@@ -12,6 +12,7 @@ records the training loss, the held-out parse rate, the action error against the
 risk descriptions' exact-match rate. Writes to --out: the model, tokenizer and processor (loadable
 by vLLM), `finetune.json` (settings, final metrics, the curve) and `learning_curve.png`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ class FinetuneSettings:
 
 # ------------------------------------------------------------------------------------------ batching
 
+
 def _messages(example: VlmExample) -> list[dict]:
     content = [{"type": "image"} for _ in example.images] + [{"type": "text", "text": example.prompt}]
     return [{"role": "user", "content": content}]
@@ -70,19 +72,22 @@ def collate(processor, examples: list[VlmExample]) -> dict:
 
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "right"
-    prompts = [processor.apply_chat_template(_messages(e), tokenize=False, add_generation_prompt=True) for e in examples]
+    prompts = [
+        processor.apply_chat_template(_messages(e), tokenize=False, add_generation_prompt=True) for e in examples
+    ]
     answers = [e.answer + tokenizer.eos_token for e in examples]
-    inputs = processor(text=[p + a for p, a in zip(prompts, answers)], images=_images(examples),
-                       return_tensors="pt", padding=True)
+    inputs = processor(
+        text=[p + a for p, a in zip(prompts, answers)], images=_images(examples), return_tensors="pt", padding=True
+    )
     labels = torch.full_like(inputs["input_ids"], -100)
     lengths = inputs["attention_mask"].sum(dim=1)
     for i, answer in enumerate(answers):
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
         end = int(lengths[i])
-        tail = inputs["input_ids"][i, end - len(answer_ids):end]
+        tail = inputs["input_ids"][i, end - len(answer_ids) : end]
         if tail.tolist() != answer_ids:  # the answer must tokenise the same inside the sequence
             raise RuntimeError(f"answer tokens do not line up in example {i}: {answer!r}")
-        labels[i, end - len(answer_ids):end] = tail
+        labels[i, end - len(answer_ids) : end] = tail
     inputs["labels"] = labels
     return inputs
 
@@ -93,12 +98,19 @@ def generate(model, processor, examples: list[VlmExample], max_new_tokens: int) 
 
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
-    prompts = [processor.apply_chat_template(_messages(e), tokenize=False, add_generation_prompt=True) for e in examples]
+    prompts = [
+        processor.apply_chat_template(_messages(e), tokenize=False, add_generation_prompt=True) for e in examples
+    ]
     inputs = processor(text=prompts, images=_images(examples), return_tensors="pt", padding=True).to(model.device)
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -120,8 +132,12 @@ def agreement_metrics(actions: list[np.ndarray | None], targets: list[np.ndarray
         return {"parse_rate": 0.0, "mae_acc": math.nan, "mae_steer": math.nan, "agreement": 0.0}
     err = np.abs(np.array([a for a, _ in ok]) - np.array([t for _, t in ok]))
     agree = int(np.sum((err[:, 0] <= AGREEMENT_TOLERANCE[0]) & (err[:, 1] <= AGREEMENT_TOLERANCE[1])))
-    return {"parse_rate": len(ok) / len(actions), "mae_acc": float(err[:, 0].mean()),
-            "mae_steer": float(err[:, 1].mean()), "agreement": agree / len(actions)}
+    return {
+        "parse_rate": len(ok) / len(actions),
+        "mae_acc": float(err[:, 0].mean()),
+        "mae_steer": float(err[:, 1].mean()),
+        "agreement": agree / len(actions),
+    }
 
 
 def risk_metrics(answers: list[str], truths: list[str]) -> dict[str, float]:
@@ -135,15 +151,17 @@ def risk_metrics(answers: list[str], truths: list[str]) -> dict[str, float]:
 
 def evaluate(model, processor, held_out: list[VlmExample], settings: FinetuneSettings) -> dict[str, float]:
     model.eval()
-    chosen = held_out[:settings.eval_examples]
+    chosen = held_out[: settings.eval_examples]
     actions = [e for e in chosen if e.task == "action"]
     risks = [e for e in chosen if e.task == "risk"]
     metrics: dict[str, float] = {}
-    for group, fn in ((actions, lambda a, g: action_metrics(a, [e.target for e in g])),
-                      (risks, lambda a, g: risk_metrics(a, [e.answer for e in g]))):
+    for group, fn in (
+        (actions, lambda a, g: action_metrics(a, [e.target for e in g])),
+        (risks, lambda a, g: risk_metrics(a, [e.answer for e in g])),
+    ):
         answers = []
         for start in range(0, len(group), settings.batch_size):
-            answers += generate(model, processor, group[start:start + settings.batch_size], settings.max_new_tokens)
+            answers += generate(model, processor, group[start : start + settings.batch_size], settings.max_new_tokens)
         if group:
             metrics.update(fn(answers, group))
     model.train()
@@ -151,6 +169,7 @@ def evaluate(model, processor, held_out: list[VlmExample], settings: FinetuneSet
 
 
 # ------------------------------------------------------------------------------------------ training
+
 
 def _held_out_mix(held_out: list[VlmExample], seed: int) -> list[VlmExample]:
     """Held-out examples in a fixed shuffled order, so each evaluation answers the same ones."""
@@ -177,8 +196,15 @@ def load_base(base: Path, lora_rank: int, device: str = "cpu", dtype: str = "flo
             from peft import LoraConfig, get_peft_model
         except ImportError as err:
             raise ImportError("--lora-rank needs the peft package (pip install peft)") from err
-        model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
-                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora_rank,
+                lora_alpha=2 * lora_rank,
+                lora_dropout=0.0,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            ),
+        )
     return model, processor
 
 
@@ -214,21 +240,40 @@ def finetune(base: Path, dataset: Path, out: Path, settings: FinetuneSettings) -
         losses.append(loss.item())
         if (step + 1) % settings.log_every == 0:
             elapsed = time.monotonic() - started
-            log.info("step %d/%d | loss %.3f | %.2f steps/s", step + 1, settings.steps,
-                     np.mean(losses[-settings.log_every:]), (step + 1) / elapsed)
+            log.info(
+                "step %d/%d | loss %.3f | %.2f steps/s",
+                step + 1,
+                settings.steps,
+                np.mean(losses[-settings.log_every :]),
+                (step + 1) / elapsed,
+            )
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
-            point = {"step": step + 1, "loss": float(np.mean(losses[-settings.eval_every:])),
-                     "elapsed_s": time.monotonic() - started, **evaluate(model, processor, held_out, settings)}
+            point = {
+                "step": step + 1,
+                "loss": float(np.mean(losses[-settings.eval_every :])),
+                "elapsed_s": time.monotonic() - started,
+                **evaluate(model, processor, held_out, settings),
+            }
             curve.append(point)
-            log.info("step %d/%d | %s", step + 1, settings.steps,
-                     " ".join(f"{k} {v:.3f}" for k, v in point.items() if k != "step"))
+            log.info(
+                "step %d/%d | %s",
+                step + 1,
+                settings.steps,
+                " ".join(f"{k} {v:.3f}" for k, v in point.items() if k != "step"),
+            )
     if settings.lora_rank > 0:
         model = model.merge_and_unload()  # vLLM serves the merged weights
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    report = {"base": str(base), "dataset": str(dataset), "settings": asdict(settings),
-              "examples": {"train": len(train), "held_out": len(held_out)}, "final": curve[-1], "curve": curve}
+    report = {
+        "base": str(base),
+        "dataset": str(dataset),
+        "settings": asdict(settings),
+        "examples": {"train": len(train), "held_out": len(held_out)},
+        "final": curve[-1],
+        "curve": curve,
+    }
     (out / "finetune.json").write_text(json.dumps(report, indent=2))
     plot_curve(curve, out / "learning_curve.png")
     return report
@@ -258,8 +303,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, required=True, help="a dataset directory written by collect.py")
     parser.add_argument("--out", type=Path, required=True, help="a new directory for the fine-tuned model")
-    parser.add_argument("--base", type=Path, default=None,
-                        help="a local Hugging Face VLM; default: a new one built by inference.vlm_build in <out>-base")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="a local Hugging Face VLM; default: a new one built by inference.vlm_build in <out>-base",
+    )
     defaults = FinetuneSettings()
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)

@@ -4,6 +4,7 @@ The VLM sees the 192 px RGB BEV plus this prompt and answers {"throttle", "steer
 Anything that is not exactly such an object is rejected (None), never repaired or defaulted:
 the worker turns a missing answer into m = 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,7 @@ def format_action(action: np.ndarray) -> str:
     """The answer the VLM is taught to give for the 2-D action [acc, steer] (the inverse of
     parse_action up to rounding): acc >= 0 is throttle, acc < 0 brake."""
     acc, steer = (float(np.clip(v, -1.0, 1.0)) for v in action)
-    return (f'{{"throttle": {_fmt(max(acc, 0.0))}, "steer": {_fmt(steer)}, '
-            f'"brake": {_fmt(max(-acc, 0.0))}}}')
+    return f'{{"throttle": {_fmt(max(acc, 0.0))}, "steer": {_fmt(steer)}, "brake": {_fmt(max(-acc, 0.0))}}}'
 
 
 RISK_ASK = (
@@ -105,7 +105,7 @@ def _unfence(text: str) -> str | None:
         return body
     if len(body) < 2 * len(_FENCE) or not body.endswith(_FENCE):
         return None
-    inner = body[len(_FENCE):-len(_FENCE)]
+    inner = body[len(_FENCE) : -len(_FENCE)]
     return inner[4:] if inner[:4].lower() == "json" else inner
 
 

@@ -6,6 +6,7 @@ reward-shaping terms (learners/reward_shaping.py) before the agent sees the batc
 - `SequenceBatch`: fixed-length runs of consecutive rows with is_first / is_last / is_terminal, for
   world models (an RSSM replays sequences, DreamerV3 style).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ class TransitionBatch:
     def can_sample(self, replay: ReplayBuffer, batch_size: int) -> bool:
         return replay.can_sample(batch_size)
 
-    def sample(self, replay: ReplayBuffer, batch_size: int,
-               shaping: RewardTerms | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def sample(
+        self, replay: ReplayBuffer, batch_size: int, shaping: RewardTerms | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         batch = replay.sample(batch_size, self.n_step, self.gamma)
         if shaping is None or not shaping.active:
             return batch, {}
@@ -63,8 +65,9 @@ class SequenceBatch:
     def can_sample(self, replay: ReplayBuffer, batch_size: int) -> bool:
         return replay.can_sample_sequences(batch_size, self.length)
 
-    def sample(self, replay: ReplayBuffer, batch_size: int,
-               shaping: RewardTerms | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def sample(
+        self, replay: ReplayBuffer, batch_size: int, shaping: RewardTerms | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         batch = replay.sample_sequences(batch_size, self.length)
         if shaping is None or not shaping.active:
             return batch, {}

@@ -15,6 +15,7 @@ each block's CRC-32 is computed where the block is made (encode_rows: ~1 us a ro
 for the compression), travels with it (`BevBlocks.crc32`; `bev_crc32` in a packed chunk and in a
 journal segment) and is checked wherever the blocks are stored (ReplayBuffer.add, the journal's read).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -40,8 +41,10 @@ def _lz4_decompress_safe():
         function.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         function.restype = ctypes.c_int
         return function
-    raise ImportError("LZ4_decompress_safe is neither in python-lz4's extension nor in a system liblz4: "
-                      "reinstall lz4 from its wheel (pip install --force-reinstall lz4) or install liblz4")
+    raise ImportError(
+        "LZ4_decompress_safe is neither in python-lz4's extension nor in a system liblz4: "
+        "reinstall lz4 from its wheel (pip install --force-reinstall lz4) or install liblz4"
+    )
 
 
 _DECOMPRESS = _lz4_decompress_safe()
@@ -56,8 +59,10 @@ class BevBlocks(tuple):
         self = super().__new__(cls, blocks)
         crc32 = np.asarray(crc32)
         if crc32.shape != (len(self),) or crc32.dtype.kind not in "iu":
-            raise ValueError(f"{len(self)} BEV blocks need {len(self)} integer CRC-32 checksums, got an array "
-                             f"of {crc32.dtype} {crc32.shape}; the chunk is damaged")
+            raise ValueError(
+                f"{len(self)} BEV blocks need {len(self)} integer CRC-32 checksums, got an array "
+                f"of {crc32.dtype} {crc32.shape}; the chunk is damaged"
+            )
         self.crc32 = crc32.astype(np.uint32, copy=False)
         return self
 
@@ -84,15 +89,19 @@ def undecodable(blocks: Sequence[bytes]) -> np.ndarray:
     blocks stored without a checksum (a flipped bit inside a literal still decodes, and goes unseen)."""
     scratch = np.empty(ROW_BYTES, np.uint8)
     address = scratch.ctypes.data
-    return np.array([i for i, block in enumerate(blocks)
-                     if _DECOMPRESS(block, address, len(block), ROW_BYTES) != ROW_BYTES], np.int64)
+    return np.array(
+        [i for i, block in enumerate(blocks) if _DECOMPRESS(block, address, len(block), ROW_BYTES) != ROW_BYTES],
+        np.int64,
+    )
 
 
 def encode_rows(bev: np.ndarray) -> BevBlocks:
     """One LZ4 block per row of a uint8 [N, 15, 96, 96] array, with each block's CRC-32."""
     if bev.dtype != np.uint8 or bev.shape[1:] != BEV_SHAPE:
-        raise ValueError(f"encode_rows: expected a uint8 array of shape (N, {', '.join(map(str, BEV_SHAPE))}), "
-                         f"got {bev.dtype} {bev.shape}")
+        raise ValueError(
+            f"encode_rows: expected a uint8 array of shape (N, {', '.join(map(str, BEV_SHAPE))}), "
+            f"got {bev.dtype} {bev.shape}"
+        )
     rows = np.ascontiguousarray(bev).reshape(len(bev), ROW_BYTES)
     return with_checksums([lz4.block.compress(row, store_size=False) for row in rows])
 
@@ -104,8 +113,10 @@ def decode_rows(blocks: Sequence[bytes], shape: tuple[int, ...] | None = None) -
     for i, block in enumerate(blocks):
         written = _DECOMPRESS(block, address + i * ROW_BYTES, len(block), ROW_BYTES)
         if written != ROW_BYTES:
-            raise ValueError(f"BEV block {i} of {len(blocks)} ({len(block)} bytes) is not an LZ4 block of one BEV "
-                             f"row: it decodes to {'an error' if written < 0 else f'{written} bytes'}, not {ROW_BYTES}")
+            raise ValueError(
+                f"BEV block {i} of {len(blocks)} ({len(block)} bytes) is not an LZ4 block of one BEV "
+                f"row: it decodes to {'an error' if written < 0 else f'{written} bytes'}, not {ROW_BYTES}"
+            )
     return out.reshape(*(shape if shape is not None else (len(blocks),)), *BEV_SHAPE)
 
 
@@ -118,10 +129,17 @@ def pack_blocks(blocks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 def unpack_blocks(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
     """The inverse of pack_blocks."""
-    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(data) \
-            or np.any(np.diff(offsets) < 0):
-        raise ValueError(f"BEV block offsets do not describe {len(data)} bytes (first {offsets[:1].tolist()}, "
-                         f"last {offsets[-1:].tolist()}); the file is damaged")
+    if (
+        offsets.ndim != 1
+        or len(offsets) < 1
+        or offsets[0] != 0
+        or offsets[-1] != len(data)
+        or np.any(np.diff(offsets) < 0)
+    ):
+        raise ValueError(
+            f"BEV block offsets do not describe {len(data)} bytes (first {offsets[:1].tolist()}, "
+            f"last {offsets[-1:].tolist()}); the file is damaged"
+        )
     raw = data.tobytes()
     return [raw[lo:hi] for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
 
@@ -156,8 +174,10 @@ def pack_chunk(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def unpack_chunk(chunk: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], BevBlocks]:
     """(the chunk without its BEV, the BEV's blocks with their checksums) of a packed chunk."""
     if CRC_KEY not in chunk:
-        raise ValueError(f"a packed chunk without {CRC_KEY!r} (its BEV blocks' checksums): the worker that packed it "
-                         "runs code from before the checksums; run the workers and the learner from one version")
+        raise ValueError(
+            f"a packed chunk without {CRC_KEY!r} (its BEV blocks' checksums): the worker that packed it "
+            "runs code from before the checksums; run the workers and the learner from one version"
+        )
     return {key: value for key, value in chunk.items() if key not in PACKED_KEYS}, blocks_in(chunk)
 
 

@@ -2,6 +2,7 @@
 each have their own trunk on the encoder features, plus the action distributions the three algorithms
 use (DrQ-v2's clipped truncated normal, SAC's tanh-Gaussian) and DrQ-v2's random-shift augmentation.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,11 @@ PRESETS: dict[str, Preset] = {
     "small": Preset((ConvSpec(16, 5, 4), ConvSpec(32, 3, 2), ConvSpec(32, 3, 2)), feature_dim=50, hidden_dim=256),
     # DrQ-v2 stack, padded so the map halves cleanly: 96 -> 48 -> 24 -> 12 -> 12, i.e. 32*12*12 = 4608
     # features; with 1024-wide heads the whole agent has ~3.8M parameters like Found-RL's (3.82M).
-    "foundrl": Preset((ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 1, 1)),
-                      feature_dim=50, hidden_dim=1024),
+    "foundrl": Preset(
+        (ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 2, 1), ConvSpec(32, 3, 1, 1)),
+        feature_dim=50,
+        hidden_dim=1024,
+    ),
 }
 
 
@@ -77,9 +81,13 @@ class Encoder(nn.Module):
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(),
-                         nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-                         nn.Linear(hidden_dim, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
 
 
 def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
@@ -92,8 +100,15 @@ class Actor(nn.Module):
     deterministic (DrQ-v2, TD3): mean is the tanh-squashed action and log_std is None;
     stochastic (SAC): mean and log_std of the Gaussian before the tanh, log_std within [-5, 2]."""
 
-    def __init__(self, repr_dim: int, state_dim: int = STATE_SIZE, action_dim: int = ACTION_SIZE,
-                 feature_dim: int = 50, hidden_dim: int = 1024, stochastic: bool = False):
+    def __init__(
+        self,
+        repr_dim: int,
+        state_dim: int = STATE_SIZE,
+        action_dim: int = ACTION_SIZE,
+        feature_dim: int = 50,
+        hidden_dim: int = 1024,
+        stochastic: bool = False,
+    ):
         super().__init__()
         self.stochastic = stochastic
         self.trunk = trunk(repr_dim, feature_dim)
@@ -118,16 +133,23 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Twin Q heads on [trunk(feat), state, action]; forward -> (Q1, Q2), each [B]."""
 
-    def __init__(self, repr_dim: int, state_dim: int = STATE_SIZE, action_dim: int = ACTION_SIZE,
-                 feature_dim: int = 50, hidden_dim: int = 1024):
+    def __init__(
+        self,
+        repr_dim: int,
+        state_dim: int = STATE_SIZE,
+        action_dim: int = ACTION_SIZE,
+        feature_dim: int = 50,
+        hidden_dim: int = 1024,
+    ):
         super().__init__()
         self.trunk = trunk(repr_dim, feature_dim)
         self.q1 = mlp(feature_dim + state_dim + action_dim, hidden_dim, 1)
         self.q2 = mlp(feature_dim + state_dim + action_dim, hidden_dim, 1)
         self.apply(weight_init)
 
-    def forward(self, feat: torch.Tensor, state: torch.Tensor,
-                action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feat: torch.Tensor, state: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.cat([self.trunk(feat), state, action], dim=-1)
         return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
 
@@ -143,14 +165,16 @@ class TruncatedNormal:
     """DrQ-v2's exploration distribution: mean + clipped Gaussian noise, kept inside (-1, 1) with a
     straight-through clamp so the actor still gets the gradient of the mean at the boundary."""
 
-    def __init__(self, mean: torch.Tensor, std: float | torch.Tensor, low: float = -1.0, high: float = 1.0,
-                 eps: float = 1e-6):
+    def __init__(
+        self, mean: torch.Tensor, std: float | torch.Tensor, low: float = -1.0, high: float = 1.0, eps: float = 1e-6
+    ):
         self.mean, self.std = mean, std
         self.low, self.high = low + eps, high - eps
 
     def sample(self, clip: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                            dtype=self.mean.dtype) * self.std
+        noise = (
+            torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype) * self.std
+        )
         if clip is not None:
             noise = noise.clamp(-clip, clip)
         x = self.mean + noise
@@ -166,8 +190,9 @@ def _log_tanh_jacobian(u: torch.Tensor) -> torch.Tensor:
     return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
 
 
-def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def tanh_gaussian_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reparameterised SAC sample: a = tanh(mean + std * eps) and its log-prob [B] with the tanh correction."""
     eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     u = mean + log_std.exp() * eps
@@ -191,7 +216,7 @@ def random_shift(bev: torch.Tensor, pad: int, generator: torch.Generator | None 
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=bev.device).tolist()
     out = torch.empty_like(bev)
     for i, (dy, dx) in enumerate(offsets):  # one strided copy per sample, no index tensors
-        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
+        out[i] = padded[i, :, dy : dy + h, dx : dx + w]
     return out
 
 

@@ -6,6 +6,7 @@ The learner runs the updates the ratio allows (none before min_inserts); the wor
 they are more than max_insert_lead transitions ahead of what the ratio expects for the updates
 done so far (None: they never wait, and the achieved ratio is what the learner manages).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ class SampleToInsertRatio:
         if self.max_insert_lead is None:
             return None
         # The fewest inserts at which the ratio allows `updates` updates.
-        expected = self.min_inserts + max(0, math.ceil(updates * self.batch_size / self.samples_per_insert)
-                                          - self.batch_size)
+        expected = self.min_inserts + max(
+            0, math.ceil(updates * self.batch_size / self.samples_per_insert) - self.batch_size
+        )
         return self.max_insert_lead - (inserted - expected)
 
     def achieved(self, inserted: int, updates: int) -> float:

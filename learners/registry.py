@@ -2,6 +2,7 @@
 (acting only, what workers and the evaluator hold). The algorithms are the sections of
 configs.schema.AgentConfig; each names the module that implements it, which provides
 `make_agent(config, device, seed)` and `make_policy(config, seed)`."""
+
 from __future__ import annotations
 
 import importlib
@@ -12,8 +13,10 @@ from core import Agent, Policy
 
 def _implementation(config: AgentConfig):
     if config.algorithm not in algorithm_names():
-        raise ValueError(f"agent.algorithm = {config.algorithm!r} has no implementation; "
-                         f"choose one of {', '.join(algorithm_names())}")
+        raise ValueError(
+            f"agent.algorithm = {config.algorithm!r} has no implementation; "
+            f"choose one of {', '.join(algorithm_names())}"
+        )
     return importlib.import_module(config.params.implementation)
 
 

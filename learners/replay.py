@@ -20,6 +20,7 @@ stored: a damaged one would decode to another row, or fail, only when a batch dr
 Two ways to sample, both from the same links: n-step transitions (`sample`, for actor-critic agents)
 and fixed-length sequences that may cross episode boundaries (`sample_sequences`, for world models).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,52 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from envs.spaces import ACTION_SIZE, BEV_SHAPE, STATE_SIZE
+from dataset.rows import ARRAY_KEYS, BEV_KEY, FEEDBACK_KEYS, MASK_KEYS, ROW_SPEC
 from learners.bev_codec import BevBlocks, decode_rows, encode_rows
 
 log = logging.getLogger(__name__)
 
-# Single source of truth for the row layout (replay, chunks, datasets): key -> (shape without the
-# leading dim, dtype).
-ROW_SPEC: dict[str, tuple[tuple[int, ...], np.dtype]] = {
-    "bev": (BEV_SHAPE, np.dtype(np.uint8)),
-    "state": ((STATE_SIZE,), np.dtype(np.float32)),
-    "action": ((ACTION_SIZE,), np.dtype(np.float32)),
-    "reward": ((), np.dtype(np.float32)),
-    "cost": ((), np.dtype(np.float32)),
-    "terminated": ((), np.dtype(np.bool_)),
-    "truncated": ((), np.dtype(np.bool_)),
-    "is_first": ((), np.dtype(np.bool_)),
-    "is_last": ((), np.dtype(np.bool_)),
-    "clip_margin": ((), np.dtype(np.float32)),
-    "clip_margin_mask": ((), np.dtype(np.float32)),
-    "safety": ((), np.dtype(np.float32)),
-    "safety_mask": ((), np.dtype(np.float32)),
-    "vlm_action": ((ACTION_SIZE,), np.dtype(np.float32)),
-    "vlm_action_mask": ((), np.dtype(np.float32)),
-    # The privileged expert's action at this observation (a label for BC and datasets), where the
-    # worker could compute it (workers.record_expert_action; mask 0 otherwise and on is_last rows).
-    "expert_action": ((ACTION_SIZE,), np.dtype(np.float32)),
-    "expert_action_mask": ((), np.dtype(np.float32)),
-    "policy_version": ((), np.dtype(np.int64)),
-    "episode_id": ((), np.dtype(np.int64)),
-    "stream_id": ((), np.dtype(np.int64)),
-    "step": ((), np.dtype(np.int64)),
-}
-FEEDBACK_KEYS: tuple[str, ...] = (
-    "clip_margin", "clip_margin_mask", "safety", "safety_mask", "vlm_action", "vlm_action_mask",
-    "expert_action", "expert_action_mask",
-)
-MASK_KEYS: tuple[str, ...] = tuple(key for key in FEEDBACK_KEYS if key.endswith("_mask"))
 LINK_KEY = "next_row"  # per-slot link to the next row of the same stream, -1 when unknown
-BEV_KEY = "bev"  # stored compressed, apart from the fixed-size fields
-ARRAY_KEYS: tuple[str, ...] = tuple(key for key in ROW_SPEC if key != BEV_KEY)
 
 _MAX_DRAW_ROUNDS = 50
 _CAN_SAMPLE_BLOCK = 4096
 
 
 # ----------------------------------------------------------------------------------------------- chunks
+
 
 def empty_chunk(n: int, extra: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None = None) -> dict[str, np.ndarray]:
     """A zero-filled chunk of n rows with the exact shapes/dtypes of ROW_SPEC (fill it, then add it);
@@ -95,14 +63,17 @@ def validate_chunk(chunk: Mapping[str, np.ndarray], bev_blocks: Sequence[bytes] 
     Raises ValueError naming the key for wrong keys/shapes/dtypes/NaN, TypeError if it is not a dict of arrays.
     """
     if not isinstance(chunk, Mapping):
-        raise TypeError(f"a chunk must be a dict of numpy arrays, got {type(chunk).__name__}; "
-                        "build one with empty_chunk(n)")
+        raise TypeError(
+            f"a chunk must be a dict of numpy arrays, got {type(chunk).__name__}; build one with empty_chunk(n)"
+        )
     spec = ROW_SPEC if bev_blocks is None or BEV_KEY in chunk else {k: ROW_SPEC[k] for k in ARRAY_KEYS}
     _check_keys(chunk, spec)
     n = _check_arrays(chunk, spec)
     if bev_blocks is not None and len(bev_blocks) != n:
-        raise ValueError(f"{len(bev_blocks)} BEV blocks for a chunk of {n} rows; encode the chunk's BEV "
-                         "with learners.bev_codec (one block per row)")
+        raise ValueError(
+            f"{len(bev_blocks)} BEV blocks for a chunk of {n} rows; encode the chunk's BEV "
+            "with learners.bev_codec (one block per row)"
+        )
     if isinstance(bev_blocks, BevBlocks):
         _check_checksums(bev_blocks)
     _check_masks(chunk)
@@ -114,8 +85,10 @@ def _check_keys(chunk: Mapping[str, np.ndarray], spec: Mapping) -> None:
     missing = sorted(set(spec) - set(chunk))
     extra = sorted(set(chunk) - set(spec))
     if missing or extra:
-        raise ValueError(f"chunk keys do not match ROW_SPEC: missing {missing}, extra {extra}; "
-                         "build chunks with empty_chunk(n) and fill every field")
+        raise ValueError(
+            f"chunk keys do not match ROW_SPEC: missing {missing}, extra {extra}; "
+            "build chunks with empty_chunk(n) and fill every field"
+        )
 
 
 def _expected_shape_text(shape: tuple[int, ...]) -> str:
@@ -130,15 +103,18 @@ def _check_arrays(chunk: Mapping[str, np.ndarray], spec: Mapping) -> int:
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"chunk[{key!r}] must be a numpy array, got {type(arr).__name__}")
         if arr.dtype != dtype:
-            raise ValueError(f"chunk[{key!r}] has dtype {arr.dtype}, expected {dtype}; "
-                             f"convert it with .astype(np.{dtype.name})")
+            raise ValueError(
+                f"chunk[{key!r}] has dtype {arr.dtype}, expected {dtype}; convert it with .astype(np.{dtype.name})"
+            )
         if arr.ndim != 1 + len(shape) or arr.shape[1:] != shape:
             raise ValueError(f"chunk[{key!r}] has shape {arr.shape}, expected {_expected_shape_text(shape)}")
         if n is None:
             n, first_key = arr.shape[0], key
         elif arr.shape[0] != n:
-            raise ValueError(f"chunk[{key!r}] has {arr.shape[0]} rows but chunk[{first_key!r}] has {n}; "
-                             "all fields need the same leading dimension")
+            raise ValueError(
+                f"chunk[{key!r}] has {arr.shape[0]} rows but chunk[{first_key!r}] has {n}; "
+                "all fields need the same leading dimension"
+            )
         if dtype.kind == "f":
             _check_finite(key, arr)
     assert n is not None  # ROW_SPEC is non-empty
@@ -149,16 +125,20 @@ def _check_finite(key: str, arr: np.ndarray) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"chunk[{key!r}] contains {int(bad.sum())} NaN/inf value(s), first in row {row}; "
-                         "fix the producer, or zero the value and clear its mask")
+        raise ValueError(
+            f"chunk[{key!r}] contains {int(bad.sum())} NaN/inf value(s), first in row {row}; "
+            "fix the producer, or zero the value and clear its mask"
+        )
 
 
 def _check_masks(chunk: Mapping[str, np.ndarray]) -> None:
     for key in MASK_KEYS:
         arr = chunk[key]
         if not np.isin(arr, (0.0, 1.0)).all():
-            raise ValueError(f"chunk[{key!r}] must hold only 0.0 or 1.0 (availability mask), "
-                             f"got values {np.unique(arr)[:5].tolist()}")
+            raise ValueError(
+                f"chunk[{key!r}] must hold only 0.0 or 1.0 (availability mask), "
+                f"got values {np.unique(arr)[:5].tolist()}"
+            )
 
 
 def _check_stream_order(stream: np.ndarray, step: np.ndarray) -> None:
@@ -168,8 +148,10 @@ def _check_stream_order(stream: np.ndarray, step: np.ndarray) -> None:
     bad = np.flatnonzero((s[1:] == s[:-1]) & (st[1:] <= st[:-1]))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"chunk['step']: stream {int(s[i])} has step {int(st[i])} followed by step "
-                         f"{int(st[i + 1])}; rows of one stream must be in increasing step order")
+        raise ValueError(
+            f"chunk['step']: stream {int(s[i])} has step {int(st[i])} followed by step "
+            f"{int(st[i + 1])}; rows of one stream must be in increasing step order"
+        )
 
 
 def _chunk_links(stream: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,23 +172,27 @@ def _check_checksums(blocks: BevBlocks) -> None:
     damaged = blocks.damaged()
     if damaged.size:
         row = int(damaged[0])
-        raise ValueError(f"chunk['bev'] row {row}: its LZ4 block ({len(blocks[row])} bytes) has CRC-32 "
-                         f"{zlib.crc32(blocks[row]):08x}, not the {int(blocks.crc32[row]):08x} it was made with "
-                         f"({damaged.size} of {len(blocks)} blocks changed since they were encoded): the chunk is "
-                         "refused, nothing of it stored; look for faulty memory or a damaged transfer on its way here")
+        raise ValueError(
+            f"chunk['bev'] row {row}: its LZ4 block ({len(blocks[row])} bytes) has CRC-32 "
+            f"{zlib.crc32(blocks[row]):08x}, not the {int(blocks.crc32[row]):08x} it was made with "
+            f"({damaged.size} of {len(blocks)} blocks changed since they were encoded): the chunk is "
+            "refused, nothing of it stored; look for faulty memory or a damaged transfer on its way here"
+        )
 
 
 # --------------------------------------------------------------------------------------------- sampling
 
+
 @dataclass
 class _Paths:
     """Result of walking n-step paths from candidate start slots."""
-    valid: np.ndarray     # bool [m]
-    reward: np.ndarray    # float64 [m], discounted sum
+
+    valid: np.ndarray  # bool [m]
+    reward: np.ndarray  # float64 [m], discounted sum
     discount: np.ndarray  # float64 [m], gamma^k or 0 after `terminated`
-    end: np.ndarray       # int64 [m], slot of the observation at the end of the path
-    slots: np.ndarray     # int64 [m, n], slot of the k-th step's row, -1 past the path's end
-    weights: np.ndarray   # float64 [m, n], gamma^k for steps on the path, else 0
+    end: np.ndarray  # int64 [m], slot of the observation at the end of the path
+    slots: np.ndarray  # int64 [m, n], slot of the k-th step's row, -1 past the path's end
+    weights: np.ndarray  # float64 [m, n], gamma^k for steps on the path, else 0
 
     _FIELDS = ("valid", "reward", "discount", "end", "slots", "weights")
 
@@ -221,6 +207,7 @@ class _Paths:
 @dataclass
 class _Chains:
     """Result of following links from candidate start slots for a fixed number of rows."""
+
     valid: np.ndarray  # bool [m]
     slots: np.ndarray  # int64 [m, length]
 
@@ -243,6 +230,7 @@ def _check_sample_args(batch_size: int, n_step: int, gamma: float) -> None:
 
 # ------------------------------------------------------------------------------------------ the buffer
 
+
 class ReplayBuffer:
     """Ring buffer of step rows: preallocated numpy arrays (one per ROW_SPEC key but the BEV, plus
     `next_row`) and one LZ4 block per slot for the BEV."""
@@ -254,7 +242,8 @@ class ReplayBuffer:
         self._seed = int(seed)
         # np.zeros maps lazily-zeroed pages, so a large buffer only costs memory as it fills.
         self._arrays: dict[str, np.ndarray] = {
-            key: np.zeros((self._capacity, *ROW_SPEC[key][0]), ROW_SPEC[key][1]) for key in ARRAY_KEYS}
+            key: np.zeros((self._capacity, *ROW_SPEC[key][0]), ROW_SPEC[key][1]) for key in ARRAY_KEYS
+        }
         self._arrays[LINK_KEY] = np.full(self._capacity, -1, np.int64)
         self._bev_blocks = np.full(self._capacity, b"", object)
         self._bev_bytes = 0  # the stored blocks' total size
@@ -311,8 +300,10 @@ class ReplayBuffer:
         (the chunk may then leave out the raw `bev`; BevBlocks are checked against their CRC-32s)."""
         n = validate_chunk(chunk, bev_blocks)
         if n > self._capacity:
-            raise ValueError(f"chunk of {n} rows exceeds the buffer capacity {self._capacity}; "
-                             "split it into smaller chunks or raise the capacity")
+            raise ValueError(
+                f"chunk of {n} rows exceeds the buffer capacity {self._capacity}; "
+                "split it into smaller chunks or raise the capacity"
+            )
         if n == 0:
             return 0
         stream, step = chunk["stream_id"], chunk["step"]
@@ -335,9 +326,9 @@ class ReplayBuffer:
         # Two contiguous slices instead of fancy indexing.
         head = min(n, self._capacity - self._cursor)
         for key in ARRAY_KEYS:
-            self._arrays[key][self._cursor:self._cursor + head] = chunk[key][:head]
+            self._arrays[key][self._cursor : self._cursor + head] = chunk[key][:head]
             if n > head:
-                self._arrays[key][:n - head] = chunk[key][head:]
+                self._arrays[key][: n - head] = chunk[key][head:]
 
     def _write_bev(self, blocks: Sequence[bytes], slots: np.ndarray) -> None:
         store = self._bev_blocks
@@ -349,8 +340,9 @@ class ReplayBuffer:
     def _holds(self, slot: int, stream_id: int, step: int) -> bool:
         return bool(self._arrays["stream_id"][slot] == stream_id and self._arrays["step"][slot] == step)
 
-    def _link_tails(self, stream: np.ndarray, step: np.ndarray, slots: np.ndarray,
-                    firsts: np.ndarray, lasts: np.ndarray) -> None:
+    def _link_tails(
+        self, stream: np.ndarray, step: np.ndarray, slots: np.ndarray, firsts: np.ndarray, lasts: np.ndarray
+    ) -> None:
         """Link each stream's previous last row to this chunk's first row, then record the new tails."""
         for i in firsts:
             sid, first_step = int(stream[i]), int(step[i])
@@ -362,8 +354,13 @@ class ReplayBuffer:
             if first_step == tail[1] + 1:
                 self._arrays[LINK_KEY][tail[0]] = slots[i]
             elif first_step <= tail[1]:
-                log.warning("stream %d restarted at step %d after step %d; not linking (was the worker "
-                            "restarted with the same stream id?)", sid, first_step, tail[1])
+                log.warning(
+                    "stream %d restarted at step %d after step %d; not linking (was the worker "
+                    "restarted with the same stream id?)",
+                    sid,
+                    first_step,
+                    tail[1],
+                )
         for i in lasts:
             self._tails[int(stream[i])] = (int(slots[i]), int(step[i]))
         # Forget tails whose rows were overwritten so the dict stays bounded by what is stored.
@@ -374,8 +371,9 @@ class ReplayBuffer:
     def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, np.ndarray]:
         """Uniformly sample batch_size valid n-step transitions (with replacement); gathers only those rows."""
         _check_sample_args(batch_size, n_step, gamma)
-        starts, paths = self._draw_valid_starts(batch_size, lambda c: self._walk(c, n_step, gamma),
-                                                "transitions", f" (n_step={n_step})")
+        starts, paths = self._draw_valid_starts(
+            batch_size, lambda c: self._walk(c, n_step, gamma), "transitions", f" (n_step={n_step})"
+        )
         return self._gather(starts, paths)
 
     def sample_sequences(self, batch_size: int, length: int) -> dict[str, np.ndarray]:
@@ -387,8 +385,7 @@ class ReplayBuffer:
         """
         if batch_size < 1 or length < 1:
             raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
-        _, chains = self._draw_valid_starts(batch_size, lambda c: self._chain(c, length),
-                                            f"sequences of {length} rows")
+        _, chains = self._draw_valid_starts(batch_size, lambda c: self._chain(c, length), f"sequences of {length} rows")
         slots = chains.slots
         batch = {key: self.bev(slots) if key == BEV_KEY else self._arrays[key][slots] for key in ROW_SPEC}
         batch["is_terminal"] = batch["is_last"] & batch["terminated"]
@@ -399,7 +396,7 @@ class ReplayBuffer:
         """True when at least batch_size transition rows are stored and at least one 1-step start is valid."""
         if self._size == 0 or batch_size < 1:
             return False
-        if np.count_nonzero(~self._arrays["is_last"][:self._size]) < batch_size:
+        if np.count_nonzero(~self._arrays["is_last"][: self._size]) < batch_size:
             return False
         return self._any_valid_start(lambda block: self._walk(block, 1, 1.0).valid)
 
@@ -440,7 +437,8 @@ class ReplayBuffer:
             raise RuntimeError(
                 f"not enough valid {what}: found {found} of {batch_size} requested{detail} "
                 f"after drawing {drawn} candidates from {self._size} stored rows; add more data (check "
-                "can_sample() first) or make sure each stream's rows have consecutive steps")
+                "can_sample() first) or make sure each stream's rows have consecutive steps"
+            )
         return np.concatenate(starts), type(found_parts[0]).concat(found_parts)
 
     def _next_in_stream(self, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -560,4 +558,4 @@ class ReplayBuffer:
 
     def max_stream_id(self) -> int:
         """The largest stream id stored (-1 when empty)."""
-        return int(self._arrays["stream_id"][:self._size].max()) if self._size else -1
+        return int(self._arrays["stream_id"][: self._size].max()) if self._size else -1

@@ -24,6 +24,7 @@ blocks are not the ones that were encoded (the npz's own CRC-32 covers the bytes
 written, damaged or not; `bev_crc32` covers them from the worker that encoded them). A journal that
 ends before the checkpoint's last chunk is refused by Learner.load.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset.rows import ARRAY_KEYS, BEV_KEY
 from learners.bev_codec import BevBlocks, blocks_in, encode_rows, packed_bev, undecodable, with_checksums
-from learners.replay import ARRAY_KEYS, BEV_KEY, ReplayBuffer
+from learners.replay import ReplayBuffer
 
 _SEGMENT = re.compile(r"(\d{10})-(\d+)-(\d+)\.npz")
 _LEDGER = "journal.json"
@@ -117,12 +119,16 @@ class ReplayJournal:
                 # A segment written before the BEV was compressed holds it raw.
                 blocks = encode_rows(data[BEV_KEY]) if BEV_KEY in data.files else blocks_in(data)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise ValueError(f"replay journal segment {segment.path} cannot be read ({type(err).__name__}: "
-                             f"{err}); the run directory's replay is damaged: {_FIX}") from err
+            raise ValueError(
+                f"replay journal segment {segment.path} cannot be read ({type(err).__name__}: "
+                f"{err}); the run directory's replay is damaged: {_FIX}"
+            ) from err
         if not len(chunk["step"]) == len(blocks) == segment.rows:
-            raise ValueError(f"replay journal segment {segment.path} holds {len(chunk['step'])} rows and "
-                             f"{len(blocks)} BEV blocks, its name says {segment.rows} rows; the run directory's "
-                             f"replay is damaged: {_FIX}")
+            raise ValueError(
+                f"replay journal segment {segment.path} holds {len(chunk['step'])} rows and "
+                f"{len(blocks)} BEV blocks, its name says {segment.rows} rows; the run directory's "
+                f"replay is damaged: {_FIX}"
+            )
         return chunk, self._checked(segment, blocks)
 
     def _checked(self, segment: Segment, blocks: Sequence[bytes]) -> BevBlocks:
@@ -135,9 +141,11 @@ class ReplayJournal:
             blocks = with_checksums(blocks)
         if bad.size:
             rows = ", ".join(map(str, bad[:_NAMED].tolist())) + (", ..." if bad.size > _NAMED else "")
-            raise ValueError(f"replay journal segment {segment.path}: the BEV blocks of {bad.size} of its "
-                             f"{len(blocks)} rows (row {rows}) {what}; the run directory's replay is damaged: "
-                             f"{_FIX}")
+            raise ValueError(
+                f"replay journal segment {segment.path}: the BEV blocks of {bad.size} of its "
+                f"{len(blocks)} rows (row {rows}) {what}; the run directory's replay is damaged: "
+                f"{_FIX}"
+            )
         return blocks
 
     def check_contiguous(self) -> None:
@@ -149,9 +157,11 @@ class ReplayJournal:
         twice = sorted(sequence for sequence, count in Counter(sequences).items() if count > 1)
         if twice:
             names = [segment.path.name for segment in self.segments if segment.sequence == twice[0]]
-            raise ValueError(f"replay journal {self.directory} holds {len(names)} segments with sequence number "
-                             f"{twice[0]} ({', '.join(names)}): only one of them is this run's; the run directory's "
-                             f"replay is damaged: {_FIX}")
+            raise ValueError(
+                f"replay journal {self.directory} holds {len(names)} segments with sequence number "
+                f"{twice[0]} ({', '.join(names)}): only one of them is this run's; the run directory's "
+                f"replay is damaged: {_FIX}"
+            )
         if sequences or not first:
             last = sequences[-1] if sequences else first
             gaps = _gaps([first - 1, *sequences])
@@ -159,10 +169,12 @@ class ReplayJournal:
             last, gaps = first, [(first, first)]
         if gaps:
             count = sum(hi - lo + 1 for lo, hi in gaps)
-            raise ValueError(f"replay journal {self.directory} is missing {count} segment(s): {_names(gaps)} "
-                             f"(every sequence number from {first}, the first kept one, to {last} must be there); "
-                             "their rows would be lost and the env-step count would move back. The run "
-                             f"directory's replay is damaged: {_FIX}")
+            raise ValueError(
+                f"replay journal {self.directory} is missing {count} segment(s): {_names(gaps)} "
+                f"(every sequence number from {first}, the first kept one, to {last} must be there); "
+                "their rows would be lost and the env-step count would move back. The run "
+                f"directory's replay is damaged: {_FIX}"
+            )
 
     def rebuild(self, replay: ReplayBuffer) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Insert every stored chunk into an empty `replay` (after counting the pruned rows, so that
@@ -192,8 +204,11 @@ class ReplayJournal:
         if not drop:
             return
         gone, self.segments = self.segments[:drop], self.segments[drop:]
-        self.ledger = {"first_sequence": gone[-1].sequence + 1, "pruned_rows": first_row,
-                       "pruned_transitions": self.ledger["pruned_transitions"] + sum(s.transitions for s in gone)}
+        self.ledger = {
+            "first_sequence": gone[-1].sequence + 1,
+            "pruned_rows": first_row,
+            "pruned_transitions": self.ledger["pruned_transitions"] + sum(s.transitions for s in gone),
+        }
         tmp = self.directory / (_LEDGER + ".tmp")
         tmp.write_text(json.dumps(self.ledger))
         os.replace(tmp, self.directory / _LEDGER)  # the ledger first: a crash now leaves extra files only
@@ -201,8 +216,10 @@ class ReplayJournal:
             segment.path.unlink(missing_ok=True)
 
 
-_FIX = ("restore the missing or damaged file(s) from a copy of the run directory, or start a new run "
-        "(train.py --config ...)")
+_FIX = (
+    "restore the missing or damaged file(s) from a copy of the run directory, or start a new run "
+    "(train.py --config ...)"
+)
 
 
 def _gaps(sequences: list[int]) -> list[tuple[int, int]]:

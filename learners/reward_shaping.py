@@ -8,13 +8,12 @@ mean/std of every margin inserted so far; r += clip_scale * bonus. Semantic goal
 r += semantic_scale * (2 * p_goal - 1), p_goal the CLIP probability of the positive goals. A step
 without the feedback (mask 0) adds exactly nothing, whatever its stored value.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
-
-from inference.clip_prompts import RunningMeanStd
 
 # The per-step feedback fields the terms read (each with its `_mask`).
 STEP_FIELDS = ("clip_margin", "clip_margin_mask", "safety", "safety_mask")
@@ -22,6 +21,33 @@ STEP_FIELDS = ("clip_margin", "clip_margin_mask", "safety", "safety_mask")
 
 def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask > 0, values, 0.0)
+
+
+class RunningMeanStd:
+    """Running mean and variance over everything seen (parallel-update form, Chan et al.)."""
+
+    def __init__(self, epsilon: float = 1e-4):
+        self.mean, self.var, self.count = 0.0, 1.0, epsilon
+
+    def update(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        if values.size == 0:
+            return
+        batch_mean, batch_var, n = float(values.mean()), float(values.var()), values.size
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+    def bonus(self, values: np.ndarray, clip: float = 1.0) -> np.ndarray:
+        """clip((x - mean) / std, -clip, clip): the normalised CLIP reward bonus."""
+        return np.clip((np.asarray(values) - self.mean) / np.sqrt(self.var + 1e-8), -clip, clip)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
 
 
 class RewardShaper:

@@ -5,6 +5,7 @@ holds: env steps, updates, time), and only then renamed to `checkpoint/`, the pr
 aside first and deleted last. A crash at any moment leaves either the old checkpoint or the new
 one: `find_checkpoint` takes `checkpoint/` when it is complete, else the one set aside.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,10 +54,15 @@ def find_checkpoint(run_dir: Path) -> Path:
         if (run_dir / name / COMPLETE).is_file():
             return run_dir / name
     found = [name for name in (CHECKPOINT, PREVIOUS, PARTIAL) if (run_dir / name).exists()]
-    detail = (f"{', '.join(found)} exist(s) but none was completed (no {COMPLETE} marker: the run stopped while "
-              "writing it)" if found else "the run stopped before its first checkpoint")
-    raise CheckpointError(f"{run_dir} has no complete checkpoint to resume: {detail}. Start a new run with "
-                          "--config instead; nothing in this run directory was changed")
+    detail = (
+        f"{', '.join(found)} exist(s) but none was completed (no {COMPLETE} marker: the run stopped while writing it)"
+        if found
+        else "the run stopped before its first checkpoint"
+    )
+    raise CheckpointError(
+        f"{run_dir} has no complete checkpoint to resume: {detail}. Start a new run with "
+        "--config instead; nothing in this run directory was changed"
+    )
 
 
 def checkpoint_info(path: Path) -> dict:

@@ -9,6 +9,7 @@ process took the space), the error is recognised (`is_disk_full`) and told as "n
 last complete checkpoint and the journal are intact either way (both are written to temporary names
 and renamed).
 """
+
 from __future__ import annotations
 
 import errno
@@ -67,9 +68,11 @@ def _existing(path: Path) -> Path:
 def disk_full_message(run_dir: Path, needed: int, free: int | None = None) -> str:
     device, point = mount_of(run_dir)
     free = free_bytes(run_dir) if free is None else free
-    return (f"no space left on {device} (mounted at {point}) for {run_dir}: {_mib(free)} free, the run needs "
-            f"{_mib(needed)} to write its checkpoint and go on. The last complete checkpoint and the replay journal "
-            f"are intact: free space on {point}, then continue with train.py --resume {run_dir}")
+    return (
+        f"no space left on {device} (mounted at {point}) for {run_dir}: {_mib(free)} free, the run needs "
+        f"{_mib(needed)} to write its checkpoint and go on. The last complete checkpoint and the replay journal "
+        f"are intact: free space on {point}, then continue with train.py --resume {run_dir}"
+    )
 
 
 def is_disk_full(exc: BaseException) -> bool:

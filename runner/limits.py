@@ -17,6 +17,7 @@ naming the field, the limit and the fix, before a run directory is made or Ray i
 The per-process figures are measured (the comments say where and how); they are allowances, not
 promises: a run near a limit can still be refused by Ray's own memory monitor.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,6 +88,7 @@ WORKER_STEP_CPU_S = 0.0172  # CPU seconds of one rollout worker step (s), as abo
 
 # --------------------------------------------------------------------------------------- the machine
 
+
 @dataclass(frozen=True)
 class Machine:
     """What the run's processes share: physical memory (bytes), cores, and whether a CUDA GPU is
@@ -131,12 +133,25 @@ def starts_own_cluster(config: Config) -> bool:
         return config.run.ray_address == "local"
     if os.environ.get("RAY_ADDRESS"):
         return False
-    from cluster.launch import _cluster_running  # a `ray start` cluster here: ray.init joins it
+    return not ray_cluster_running_here()  # a `ray start` cluster here: ray.init joins it
 
-    return not _cluster_running()
+
+def ray_cluster_running_here() -> bool:
+    """Whether a raylet runs on this machine (what ray.init() without an address would join), read
+    the way Ray's own ray._private.services.find_gcs_addresses reads it (a raylet's command line with
+    --gcs-address), from /proc, without importing ray. False where there is no /proc."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        if args and args[0].endswith(b"raylet") and any(a.startswith(b"--gcs-address=") for a in args):
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------------- cross-field rules
+
 
 def batch_rows(config: Config) -> tuple[int, str]:
     """Rows one batch needs stored in a replay, and what they are: batch_size transitions, or
@@ -145,8 +160,10 @@ def batch_rows(config: Config) -> tuple[int, str]:
     length = getattr(config.agent.params, "sequence_length", None)
     if length is None:
         return size, f"learner.batch_size = {size}"
-    return size * length, (f"learner.batch_size x agent.{config.agent.algorithm}.sequence_length = "
-                            f"{size} x {length} = {size * length} rows")
+    return size * length, (
+        f"learner.batch_size x agent.{config.agent.algorithm}.sequence_length = "
+        f"{size} x {length} = {size * length} rows"
+    )
 
 
 def cross_field_problems(config: Config) -> list[str]:
@@ -155,16 +172,22 @@ def cross_field_problems(config: Config) -> list[str]:
     rows, what = batch_rows(config)
     lower = "lower learner.batch_size" + ("" if rows == config.learner.batch_size else " or the sequence length")
     if config.run.mode != "offline" and rows > config.learner.replay_capacity:
-        problems.append(f"{what} is larger than learner.replay_capacity = {config.learner.replay_capacity}: a batch "
-                        f"is drawn from the replay and no update could ever run; {lower} or raise "
-                        "learner.replay_capacity")
+        problems.append(
+            f"{what} is larger than learner.replay_capacity = {config.learner.replay_capacity}: a batch "
+            f"is drawn from the replay and no update could ever run; {lower} or raise "
+            "learner.replay_capacity"
+        )
     if config.data.dataset and rows > config.data.capacity:
-        problems.append(f"{what} is larger than data.capacity = {config.data.capacity}: the dataset's batch is "
-                        f"drawn from its replay of data.capacity rows; {lower} or raise data.capacity")
+        problems.append(
+            f"{what} is larger than data.capacity = {config.data.capacity}: the dataset's batch is "
+            f"drawn from its replay of data.capacity rows; {lower} or raise data.capacity"
+        )
     if config.run.mode != "offline" and config.workers.chunk_size > config.learner.replay_capacity:
-        problems.append(f"workers.chunk_size = {config.workers.chunk_size} is larger than learner.replay_capacity = "
-                        f"{config.learner.replay_capacity}: the replay refuses a chunk larger than itself; lower "
-                        "workers.chunk_size or raise learner.replay_capacity")
+        problems.append(
+            f"workers.chunk_size = {config.workers.chunk_size} is larger than learner.replay_capacity = "
+            f"{config.learner.replay_capacity}: the replay refuses a chunk larger than itself; lower "
+            "workers.chunk_size or raise learner.replay_capacity"
+        )
     return problems
 
 
@@ -176,9 +199,14 @@ def warn_no_updates(config: Config) -> None:
         return
     first = max(learner.learning_starts, batch_rows(config)[0])
     if first > run.total_env_steps:
-        logger.warning("this run makes no update: the first needs %d env steps (learner.learning_starts = %d, a "
-                       "batch of %s) and run.total_env_steps = %d; lower them or raise run.total_env_steps",
-                       first, learner.learning_starts, batch_rows(config)[1], run.total_env_steps)
+        logger.warning(
+            "this run makes no update: the first needs %d env steps (learner.learning_starts = %d, a "
+            "batch of %s) and run.total_env_steps = %d; lower them or raise run.total_env_steps",
+            first,
+            learner.learning_starts,
+            batch_rows(config)[1],
+            run.total_env_steps,
+        )
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -197,10 +225,11 @@ def _row_bytes(spec) -> int:
 def replay_row_bytes() -> int:
     """Host bytes of one stored replay row: the preallocated arrays of every field but the BEV, the
     next_row link, the slot of the BEV block array, and the block with BEV_BLOCK_BYTES of data."""
-    from learners.replay import ARRAY_KEYS, ROW_SPEC
+    from dataset.rows import ARRAY_KEYS, ROW_SPEC
 
-    return (_row_bytes(ROW_SPEC[key] for key in ARRAY_KEYS) + EMPTY_ROW_BYTES + BEV_BLOCK_OVERHEAD_BYTES
-            + BEV_BLOCK_BYTES)
+    return (
+        _row_bytes(ROW_SPEC[key] for key in ARRAY_KEYS) + EMPTY_ROW_BYTES + BEV_BLOCK_OVERHEAD_BYTES + BEV_BLOCK_BYTES
+    )
 
 
 @dataclass(frozen=True)
@@ -247,17 +276,26 @@ def training_plan(config: Config, machine: Machine) -> MemoryPlan:
     the learner alone."""
     mode, lc = config.run.mode, config.learner
     row = replay_row_bytes()
-    plan = MemoryPlan(fixed=LIBRARY_BYTES + LEARNER_BYTES, batch=batch_bytes(config, machine),
-                      replay=lc.replay_capacity * (EMPTY_ROW_BYTES if mode == "offline" else row),
-                      offline_replay=config.data.capacity * row if config.data.dataset else 0)
+    plan = MemoryPlan(
+        fixed=LIBRARY_BYTES + LEARNER_BYTES,
+        batch=batch_bytes(config, machine),
+        replay=lc.replay_capacity * (EMPTY_ROW_BYTES if mode == "offline" else row),
+        offline_replay=config.data.capacity * row if config.data.dataset else 0,
+    )
     if mode == "local":
-        return dataclasses.replace(plan, fixed=plan.fixed + WORKER_BYTES, per_worker=LOCAL_ENV_BYTES,
-                                   workers=config.workers.num_workers - 1)
+        return dataclasses.replace(
+            plan, fixed=plan.fixed + WORKER_BYTES, per_worker=LOCAL_ENV_BYTES, workers=config.workers.num_workers - 1
+        )
     if mode == "ray":
         replicas = feedback_replicas(config)
-        return dataclasses.replace(plan, fixed=plan.fixed + DRIVER_BYTES + RAY_DAEMON_BYTES
-                                   + (SERVE_BYTES if replicas else 0), per_worker=WORKER_BYTES,
-                                   workers=config.workers.num_workers, per_replica=REPLICA_BYTES, replicas=replicas)
+        return dataclasses.replace(
+            plan,
+            fixed=plan.fixed + DRIVER_BYTES + RAY_DAEMON_BYTES + (SERVE_BYTES if replicas else 0),
+            per_worker=WORKER_BYTES,
+            workers=config.workers.num_workers,
+            per_replica=REPLICA_BYTES,
+            replicas=replicas,
+        )
     return plan
 
 
@@ -271,8 +309,7 @@ def budget(machine: Machine) -> int:
 
 
 def _over(machine: Machine) -> str:
-    return (f"more than {MEMORY_FRACTION:.0%} of this machine's {gib(machine.memory_bytes)} "
-            f"({gib(budget(machine))})")
+    return f"more than {MEMORY_FRACTION:.0%} of this machine's {gib(machine.memory_bytes)} ({gib(budget(machine))})"
 
 
 def memory_problem(config: Config, plan: MemoryPlan, machine: Machine) -> str | None:
@@ -280,19 +317,28 @@ def memory_problem(config: Config, plan: MemoryPlan, machine: Machine) -> str | 
     the batch, or the workers and replicas) and the largest value that fits with the rest as it is."""
     if plan.total <= budget(machine):
         return None
-    parts = {_replay_problem: plan.replay, _offline_replay_problem: plan.offline_replay, _batch_problem: plan.batch,
-             _roles_problem: plan.roles}
+    parts = {
+        _replay_problem: plan.replay,
+        _offline_replay_problem: plan.offline_replay,
+        _batch_problem: plan.batch,
+        _roles_problem: plan.roles,
+    }
     worst = max(parts, key=parts.get)
     return worst(config, plan, machine, budget(machine) - (plan.total - parts[worst]))
 
 
 def _capacity_text(field: str, capacity: int, need: int, room: int, machine: Machine) -> str:
     per_row = need // capacity
-    row = (f"~{per_row:,} bytes a row: {per_row - BEV_BLOCK_BYTES} of fixed-size fields and a BEV block allowance "
-           f"of {BEV_BLOCK_BYTES:,}, the p99 of real Town01 BEVs" if per_row > EMPTY_ROW_BYTES else
-           f"{per_row} bytes a row even unused, as in an offline run")
-    return (f"{field} = {capacity} rows need ~{gib(need)} of host memory ({row}); with the rest of the run that is "
-            f"{_over(machine)}; lower {field} to at most {max(0, room) // per_row:,}")
+    row = (
+        f"~{per_row:,} bytes a row: {per_row - BEV_BLOCK_BYTES} of fixed-size fields and a BEV block allowance "
+        f"of {BEV_BLOCK_BYTES:,}, the p99 of real Town01 BEVs"
+        if per_row > EMPTY_ROW_BYTES
+        else f"{per_row} bytes a row even unused, as in an offline run"
+    )
+    return (
+        f"{field} = {capacity} rows need ~{gib(need)} of host memory ({row}); with the rest of the run that is "
+        f"{_over(machine)}; lower {field} to at most {max(0, room) // per_row:,}"
+    )
 
 
 def _replay_problem(config: Config, plan: MemoryPlan, machine: Machine, room: int) -> str:
@@ -306,34 +352,45 @@ def _offline_replay_problem(config: Config, plan: MemoryPlan, machine: Machine, 
 def _batch_problem(config: Config, plan: MemoryPlan, machine: Machine, room: int) -> str:
     rows, what = batch_rows(config)
     per_row, per_sample = plan.batch // rows, plan.batch // config.learner.batch_size
-    return (f"{what}: a CPU update holds ~{per_row / 1e6:.1f} MB of host memory a "
-            f"{'sample' if rows == config.learner.batch_size else 'row'} (measured: DrQ-v2, small network), "
-            f"~{gib(plan.batch)} in all; with the replay and the run's processes that is {_over(machine)}; "
-            f"lower learner.batch_size to at most {max(0, room) // per_sample:,}, or learn on a GPU")
+    return (
+        f"{what}: a CPU update holds ~{per_row / 1e6:.1f} MB of host memory a "
+        f"{'sample' if rows == config.learner.batch_size else 'row'} (measured: DrQ-v2, small network), "
+        f"~{gib(plan.batch)} in all; with the replay and the run's processes that is {_over(machine)}; "
+        f"lower learner.batch_size to at most {max(0, room) // per_sample:,}, or learn on a GPU"
+    )
 
 
 def _roles_problem(config: Config, plan: MemoryPlan, machine: Machine, room: int) -> str:
     workers, counted = config.workers.num_workers, config.workers.num_workers - plan.workers
-    each = ("a process of ~" if config.run.mode == "ray" else "beyond the first, a SUMO server and state of ~")
-    replicas = (f" and feedback.replicas = {plan.replicas} (~{plan.per_replica / MIB:,.0f} MiB each)"
-                if plan.replicas else "")
-    text = (f"workers.num_workers = {workers} rollout workers (each {each}{plan.per_worker / MIB:,.0f} MiB)"
-            f"{replicas} need ~{gib(plan.roles)}; with the learner, its replay and the rest of the run that is "
-            f"{_over(machine)}")
+    each = "a process of ~" if config.run.mode == "ray" else "beyond the first, a SUMO server and state of ~"
+    replicas = (
+        f" and feedback.replicas = {plan.replicas} (~{plan.per_replica / MIB:,.0f} MiB each)" if plan.replicas else ""
+    )
+    text = (
+        f"workers.num_workers = {workers} rollout workers (each {each}{plan.per_worker / MIB:,.0f} MiB)"
+        f"{replicas} need ~{gib(plan.roles)}; with the learner, its replay and the rest of the run that is "
+        f"{_over(machine)}"
+    )
     most = (room - plan.per_replica * plan.replicas) // plan.per_worker + counted
     if most >= 1:
         cores = max(1, MAX_PROCESSES_PER_CORE * machine.cores - (busy_processes(config) - workers))
-        hint = (f" (at most {cores} keep within {MAX_PROCESSES_PER_CORE} busy processes a core of its "
-                f"{machine.cores})" if config.run.mode == "ray" and cores < most else "")
+        hint = (
+            f" (at most {cores} keep within {MAX_PROCESSES_PER_CORE} busy processes a core of its {machine.cores})"
+            if config.run.mode == "ray" and cores < most
+            else ""
+        )
         return f"{text}; lower workers.num_workers to at most {most}{hint}"
     one = plan.per_worker * (1 - counted)  # a single worker beyond those counted in `fixed`
     if plan.replicas and room - one >= plan.per_replica:
-        return (f"{text}; lower feedback.replicas to at most {(room - one) // plan.per_replica} (with "
-                "workers.num_workers = 1)")
+        return (
+            f"{text}; lower feedback.replicas to at most {(room - one) // plan.per_replica} (with "
+            "workers.num_workers = 1)"
+        )
     return f"{text}; not even one fits: lower learner.replay_capacity or learner.batch_size first"
 
 
 # ------------------------------------------------------------------------------------------- cores
+
 
 def busy_processes(config: Config) -> int:
     """Processes of a Ray run that keep a core busy: the learner, each worker, each replica's CPUs
@@ -350,20 +407,27 @@ def oversubscription_warning(config: Config, machine: Machine) -> str | None:
         return None
     step_s = WORKER_STEP_CPU_S * per_core
     others = processes - config.workers.num_workers
-    text = (f"workers.num_workers = {config.workers.num_workers} with the learner and the feedback replicas "
-            f"({others} CPU(s)) make {processes} busy processes on {machine.cores} core(s), {per_core:.1f} a core "
-            f"(more than {MAX_PROCESSES_PER_CORE}): each gets {100 / per_core:.0f} % of a core, so a worker's step "
-            f"(~{WORKER_STEP_CPU_S * 1e3:.1f} ms of CPU) takes ~{step_s * 1e3:.0f} ms")
+    text = (
+        f"workers.num_workers = {config.workers.num_workers} with the learner and the feedback replicas "
+        f"({others} CPU(s)) make {processes} busy processes on {machine.cores} core(s), {per_core:.1f} a core "
+        f"(more than {MAX_PROCESSES_PER_CORE}): each gets {100 / per_core:.0f} % of a core, so a worker's step "
+        f"(~{WORKER_STEP_CPU_S * 1e3:.1f} ms of CPU) takes ~{step_s * 1e3:.0f} ms"
+    )
     f = config.feedback
     if feedback_replicas(config):
-        text += (f" and a bundle of feedback.bundle_steps = {f.bundle_steps} items ~{f.bundle_steps * step_s:.1f} s "
-                 f"to fill (against feedback.max_pending_age_s = {f.max_pending_age_s:g} s, past which the worker "
-                 f"waits, and feedback.deadline_s = {f.deadline_s:g} s, past which items ship unanswered)")
-    return (f"{text}; for at most {MAX_PROCESSES_PER_CORE} a core use workers.num_workers <= "
-            f"{max(1, MAX_PROCESSES_PER_CORE * machine.cores - others)}")
+        text += (
+            f" and a bundle of feedback.bundle_steps = {f.bundle_steps} items ~{f.bundle_steps * step_s:.1f} s "
+            f"to fill (against feedback.max_pending_age_s = {f.max_pending_age_s:g} s, past which the worker "
+            f"waits, and feedback.deadline_s = {f.deadline_s:g} s, past which items ship unanswered)"
+        )
+    return (
+        f"{text}; for at most {MAX_PROCESSES_PER_CORE} a core use workers.num_workers <= "
+        f"{max(1, MAX_PROCESSES_PER_CORE * machine.cores - others)}"
+    )
 
 
 # -------------------------------------------------------------------------------------- entry points
+
 
 def check_limits(config: Config, machine: Machine | None = None) -> None:
     """train.py's checks: raises ConfigError naming the field, the limit and the fix; logs warnings.
@@ -379,8 +443,9 @@ def check_limits(config: Config, machine: Machine | None = None) -> None:
     if problem and local:
         raise ConfigError(problem)
     if problem:
-        logger.warning("joining a Ray cluster whose learner node is not known here; were it like this machine: %s",
-                       problem)
+        logger.warning(
+            "joining a Ray cluster whose learner node is not known here; were it like this machine: %s", problem
+        )
     warning = oversubscription_warning(config, machine) if local and config.run.mode == "ray" else None
     if warning:
         logger.warning("%s", warning)
@@ -394,8 +459,8 @@ def sink_bytes(config: Config) -> int:
     """A collector's Parquet sink at its fullest: up to _MAX_BUFFERED_SHARDS shards of
     collect.rows_per_shard raw rows (the RGB BEV included) before it must write, SINK_COPIES over."""
     from dataset.parquet import _MAX_BUFFERED_SHARDS
+    from dataset.rows import ROW_SPEC
     from dataset.schema import EXTRA_SPEC
-    from learners.replay import ROW_SPEC
 
     raw_row = _row_bytes([*ROW_SPEC.values(), *EXTRA_SPEC.values()])
     return SINK_COPIES * _MAX_BUFFERED_SHARDS * config.collect.rows_per_shard * raw_row
@@ -406,10 +471,10 @@ def collection_plan(config: Config) -> MemoryPlan:
     daemons; in run.mode local the first collector is in the driver's process."""
     sink, workers = sink_bytes(config), config.workers.num_workers
     if config.run.mode == "ray":
-        return MemoryPlan(fixed=LIBRARY_BYTES + DRIVER_BYTES + RAY_DAEMON_BYTES, per_worker=WORKER_BYTES + sink,
-                          workers=workers)
-    return MemoryPlan(fixed=LIBRARY_BYTES + WORKER_BYTES + sink, per_worker=LOCAL_ENV_BYTES + sink,
-                      workers=workers - 1)
+        return MemoryPlan(
+            fixed=LIBRARY_BYTES + DRIVER_BYTES + RAY_DAEMON_BYTES, per_worker=WORKER_BYTES + sink, workers=workers
+        )
+    return MemoryPlan(fixed=LIBRARY_BYTES + WORKER_BYTES + sink, per_worker=LOCAL_ENV_BYTES + sink, workers=workers - 1)
 
 
 def check_collection_limits(config: Config, machine: Machine | None = None) -> None:
@@ -423,11 +488,13 @@ def check_collection_limits(config: Config, machine: Machine | None = None) -> N
     machine = machine or Machine.this_one()
     workers = config.workers.num_workers
     if config.run.mode == "ray" and workers > machine.cores:
-        raise ConfigError(f"workers.num_workers = {workers} collectors on the local Ray cluster collect.py starts, "
-                          f"which has {machine.cores} CPUs (one a core): each collector holds one for its whole life, "
-                          f"so {workers - machine.cores} would never start and the collection would wait for their "
-                          f"steps for ever; lower workers.num_workers to at most {machine.cores}, or start a cluster "
-                          f"with `ray start --head --num-cpus={workers}` and set run.ray_address=auto")
+        raise ConfigError(
+            f"workers.num_workers = {workers} collectors on the local Ray cluster collect.py starts, "
+            f"which has {machine.cores} CPUs (one a core): each collector holds one for its whole life, "
+            f"so {workers - machine.cores} would never start and the collection would wait for their "
+            f"steps for ever; lower workers.num_workers to at most {machine.cores}, or start a cluster "
+            f"with `ray start --head --num-cpus={workers}` and set run.ray_address=auto"
+        )
     problem = _collection_problem(config, collection_plan(config), machine)
     if problem:
         raise ConfigError(problem)
@@ -440,11 +507,15 @@ def _collection_problem(config: Config, plan: MemoryPlan, machine: Machine) -> s
     one = plan.fixed + (plan.per_worker if config.run.mode == "ray" else 0)
     if one > budget(machine):
         most = max(16, rows * (budget(machine) - (one - sink)) // sink)
-        return (f"collect.rows_per_shard = {rows}: a collector buffers up to {gib(sink)} of raw rows (RGB BEV "
-                f"included) before it writes a shard; with the rest of the collection that is {_over(machine)}; "
-                f"lower collect.rows_per_shard to at most {most:,}")
+        return (
+            f"collect.rows_per_shard = {rows}: a collector buffers up to {gib(sink)} of raw rows (RGB BEV "
+            f"included) before it writes a shard; with the rest of the collection that is {_over(machine)}; "
+            f"lower collect.rows_per_shard to at most {most:,}"
+        )
     most = (budget(machine) - plan.fixed) // plan.per_worker + config.workers.num_workers - plan.workers
-    return (f"workers.num_workers = {config.workers.num_workers} collectors (~{gib(plan.per_worker)} each with the "
-            f"shard buffer of collect.rows_per_shard = {rows} rows) need ~{gib(plan.roles)}; with the rest of the "
-            f"collection that is {_over(machine)}; lower workers.num_workers to at most {max(1, most)}, or "
-            "collect.rows_per_shard")
+    return (
+        f"workers.num_workers = {config.workers.num_workers} collectors (~{gib(plan.per_worker)} each with the "
+        f"shard buffer of collect.rows_per_shard = {rows} rows) need ~{gib(plan.roles)}; with the rest of the "
+        f"collection that is {_over(machine)}; lower workers.num_workers to at most {max(1, most)}, or "
+        "collect.rows_per_shard"
+    )

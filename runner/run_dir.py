@@ -1,5 +1,6 @@
 """A run directory: resolved config, progress log, TensorBoard, episodes, evaluation, curves.
 (Checkpoints: runner/checkpoint.py; W&B, the optional second tracker: runner/tracking.py.)"""
+
 from __future__ import annotations
 
 import csv
@@ -49,11 +50,13 @@ class RunLog:
     def episodes(self, episodes: list[Episode]) -> None:
         """Finished training episodes, at the global env step each was reported."""
         with open(self._episodes_path, "a", newline="") as f:
-            csv.writer(f).writerows((e.env_steps, e.stream_id, e.episode_return, e.route_completion, e.driving_score)
-                                    for e in episodes)
+            csv.writer(f).writerows(
+                (e.env_steps, e.stream_id, e.episode_return, e.route_completion, e.driving_score) for e in episodes
+            )
         for e in episodes:
-            self._track({"episode/return": e.episode_return, "episode/route_completion": e.route_completion},
-                        e.env_steps)
+            self._track(
+                {"episode/return": e.episode_return, "episode/route_completion": e.route_completion}, e.env_steps
+            )
 
     def _track(self, values: dict[str, float], step: int) -> None:
         if TENSORBOARD in self.trackers:
@@ -100,14 +103,16 @@ def plot_learning_curve(run_dir: str | Path, window: int = 10) -> Path | None:
         return None
     steps = np.array([float(r["env_steps"]) for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "episode_return", "episode return"),
-                           (axes[1], "route_completion", "route completion")):
+    for ax, key, label in (
+        (axes[0], "episode_return", "episode return"),
+        (axes[1], "route_completion", "route completion"),
+    ):
         values = np.array([float(r[key]) for r in rows])
         ax.plot(steps, values, ".", alpha=0.3, label="episodes")
         if len(values) >= window:
             # A running median: one spinning episode of -3000 must not hide the trend.
-            smooth = np.array([np.median(values[i - window + 1:i + 1]) for i in range(window - 1, len(values))])
-            ax.plot(steps[window - 1:], smooth, "-", lw=2, label=f"median of {window}")
+            smooth = np.array([np.median(values[i - window + 1 : i + 1]) for i in range(window - 1, len(values))])
+            ax.plot(steps[window - 1 :], smooth, "-", lw=2, label=f"median of {window}")
         low, high = np.percentile(values, [2, 98])
         pad = 0.05 * max(high - low, 1e-6)
         ax.set_ylim(low - pad, high + pad)  # the few extreme episodes fall outside the view

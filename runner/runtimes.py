@@ -1,5 +1,6 @@
 """`make_runtime`: the one place that builds a runtime, by `run.mode`. Adding a mode adds its
 runtime's file and a line here."""
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ login and no network; its files go to RUN_DIR/wandb (W&B's own service log inclu
 `wandb sync RUN_DIR/wandb/offline-run-*` uploads them when wanted. Every scalar is logged against
 `global_step`, the step TensorBoard gets (env steps; updates in run.mode offline).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,10 @@ def check_trackers(trackers: Sequence[str]) -> tuple[str, ...]:
         try:
             import wandb  # noqa: F401
         except ImportError as err:
-            raise TrackerError(f"run.trackers includes wandb, but wandb cannot be imported ({err}): "
-                               f"{WANDB_INSTALL_HINT}; or drop it (run.trackers=[tensorboard])") from err
+            raise TrackerError(
+                f"run.trackers includes wandb, but wandb cannot be imported ({err}): "
+                f"{WANDB_INSTALL_HINT}; or drop it (run.trackers=[tensorboard])"
+            ) from err
     return tuple(trackers)
 
 
@@ -68,21 +71,40 @@ class WandbTracker:
         self.dir = Path(run_dir) / WANDB_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.mode = mode or os.environ.get("WANDB_MODE") or "offline"
-        settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_machine_info=True,
-                                  disable_git=True, save_code=False)
+        settings = wandb.Settings(
+            silent=True,
+            console="off",
+            x_disable_stats=True,
+            x_disable_machine_info=True,
+            disable_git=True,
+            save_code=False,
+        )
         try:
             with _cache_dir(self.dir / "cache"):  # the W&B service's own log, otherwise in ~/.cache/wandb
-                self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_dir.name,
-                                      group=run_dir.name, dir=str(run_dir), mode=self.mode,
-                                      config=_resolved_config(run_dir), reinit="create_new", settings=settings)
+                self.run = wandb.init(
+                    project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+                    name=run_dir.name,
+                    group=run_dir.name,
+                    dir=str(run_dir),
+                    mode=self.mode,
+                    config=_resolved_config(run_dir),
+                    reinit="create_new",
+                    settings=settings,
+                )
         except Exception as err:  # wandb raises its own kinds (UsageError, CommError, ...)
-            raise TrackerError(f"wandb.init failed in {self.dir} (mode {self.mode}): {err}. TensorBoard and "
-                               "progress.jsonl do not need it: drop wandb from run.trackers to go on without") from err
+            raise TrackerError(
+                f"wandb.init failed in {self.dir} (mode {self.mode}): {err}. TensorBoard and "
+                "progress.jsonl do not need it: drop wandb from run.trackers to go on without"
+            ) from err
         self.run.define_metric(STEP_METRIC)
         self.run.define_metric("*", step_metric=STEP_METRIC)
-        logger.info("W&B run %s (%s) in %s%s", self.run.id, self.mode, self.dir,
-                    "; upload it with `wandb sync " + str(self.dir) + "/offline-run-*`" if self.mode == "offline"
-                    else "")
+        logger.info(
+            "W&B run %s (%s) in %s%s",
+            self.run.id,
+            self.mode,
+            self.dir,
+            "; upload it with `wandb sync " + str(self.dir) + "/offline-run-*`" if self.mode == "offline" else "",
+        )
 
     def scalars(self, values: Mapping[str, Any], step: int) -> None:
         self.run.log({**values, STEP_METRIC: step})

@@ -13,6 +13,7 @@ That still fails for anything that changes what the BEV shows: an object that va
 route or a wider box (hundreds of pixels move, far over the cap: a route 2 px thicker at 192 px moves
 about 800 of them over 80 m).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,7 @@ def _neighbourhood_has(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     found = np.zeros(values.shape, dtype=bool)
     for dr in range(3):
         for dc in range(3):
-            found |= padded[dr:dr + height, dc:dc + width] == wanted
+            found |= padded[dr : dr + height, dc : dc + width] == wanted
     return found
 
 
@@ -56,8 +57,10 @@ def picture_differences(got: np.ndarray, want: np.ndarray) -> str | None:
     stray = differ & ~moved
     if stray.any():
         rows, cols = np.nonzero(stray)
-        return (f"{int(stray.sum())} pixels differ from everything around them, first at (row {rows[0]}, col "
-                f"{cols[0]}): {got[rows[0], cols[0]]} where the reference has {want[rows[0], cols[0]]}")
+        return (
+            f"{int(stray.sum())} pixels differ from everything around them, first at (row {rows[0]}, col "
+            f"{cols[0]}): {got[rows[0], cols[0]]} where the reference has {want[rows[0], cols[0]]}"
+        )
     return None
 
 

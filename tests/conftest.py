@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need the CARLA town maps find them through $MENTOR_MAPS_DIR
 (`.ci/run` points it at ../shared/maps/carla); without maps they skip locally and fail in CI."""
+
 import os
 
 import pytest

@@ -15,6 +15,7 @@ Modes:
                   ignored SIGTERM), so only a SIGKILL to the whole group stops both
 A port that is already in use fails the bind as CARLA does: "bind: Address already in use", exit 1.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The collection policies: the expert with DART-style held perturbations, and random actions."""
+
 from types import SimpleNamespace
 
 import numpy as np

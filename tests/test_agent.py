@@ -1,5 +1,6 @@
 """The actor-critic agents and policies on the small preset: acting, one update per algorithm, exact
 checkpoint round trips, and the same numbers as the single Agent class they replaced."""
+
 import dataclasses
 import json
 import math
@@ -46,12 +47,23 @@ def random_batch(n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     def uniform(*shape: int) -> np.ndarray:
         return rng.uniform(-1, 1, shape).astype(np.float32)
 
-    return {"bev": bev, "state": state, "next_bev": next_bev, "next_state": next_state,
-            "action": uniform(n, 2), "reward": uniform(n), "discount": np.full(n, 0.97, np.float32),
-            "cost": np.zeros(n, np.float32), "clip_margin": np.zeros(n, np.float32),
-            "clip_margin_mask": np.zeros(n, np.float32), "safety": np.zeros(n, np.float32),
-            "safety_mask": np.zeros(n, np.float32), "vlm_action": uniform(n, 2) * vlm_mask[:, None],
-            "vlm_action_mask": vlm_mask, "policy_version": np.zeros(n, np.int64)}
+    return {
+        "bev": bev,
+        "state": state,
+        "next_bev": next_bev,
+        "next_state": next_state,
+        "action": uniform(n, 2),
+        "reward": uniform(n),
+        "discount": np.full(n, 0.97, np.float32),
+        "cost": np.zeros(n, np.float32),
+        "clip_margin": np.zeros(n, np.float32),
+        "clip_margin_mask": np.zeros(n, np.float32),
+        "safety": np.zeros(n, np.float32),
+        "safety_mask": np.zeros(n, np.float32),
+        "vlm_action": uniform(n, 2) * vlm_mask[:, None],
+        "vlm_action_mask": vlm_mask,
+        "policy_version": np.zeros(n, np.int64),
+    }
 
 
 def act(policy, observation, explore, step=0):
@@ -138,8 +150,9 @@ def test_state_dict_round_trip_resumes_exactly(algorithm, tmp_path):
     torch.save(snapshot, tmp_path / "agent.pt")
     restored = make_agent(cfg, seed=7)
     restored.load_state_dict(torch.load(tmp_path / "agent.pt", weights_only=True))  # no pickle needed
-    assert all(torch.equal(a, b) for a, b in zip(original.policy_weights().values(),
-                                                 restored.policy_weights().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(original.policy_weights().values(), restored.policy_weights().values())
+    )
     expected = original.update(second, step=11)
     assert restored.update(second, step=11) == expected
     # The snapshot is a copy: updating the original afterwards did not change it.

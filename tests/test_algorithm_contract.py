@@ -3,6 +3,7 @@
 is registered. Each is built by the factory, samples a batch of its own kind from a real replay,
 updates on it, saves, reloads to the same numbers, and publishes weights that a Policy loads and acts
 with."""
+
 import dataclasses
 import math
 
@@ -45,7 +46,9 @@ def replay() -> ReplayBuffer:
     chunk["episode_id"][:] = np.arange(rows) // 60
     answered = (np.arange(rows) % 2 == 0) & ~chunk["is_last"]
     for name, shape in (("clip_margin", ()), ("safety", ()), ("vlm_action", (2,)), ("expert_action", (2,))):
-        chunk[name][:] = rng.uniform(0 if not shape else -1, 1, (rows, *shape)) * answered.reshape(-1, *[1] * len(shape))
+        chunk[name][:] = rng.uniform(0 if not shape else -1, 1, (rows, *shape)) * answered.reshape(
+            -1, *[1] * len(shape)
+        )
         chunk[f"{name}_mask"][:] = answered
     buffer = ReplayBuffer(1000, seed=0)
     buffer.add(chunk)

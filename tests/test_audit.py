@@ -1,5 +1,6 @@
 """Safety-label audit: future-infraction targets that respect episode ends, AUROC by ranks, calibration
 bins, and the CLI on a tiny labelled dataset."""
+
 import json
 import math
 import sys
@@ -18,6 +19,7 @@ META = {"town": "Generated", "traffic": "regular", "route_suite": "generated", "
 
 
 # ------------------------------------------------------------------------------------------ targets
+
 
 def two_episodes():
     """Rows 0-3 are episode 7 (row 3 is_last), rows 4-7 episode 8 (row 7 is_last)."""
@@ -48,6 +50,7 @@ def test_targets_never_cross_into_the_next_episode():
 
 # -------------------------------------------------------------------------------------------- auroc
 
+
 def test_auroc_hand_cases():
     targets = np.array([0, 0, 1, 1], bool)
     assert auroc(np.array([0.1, 0.2, 0.3, 0.4]), targets) == 1.0
@@ -69,6 +72,7 @@ def test_auroc_matches_counting_pairs_with_many_ties():
 
 
 # -------------------------------------------------------------------------------------- calibration
+
 
 def test_calibration_bins_hand_case():
     cal = calibration_bins(np.array([0.05, 0.15, 0.12, 0.95, 1.0]), np.array([0, 0, 1, 1, 1], bool), bins=10)
@@ -96,6 +100,7 @@ def test_audit_scores_only_valid_transition_rows():
 
 # ---------------------------------------------------------------------------------------------- CLI
 
+
 def labelled_episode(stream, start, episode_id, infraction_at, safety_of):
     """10 transitions (11 rows) from step `start`; cost 1 on transition `infraction_at` (None: none) and
     safety per row index from `safety_of(i)`. The shard's own safety columns are zero."""
@@ -119,9 +124,15 @@ def build_dataset(directory, with_labels=True, infractions=True):
     episodes 1000, 1001 without infractions, safety 0.9."""
     create_dataset(directory, META)
     at = (lambda i: i) if infractions else (lambda i: None)
-    plan = {0: [(0, at(5), lambda i: 1.0 - toward(5)(i)), (1, at(2), lambda i: 0.95),
-                (2, at(5), toward(5)), (3, at(1), toward(1))],
-            1: [(1000, None, lambda i: 0.9), (1001, None, lambda i: 0.9)]}
+    plan = {
+        0: [
+            (0, at(5), lambda i: 1.0 - toward(5)(i)),
+            (1, at(2), lambda i: 0.95),
+            (2, at(5), toward(5)),
+            (3, at(1), toward(1)),
+        ],
+        1: [(1000, None, lambda i: 0.9), (1001, None, lambda i: 0.9)],
+    }
     for stream, episodes in plan.items():
         sink, step, safeties = ParquetSink(directory, stream, rows_per_shard=1), 0, []
         for episode_id, infraction_at, safety_of in episodes:
@@ -135,16 +146,20 @@ def build_dataset(directory, with_labels=True, infractions=True):
 
 
 def write_label_files(directory, stream, safeties):
-    """One label file per shard, as dataset/label.py writes them (step, safety, safety_mask)."""
+    """One label file per shard, as cluster/label.py writes them (step, safety, safety_mask)."""
     steps = np.concatenate([s for s, _ in safeties])
     values = np.concatenate([v for _, v in safeties])
     (directory / LABELS_DIR / "clip").mkdir(parents=True, exist_ok=True)
     for shard in [s for s in list_shards(directory) if s.stream_id == stream]:
         shard_steps = pq.read_table(shard.path, columns=["step"]).column("step").to_numpy()
         index = np.searchsorted(steps, shard_steps)
-        table = pa.table({"step": pa.array(shard_steps, pa.int64()),
-                          "safety": pa.array(values[index], pa.float32()),
-                          "safety_mask": pa.array(np.ones(len(index)), pa.float32())})
+        table = pa.table(
+            {
+                "step": pa.array(shard_steps, pa.int64()),
+                "safety": pa.array(values[index], pa.float32()),
+                "safety_mask": pa.array(np.ones(len(index)), pa.float32()),
+            }
+        )
         write_parquet_atomically(table, directory / LABELS_DIR / "clip" / shard.name)
 
 
@@ -179,8 +194,19 @@ def test_cli_audits_a_world_models_predicted_safety_too(tmp_path, capsys, monkey
     inspect = types.ModuleType("learners.world_model.inspect")
     inspect.predicted_safety = predicted_safety
     monkeypatch.setitem(sys.modules, "learners.world_model.inspect", inspect)
-    args = [str(tmp_path / "data"), "--held-out-fraction", "0.5", "--png", str(tmp_path / "a.png"), "--json",
-            "--ks", "1", "5", "--predicted", str(tmp_path / "run")]
+    args = [
+        str(tmp_path / "data"),
+        "--held-out-fraction",
+        "0.5",
+        "--png",
+        str(tmp_path / "a.png"),
+        "--json",
+        "--ks",
+        "1",
+        "5",
+        "--predicted",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     world = result["scorers"]["world model"]
@@ -193,7 +219,7 @@ def test_cli_without_safety_labels_names_the_column_and_the_fix(tmp_path, capsys
     build_dataset(tmp_path / "data", with_labels=False)
     assert main([str(tmp_path / "data"), "--png", str(tmp_path / "a.png")]) == 2
     err = capsys.readouterr().err
-    assert "'safety'" in err and "safety_mask" in err and "python -m dataset.label" in err and "--model clip" in err
+    assert "'safety'" in err and "safety_mask" in err and "python -m cluster.label" in err and "--model clip" in err
     assert not (tmp_path / "a.png").exists()
 
 

@@ -1,4 +1,5 @@
 """Bad input stops at start with the file or field, the problem and the fix; nothing is written."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,8 +10,7 @@ from inference.clip_data import read_dataset
 
 
 def args(tmp_path, *extra):
-    return ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", f"run.runs_dir={tmp_path}",
-            *extra]
+    return ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", f"run.runs_dir={tmp_path}", *extra]
 
 
 def test_a_damaged_parquet_dataset_names_the_file_and_the_fix(tmp_path):
@@ -45,8 +45,18 @@ def test_an_offline_run_without_a_dataset_names_the_field(tmp_path, caplog):
 
 
 def test_a_dataset_directory_that_is_not_one_names_the_field(tmp_path, caplog):
-    assert train.main(args(tmp_path, "run.mode=offline", "run.total_updates=5", "workers.num_workers=1",
-                           f"data.dataset={tmp_path / 'nothing'}")) == 2
+    assert (
+        train.main(
+            args(
+                tmp_path,
+                "run.mode=offline",
+                "run.total_updates=5",
+                "workers.num_workers=1",
+                f"data.dataset={tmp_path / 'nothing'}",
+            )
+        )
+        == 2
+    )
     assert "data.dataset:" in caplog.text and "dataset.json is missing" in caplog.text and "collect.py" in caplog.text
     assert not list(tmp_path.glob("quickstart-*"))
 

@@ -1,4 +1,5 @@
 """BEV rendering: hand-checkable geometry at 5 px/m, ego at (col 96, row 152) of 192 px."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,7 @@ def make_snapshot(
     vehicles, walkers = np.asarray(vehicles, float).reshape(-1, 5), np.asarray(walkers, float).reshape(-1, 5)
     return Snapshot(
         time=0.0,
-        ego=EgoState(x=ego_xy[0], y=ego_xy[1], yaw=ego_yaw, speed=0.0, v_lateral=0.0, accel=0.0,
-                     length=4.5, width=2.0),
+        ego=EgoState(x=ego_xy[0], y=ego_xy[1], yaw=ego_yaw, speed=0.0, v_lateral=0.0, accel=0.0, length=4.5, width=2.0),
         vehicles=vehicles,
         vehicle_speeds=np.zeros(len(vehicles)),
         walkers=walkers,
@@ -142,7 +142,7 @@ def test_vehicle_only_in_current_frame(empty_static):
         renderer.push(make_snapshot())
     masks, _ = render_one(renderer, make_snapshot(vehicles=[[10.0, 0.0, 0.0, 4.0, 2.0]]))
     assert masks[CH_VEHICLES + 3, 51, 48] == 255
-    assert not masks[CH_VEHICLES:CH_VEHICLES + 3].any()
+    assert not masks[CH_VEHICLES : CH_VEHICLES + 3].any()
     assert not masks[CH_WALKERS:].any()
 
 
@@ -196,7 +196,7 @@ def test_reset_clears_history(empty_static):
 def test_render_before_push_uses_current_snapshot(empty_static):
     snap = make_snapshot(vehicles=[[10.0, 0.0, 0.0, 4.0, 2.0]])
     masks, _ = BevRenderer(empty_static).render(snap, FAR_ROUTE, 0)
-    assert (masks[CH_VEHICLES:CH_VEHICLES + 4, 51, 48] == 255).all()
+    assert (masks[CH_VEHICLES : CH_VEHICLES + 4, 51, 48] == 255).all()
 
 
 def test_vehicle_on_ego_right_appears_on_image_right(empty_static):

@@ -10,6 +10,7 @@ show (tests/bev_pictures.py: boundaries may move by one pixel, on at most 0.5% o
 because OpenCV's run-time SIMD kernels round differently on different CPUs. A change of what the
 BEV shows fails here with the first step that differs and what differs.
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,9 @@ def load_golden(town: str, traffic: str, route: int, seed: int) -> dict[str, np.
         return {key: data[key] for key in data.files}
 
 
-def bev_episode(town: str, traffic: str, route: int, seed: int, steps: int = STEPS,
-                rgb: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def bev_episode(
+    town: str, traffic: str, route: int, seed: int, steps: int = STEPS, rgb: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Masks [T, 15, 96, 96] and RGB images [T, 192, 192, 3] (None without `rgb`) of every step (the
     reset included) of the expert driving `route` of the town's shipped suite."""
     from envs.driving_env import DrivingEnv
@@ -113,11 +115,18 @@ if __name__ == "__main__" and "--write" in sys.argv:
     write_golden()
 
 
-@pytest.mark.parametrize("overrides, extra, reads", [
-    ([], None, False),                                                     # the expert advisor: privileged state only
-    (["feedback.model=expert+clip", "feedback.wanted=[vlm_action,clip_margin]"], None, True),  # CLIP reads the image
-    ([], {"rgb_bev": ((192, 192, 3), np.dtype(np.uint8))}, True),           # a collection stores it
-])
+@pytest.mark.parametrize(
+    "overrides, extra, reads",
+    [
+        ([], None, False),  # the expert advisor: privileged state only
+        (
+            ["feedback.model=expert+clip", "feedback.wanted=[vlm_action,clip_margin]"],
+            None,
+            True,
+        ),  # CLIP reads the image
+        ([], {"rgb_bev": ((192, 192, 3), np.dtype(np.uint8))}, True),  # a collection stores it
+    ],
+)
 def test_workers_render_the_rgb_image_only_when_something_reads_it(overrides, extra, reads):
     from actors.assembly import worker_reads_rgb_bev
     from configs.loader import load_config

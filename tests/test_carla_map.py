@@ -1,5 +1,6 @@
 """The CARLA map read offline (carla.Map from xodr text): static BEV layers, routing, and parity
 with the SUMO net the embedded simulator runs on (Town01 and Town02)."""
+
 import math
 
 import numpy as np
@@ -44,11 +45,20 @@ def _middle_of_longest_lane(town_map: CarlaTownMap) -> np.ndarray:
 
 
 def _snapshot(x: float, y: float, yaw: float) -> Snapshot:
-    return Snapshot(time=0.0, ego=EgoState(x, y, yaw, 0.0, 0.0, 0.0, 4.9, 2.1, Control()),
-                    vehicles=empty_boxes(), vehicle_speeds=np.zeros(0), walkers=empty_boxes(),
-                    walker_speeds=np.zeros(0), walkers_on_road=np.zeros(0, dtype=bool),
-                    stop_lines=StopLines.empty(), next_light=None, stop_zones=empty_boxes(),
-                    at_stop_sign=False, on_drivable=True)
+    return Snapshot(
+        time=0.0,
+        ego=EgoState(x, y, yaw, 0.0, 0.0, 0.0, 4.9, 2.1, Control()),
+        vehicles=empty_boxes(),
+        vehicle_speeds=np.zeros(0),
+        walkers=empty_boxes(),
+        walker_speeds=np.zeros(0),
+        walkers_on_road=np.zeros(0, dtype=bool),
+        stop_lines=StopLines.empty(),
+        next_light=None,
+        stop_zones=empty_boxes(),
+        at_stop_sign=False,
+        on_drivable=True,
+    )
 
 
 def test_carla_frame_is_mirrored(town01):
@@ -70,11 +80,13 @@ def _straight(key, x0, y0, length, successors=(), left=None, right=None, junctio
 def test_lane_change_where_only_the_other_lane_leads_on():
     # Two same-direction lanes; only the left one (y = 3.5) continues to the goal road.
     right, left, goal = (1, 0, -1), (1, 0, -2), (2, 0, -1)
-    graph = LaneGraph({
-        right: _straight(right, 0.0, 0.0, 60.0, left=left),
-        left: _straight(left, 0.0, 3.5, 60.0, successors=[goal], right=right),
-        goal: _straight(goal, 60.0, 3.5, 40.0),
-    })
+    graph = LaneGraph(
+        {
+            right: _straight(right, 0.0, 0.0, 60.0, left=left),
+            left: _straight(left, 0.0, 3.5, 60.0, successors=[goal], right=right),
+            goal: _straight(goal, 60.0, 3.5, 40.0),
+        }
+    )
     route = graph.plan((right, 10.0), (goal, 20.0))
     assert [k for k, _ in graph.search((right, 10.0), (goal, 20.0))] == [right, left, goal]
     assert RouteCommand.CHANGE_LANE_LEFT in set(route.commands.tolist())
@@ -111,15 +123,16 @@ class _TownChecks:
         static = pair.carla.static_layers
         mask = ego_road_mask(static, x, y, yaw)
         assert static.is_drivable(x, y)
-        assert (mask[EGO_ROW - 10:EGO_ROW + 10, EGO_COL - 3:EGO_COL + 4] == 255).all()
+        assert (mask[EGO_ROW - 10 : EGO_ROW + 10, EGO_COL - 3 : EGO_COL + 4] == 255).all()
         # The lane runs straight ahead (up the image) for at least 10 m.
-        assert (mask[EGO_ROW - int(10 * PIXELS_PER_METRE):EGO_ROW, EGO_COL] == 255).all()
+        assert (mask[EGO_ROW - int(10 * PIXELS_PER_METRE) : EGO_ROW, EGO_COL] == 255).all()
         # A road of two 4 m lanes: 12 m to the side is off the road, on one side at least.
         side = int(12 * PIXELS_PER_METRE)
         assert mask[EGO_ROW, EGO_COL - side] == 0 or mask[EGO_ROW, EGO_COL + side] == 0
         # The same picture as the BEV renderer's road channel (max-pooled to 96 px).
-        masks, _ = BevRenderer(static).render(_snapshot(x, y, yaw),
-                                              Route(np.array([[x, y], [x + 1, y]]), np.zeros(2), np.full(2, 4)), 0)
+        masks, _ = BevRenderer(static).render(
+            _snapshot(x, y, yaw), Route(np.array([[x, y], [x + 1, y]]), np.zeros(2), np.full(2, 4)), 0
+        )
         pooled = mask.reshape(96, 2, 96, 2).max(axis=(1, 3))
         assert np.mean(pooled == masks[CH_ROAD]) > 0.999
 

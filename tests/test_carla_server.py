@@ -4,6 +4,7 @@ These tests exercise the supervision logic against a stand-in program (tests/sta
 not CARLA itself: it crashes, hangs, ignores SIGTERM and answers a line protocol on demand. Only the
 `carla`-marked test at the end starts a real server (deselected by default).
 """
+
 from __future__ import annotations
 
 import os
@@ -123,8 +124,14 @@ def test_ready_server_reports_version_map_and_ports(tmp_path):
 def test_command_line():
     base = CarlaServerSettings()
     command = server_command("/carla/CarlaUE4.sh", base, 2000)
-    assert command[:6] == ["/carla/CarlaUE4.sh", "-RenderOffScreen", "-nosound", "-carla-rpc-port=2000",
-                           "-carla-streaming-port=2001", "-quality-level=Low"]
+    assert command[:6] == [
+        "/carla/CarlaUE4.sh",
+        "-RenderOffScreen",
+        "-nosound",
+        "-carla-rpc-port=2000",
+        "-carla-streaming-port=2001",
+        "-quality-level=Low",
+    ]
     assert "-nullrhi" not in command and not any(a.startswith("-graphicsadapter") for a in command)
     gpu = server_command("/c.sh", CarlaServerSettings(gpu_index=1, extra_args=("-foo",)), 3000)
     assert gpu[-2:] == ["-graphicsadapter=1", "-foo"]
@@ -261,8 +268,13 @@ def test_missing_installation_names_the_paths_searched(tmp_path, monkeypatch):
     with pytest.raises(CarlaNotFoundError) as info:
         find_carla_executable(settings)
     message = str(info.value)
-    for path in (tmp_path / "config-root", tmp_path / "env-root", Path("/opt/carla-simulator"),
-                 tmp_path / "home" / "carla", tmp_path / "home" / "CARLA_0.9.16"):
+    for path in (
+        tmp_path / "config-root",
+        tmp_path / "env-root",
+        Path("/opt/carla-simulator"),
+        tmp_path / "home" / "carla",
+        tmp_path / "home" / "CARLA_0.9.16",
+    ):
         assert str(path / "CarlaUE4.sh") in message
     assert "CARLA_ROOT" in message and isinstance(info.value, FileNotFoundError)
     with pytest.raises(CarlaNotFoundError):
@@ -287,8 +299,9 @@ def test_real_carla_server_starts(tmp_path):
         find_carla_executable(CarlaServerSettings())
     except CarlaNotFoundError as exc:
         pytest.skip(str(exc))
-    settings = CarlaServerSettings(rpc_port=0, nullrhi=os.environ.get("MENTOR_CARLA_NULLRHI") == "1",
-                                   ready_timeout_s=180, log_dir=str(tmp_path))
+    settings = CarlaServerSettings(
+        rpc_port=0, nullrhi=os.environ.get("MENTOR_CARLA_NULLRHI") == "1", ready_timeout_s=180, log_dir=str(tmp_path)
+    )
     with CarlaServer(settings) as server:
         assert server.version and server.version.startswith("0.9")
         assert server.map_name and "Town" in server.map_name
@@ -306,9 +319,14 @@ def test_servers_of_a_killed_launcher_are_reaped_and_others_are_not(tmp_path):
         "server = make_server(Path(sys.argv[1]), 'ok')\n"
         "server.start()\n"
         "print(server.pgid, flush=True)\n"
-        "time.sleep(600)\n")
-    launcher = subprocess.Popen([sys.executable, "-c", child_code, str(tmp_path)], stdout=subprocess.PIPE,
-                                text=True, cwd=Path(__file__).parents[1])
+        "time.sleep(600)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", child_code, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
     try:
         orphan_pgid = int(launcher.stdout.readline())
     finally:

@@ -1,5 +1,6 @@
 """Signals and value conversions of the CARLA backend, offline: stop lines read from carla.Map on
 Town01/Town02 agree with the SUMO net's, and carla value types convert into Mentor's frame."""
+
 import math
 
 import carla
@@ -60,8 +61,7 @@ def test_routes_meet_the_same_lights_in_both_backends(pair):
 
 def test_lights_on_route_ignores_the_opposite_direction():
     lines = _straight_town_lines()
-    east = Route(xy=np.stack([np.arange(0.0, 50.0), np.zeros(50)], axis=1), yaw=np.zeros(50),
-                 commands=np.full(50, 4))
+    east = Route(xy=np.stack([np.arange(0.0, 50.0), np.zeros(50)], axis=1), yaw=np.zeros(50), commands=np.full(50, 4))
     west = Route(xy=east.xy[::-1].copy(), yaw=np.full(50, math.pi), commands=np.full(50, 4))
     assert [round(s) for s, _ in lights_on_route(east, lines)] == [20]
     assert lights_on_route(west, lines) == []
@@ -70,8 +70,10 @@ def test_lights_on_route_ignores_the_opposite_direction():
 def _straight_town_lines():
     from envs.carla.signals import SignalLine
 
-    return [SignalLine("1", "light", np.array([20.0, 1.75, 20.0, -1.75]), np.array([1.0, 0.0]), 1.75),
-            SignalLine("2", "stop", np.array([30.0, 1.75, 30.0, -1.75]), np.array([1.0, 0.0]), 1.75)]
+    return [
+        SignalLine("1", "light", np.array([20.0, 1.75, 20.0, -1.75]), np.array([1.0, 0.0]), 1.75),
+        SignalLine("2", "stop", np.array([30.0, 1.75, 30.0, -1.75]), np.array([1.0, 0.0]), 1.75),
+    ]
 
 
 def test_stop_zone_lies_before_its_line():
@@ -99,8 +101,15 @@ def test_ego_state_mirrors_carla_frame(plain_map):
     # Heading CARLA yaw +90 deg (towards CARLA +y) is -90 deg in Mentor's right-handed frame.
     transform = carla.Transform(carla.Location(x=10.0, y=20.0, z=0.3), carla.Rotation(yaw=90.0))
     box = carla.BoundingBox(carla.Location(x=0.5, y=0.0, z=0.7), carla.Vector3D(2.4, 1.0, 0.8))
-    ego = readout.ego_state(plain_map, transform, box, carla.Vector3D(0.3, 5.0, 0.0), carla.Vector3D(0.0, 2.0, 0.0),
-                            Control(throttle=0.6, steer=-0.25), gear=2)
+    ego = readout.ego_state(
+        plain_map,
+        transform,
+        box,
+        carla.Vector3D(0.3, 5.0, 0.0),
+        carla.Vector3D(0.0, 2.0, 0.0),
+        Control(throttle=0.6, steer=-0.25),
+        gear=2,
+    )
     # The box sits 0.5 m ahead of the origin: CARLA (10, 20.5) -> Mentor (10, -20.5).
     assert (ego.x, ego.y) == pytest.approx((10.0, -20.5), abs=1e-4)
     assert ego.yaw == pytest.approx(-math.pi / 2)
@@ -120,8 +129,13 @@ def test_reversing_reads_as_zero_speed(plain_map):
 
 
 def test_boxes_and_speeds(plain_map):
-    actors = [(carla.Transform(carla.Location(x=1.0, y=2.0), carla.Rotation(yaw=180.0)),
-               carla.BoundingBox(carla.Location(), carla.Vector3D(0.3, 0.3, 0.9)), carla.Vector3D(3.0, 4.0, 0.0))]
+    actors = [
+        (
+            carla.Transform(carla.Location(x=1.0, y=2.0), carla.Rotation(yaw=180.0)),
+            carla.BoundingBox(carla.Location(), carla.Vector3D(0.3, 0.3, 0.9)),
+            carla.Vector3D(3.0, 4.0, 0.0),
+        )
+    ]
     boxes, speeds = readout.boxes(plain_map, actors)
     np.testing.assert_allclose(boxes, [[1.0, -2.0, -math.pi, 0.6, 0.6]], atol=1e-6)
     np.testing.assert_allclose(speeds, [5.0])

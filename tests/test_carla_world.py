@@ -4,6 +4,7 @@ Tests marked `carla` need a CARLA 0.9.16 installation ($CARLA_ROOT) and a GPU or
 with `pytest -m carla`. Each starts its own supervised server. The first test needs no server: the
 real carla client meets a port where nothing answers.
 """
+
 import socket
 
 import pytest
@@ -41,8 +42,13 @@ def server(tmp_path_factory):
 
 
 def _env(server, **kwargs) -> DrivingEnv:
-    return DrivingEnv(town="Town01", backend="carla", server=server,
-                      carla=CarlaSettings(port=server.rpc_port, tm_port=server.tm_port), **kwargs)
+    return DrivingEnv(
+        town="Town01",
+        backend="carla",
+        server=server,
+        carla=CarlaSettings(port=server.rpc_port, tm_port=server.tm_port),
+        **kwargs,
+    )
 
 
 @pytest.mark.carla
@@ -109,6 +115,12 @@ def test_a_killed_server_is_reported_as_lost_and_stopped(tmp_path):
     import sys
     from pathlib import Path
 
-    result = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path)], check=False, capture_output=True,
-                            text=True, timeout=600, cwd=Path(__file__).parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )
     assert "LOST True False" in result.stdout, result.stdout + result.stderr

@@ -1,4 +1,5 @@
 """The main job and the benchmark as a user runs them (subprocesses: each owns its simulation)."""
+
 import json
 import subprocess
 import sys
@@ -18,8 +19,19 @@ def run(*args, timeout=300):
 
 def test_drive_prints_the_metric_table_and_writes_a_gif(tmp_path):
     gif, table = tmp_path / "expert.gif", tmp_path / "metrics.json"
-    result = run("drive.py", "--town", "Generated", "--traffic", "regular", "--routes", "1",
-                 "--gif", str(gif), "--json", str(table))
+    result = run(
+        "drive.py",
+        "--town",
+        "Generated",
+        "--traffic",
+        "regular",
+        "--routes",
+        "1",
+        "--gif",
+        str(gif),
+        "--json",
+        str(table),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "driving_score" in result.stdout and "mean (Generated, regular)" in result.stdout
     rows = json.loads(table.read_text())

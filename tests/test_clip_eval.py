@@ -1,4 +1,5 @@
 """Conditional 30-way CLIP action retrieval metrics and the confusion plot, against hand-computed values."""
+
 import json
 
 import numpy as np
@@ -71,17 +72,20 @@ def test_confusion_rows_normalised_or_counted():
     assert counts.sum() == 4 and counts[0, 0] == 1 and counts[0, 5] == 1
 
 
-@pytest.mark.parametrize("logits,labels,match", [
-    (np.zeros((4, 29)), TRUE, r"\[N, 30\]"),
-    (np.zeros(30), TRUE[:1], r"\[N, 30\]"),
-    (np.zeros((0, 30)), np.array([], dtype=int), "at least one sample"),
-    (np.zeros((3, 30)), TRUE, "expected 3, got 4"),
-    (np.zeros((4, 30)), np.array([0, 1, 2, 30]), r"0\.\.29"),
-    (np.zeros((4, 30)), np.array([0, -1, 2, 3]), r"0\.\.29"),
-    (np.zeros((4, 30)), TRUE.astype(float), "integer"),
-    (np.zeros((4, 30)), TRUE[:, None], "1-D"),
-    (np.full((4, 30), np.nan), TRUE, "finite"),
-])
+@pytest.mark.parametrize(
+    "logits,labels,match",
+    [
+        (np.zeros((4, 29)), TRUE, r"\[N, 30\]"),
+        (np.zeros(30), TRUE[:1], r"\[N, 30\]"),
+        (np.zeros((0, 30)), np.array([], dtype=int), "at least one sample"),
+        (np.zeros((3, 30)), TRUE, "expected 3, got 4"),
+        (np.zeros((4, 30)), np.array([0, 1, 2, 30]), r"0\.\.29"),
+        (np.zeros((4, 30)), np.array([0, -1, 2, 3]), r"0\.\.29"),
+        (np.zeros((4, 30)), TRUE.astype(float), "integer"),
+        (np.zeros((4, 30)), TRUE[:, None], "1-D"),
+        (np.full((4, 30), np.nan), TRUE, "finite"),
+    ],
+)
 def test_retrieval_metrics_validation(logits, labels, match):
     with pytest.raises(ValueError, match=match):
         retrieval_metrics(logits, labels)

@@ -1,21 +1,35 @@
 """The CLIP action-alignment prompt library and margin, against hand-computed values."""
+
 import numpy as np
 import pytest
 
 from envs.types import RouteCommand
-from inference.clip_prompts import (RunningMeanStd, action_index, alignment_margin, context_index,
-                                    lateral_bin, longitudinal_bin, neighbour_mask, prompt_library, speed_bin)
+from inference.clip_prompts import (
+    action_index,
+    alignment_margin,
+    context_index,
+    lateral_bin,
+    longitudinal_bin,
+    neighbour_mask,
+    prompt_library,
+    speed_bin,
+)
+from learners.reward_shaping import RunningMeanStd
 
 
 def test_720_distinct_prompts_in_context_blocks_of_30():
     library = prompt_library()
     assert len(library) == 720 and len(set(library)) == 720
-    assert library[0] == ("Command is to turn left at the intersection. The car is currently stopped. "
-                          "Action behavior: The car is braking hard and going straight.")
+    assert library[0] == (
+        "Command is to turn left at the intersection. The car is currently stopped. "
+        "Action behavior: The car is braking hard and going straight."
+    )
     # context (follow lane, moderate speed) = 3 * 4 + 2 = 14; behaviour (accelerating, turning right) = 3 * 5 + 4
     assert context_index(int(RouteCommand.LANE_FOLLOW), 3.0) == 14
-    assert library[14 * 30 + 19] == ("Command is to follow the current lane. The car is driving at a moderate "
-                                     "speed. Action behavior: The car is accelerating and turning right.")
+    assert library[14 * 30 + 19] == (
+        "Command is to follow the current lane. The car is driving at a moderate "
+        "speed. Action behavior: The car is accelerating and turning right."
+    )
 
 
 @pytest.mark.parametrize("speed,expected", [(0.0, 0), (0.099, 0), (0.1, 1), (1.99, 1), (2.0, 2), (4.49, 2), (4.5, 3)])
@@ -23,15 +37,29 @@ def test_speed_bins(speed, expected):
     assert speed_bin(speed) == expected
 
 
-@pytest.mark.parametrize("throttle,brake,expected", [(0, 0.6, 0), (0, 0.5, 1), (0, 0.06, 1), (0.9, 0, 2),
-                                                     (0.8, 0, 3), (0.31, 0, 3), (0.3, 0, 4), (0.06, 0, 4),
-                                                     (0.05, 0, 5), (0, 0, 5)])
+@pytest.mark.parametrize(
+    "throttle,brake,expected",
+    [
+        (0, 0.6, 0),
+        (0, 0.5, 1),
+        (0, 0.06, 1),
+        (0.9, 0, 2),
+        (0.8, 0, 3),
+        (0.31, 0, 3),
+        (0.3, 0, 4),
+        (0.06, 0, 4),
+        (0.05, 0, 5),
+        (0, 0, 5),
+    ],
+)
 def test_longitudinal_bins(throttle, brake, expected):
     assert longitudinal_bin(throttle, brake) == expected
 
 
-@pytest.mark.parametrize("steer,expected", [(0.0, 0), (0.049, 0), (-0.049, 0), (-0.31, 1), (-0.3, 2), (-0.05, 2),
-                                            (0.31, 3), (0.3, 4), (0.05, 4)])
+@pytest.mark.parametrize(
+    "steer,expected",
+    [(0.0, 0), (0.049, 0), (-0.049, 0), (-0.31, 1), (-0.3, 2), (-0.05, 2), (0.31, 3), (0.3, 4), (0.05, 4)],
+)
 def test_lateral_bins(steer, expected):
     assert lateral_bin(steer) == expected
 

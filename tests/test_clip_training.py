@@ -1,5 +1,6 @@
 """CLIP training from driving data: the caption loss by hand, and collect -> train -> evaluate ->
 serve -> label on the embedded simulator with a tiny open_clip model."""
+
 import json
 import math
 
@@ -8,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from configs.loader import load_config
 import collect
+from configs.loader import load_config
+from core.feedback import FeedbackItem
 from inference.clip_data import captions_from_transitions, decode_png, label_safety, read_dataset
 from inference.clip_prompts import LATERAL, LONGITUDINAL, SPEED_PHRASES
 from inference.clip_training import TrainSettings, caption_contrastive_loss, train_clip
-from inference.feedback import FeedbackItem
 from inference.registry import build_model
 
 pytestmark = pytest.mark.sim
@@ -39,8 +40,18 @@ def test_distinct_captions_give_the_clip_loss():
 def test_collect_train_evaluate_serve_and_label(tmp_path):
     data = tmp_path / "clip.parquet"
     for steps in (48, 96):  # two collections into one dataset: two streams, two episodes to hold one out
-        assert collect.main(["--config", "configs/collect/clip.yaml", "env.town=Generated",
-                             f"run.total_env_steps={steps}", f"collect.output={tmp_path / 'transitions'}"]) == 0
+        assert (
+            collect.main(
+                [
+                    "--config",
+                    "configs/collect/clip.yaml",
+                    "env.town=Generated",
+                    f"run.total_env_steps={steps}",
+                    f"collect.output={tmp_path / 'transitions'}",
+                ]
+            )
+            == 0
+        )
     summary = captions_from_transitions(tmp_path / "transitions", data)
     assert 80 <= summary["rows"] <= 96 and summary["town"] == "Generated"  # minus any pre-infraction steps
     table = read_dataset(data)
@@ -60,12 +71,24 @@ def test_collect_train_evaluate_serve_and_label(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["history"][0]["epoch"] == 1
 
     # The trained checkpoint is what the CLIP feedback model serves.
-    config = load_config(None, ["feedback.model=clip", "feedback.wanted=[clip_margin, safety]",
-                                f"feedback.clip.checkpoint={out}"]).feedback
+    config = load_config(
+        None, ["feedback.model=clip", "feedback.wanted=[clip_margin, safety]", f"feedback.clip.checkpoint={out}"]
+    ).feedback
     model = build_model(config)
     image = decode_png(row["image_png"])
-    (result,) = model([FeedbackItem(0, 0, ("clip_margin", "safety"), row["command"], row["speed"],
-                                    np.array(row["expert_action"], np.float32), image=image)])
+    (result,) = model(
+        [
+            FeedbackItem(
+                0,
+                0,
+                ("clip_margin", "safety"),
+                row["command"],
+                row["speed"],
+                np.array(row["expert_action"], np.float32),
+                image=image,
+            )
+        ]
+    )
     assert 0.0 <= result.values["clip_margin"] <= 1.0 and 0.0 <= result.values["safety"] <= 1.0
 
     label_safety(data, model.image_safety)

@@ -1,5 +1,6 @@
 """End to end on a real local Ray cluster: Serve feedback, learner on a logical GPU, workers on
 CPUs, metrics on the Prometheus endpoint, a killed worker replaced without losing shipped data."""
+
 import socket
 import time
 import urllib.request
@@ -26,17 +27,28 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def metrics_port():
     port = free_port()
-    ray.init(address="local", num_cpus=6, num_gpus=1, include_dashboard=False, _metrics_export_port=port,
-             log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=6, num_gpus=1, include_dashboard=False, _metrics_export_port=port, log_to_driver=False
+    )
     yield port
     ray.shutdown()
 
 
 def quick_config(*extra, **overrides):
-    return load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
-                       ["workers.num_workers=2", "workers.random_steps=200", "learner.learning_starts=200",
-                        "learner.batch_size=16", "learner.samples_per_insert=4", "run.shutdown_ray=false",
-                        "eval.max_steps=100", *extra, *(f"{k}={v}" for k, v in overrides.items())])
+    return load_config(
+        [CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
+        [
+            "workers.num_workers=2",
+            "workers.random_steps=200",
+            "learner.learning_starts=200",
+            "learner.batch_size=16",
+            "learner.samples_per_insert=4",
+            "run.shutdown_ray=false",
+            "eval.max_steps=100",
+            *extra,
+            *(f"{k}={v}" for k, v in overrides.items()),
+        ],
+    )
 
 
 def run_until(runtime, steps, timeout_s=240):
@@ -60,7 +72,7 @@ def rows_by_stream(run_dir) -> dict[int, list[int]]:
     journal = ReplayJournal(run_dir / "replay")
     replay = ReplayBuffer(max(16, sum(segment.rows for segment in journal.segments)))
     journal.rebuild(replay)
-    streams, steps = replay.arrays["stream_id"][:len(replay)], replay.arrays["step"][:len(replay)]
+    streams, steps = replay.arrays["stream_id"][: len(replay)], replay.arrays["step"][: len(replay)]
     return {int(s): sorted(steps[streams == s].tolist()) for s in set(streams.tolist())}
 
 
@@ -96,8 +108,11 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
         assert report["feedback/availability"] > 0.9
 
         # A dead feedback replica: its items go unanswered (mask 0) until Serve replaces it; no hang.
-        (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                      if "SERVE_REPLICA" in a["name"] and runtime.app_name in a["name"]]
+        (replica,) = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "SERVE_REPLICA" in a["name"] and runtime.app_name in a["name"]
+        ]
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=False)
         run_until(runtime, runtime.env_steps + 600)
 
@@ -114,11 +129,18 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
         assert set(stored) == set(reports)
 
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-        for name in ("ray_mentor_env_steps", "ray_mentor_learner_updates", "ray_mentor_replay_size",
-                     "ray_mentor_feedback_pending", "ray_mentor_policy_lag", "ray_mentor_feedback_latency_s_bucket",
-                     # counters that may still be 0 exist from the start, so a dashboard shows 0, not "no data"
-                     "ray_mentor_backpressure_waits", "ray_mentor_simulator_failures",
-                     "ray_mentor_feedback_failed_calls"):
+        for name in (
+            "ray_mentor_env_steps",
+            "ray_mentor_learner_updates",
+            "ray_mentor_replay_size",
+            "ray_mentor_feedback_pending",
+            "ray_mentor_policy_lag",
+            "ray_mentor_feedback_latency_s_bucket",
+            # counters that may still be 0 exist from the start, so a dashboard shows 0, not "no data"
+            "ray_mentor_backpressure_waits",
+            "ray_mentor_simulator_failures",
+            "ray_mentor_feedback_failed_calls",
+        ):
             assert name in body, f"{name} missing from the metrics endpoint"
     finally:
         runtime.shutdown()
@@ -214,9 +236,17 @@ def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
 
     torch.manual_seed(0)
     checkpoint = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
-    runtime = launch(quick_config(**{"feedback.model": "expert+clip", "feedback.wanted": "[vlm_action,clip_margin]",
-                                     "feedback.clip.checkpoint": str(checkpoint), "learner.clip_reward_scale": 0.25}),
-                     tmp_path / "clip")
+    runtime = launch(
+        quick_config(
+            **{
+                "feedback.model": "expert+clip",
+                "feedback.wanted": "[vlm_action,clip_margin]",
+                "feedback.clip.checkpoint": str(checkpoint),
+                "learner.clip_reward_scale": 0.25,
+            }
+        ),
+        tmp_path / "clip",
+    )
     try:
         report = run_until(runtime, 700)
         assert report["replay_feedback_clip_margin"] > 0.5 and report["replay_feedback_vlm_action"] > 0.5
@@ -237,9 +267,18 @@ def test_a_carla_server_that_never_gets_ready_fails_its_actor_and_then_the_run(m
     standin = Path(__file__).with_name("standin_carla_server.py")
     script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{standin}" --mode hang "$@"\n')
     script.chmod(0o755)
-    config = quick_config(**{"env.backend": "carla", "env.carla.executable": str(script), "env.carla.port": 0,
-                             "env.carla.ready_timeout_s": 2, "env.carla.log_dir": str(tmp_path / "logs"),
-                             "workers.num_workers": 1, "workers.max_failures_in_a_row": 2, "feedback.mode": "off"})
+    config = quick_config(
+        **{
+            "env.backend": "carla",
+            "env.carla.executable": str(script),
+            "env.carla.port": 0,
+            "env.carla.ready_timeout_s": 2,
+            "env.carla.log_dir": str(tmp_path / "logs"),
+            "workers.num_workers": 1,
+            "workers.max_failures_in_a_row": 2,
+            "feedback.mode": "off",
+        }
+    )
     runtime = launch(config, tmp_path / "carla")
     try:
         with pytest.raises(RuntimeError, match=r"(?s)failed 2 times in a row.*not ready within 2 s.*last log lines"):

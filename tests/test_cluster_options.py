@@ -1,4 +1,5 @@
 """Wiring decisions that need no running cluster: actor options and path resolution."""
+
 import os
 
 from cluster.feedback_service import _actor_options

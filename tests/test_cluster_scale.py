@@ -1,6 +1,7 @@
 """benchmarks/cluster_scale.py's measurements at tiny scale on a two-node Cluster of this test's
 own: two synthetic workers ship to the real learner through the real driver loop, two clients
 drive the real feedback app with one replica; nothing is lost on either path."""
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -41,8 +42,9 @@ def test_every_shipped_transition_reaches_the_learner(cluster, tmp_path):
 
 def test_every_feedback_item_is_answered(cluster):
     try:
-        rows, _ = measure_feedback(scale_config(2, train=False), replicas=1, client_counts=[2], seconds=1.0,
-                                   cpu=ProcessCpu(), warmup_s=0.5)
+        rows, _ = measure_feedback(
+            scale_config(2, train=False), replicas=1, client_counts=[2], seconds=1.0, cpu=ProcessCpu(), warmup_s=0.5
+        )
     finally:
         delete_feedback_app()
     row = rows[0]

@@ -13,10 +13,20 @@ def test_every_shipped_config_loads(path):
 
 
 def test_overrides_with_dotted_paths():
-    config = load_config(CONFIG_DIR / "quickstart.yaml",
-                         ["learner.batch_size=32", "agent.guidance.vmr_weight=1.0", "feedback.model=expert+clip",
-                          "feedback.wanted=[vlm_action, safety]", "env.town=Generated", "run.mode=local",
-                          "workers.num_workers=1", "agent.lr=3e-4", "agent.drqv2.std_steps=500"])
+    config = load_config(
+        CONFIG_DIR / "quickstart.yaml",
+        [
+            "learner.batch_size=32",
+            "agent.guidance.vmr_weight=1.0",
+            "feedback.model=expert+clip",
+            "feedback.wanted=[vlm_action, safety]",
+            "env.town=Generated",
+            "run.mode=local",
+            "workers.num_workers=1",
+            "agent.lr=3e-4",
+            "agent.drqv2.std_steps=500",
+        ],
+    )
     assert config.learner.batch_size == 32 and config.agent.guidance.vmr_weight == 1.0
     assert config.feedback.wanted == ("vlm_action", "safety") and config.env.town == "Generated"
     assert config.run.mode == "local" and config.agent.lr == 3e-4  # e-notation is a number, not a string
@@ -29,26 +39,32 @@ def test_whole_numbers_in_e_notation_are_integers():
     assert config.run.total_env_steps == 20_000 and isinstance(config.run.total_env_steps, int)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("agent.algorithm=ppo", "agent.algorithm = 'ppo' is invalid: must be one of drqv2, sac, td3"),
-    ("learner.batch_size=0", "learner.batch_size = 0 is invalid: must be an integer >= 1"),
-    ("learner.batch_size=1.5", "learner.batch_size = 1.5 is invalid: must be a whole number"),
-    ("agent.gamma=1.5", "agent.gamma = 1.5 is invalid: must be a number in [0, 1)"),
-    ("agent.guidance.vmr_wieght=1", "unknown field agent.guidance.vmr_wieght"),
-    ("feedback.wanted=[vlm_action, mood]", "feedback.wanted"),
-    ("learner", "must look like section.field=value"),
-    ("env.backend=unreal", "env.backend = 'unreal' is invalid: must be one of sumo, carla"),
-    ("env.carla.port=70000", "env.carla.port = 70000 is invalid: must be an integer in [0, 65535] (port)"),
-    ("env.carla.tick_timeout_s=0", "env.carla.tick_timeout_s = 0.0 is invalid: must be a number > 0 (s)"),
-    # Values that used to crash or hang the run at its first update or tick:
-    ("learner.publish_every_updates=0", "learner.publish_every_updates = 0 is invalid: must be an integer >= 1"),
-    ("agent.td3.policy_delay=0", "agent.td3.policy_delay = 0 is invalid: must be an integer >= 1"),
-    ("workers.pull_weights_every_steps=0", "workers.pull_weights_every_steps = 0 is invalid: must be an integer >= 1"),
-    ("eval.routes=[]", "eval.routes = () is invalid: must be a non-empty list"),
-    # Fields that moved tell where they went:
-    ("agent.std_steps=5", "agent.std_steps has moved: it is now agent.drqv2.std_steps"),
-    ("run.local=true", "run.local has moved: it is now run.mode (local or ray)"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("agent.algorithm=ppo", "agent.algorithm = 'ppo' is invalid: must be one of drqv2, sac, td3"),
+        ("learner.batch_size=0", "learner.batch_size = 0 is invalid: must be an integer >= 1"),
+        ("learner.batch_size=1.5", "learner.batch_size = 1.5 is invalid: must be a whole number"),
+        ("agent.gamma=1.5", "agent.gamma = 1.5 is invalid: must be a number in [0, 1)"),
+        ("agent.guidance.vmr_wieght=1", "unknown field agent.guidance.vmr_wieght"),
+        ("feedback.wanted=[vlm_action, mood]", "feedback.wanted"),
+        ("learner", "must look like section.field=value"),
+        ("env.backend=unreal", "env.backend = 'unreal' is invalid: must be one of sumo, carla"),
+        ("env.carla.port=70000", "env.carla.port = 70000 is invalid: must be an integer in [0, 65535] (port)"),
+        ("env.carla.tick_timeout_s=0", "env.carla.tick_timeout_s = 0.0 is invalid: must be a number > 0 (s)"),
+        # Values that used to crash or hang the run at its first update or tick:
+        ("learner.publish_every_updates=0", "learner.publish_every_updates = 0 is invalid: must be an integer >= 1"),
+        ("agent.td3.policy_delay=0", "agent.td3.policy_delay = 0 is invalid: must be an integer >= 1"),
+        (
+            "workers.pull_weights_every_steps=0",
+            "workers.pull_weights_every_steps = 0 is invalid: must be an integer >= 1",
+        ),
+        ("eval.routes=[]", "eval.routes = () is invalid: must be a non-empty list"),
+        # Fields that moved tell where they went:
+        ("agent.std_steps=5", "agent.std_steps has moved: it is now agent.drqv2.std_steps"),
+        ("run.local=true", "run.local has moved: it is now run.mode (local or ray)"),
+    ],
+)
 def test_invalid_values_name_the_field_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(CONFIG_DIR / "quickstart.yaml", [override])
@@ -102,25 +118,31 @@ def test_extends_merges_sections_and_refuses_loops(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["learner.clip_reward_scale=0.25"], "learner.clip_reward_scale needs the clip_margin feedback"),
-    (["feedback.model=clip", "feedback.wanted=[clip_margin]"], "agent.guidance (VMR/AWAG) needs the vlm_action"),
-    (["feedback.wanted=[vlm_action, safety]"], "feedback.model = 'expert' answers ['vlm_action']"),
-    (["learner.semantic_reward_scale=0.5", "feedback.model=expert+clip"], "semantic_reward_scale needs the safety"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["learner.clip_reward_scale=0.25"], "learner.clip_reward_scale needs the clip_margin feedback"),
+        (["feedback.model=clip", "feedback.wanted=[clip_margin]"], "agent.guidance (VMR/AWAG) needs the vlm_action"),
+        (["feedback.wanted=[vlm_action, safety]"], "feedback.model = 'expert' answers ['vlm_action']"),
+        (["learner.semantic_reward_scale=0.5", "feedback.model=expert+clip"], "semantic_reward_scale needs the safety"),
+    ],
+)
 def test_feedback_a_loss_needs_must_be_asked_for(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(CONFIG_DIR / "quickstart.yaml", overrides)
 
 
 def test_carla_backend_settings():
-    config = load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.carla_root=carla-0.9.16",
-                                                          "workers.server_resource=carla_server"])
+    config = load_config(
+        CONFIG_DIR / "quickstart.yaml",
+        ["env.backend=carla", "env.carla.carla_root=carla-0.9.16", "workers.server_resource=carla_server"],
+    )
     assert config.env.backend == "carla" and config.env.carla.launch and config.env.carla.nullrhi
     assert config.env.carla.carla_root == "carla-0.9.16"
     with pytest.raises(ConfigError, match=re.escape("env.carla.launch=false connects every worker to 127.0.0.1:2000")):
-        load_config(CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.launch=false",
-                                                     "workers.num_workers=2"])
+        load_config(
+            CONFIG_DIR / "quickstart.yaml", ["env.backend=carla", "env.carla.launch=false", "workers.num_workers=2"]
+        )
 
 
 def test_every_numeric_field_declares_its_unit_and_range():

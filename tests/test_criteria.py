@@ -9,8 +9,9 @@ from tests.snapshots import snapshot
 
 
 def progress(lateral=0.0, completion=0.5):
-    return RouteProgress(index=0, lateral=lateral, heading_error=0.0, completion=completion,
-                         command=RouteCommand.LANE_FOLLOW)
+    return RouteProgress(
+        index=0, lateral=lateral, heading_error=0.0, completion=completion, command=RouteCommand.LANE_FOLLOW
+    )
 
 
 def test_time_limit_from_route_length():

@@ -1,5 +1,6 @@
 """Transition datasets on Parquet: the schema round trip, shards of whole episodes with nothing lost,
 clear errors for bad files, label merging, and the learner filled from a dataset."""
+
 import json
 
 import numpy as np
@@ -9,12 +10,21 @@ import pytest
 
 from configs.loader import load_config
 from core import CannotStart
-from dataset.parquet import (LABELS_DIR, SHARDS_DIR, DatasetError, ParquetDataset, ParquetSink, create_dataset,
-                             list_shards, read_metadata, write_parquet_atomically)
+from dataset.parquet import (
+    LABELS_DIR,
+    SHARDS_DIR,
+    DatasetError,
+    ParquetDataset,
+    ParquetSink,
+    create_dataset,
+    list_shards,
+    read_metadata,
+    write_parquet_atomically,
+)
+from dataset.rows import ROW_SPEC
 from dataset.schema import SCHEMA, SchemaMismatch, check_schema, from_table, to_table
 from dataset.summary import summarize
 from learners.learner import Learner
-from learners.replay import ROW_SPEC
 from tests.test_replay import episode
 
 META = {"town": "Generated", "traffic": "regular", "route_suite": "generated", "policy": "expert"}
@@ -64,7 +74,7 @@ def test_sink_writes_whole_episodes_and_loses_nothing(tmp_path):
     shipped = episodes(2, 5, 6)  # 5 episodes of 7 rows
     for chunk in shipped:
         for begin in range(0, 7, 3):  # shipped in pieces that do not follow episode ends
-            sink.write({key: value[begin:begin + 3] for key, value in chunk.items()})
+            sink.write({key: value[begin : begin + 3] for key, value in chunk.items()})
     partial = episode(2, 35, 4)
     sink.write({key: value[:3] for key, value in partial.items()})  # an unfinished episode
     shards_before_close = list_shards(tmp_path)
@@ -133,9 +143,13 @@ def test_a_shard_with_a_wrong_schema_names_its_columns(tmp_path):
 def test_label_files_are_merged_row_for_row(tmp_path):
     shards = write_shards(tmp_path, streams=(0,), count=1)
     n = pq.ParquetFile(shards[0].path).metadata.num_rows
-    labels = pa.table({"step": pa.array(np.arange(n), pa.int64()),
-                       "safety": pa.array(np.full(n, 0.25), pa.float32()),
-                       "safety_mask": pa.array(np.ones(n), pa.float32())})
+    labels = pa.table(
+        {
+            "step": pa.array(np.arange(n), pa.int64()),
+            "safety": pa.array(np.full(n, 0.25), pa.float32()),
+            "safety_mask": pa.array(np.ones(n), pa.float32()),
+        }
+    )
     (tmp_path / LABELS_DIR / "clip").mkdir(parents=True)
     write_parquet_atomically(labels, tmp_path / LABELS_DIR / "clip" / shards[0].name)
     chunk = next(ParquetDataset(tmp_path).chunks())
@@ -156,8 +170,18 @@ def test_summary_counts_episodes_and_bytes(tmp_path):
 
 
 def offline_config(dataset, *extra):
-    return load_config([], ["run.mode=offline", f"data.dataset={dataset}", "run.total_updates=4",
-                            "learner.batch_size=4", "agent.algorithm=td3bc", "workers.num_workers=1", *extra])
+    return load_config(
+        [],
+        [
+            "run.mode=offline",
+            f"data.dataset={dataset}",
+            "run.total_updates=4",
+            "learner.batch_size=4",
+            "agent.algorithm=td3bc",
+            "workers.num_workers=1",
+            *extra,
+        ],
+    )
 
 
 def test_the_learner_learns_from_a_dataset_without_env_steps(tmp_path):
@@ -170,9 +194,17 @@ def test_the_learner_learns_from_a_dataset_without_env_steps(tmp_path):
 
 def test_online_batches_mix_in_the_dataset_at_the_configured_fraction(tmp_path):
     write_shards(tmp_path / "data", streams=(7,), count=4, length=5)
-    config = load_config([], [f"data.dataset={tmp_path / 'data'}", "data.offline_fraction=0.25",
-                              "learner.batch_size=8", "workers.num_workers=1", "run.mode=local",
-                              "learner.learning_starts=0"])
+    config = load_config(
+        [],
+        [
+            f"data.dataset={tmp_path / 'data'}",
+            "data.offline_fraction=0.25",
+            "learner.batch_size=8",
+            "workers.num_workers=1",
+            "run.mode=local",
+            "learner.learning_starts=0",
+        ],
+    )
     learner = Learner(config, tmp_path / "replay")
     for chunk in episodes(3, 3, 5):
         learner.add(chunk)
@@ -201,7 +233,7 @@ def test_bev_storage_is_compact(tmp_path):
     chunk["bev"][:] = 0
     for i in range(64):
         chunk["bev"][i, 0, 20:70, 30:60] = 255  # road
-        chunk["bev"][i, 3, 10 + i % 40:20 + i % 40, 40:45] = 255  # a moving car
+        chunk["bev"][i, 3, 10 + i % 40 : 20 + i % 40, 40:45] = 255  # a moving car
     sink = ParquetSink(tmp_path, 0)
     sink.write(chunk)
     sink.close()

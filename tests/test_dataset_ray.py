@@ -1,15 +1,16 @@
 """Collection and labelling on a local Ray cluster: two collector actors write their own streams,
 Ray Data labels every shard with a feedback model, and a labelling that stopped halfway resumes
 without labelling finished shards again."""
+
 import numpy as np
 import pytest
 import ray
 
 from actors.collection import collection_config, collection_plan
 from cluster.collection import collect_on_ray
+from cluster.label import label_dataset
 from configs.loader import load_config
 from configs.schema import FeedbackConfig
-from dataset.label import label_dataset
 from dataset.parquet import LABELS_DIR, ParquetDataset, list_shards
 from dataset.summary import summarize
 
@@ -24,10 +25,19 @@ def cluster():
 
 
 def test_collect_on_ray_then_label_and_resume_labelling(cluster, tmp_path):
-    config = collection_config(load_config(
-        ["configs/collect/expert.yaml", "configs/debug.yaml"],
-        ["workers.num_workers=2", "run.total_env_steps=400", f"collect.output={tmp_path / 'data'}",
-         "collect.rows_per_shard=50", "workers.chunk_size=16", "workers.pull_weights_every_steps=50"]))
+    config = collection_config(
+        load_config(
+            ["configs/collect/expert.yaml", "configs/debug.yaml"],
+            [
+                "workers.num_workers=2",
+                "run.total_env_steps=400",
+                f"collect.output={tmp_path / 'data'}",
+                "collect.rows_per_shard=50",
+                "workers.chunk_size=16",
+                "workers.pull_weights_every_steps=50",
+            ],
+        )
+    )
     plan = collection_plan(config)
     finals = collect_on_ray(config, plan)
     assert sorted(r["stream_id"] for r in finals) == [0, 1]
@@ -39,8 +49,10 @@ def test_collect_on_ray_then_label_and_resume_labelling(cluster, tmp_path):
     result = label_dataset(plan.directory, FeedbackConfig(model="expert", wanted=("vlm_action",)))
     assert result["shards_labelled"] == len(list_shards(plan.directory)) and result["rows"] == s["rows"]
     chunks = list(ParquetDataset(plan.directory).chunks())
-    rows = {key: np.concatenate([c[key] for c in chunks]) for key in ("vlm_action", "vlm_action_mask",
-                                                                       "expert_action", "is_last")}
+    rows = {
+        key: np.concatenate([c[key] for c in chunks])
+        for key in ("vlm_action", "vlm_action_mask", "expert_action", "is_last")
+    }
     transition = ~rows["is_last"]
     assert np.all(rows["vlm_action_mask"][transition] == 1.0)
     assert np.array_equal(rows["vlm_action"][transition], rows["expert_action"][transition])

@@ -1,6 +1,7 @@
 """A full disk under a run directory: the run stops with a checkpoint while one still fits, or says
 "no space left on <device> for <run dir>" with the bytes needed and the resume command when a write
 failed anyway; either way the resume afterwards has every row."""
+
 import errno
 import json
 import os
@@ -55,13 +56,21 @@ def test_the_guard_asks_for_a_checkpoint_and_a_margin(tmp_path, monkeypatch):
 
 
 def local_args(runs, *extra):
-    return ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-            "workers.num_workers=1", f"run.runs_dir={runs}", "run.progress_every_s=1", *extra]
+    return [
+        "--config",
+        "configs/quickstart.yaml",
+        "--config",
+        "configs/debug.yaml",
+        "run.mode=local",
+        "workers.num_workers=1",
+        f"run.runs_dir={runs}",
+        "run.progress_every_s=1",
+        *extra,
+    ]
 
 
 @pytest.mark.sim
-def test_a_disk_running_out_stops_the_run_with_a_checkpoint_and_the_resume_has_every_row(tmp_path, monkeypatch,
-                                                                                          caplog):
+def test_a_disk_running_out_stops_the_run_with_a_checkpoint_and_the_resume_has_every_row(tmp_path, monkeypatch, caplog):
     looks = {"n": 0}
     real_free = disk.free_bytes
 
@@ -88,8 +97,10 @@ def _small_tmpfs(path: Path, size_mib: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", f"mentor-{uuid.uuid4().hex[:8]}",
-                           str(path)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", f"mentor-{uuid.uuid4().hex[:8]}", str(path)],
+        capture_output=True,
+    )
     return done.returncode == 0
 
 
@@ -102,8 +113,13 @@ def test_a_disk_filled_from_outside_ends_the_run_with_the_message_and_the_resume
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     try:
         command = [sys.executable, "train.py", *local_args(mount, "run.total_env_steps=100000")]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + 180
         while True:  # until rows are stored
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]

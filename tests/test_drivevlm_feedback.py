@@ -2,6 +2,7 @@
 stand-in VLM describer: the static and dynamic pathways' numbers, batching (one image encoding,
 one VLM call, one text encoding per batch), only gated items reaching the VLM, and unusable
 descriptions leaving the score unavailable."""
+
 import dataclasses
 
 import numpy as np
@@ -10,9 +11,9 @@ import torch
 
 from configs.loader import load_config
 from configs.schema import DriveVlmConfig
+from core.feedback import FeedbackItem, validate
 from inference.clip_model import ClipModel, ClipSource
 from inference.drivevlm_feedback import DriveVlmFeedback
-from inference.feedback import FeedbackItem, validate
 
 POSITIVE, NEGATIVE = "The road is clear with no car accidents", "Two cars have collided with each other on the road"
 DYNAMIC = "The road ahead is clear with no obstacles"
@@ -48,13 +49,29 @@ def image(seed):
 def item(step, gate=False, k=3, wanted=("semantic_score",), with_image=True, frames=True):
     img = image(step)
     window = tuple(image(1000 + step * 10 + j) for j in range(k)) + (img,) if gate and frames else None
-    return FeedbackItem(env_id=0, step=step, wanted=wanted, command=4, speed=3.0, action=np.zeros(2, np.float32),
-                        image=img if with_image else None, frames=window, gate=gate)
+    return FeedbackItem(
+        env_id=0,
+        step=step,
+        wanted=wanted,
+        command=4,
+        speed=3.0,
+        action=np.zeros(2, np.float32),
+        image=img if with_image else None,
+        frames=window,
+        gate=gate,
+    )
 
 
 def model(clip, describer, alpha=1.0, beta=1.0):
-    return DriveVlmFeedback(clip, describer, alpha=alpha, beta=beta, static_positive=POSITIVE,
-                            static_negative=NEGATIVE, dynamic_positive=DYNAMIC)
+    return DriveVlmFeedback(
+        clip,
+        describer,
+        alpha=alpha,
+        beta=beta,
+        static_positive=POSITIVE,
+        static_negative=NEGATIVE,
+        dynamic_positive=DYNAMIC,
+    )
 
 
 def cosines(clip, img, texts):
@@ -129,7 +146,7 @@ def test_each_batch_makes_its_own_single_vlm_call(tiny_clip):
 
 
 def test_unusable_descriptions_leave_the_score_unavailable(tiny_clip):
-    describer = Describer(answer=lambda windows: [RISK, None, "   ", 7][:len(windows)])
+    describer = Describer(answer=lambda windows: [RISK, None, "   ", 7][: len(windows)])
     m = model(tiny_clip, describer)
     results = m([item(1, gate=True), item(2, gate=True), item(3, gate=True), item(4, gate=True), item(5)])
     got = scores(results)
@@ -180,9 +197,17 @@ def test_the_registry_builds_it_from_the_config(tiny_clip, tmp_path, monkeypatch
 
     monkeypatch.setattr(inference.vlm_advisor, "VlmAdvisor", FakeAdvisor)
     checkpoint = tiny_clip.save(tmp_path / "clip")
-    config = load_config(None, ["feedback.model=drivevlm", "feedback.wanted=[semantic_score]",
-                                f"feedback.clip.checkpoint={checkpoint}", "feedback.clip.device=cpu",
-                                "feedback.vlm.model=/models/describer", "feedback.drivevlm.alpha=2"]).feedback
+    config = load_config(
+        None,
+        [
+            "feedback.model=drivevlm",
+            "feedback.wanted=[semantic_score]",
+            f"feedback.clip.checkpoint={checkpoint}",
+            "feedback.clip.device=cpu",
+            "feedback.vlm.model=/models/describer",
+            "feedback.drivevlm.alpha=2",
+        ],
+    ).feedback
     m = build_model(config)
     assert isinstance(m, DriveVlmFeedback) and isinstance(m.describer, FakeAdvisor)
     assert built["model"] == "/models/describer" and built["max_tokens"] == config.vlm.max_tokens

@@ -2,6 +2,7 @@
 normalisation of the semantic score, the synthesis, the penalty, and the worker-side row reward
 (frames window, gate counting, the reward written at shipping, semantic fields stripped).
 Every expected number is worked out by hand in the comment beside it."""
+
 import itertools
 import math
 
@@ -11,6 +12,8 @@ import pytest
 from actors.row_reward import DriveVlmReward, EnvReward, make_row_reward
 from configs.loader import load_config
 from configs.schema import DriveVlmConfig
+from core.feedback import FeedbackResult, validate
+from dataset.rows import ROW_SPEC
 from envs.attention_gate import attention_gate, route_projection
 from envs.semantic_reward import (
     CenterHistory,
@@ -23,8 +26,6 @@ from envs.semantic_reward import (
     target_speed,
 )
 from envs.types import Route, RouteCommand
-from inference.feedback import FeedbackResult, validate
-from learners.replay import ROW_SPEC
 from tests.snapshots import snapshot
 
 CONFIG = DriveVlmConfig()  # lo -0.03, hi 0, v_max 25 km/h, 3 m, 90 deg, 0.4 m, penalty -10
@@ -54,6 +55,7 @@ CORNER = route([(0, 0), (20, 0), (20, 40)])  # 20 m east, then 40 m north
 
 # ----- the gate --------------------------------------------------------------------------------
 
+
 def test_projection_on_a_straight_route():
     along, lateral = route_projection(np.array([[10.0, 2.0], [30.0, -1.5], [-3.0, 0.0], [70.0, 0.0]]), STRAIGHT)
     np.testing.assert_allclose(along, [10.0, 30.0, -3.0, 60.0])  # behind the start: the first segment extended
@@ -68,15 +70,18 @@ def test_projection_around_a_corner():
     np.testing.assert_allclose(lateral, [2.0, 3.0])
 
 
-@pytest.mark.parametrize("walkers, open_", [
-    ([], False),  # nobody: closed
-    ([walker(10, 2)], True),  # 10 m ahead, 2 m aside
-    ([walker(25, 4)], True),  # exactly at both limits (25 m, 4 m): inside
-    ([walker(25.5, 0)], False),  # beyond 25 m along the route
-    ([walker(10, 4.5)], False),  # 4.5 m aside: too far from the path
-    ([walker(-2, 0)], False),  # behind the ego
-    ([walker(-2, 0), walker(40, 0), walker(12, -3)], True),  # one of several is enough
-])
+@pytest.mark.parametrize(
+    "walkers, open_",
+    [
+        ([], False),  # nobody: closed
+        ([walker(10, 2)], True),  # 10 m ahead, 2 m aside
+        ([walker(25, 4)], True),  # exactly at both limits (25 m, 4 m): inside
+        ([walker(25.5, 0)], False),  # beyond 25 m along the route
+        ([walker(10, 4.5)], False),  # 4.5 m aside: too far from the path
+        ([walker(-2, 0)], False),  # behind the ego
+        ([walker(-2, 0), walker(40, 0), walker(12, -3)], True),  # one of several is enough
+    ],
+)
 def test_gate_on_a_straight_route(walkers, open_):
     assert attention_gate(snapshot(walkers=walkers), STRAIGHT, max_ahead=25.0, max_lateral=4.0) is open_
 
@@ -91,6 +96,7 @@ def test_gate_follows_the_route_not_the_straight_line():
 
 # ----- the factors, the normalisation, the synthesis -------------------------------------------
 
+
 def test_lane_factors_are_vlm_rls():
     assert centering_factor(0.75, 3.0) == pytest.approx(0.75)  # 1 - 0.75 / 3
     assert centering_factor(-1.5, 3.0) == pytest.approx(0.5)  # unsigned
@@ -102,12 +108,17 @@ def test_lane_factors_are_vlm_rls():
     assert stability_factor(0.5, 0.4) == 0.0
 
 
-@pytest.mark.parametrize("score, r_norm", [
-    (-0.015, 0.5),  # midway between lo = -0.03 and hi = 0
-    (-0.03, 0.0), (-0.2, 0.0),  # at or below lo: stop
-    (0.0, 1.0), (0.4, 1.0),  # at or above hi: full target speed
-    (-0.0075, 0.75),  # (-0.0075 + 0.03) / 0.03
-])
+@pytest.mark.parametrize(
+    "score, r_norm",
+    [
+        (-0.015, 0.5),  # midway between lo = -0.03 and hi = 0
+        (-0.03, 0.0),
+        (-0.2, 0.0),  # at or below lo: stop
+        (0.0, 1.0),
+        (0.4, 1.0),  # at or above hi: full target speed
+        (-0.0075, 0.75),  # (-0.0075 + 0.03) / 0.03
+    ],
+)
 def test_normalised_score_clips_then_scales(score, r_norm):
     assert normalised_score(score, -0.03, 0.0) == pytest.approx(r_norm)
     assert target_speed(score, CONFIG) == pytest.approx(r_norm * V_MAX)
@@ -122,8 +133,9 @@ def test_defaults_reproduce_vlm_rls_published_normalisation(z):
 
 
 def factors(speed=0.0, center=0.0, heading=0.0, std=0.0, catastrophic=False):
-    return StepFactors(speed=speed, center_distance=center, heading_error=heading, center_std=std,
-                       catastrophic=catastrophic)
+    return StepFactors(
+        speed=speed, center_distance=center, heading_error=heading, center_std=std, catastrophic=catastrophic
+    )
 
 
 def test_synthesis_multiplies_speed_and_lane_factors():
@@ -172,6 +184,7 @@ def test_center_history_is_the_population_std_of_the_latest_window():
 
 # ----- the worker's row reward -----------------------------------------------------------------
 
+
 def frame(value):
     return np.full((192, 192, 3), value, np.uint8)
 
@@ -197,6 +210,7 @@ def test_window_pads_with_the_first_frame_and_keeps_k_plus_1():
 def test_frames_go_only_with_an_open_gate_and_the_gate_rate_counts():
     reward = DriveVlmReward(DriveVlmConfig(history_frames=1))
     reward.start_episode(info(1))
+
     def near():
         return snapshot(walkers=[walker(10, 1)]), STRAIGHT
 
@@ -224,8 +238,9 @@ def test_rows_ship_with_the_synthesized_reward_and_without_semantic_fields():
     reward.start_episode(info())
     # scored: R_norm 0.5, v = v_des; lateral 0.75 (std 0 on the first step); heading 22.5 deg:
     # 1 * 0.75 * 0.75 * 1 = 0.5625
-    row = reward.finish(pending_row(reward, info(speed=V_MAX / 2, lateral=0.75, heading=math.radians(22.5)),
-                                    score=-0.015, mask=1.0))
+    row = reward.finish(
+        pending_row(reward, info(speed=V_MAX / 2, lateral=0.75, heading=math.radians(22.5)), score=-0.015, mask=1.0)
+    )
     assert row["reward"] == pytest.approx(0.5625) and row["reward"].dtype == np.float32
     assert set(row) == {"reward"}  # semantic_score, its mask and the factors are gone
     # unscored (mask 0): R_norm 1, v_des 25 km/h; 5 m/s; lateral 0.75 again (std of 0.75, 0.75 = 0):
@@ -270,11 +285,21 @@ def test_the_replay_row_layout_has_no_semantic_field():
     assert not any(key.startswith("semantic_score") for key in ROW_SPEC)
 
 
-@pytest.mark.parametrize("value, ok", [
-    (0.25, True), (-0.7, True), (np.float32(0.1), True), (3, True),
-    (float("nan"), False), (float("inf"), False), (None, False), ("0.1", False), (True, False),
-    (np.array([0.1, 0.2]), False),
-])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        (0.25, True),
+        (-0.7, True),
+        (np.float32(0.1), True),
+        (3, True),
+        (float("nan"), False),
+        (float("inf"), False),
+        (None, False),
+        ("0.1", False),
+        (True, False),
+        (np.array([0.1, 0.2]), False),
+    ],
+)
 def test_semantic_score_validation(value, ok):
     number, available = validate("semantic_score", value)
     assert available is ok and (number is None) is (not ok)
@@ -284,10 +309,22 @@ def test_run_metrics_merge_the_workers_drivevlm_counts():
     from actors.reporting import drivevlm_metrics
 
     def report(requested, gated, synthesized, unscored, answers, latency_sum):
-        return {"feedback": {"requested_items": requested, "gated_items": gated, "synthesized_steps": synthesized,
-                             "unscored_steps": unscored, "vlm_answers": answers, "vlm_latency_sum_s": latency_sum}}
+        return {
+            "feedback": {
+                "requested_items": requested,
+                "gated_items": gated,
+                "synthesized_steps": synthesized,
+                "unscored_steps": unscored,
+                "vlm_answers": answers,
+                "vlm_latency_sum_s": latency_sum,
+            }
+        }
 
     merged = drivevlm_metrics([report(100, 10, 98, 2, 10, 5.0), report(300, 30, 300, 6, 20, 4.0)])
-    assert merged == {"drivevlm/gate_rate": 40 / 400, "drivevlm/gated_items": 40.0,
-                      "drivevlm/unscored_fraction": 8 / 398, "drivevlm/vlm_latency_s": 9.0 / 30}
+    assert merged == {
+        "drivevlm/gate_rate": 40 / 400,
+        "drivevlm/gated_items": 40.0,
+        "drivevlm/unscored_fraction": 8 / 398,
+        "drivevlm/vlm_latency_s": 9.0 / 30,
+    }
     assert drivevlm_metrics([{"feedback": {"answered": 3}}]) == {}  # a run without the DriveVLM reward

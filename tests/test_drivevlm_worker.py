@@ -2,6 +2,7 @@
 the DriveVLM feedback model (tiny CLIP, stand-in VLM) answers on a local in-process batcher; rows
 ship with the synthesized reward, recomputed here from the env's own step infos and the scores
 the model answered; frames travel only with gated items; every row shipped arrives."""
+
 import dataclasses
 
 import numpy as np
@@ -13,11 +14,12 @@ from actors.feedback_client import FeedbackClient, InProcessBatcher
 from actors.rollout_worker import RolloutWorker
 from configs.loader import load_config
 from core import PolicySnapshot
+from core.feedback import validate
+from dataset.rows import ROW_SPEC
 from envs.semantic_reward import CenterHistory, StepFactors, synthesize
 from inference.clip_model import ClipModel, ClipSource
 from inference.drivevlm_feedback import DriveVlmFeedback
-from inference.feedback import validate
-from learners.replay import ROW_SPEC, ReplayBuffer
+from learners.replay import ReplayBuffer
 
 pytestmark = pytest.mark.sim
 
@@ -87,12 +89,22 @@ class RecordingEnv:
 
 
 def test_rows_ship_with_the_synthesized_reward_and_frames_go_only_with_the_gate():
-    base = load_config(None, ["env.town=Generated", "env.traffic=regular", "workers.num_workers=1",
-                              "workers.random_steps=0", "workers.chunk_size=16", "feedback.model=drivevlm",
-                              "feedback.wanted=[semantic_score]", "feedback.bundle_steps=4",
-                              "feedback.drivevlm.history_frames=2", "feedback.drivevlm.gate_lateral=8"])
-    cfg = dataclasses.replace(base, feedback=dataclasses.replace(base.feedback, deadline_s=10.0,
-                                                                 max_pending_age_s=5.0))
+    base = load_config(
+        None,
+        [
+            "env.town=Generated",
+            "env.traffic=regular",
+            "workers.num_workers=1",
+            "workers.random_steps=0",
+            "workers.chunk_size=16",
+            "feedback.model=drivevlm",
+            "feedback.wanted=[semantic_score]",
+            "feedback.bundle_steps=4",
+            "feedback.drivevlm.history_frames=2",
+            "feedback.drivevlm.gate_lateral=8",
+        ],
+    )
+    cfg = dataclasses.replace(base, feedback=dataclasses.replace(base.feedback, deadline_s=10.0, max_pending_age_s=5.0))
     drive = cfg.feedback.drivevlm
     torch.manual_seed(0)
     model = Recording(DriveVlmFeedback.from_config(ClipModel.load(ClipSource("MentorCLIP-Tiny")), Describer(), drive))
@@ -104,8 +116,9 @@ def test_rows_ship_with_the_synthesized_reward_and_frames_go_only_with_the_gate(
         chunks.append(chunk)
         replay.add(chunk)
 
-    w = RolloutWorker(cfg, 2, env, ConstantPolicy(), client, ship=ship, sync=no_sync,
-                      model_inputs=DriveVlmFeedback.inputs, seed=1)
+    w = RolloutWorker(
+        cfg, 2, env, ConstantPolicy(), client, ship=ship, sync=no_sync, model_inputs=DriveVlmFeedback.inputs, seed=1
+    )
     try:
         w.run(160)
         w.drain()
@@ -145,9 +158,13 @@ def test_rows_ship_with_the_synthesized_reward_and_frames_go_only_with_the_gate(
         if kind == "reset":
             history.reset()
             continue
-        factors = StepFactors(speed=info["speed"], center_distance=abs(info["lateral"]),
-                              heading_error=info["heading_error"], center_std=history.push(info["lateral"]),
-                              catastrophic=terminated)
+        factors = StepFactors(
+            speed=info["speed"],
+            center_distance=abs(info["lateral"]),
+            heading_error=info["heading_error"],
+            center_std=history.push(info["lateral"]),
+            catastrophic=terminated,
+        )
         score, ok = validate("semantic_score", model.values[(2, next(row_steps))].get("semantic_score"))
         unscored += not ok and not terminated
         expected.append(synthesize(score if ok else None, factors, drive))

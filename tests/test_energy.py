@@ -1,4 +1,5 @@
 """Road-load energy model against hand-computed numbers (m=1847, g=9.81, Cr=0.01, Cd=0.23, rho=1.226, A=2.2)."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,8 @@ from envs.energy import (
     VehicleEnergyParams,
     battery_cell_current,
     battery_power,
-    fuel_rate,
     cell_current,
+    fuel_rate,
     road_load_force,
 )
 
@@ -25,7 +26,12 @@ DRAG_5 = 7.75445
 def test_defaults():
     p = VehicleEnergyParams()
     assert (p.mass, p.g, p.rolling_coeff, p.drag_coeff, p.air_density, p.frontal_area) == (
-        1847.0, 9.81, 0.01, 0.23, 1.226, 2.2,
+        1847.0,
+        9.81,
+        0.01,
+        0.23,
+        1.226,
+        2.2,
     )
     b = BatteryParams()
     assert b.max_cell_current == pytest.approx(1850.0)  # 370 / (2 * 0.1)
@@ -63,6 +69,7 @@ def test_fuel_rate_values():
 
 # Battery: Found-RL's published compute_Icell. P_EM = P_mech / 0.9 (driving) or P_mech * 0.9
 # (regenerating); P_cell = P_EM / 0.95 / (100 * 10 cells); I solves I (370 - 0.1 I) = P_cell.
+
 
 def test_battery_cell_current_cruise():
     # P_mech = 188.94515 * 5 = 944.72575 W; P_EM / 0.95 = 944.72575 / 0.9 / 0.95 = 1104.9423977 W

@@ -1,4 +1,5 @@
 """The Gymnasium environment end to end on the embedded simulator."""
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -38,11 +39,14 @@ def test_observation_contract(town01_env):
     assert reward == pytest.approx(info["reward_terms"]["total"])
 
 
-@pytest.mark.parametrize("action,message", [
-    (np.array([np.nan, 0.0]), "NaN"),
-    (np.array([0.1, 0.2, 0.3]), "shape"),
-    (np.array([[0.1, 0.2]]), "shape"),
-])
+@pytest.mark.parametrize(
+    "action,message",
+    [
+        (np.array([np.nan, 0.0]), "NaN"),
+        (np.array([0.1, 0.2, 0.3]), "shape"),
+        (np.array([[0.1, 0.2]]), "shape"),
+    ],
+)
 def test_bad_actions_raise_clear_errors(town01_env, action, message):
     town01_env.reset(seed=0)
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 """dashboards/mentor_grafana.json reads only metrics that exist: Mentor's own (the names
 cluster/metrics.py creates, as Ray exports them) and a short allow-list of Ray / Ray Serve metrics,
 each checked against the installed Ray's source. Offline and fast."""
+
 import json
 import re
 from pathlib import Path
@@ -12,20 +13,61 @@ DASHBOARD = ROOT / "dashboards" / "mentor_grafana.json"
 
 # Ray / Ray Serve metrics the dashboard may read, as exported (ray_ prefix, Prometheus suffixes).
 RAY_METRICS = {
-    "ray_serve_actual_batch_size_bucket", "ray_serve_actual_batch_size_sum", "ray_serve_actual_batch_size_count",
-    "ray_serve_batch_wait_time_ms_bucket", "ray_serve_batch_execution_time_ms_bucket",
-    "ray_serve_batch_utilization_percent_bucket", "ray_serve_batch_queue_length",
-    "ray_serve_batches_processed_total", "ray_serve_deployment_processing_latency_ms_bucket",
+    "ray_serve_actual_batch_size_bucket",
+    "ray_serve_actual_batch_size_sum",
+    "ray_serve_actual_batch_size_count",
+    "ray_serve_batch_wait_time_ms_bucket",
+    "ray_serve_batch_execution_time_ms_bucket",
+    "ray_serve_batch_utilization_percent_bucket",
+    "ray_serve_batch_queue_length",
+    "ray_serve_batches_processed_total",
+    "ray_serve_deployment_processing_latency_ms_bucket",
     "ray_serve_deployment_request_counter_total",
-    "ray_node_gpus_utilization", "ray_node_gram_used", "ray_node_gram_available", "ray_node_mem_used",
+    "ray_node_gpus_utilization",
+    "ray_node_gram_used",
+    "ray_node_gram_available",
+    "ray_node_mem_used",
     "ray_node_mem_total",
 }
 
 PROMQL_WORDS = {
-    "sum", "avg", "min", "max", "count", "rate", "irate", "increase", "histogram_quantile", "by", "without",
-    "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "vector", "clamp_min", "clamp_max",
-    "topk", "bottomk", "label_values", "offset", "bool", "abs", "delta", "deriv", "last_over_time",
-    "avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "quantile_over_time", "scalar", "time",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "histogram_quantile",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "vector",
+    "clamp_min",
+    "clamp_max",
+    "topk",
+    "bottomk",
+    "label_values",
+    "offset",
+    "bool",
+    "abs",
+    "delta",
+    "deriv",
+    "last_over_time",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "sum_over_time",
+    "quantile_over_time",
+    "scalar",
+    "time",
 }
 
 
@@ -40,7 +82,7 @@ def metric_names(expr: str) -> set[str]:
         word = match.group(0)
         if word in PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]?", word):
             continue
-        if expr[match.end():].lstrip().startswith("("):
+        if expr[match.end() :].lstrip().startswith("("):
             continue  # a function call
         names.add(word)
     return names
@@ -85,8 +127,11 @@ def mentor_metrics() -> set[str]:
     for kind, name in created:
         assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name), name
         base = f"ray_{name}"
-        exported |= {"Counter": {f"{base}_total"}, "Gauge": {base},
-                     "Histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[kind]
+        exported |= {
+            "Counter": {f"{base}_total"},
+            "Gauge": {base},
+            "Histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"},
+        }[kind]
     assert len(created) >= 10
     return exported
 
@@ -110,8 +155,9 @@ def test_dashboard_is_valid_grafana_json(dashboard):
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
-        for cell in ((x, y) for x in range(grid["x"], grid["x"] + grid["w"])
-                     for y in range(grid["y"], grid["y"] + grid["h"])):
+        for cell in (
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        ):
             assert cell not in taken, f"{panel['title']!r} overlaps {taken[cell]!r}"
             taken[cell] = panel["title"]
 
@@ -141,8 +187,21 @@ def test_every_panel_has_a_datasource_and_known_metrics(dashboard, mentor_metric
     assert not unused, f"Mentor metrics with no panel: {sorted(unused)}"
     # The panels the operations guide promises.
     titles = " ".join(p["title"].lower() for p in panels(dashboard))
-    for word in ("env steps", "learner updates", "replay", "policy lag", "feedback pending", "latency",
-                 "availability", "backpressure", "episode return", "driving score", "losses", "serve batch", "gpu"):
+    for word in (
+        "env steps",
+        "learner updates",
+        "replay",
+        "policy lag",
+        "feedback pending",
+        "latency",
+        "availability",
+        "backpressure",
+        "episode return",
+        "driving score",
+        "losses",
+        "serve batch",
+        "gpu",
+    ):
         assert word in titles, word
 
 
@@ -150,16 +209,17 @@ def test_ray_allow_list_matches_the_installed_ray():
     """Each allowed Ray/Serve metric is created under that name by the installed Ray."""
     ray = pytest.importorskip("ray")
     root = Path(ray.__file__).parent
-    sources = "".join(p.read_text(errors="ignore") for p in (root / "serve").rglob("*.py")
-                      if "tests" not in p.parts)
+    sources = "".join(p.read_text(errors="ignore") for p in (root / "serve").rglob("*.py") if "tests" not in p.parts)
     sources += (root / "dashboard" / "modules" / "reporter" / "reporter_agent.py").read_text()
     for name in RAY_METRICS:
-        exported = name[len("ray_"):]
+        exported = name[len("ray_") :]
         base = re.sub(r"_(bucket|sum|count|total)$", "", exported)  # node_mem_total is a gauge's own name
         assert f'"{base}"' in sources or f'"{exported}"' in sources, f"{exported} is not a metric of the installed Ray"
 
 
 def test_metric_name_extraction():
-    expr = ('histogram_quantile(0.9, sum by (le) (rate(ray_mentor_feedback_latency_s_bucket'
-            '{SessionName=~"$SessionName", worker="1"}[$__rate_interval]))) / on() max(ray_mentor_replay_size)')
+    expr = (
+        "histogram_quantile(0.9, sum by (le) (rate(ray_mentor_feedback_latency_s_bucket"
+        '{SessionName=~"$SessionName", worker="1"}[$__rate_interval]))) / on() max(ray_mentor_replay_size)'
+    )
     assert metric_names(expr) == {"ray_mentor_feedback_latency_s_bucket", "ray_mentor_replay_size"}

@@ -8,6 +8,7 @@ sim: the real env with a real tiny open_clip model: the single-env wrapper, stab
 it, and an AsyncVectorEnv of two processes with one model call per step.
 ray: a real Serve feedback app (cluster/feedback_service.py) answering the wrapper.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from configs.schema import ClipConfig, DriveVlmConfig
-from inference.feedback import FeedbackResult
+from core.feedback import FeedbackResult
 from inference.gym_rewards import (
     INFO_KEY,
     FmRewardConfig,
@@ -44,8 +45,13 @@ class ScriptedEnv(gym.Env):
 
     def _info(self):
         speed = self.t / 10 if self.speed is None else self.speed
-        return {"rgb_bev": np.full((192, 192, 3), self.t % 256, np.uint8), "command": 4, "speed": speed,
-                "lateral": self.lateral, "heading_error": 0.0}
+        return {
+            "rgb_bev": np.full((192, 192, 3), self.t % 256, np.uint8),
+            "command": 4,
+            "speed": speed,
+            "lateral": self.lateral,
+            "heading_error": 0.0,
+        }
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -85,7 +91,7 @@ def run(env, actions):
 
 def frozen_stats(wrapper, mean, std):
     """Running stats that a step's update barely moves (count 1e12): the bonus is (m - mean) / std."""
-    wrapper.load_state_dict({"margins": {"mean": mean, "var": std ** 2, "count": 1e12}})
+    wrapper.load_state_dict({"margins": {"mean": mean, "var": std**2, "count": 1e12}})
 
 
 # ----- configuration --------------------------------------------------------------------------
@@ -151,22 +157,37 @@ def test_drivevlm_static_reward_replaces_the_env_reward_as_the_row_reward_does()
 def test_drivevlm_without_a_score_uses_the_plain_target_speed_and_says_so():
     config = FmRewardConfig(clip_bonus_scale=0.0, drivevlm=DriveVlmConfig())
     env = FoundationRewardWrapper(ScriptedEnv(speed=V_MAX / 2), ScriptedScorer(lambda item: {}), config)
-    (_, reward, _, _, info), = run(env, [[0, 0]])
+    ((_, reward, _, _, info),) = run(env, [[0, 0]])
     assert reward == pytest.approx(0.5)  # R_norm 1: v_des = v_max, r_speed = 1 - 0.5
     assert info[INFO_KEY]["available"] == {"semantic_score": False} and info[INFO_KEY]["semantic_score"] is None
 
 
 # ----- masks ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("answer", [None, {}, {"clip_margin": float("nan")}, {"clip_margin": "n/a"}, {"clip_margin": [0.4, 0.5]},
-                                    {"clip_margin": None}, {"safety": 0.5}])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        {},
+        {"clip_margin": float("nan")},
+        {"clip_margin": "n/a"},
+        {"clip_margin": [0.4, 0.5]},
+        {"clip_margin": None},
+        {"safety": 0.5},
+    ],
+)
 def test_an_unavailable_margin_adds_nothing_and_info_says_so(answer):
     env = FoundationRewardWrapper(ScriptedEnv(), ScriptedScorer(lambda item: answer))
     env.reset(seed=0)
     frozen_stats(env, mean=0.0, std=1.0)
     _, reward, _, _, info = env.step(np.zeros(2, np.float32))
     assert reward == 1.0  # the env's, untouched
-    assert info[INFO_KEY] == {"env_reward": 1.0, "reward": 1.0, "clip_bonus": None, "clip_margin": None,
-                              "available": {"clip_margin": False}}
+    assert info[INFO_KEY] == {
+        "env_reward": 1.0,
+        "reward": 1.0,
+        "clip_bonus": None,
+        "clip_margin": None,
+        "available": {"clip_margin": False},
+    }
     assert env.state_dict()["margins"]["count"] == 1e12  # an unavailable margin is not folded in
     assert env.rewards.stats()["clip_margin_unavailable"] == 1
 
@@ -187,7 +208,7 @@ def test_answers_for_other_keys_are_ignored():
         return [FeedbackResult(item.env_id, item.step + 1, {"clip_margin": 0.5}) for item in items]
 
     env = FoundationRewardWrapper(ScriptedEnv(), wrong_step)
-    (_, reward, _, _, info), = run(env, [[0, 0]])
+    ((_, reward, _, _, info),) = run(env, [[0, 0]])
     assert reward == 1.0 and info[INFO_KEY]["available"] == {"clip_margin": False}
 
 
@@ -214,7 +235,9 @@ def test_an_env_without_the_image_in_its_info_fails_with_what_to_do():
 
 
 def test_normalisation_state_round_trips():
-    first = FoundationRewardWrapper(ScriptedEnv(length=50), ScriptedScorer(lambda item: {"clip_margin": item.step / 50}))
+    first = FoundationRewardWrapper(
+        ScriptedEnv(length=50), ScriptedScorer(lambda item: {"clip_margin": item.step / 50})
+    )
     run(first, [[0, 0]] * 20)
     second = FoundationRewardWrapper(ScriptedEnv(length=50), ScriptedScorer(lambda item: {"clip_margin": 0.7}))
     second.load_state_dict(first.state_dict())
@@ -227,8 +250,7 @@ def test_normalisation_state_round_trips():
 
 # ----- vector envs ------------------------------------------------------------------------------
 def vector(lengths, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, answer=None, config=None):
-    envs = gym.vector.SyncVectorEnv([lambda n=n: ScriptedEnv(length=n) for n in lengths],
-                                    autoreset_mode=autoreset_mode)
+    envs = gym.vector.SyncVectorEnv([lambda n=n: ScriptedEnv(length=n) for n in lengths], autoreset_mode=autoreset_mode)
     scorer = ScriptedScorer(answer or (lambda item: {"clip_margin": 0.5, "semantic_score": -0.015}))
     return FoundationRewardVectorWrapper(envs, scorer, config or FmRewardConfig()), scorer
 
@@ -366,8 +388,9 @@ def test_real_env_and_clip_single_wrapper(tiny_clip):
             item = scorer.calls[-1][0]
             assert len(scorer.calls) == step + 1 and np.array_equal(item.image, previous["rgb_bev"])
             assert all(fm["available"].values())  # the local model answers every field
-            factors = StepFactors(info["speed"], abs(info["lateral"]), info["heading_error"],
-                                  centre.push(info["lateral"]), terminated)
+            factors = StepFactors(
+                info["speed"], abs(info["lateral"]), info["heading_error"], centre.push(info["lateral"]), terminated
+            )
             assert fm["drivevlm_reward"] == pytest.approx(synthesize(fm["semantic_score"], factors, DriveVlmConfig()))
             assert fm["semantic_reward"] == pytest.approx(0.5 * (2 * scorer.answers[item.key]["safety"] - 1))
             assert reward == pytest.approx(fm["drivevlm_reward"] + fm["clip_bonus"] + fm["semantic_reward"])
@@ -397,8 +420,9 @@ def test_stable_baselines3_ppo_learns_on_the_wrapped_env(tiny_clip):
             seen.append((float(self.locals["rewards"][0]), self.locals["infos"][0][INFO_KEY]))
             return True
 
-    vec = DummyVecEnv([lambda: FoundationRewardWrapper(envs.make_env(town="Generated", traffic="regular", seed=2),
-                                                       scorer, config)])
+    vec = DummyVecEnv(
+        [lambda: FoundationRewardWrapper(envs.make_env(town="Generated", traffic="regular", seed=2), scorer, config)]
+    )
     try:
         model = sb3.PPO("MultiInputPolicy", vec, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
         model.learn(total_timesteps=256, callback=RewardsSeen())
@@ -406,8 +430,9 @@ def test_stable_baselines3_ppo_learns_on_the_wrapped_env(tiny_clip):
         vec.close()
     assert len(seen) == 256 and len(scorer.calls) == 256  # one call per env step
     assert all(r == pytest.approx(fm["reward"]) for r, fm in seen)  # SB3 learns from the shaped reward
-    assert all(fm["reward"] == pytest.approx(fm["env_reward"] + fm["clip_bonus"] + fm["semantic_reward"])
-               for _, fm in seen)
+    assert all(
+        fm["reward"] == pytest.approx(fm["env_reward"] + fm["clip_bonus"] + fm["semantic_reward"]) for _, fm in seen
+    )
     wrapper = vec.envs[0]
     while not isinstance(wrapper, FoundationRewardWrapper):
         wrapper = wrapper.env
@@ -420,8 +445,9 @@ def test_async_vector_env_of_two_processes_one_model_call_per_step(tiny_clip):
     import envs
 
     scorer = Counting(local_scorer(FmRewardConfig(semantic_scale=0.5), clip_model=tiny_clip))
-    vec = FoundationRewardVectorWrapper(envs.make_vector_env(2, town="Generated", traffic="regular", seed=4),
-                                        scorer, FmRewardConfig(semantic_scale=0.5))
+    vec = FoundationRewardVectorWrapper(
+        envs.make_vector_env(2, town="Generated", traffic="regular", seed=4), scorer, FmRewardConfig(semantic_scale=0.5)
+    )
     rng = np.random.default_rng(0)
     try:
         _, infos = vec.reset(seed=4)
@@ -457,8 +483,12 @@ def test_the_wrapper_through_a_running_serve_feedback_app(tiny_clip, tmp_path):
     from configs.schema import FeedbackConfig
 
     checkpoint = tiny_clip.save(tmp_path / "clip")
-    feedback = FeedbackConfig(model="clip", wanted=("clip_margin", "safety"), max_batch_size=8,
-                              clip=ClipConfig(checkpoint=str(checkpoint), device="cpu"))
+    feedback = FeedbackConfig(
+        model="clip",
+        wanted=("clip_margin", "safety"),
+        max_batch_size=8,
+        clip=ClipConfig(checkpoint=str(checkpoint), device="cpu"),
+    )
     config = FmRewardConfig(clip_bonus_scale=0.25, semantic_scale=0.5)
     app_name = f"gym-rewards-{uuid.uuid4().hex[:8]}"
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -2,6 +2,7 @@
 not the one that was encoded, stops the resume naming the file and changes nothing; a chunk whose BEV
 blocks do not match their checksums is refused by the replay before anything is stored. Synthetic
 chunks, no simulator, no Ray."""
+
 import json
 import logging
 import shutil
@@ -43,8 +44,11 @@ def write_journal(directory, chunks: int = 5, n: int = 8) -> list[dict]:
 
 def listing(directory) -> dict:
     """Every file under `directory`: its bytes and its modification time, to show nothing was touched."""
-    return {p.relative_to(directory): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def segment(directory, sequence: int):
@@ -88,6 +92,7 @@ def flip_in_segment(path, row: int) -> None:
 
 # ------------------------------------------------------------------------------------- contiguity
 
+
 def test_a_deleted_middle_segment_stops_the_rebuild_naming_it_and_changes_nothing(tmp_path):
     directory = tmp_path / "replay"
     write_journal(directory)
@@ -107,8 +112,11 @@ def test_several_missing_segments_are_named_as_ranges(tmp_path):
     write_journal(directory, chunks=8)
     for sequence in (1, 2, 3, 5):
         segment(directory, sequence).unlink()
-    with pytest.raises(ValueError, match=r"missing 4 segment\(s\): 0000000001-\*\.npz to 0000000003-\*\.npz, "
-                                         r"0000000005-\*\.npz"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing 4 segment\(s\): 0000000001-\*\.npz to 0000000003-\*\.npz, "
+        r"0000000005-\*\.npz",
+    ):
         ReplayJournal(directory).rebuild(ReplayBuffer(128))
 
 
@@ -142,6 +150,7 @@ def test_two_segments_with_one_sequence_number_are_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------ BEV blocks
 
+
 def test_blocks_carry_the_crc32_of_their_bytes_from_where_they_are_encoded():
     chunk = chunk_of(0)
     blocks = encode_rows(chunk["bev"])
@@ -160,8 +169,11 @@ def test_the_replay_refuses_a_block_that_does_not_match_its_checksum_and_stores_
     chunk = chunk_of(8)
     blocks = encode_rows(chunk["bev"])
     damaged = BevBlocks([silent_flip(b) if i == 5 else b for i, b in enumerate(blocks)], blocks.crc32)
-    with pytest.raises(ValueError, match=r"chunk\['bev'\] row 5: its LZ4 block .* not the [0-9a-f]{8} it was made "
-                                         r"with .*refused, nothing of it stored"):
+    with pytest.raises(
+        ValueError,
+        match=r"chunk\['bev'\] row 5: its LZ4 block .* not the [0-9a-f]{8} it was made "
+        r"with .*refused, nothing of it stored",
+    ):
         replay.add(chunk, bev_blocks=damaged)
     assert (len(replay), replay.inserted_total, replay.bev_bytes) == (8, 8, bev_bytes)
     for key, value in replay.arrays.items():
@@ -188,8 +200,11 @@ def test_a_flipped_bit_in_a_journal_block_is_named_with_its_file(tmp_path):
     damaged = segment(directory, 1)
     flip_in_segment(damaged, row=6)  # the zip is well-formed: only the block's own checksum tells
     before = listing(directory)
-    with pytest.raises(ValueError, match=rf"segment {damaged}: the BEV blocks of 1 of its 8 rows \(row 6\) do not "
-                                         r"match the CRC-32s"):
+    with pytest.raises(
+        ValueError,
+        match=rf"segment {damaged}: the BEV blocks of 1 of its 8 rows \(row 6\) do not "
+        r"match the CRC-32s",
+    ):
         ReplayJournal(directory).rebuild(ReplayBuffer(128))
     assert listing(directory) == before
 
@@ -231,10 +246,16 @@ def test_segments_written_before_the_checksums_still_load_and_are_checked_by_dec
     cut = int(offsets[4]) - 1  # the last byte of row 3's block gone: it no longer decodes to a whole row
     offsets[4:] -= 1
     rewrite(old, bev_lz4=np.delete(data_bytes, cut), bev_lz4_offsets=offsets)
-    assert undecodable(unpack_chunk({"bev_lz4": np.delete(data_bytes, cut), "bev_lz4_offsets": offsets,
-                                     CRC_KEY: np.zeros(8, np.uint32)})[1]).tolist() == [3]
-    with pytest.raises(ValueError, match=rf"segment {old}: the BEV blocks of 1 of its 8 rows \(row 3\) do not decode "
-                                         r"to one BEV row each \(a segment without checksums\)"):
+    assert undecodable(
+        unpack_chunk(
+            {"bev_lz4": np.delete(data_bytes, cut), "bev_lz4_offsets": offsets, CRC_KEY: np.zeros(8, np.uint32)}
+        )[1]
+    ).tolist() == [3]
+    with pytest.raises(
+        ValueError,
+        match=rf"segment {old}: the BEV blocks of 1 of its 8 rows \(row 3\) do not decode "
+        r"to one BEV row each \(a segment without checksums\)",
+    ):
         ReplayJournal(directory).rebuild(ReplayBuffer(128))
 
 
@@ -246,6 +267,7 @@ def test_undecodable_finds_blocks_of_another_size():
 
 
 # ------------------------------------------------------------------------------- train.py --resume
+
 
 def make_run(run_dir) -> None:
     """A run directory as train.py leaves it (config, journal, checkpoint), without a simulator: a

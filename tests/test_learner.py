@@ -1,5 +1,6 @@
 """The Learner on synthetic rows: the ratio, publishing, and a diverging update that stops with the
 update, the loss term and the last good weights instead of publishing non-finite weights."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +11,16 @@ from learners.replay import empty_chunk
 
 
 def config(*extra):
-    return load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
-                       ["learner.learning_starts=32", "learner.batch_size=8", "learner.samples_per_insert=4",
-                        "learner.publish_every_updates=2", *extra])
+    return load_config(
+        [CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
+        [
+            "learner.learning_starts=32",
+            "learner.batch_size=8",
+            "learner.samples_per_insert=4",
+            "learner.publish_every_updates=2",
+            *extra,
+        ],
+    )
 
 
 def rows(n: int, stream: int = 0, start: int = 0) -> dict:
@@ -51,7 +59,9 @@ def test_a_non_finite_loss_stops_with_the_update_and_the_term(tmp_path):
         return loss * float("nan"), metrics | {"critic_loss": float("nan")}
 
     learner.agent.critic_loss = broken
-    with pytest.raises(LearnerDiverged, match=r"update 4 \(at 40 env steps\) gave non-finite .*critic_loss=nan.*policy v1"):
+    with pytest.raises(
+        LearnerDiverged, match=r"update 4 \(at 40 env steps\) gave non-finite .*critic_loss=nan.*policy v1"
+    ):
         learner.train()
     assert learner.updates == 3 and learner.version == 1  # nothing counted or published after it
 

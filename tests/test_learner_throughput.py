@@ -1,24 +1,36 @@
 """The learner's speed-ups change no value: k updates with foreach Adam, foreach target updates and the
 kept-memory allocator give exactly the losses and weights of the straightforward path (one Adam kernel
-and one lerp_ per tensor), on the same batches. Speed itself: benchmarks/learner_throughput.py."""
+and one lerp_ per tensor), on the same batches. Speed itself: benchmarks/learner_throughput.py, whose
+parts are checked here: the learner's phase timers and the bare loop it compares against."""
+
 import platform
+import time
 
 import numpy as np
 import pytest
 import torch
 
 import learners.actor_critic.agent as agent_module
+from benchmarks.learner_throughput import BARE_SECTIONS, BareLoop, device_batch
 from configs.loader import CONFIG_DIR, load_config
-from learners.learner import Learner, keep_freed_memory
+from learners.learner import PHASES, Learner, PhaseTimer, keep_freed_memory
 from learners.replay import empty_chunk
 
 UPDATES = 3
 
 
 def config(algorithm: str):
-    return load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
-                       [f"agent.algorithm={algorithm}", "learner.learning_starts=0", "learner.batch_size=8",
-                        "learner.publish_every_updates=2", "learner.device=cpu", "agent.guidance.vmr_weight=0.1"])
+    return load_config(
+        [CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
+        [
+            f"agent.algorithm={algorithm}",
+            "learner.learning_starts=0",
+            "learner.batch_size=8",
+            "learner.publish_every_updates=2",
+            "learner.device=cpu",
+            "agent.guidance.vmr_weight=0.1",
+        ],
+    )
 
 
 def rows(n: int) -> dict:
@@ -74,3 +86,40 @@ def test_fast_updates_equal_the_straightforward_ones(tmp_path, monkeypatch, algo
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_the_allocator_setting_applies_on_glibc():
     assert keep_freed_memory() is True
+
+
+def test_phase_times_are_positive_and_add_up_to_at_most_the_updates_wall_time(tmp_path):
+    learner = Learner(config("drqv2"), tmp_path)
+    learner.add(rows(64))
+    learner.update()  # before the reset: not counted
+    learner.reset_phase_times()
+    started = time.perf_counter()
+    for _ in range(UPDATES):
+        learner.update()  # publishes once (every 2 updates)
+    wall = time.perf_counter() - started
+    phases = learner.phase_times()
+    assert set(phases) == set(PHASES)
+    assert all(seconds > 0 for seconds in phases.values()), phases
+    assert sum(phases.values()) <= wall
+    report = learner.report()
+    assert report["time/update_s"] == pytest.approx(phases["update"] / UPDATES)
+    learner.reset_phase_times()
+    assert set(learner.phase_times().values()) == {0.0}
+
+
+@pytest.mark.parametrize("algorithm", ["drqv2", "sac", "td3bc"])
+def test_the_benchmarks_bare_loop_steps_every_algorithm(tmp_path, algorithm):
+    """The bare loop the benchmark compares against, built from the agent's public pieces only, trains
+    the agent's own networks (the critic every update, the actor on its turns) and times its sections."""
+    learner = Learner(config(algorithm), tmp_path)
+    learner.add(rows(64))
+    agent = learner.agent
+    batch, _ = agent.batch.sample(learner.replay, 8)
+    bare = BareLoop(agent, device_batch(agent, batch), learner.env_steps, PhaseTimer(BARE_SECTIONS))
+    before = {name: [p.detach().clone() for p in module.parameters()] for name, module in agent.modules().items()}
+    for _ in range(2):  # TD3+BC's actor and targets step every second update
+        bare()
+    for name, module in agent.modules().items():
+        assert any(not torch.equal(old, new) for old, new in zip(before[name], module.parameters())), name
+    assert agent.update_count == 2
+    assert all(seconds > 0 for seconds in bare.sections.seconds.values()), bare.sections.seconds

@@ -2,6 +2,7 @@
 cannot fit the machine stops at start, naming the field, the limit and the fix, before a run
 directory is made or Ray is started. Expectations come from the machine the tests run on (or a
 Machine given to the check), never from this VM's numbers."""
+
 import glob
 import logging
 import re
@@ -12,9 +13,9 @@ import pytest
 
 import collect
 import train
+from configs.loader import ConfigError, load_config
 from runner import limits
 from runner.limits import Machine, check_collection_limits, check_limits
-from configs.loader import ConfigError, load_config
 
 GIB = 1 << 30
 QUICKSTART = ["configs/quickstart.yaml", "configs/debug.yaml"]
@@ -22,8 +23,15 @@ QUICKSTART = ["configs/quickstart.yaml", "configs/debug.yaml"]
 
 def args(tmp_path, *extra):
     # run.ray_address=local: the cluster this run would start is its own, whatever else runs here.
-    return ["--config", QUICKSTART[0], "--config", QUICKSTART[1], f"run.runs_dir={tmp_path}",
-            "run.ray_address=local", *extra]
+    return [
+        "--config",
+        QUICKSTART[0],
+        "--config",
+        QUICKSTART[1],
+        f"run.runs_dir={tmp_path}",
+        "run.ray_address=local",
+        *extra,
+    ]
 
 
 def config(*overrides, paths=QUICKSTART):
@@ -33,6 +41,7 @@ def config(*overrides, paths=QUICKSTART):
 @pytest.fixture
 def nothing_starts(monkeypatch):
     """The run must stop in preflight: building its runtime (Ray, the learner, workers) fails the test."""
+
     def make_runtime(*_):
         raise AssertionError("the run got past preflight and started its runtime")
 
@@ -49,6 +58,7 @@ def most_in(message: str, field: str) -> int:
 
 
 # ------------------------------------------------------------------------ the bug report, through train.main
+
 
 def test_ten_thousand_workers_are_refused_before_ray_starts(tmp_path, caplog, nothing_starts):
     machine = Machine.this_one()
@@ -73,15 +83,18 @@ def test_ten_thousand_environments_in_local_mode_are_refused(tmp_path, caplog, n
 
 def test_a_batch_larger_than_the_replay_is_refused(tmp_path, caplog, nothing_starts):
     assert train.main(args(tmp_path, "learner.batch_size=1000000000")) == 2
-    assert ("learner.batch_size = 1000000000 is larger than learner.replay_capacity = 5000: a batch is drawn from "
-            "the replay") in caplog.text
+    assert (
+        "learner.batch_size = 1000000000 is larger than learner.replay_capacity = 5000: a batch is drawn from "
+        "the replay"
+    ) in caplog.text
     assert "lower learner.batch_size or raise learner.replay_capacity" in caplog.text
     assert_nothing_started(tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["ray", "local"])
-def test_a_replay_larger_than_the_machine_is_refused_with_the_capacity_that_fits(tmp_path, caplog, nothing_starts,
-                                                                                 mode):
+def test_a_replay_larger_than_the_machine_is_refused_with_the_capacity_that_fits(
+    tmp_path, caplog, nothing_starts, mode
+):
     machine = Machine.this_one()
     assert train.main(args(tmp_path, f"run.mode={mode}", "learner.replay_capacity=1000000000000")) == 2
     assert "learner.replay_capacity = 1000000000000 rows need ~" in caplog.text
@@ -95,26 +108,41 @@ def test_a_replay_larger_than_the_machine_is_refused_with_the_capacity_that_fits
 
 def test_an_offline_run_is_refused_its_unused_online_replay_of_a_trillion_rows():
     # The online replay's link and block-slot arrays are written even when nothing is stored: 16 TB.
-    c = config("run.mode=offline", "run.total_updates=5", "data.dataset=somewhere",
-               "learner.replay_capacity=1000000000000")
-    with pytest.raises(ConfigError, match=r"learner.replay_capacity = 1000000000000 rows need .*\(16 bytes a row even unused"):
+    c = config(
+        "run.mode=offline", "run.total_updates=5", "data.dataset=somewhere", "learner.replay_capacity=1000000000000"
+    )
+    with pytest.raises(
+        ConfigError, match=r"learner.replay_capacity = 1000000000000 rows need .*\(16 bytes a row even unused"
+    ):
         check_limits(c, Machine(64 * GIB, 8))
 
 
 # --------------------------------------------------------------------------------------- fields together
 
+
 def test_a_batch_larger_than_the_datasets_replay_is_refused():
     c = config("data.dataset=somewhere", "data.capacity=100", "learner.batch_size=128", "learner.replay_capacity=5000")
-    with pytest.raises(ConfigError, match=r"learner.batch_size = 128 is larger than data.capacity = 100: .* lower "
-                                          r"learner.batch_size or raise data.capacity"):
+    with pytest.raises(
+        ConfigError,
+        match=r"learner.batch_size = 128 is larger than data.capacity = 100: .* lower "
+        r"learner.batch_size or raise data.capacity",
+    ):
         check_limits(c, Machine(64 * GIB, 8))
 
 
 def test_a_world_models_batch_is_sequences_of_rows():
-    c = config("agent.algorithm=vlsafe", "agent.vlsafe.sequence_length=32", "learner.batch_size=8",
-               "learner.replay_capacity=200", "feedback.wanted=[vlm_action]")
-    with pytest.raises(ConfigError, match=r"learner.batch_size x agent.vlsafe.sequence_length = 8 x 32 = 256 rows is "
-                                          r"larger than learner.replay_capacity = 200"):
+    c = config(
+        "agent.algorithm=vlsafe",
+        "agent.vlsafe.sequence_length=32",
+        "learner.batch_size=8",
+        "learner.replay_capacity=200",
+        "feedback.wanted=[vlm_action]",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"learner.batch_size x agent.vlsafe.sequence_length = 8 x 32 = 256 rows is "
+        r"larger than learner.replay_capacity = 200",
+    ):
         check_limits(c, Machine(64 * GIB, 8))
 
 
@@ -130,16 +158,20 @@ def test_a_run_that_can_make_no_update_is_warned(caplog):
 
 # ---------------------------------------------------------------------------------------------- memory
 
+
 def test_a_cpu_batch_past_the_memory_is_refused_but_not_on_a_gpu():
     c = config("learner.batch_size=4000", "learner.replay_capacity=150000")
-    with pytest.raises(ConfigError, match=r"learner.batch_size = 4000: a CPU update holds ~2.8 MB .* lower "
-                                          r"learner.batch_size to at most"):
+    with pytest.raises(
+        ConfigError,
+        match=r"learner.batch_size = 4000: a CPU update holds ~2.8 MB .* lower "
+        r"learner.batch_size to at most",
+    ):
         check_limits(c, Machine(8 * GIB, 8))
     check_limits(c, Machine(8 * GIB, 8, has_gpu=True))
 
 
 def test_the_replay_estimate_follows_the_row_layout():
-    from learners.replay import ARRAY_KEYS, ROW_SPEC
+    from dataset.rows import ARRAY_KEYS, ROW_SPEC
 
     fields = sum(ROW_SPEC[key][1].itemsize * int(np.prod(ROW_SPEC[key][0])) for key in ARRAY_KEYS)
     assert limits.replay_row_bytes() == fields + 16 + limits.BEV_BLOCK_OVERHEAD_BYTES + limits.BEV_BLOCK_BYTES
@@ -149,8 +181,11 @@ def test_the_replay_estimate_follows_the_row_layout():
 
 def test_feedback_replicas_count_against_the_memory():
     machine = Machine(8 * GIB, 64)
-    with pytest.raises(ConfigError, match=r"feedback.replicas = 40 .* lower feedback.replicas to at most \d+ \(with "
-                                          r"workers.num_workers = 1\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"feedback.replicas = 40 .* lower feedback.replicas to at most \d+ \(with "
+        r"workers.num_workers = 1\)",
+    ):
         check_limits(config("workers.num_workers=1", "feedback.replicas=40"), machine)
 
 
@@ -165,13 +200,16 @@ def test_joining_a_cluster_only_warns(caplog, monkeypatch):
 
 # ----------------------------------------------------------------------------------------------- cores
 
+
 def test_workers_past_four_processes_a_core_are_warned(caplog):
     with caplog.at_level(logging.WARNING):
         check_limits(config("workers.num_workers=2"), Machine(64 * GIB, 1))  # 4 processes: at the limit
         assert "a core" not in caplog.text
         check_limits(config("workers.num_workers=8"), Machine(64 * GIB, 1))
-    assert "workers.num_workers = 8 with the learner and the feedback replicas (2 CPU(s)) make 10 busy processes on " \
-           "1 core(s), 10.0 a core (more than 4)" in caplog.text
+    assert (
+        "workers.num_workers = 8 with the learner and the feedback replicas (2 CPU(s)) make 10 busy processes on "
+        "1 core(s), 10.0 a core (more than 4)" in caplog.text
+    )
     assert "feedback.deadline_s = 5 s" in caplog.text and "use workers.num_workers <= 2" in caplog.text
 
 
@@ -182,13 +220,18 @@ def test_local_mode_is_never_warned_about_cores(caplog):
 
 # ---------------------------------------------------------------------------------------------- collect
 
+
 def test_collect_refuses_more_collectors_than_its_local_cluster_has_cpus():
     c = load_config(["configs/collect/expert.yaml"], ["run.ray_address=local", "workers.num_workers=3"])
-    with pytest.raises(ConfigError, match=r"workers.num_workers = 3 collectors .* 2 CPUs .* 1 would never start .* "
-                                          r"lower workers.num_workers to at most 2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"workers.num_workers = 3 collectors .* 2 CPUs .* 1 would never start .* "
+        r"lower workers.num_workers to at most 2",
+    ):
         check_collection_limits(c, Machine(64 * GIB, 2))
-    check_collection_limits(load_config(["configs/collect/expert.yaml"], ["run.mode=local", "workers.num_workers=3"]),
-                            Machine(64 * GIB, 2))
+    check_collection_limits(
+        load_config(["configs/collect/expert.yaml"], ["run.mode=local", "workers.num_workers=3"]), Machine(64 * GIB, 2)
+    )
 
 
 def test_collect_refuses_shards_past_the_memory():
@@ -200,8 +243,20 @@ def test_collect_refuses_shards_past_the_memory():
 def test_collect_with_ten_thousand_workers_stops_before_anything(tmp_path, caplog):
     output = tmp_path / "dataset"
     for mode in ("ray", "local"):
-        assert collect.main(["--config", "configs/collect/expert.yaml", f"run.mode={mode}", "run.ray_address=local",
-                             "workers.num_workers=10000", f"collect.output={output}", "env.town=Generated"]) == 2
+        assert (
+            collect.main(
+                [
+                    "--config",
+                    "configs/collect/expert.yaml",
+                    f"run.mode={mode}",
+                    "run.ray_address=local",
+                    "workers.num_workers=10000",
+                    f"collect.output={output}",
+                    "env.town=Generated",
+                ]
+            )
+            == 2
+        )
         assert "workers.num_workers = 10000 collectors" in caplog.text
         assert not output.exists()
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
@@ -209,8 +264,11 @@ def test_collect_with_ten_thousand_workers_stops_before_anything(tmp_path, caplo
 
 # ----------------------------------------------------------------------------------------- shipped configs
 
-@pytest.mark.parametrize("path", sorted(p for p in glob.glob("configs/**/*.yaml", recursive=True)
-                                        if "/rllib/" not in p and "/variants/" not in p))
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in glob.glob("configs/**/*.yaml", recursive=True) if "/rllib/" not in p and "/variants/" not in p),
+)
 def test_every_shipped_config_fits_the_cluster_head_of_docs_cluster_md(path):
     """g5.4xlarge: 64 GB, 16 vCPU, a GPU (docs/cluster.md); the CPU configs also fit 8 GiB, 4 cores."""
     c = load_config([path], ["run.ray_address=local"])

@@ -1,4 +1,5 @@
 """Hand-computed checks of the pure losses, with tiny stand-in modules whose Q values are known formulas."""
+
 import math
 
 import pytest
@@ -51,8 +52,18 @@ DETERMINISTIC_CRITIC_LOSS = 2.9225
 
 
 def critic_args():
-    return (SumCritic(), SumCritic(offset=1.0), StateActor(), FEAT, STATE, ACTION, REWARD, DISCOUNT,
-            NEXT_FEAT, NEXT_STATE)
+    return (
+        SumCritic(),
+        SumCritic(offset=1.0),
+        StateActor(),
+        FEAT,
+        STATE,
+        ACTION,
+        REWARD,
+        DISCOUNT,
+        NEXT_FEAT,
+        NEXT_STATE,
+    )
 
 
 def test_drqv2_critic_target_and_mse():
@@ -84,8 +95,18 @@ def test_sac_critic_soft_target():
     # alpha 0: target = [1 + 0.9 * 1, -1 + 0.5 * 3] = [1.9, 0.5]
     # MSE q1: (0.1^2 + 1.5^2) / 2 = 1.13; MSE q2: (1.1^2 + 1.5^2) / 2 = 1.73 -> 2.86
     target_critic = SumCritic(offset=1.0, coef=0.0)
-    args = (SumCritic(), target_critic, StateActor(stochastic=True), FEAT, STATE, ACTION, REWARD, DISCOUNT,
-            NEXT_FEAT, NEXT_STATE)
+    args = (
+        SumCritic(),
+        target_critic,
+        StateActor(stochastic=True),
+        FEAT,
+        STATE,
+        ACTION,
+        REWARD,
+        DISCOUNT,
+        NEXT_FEAT,
+        NEXT_STATE,
+    )
     loss, _ = sac.critic_loss(*args, alpha=0.0, generator=torch.Generator().manual_seed(0))
     assert loss.item() == pytest.approx(2.86, abs=1e-6)
     # alpha 0.5: target = [1.9, 0.5] - discount * 0.5 * log pi(a'|s') for the same sampled a'.
@@ -123,7 +144,8 @@ def test_log_probs():
     value = gaussian_log_prob(t([0.1, 0.1]), 0.1, t([0.3, 0.1]))
     assert value.item() == pytest.approx(0.7672931, abs=1e-5)
     assert drqv2.log_prob(StateActor(), FEAT[:1], t([0.1, 0.1]), t([0.3, 0.1]), 0.1).item() == pytest.approx(
-        0.7672931, abs=1e-5)
+        0.7672931, abs=1e-5
+    )
     # The log-prob of a given action agrees with the sampler's own.
     mean, log_std = t([0.3, -0.2]), t([-1.0, -0.5])
     action, sampled = tanh_gaussian_sample(mean, log_std, torch.Generator().manual_seed(1))
@@ -138,8 +160,14 @@ def test_vmr_masks_per_sample_and_averages_over_batch():
     mask = torch.tensor([1.0, 0.0])
     loss, _ = guidance.vmr_loss(q1_vlm, torch.tensor([1.0, -50.0]), q1_pi, torch.tensor([0.0, 9.0]), mask, delta=2.0)
     assert loss.item() == pytest.approx(0.625)
-    other, _ = guidance.vmr_loss(torch.tensor([3.0, -4.0]), torch.tensor([1.0, float("nan")]),
-                                 torch.tensor([0.5, 1e6]), torch.tensor([0.0, 3.0]), mask, delta=2.0)
+    other, _ = guidance.vmr_loss(
+        torch.tensor([3.0, -4.0]),
+        torch.tensor([1.0, float("nan")]),
+        torch.tensor([0.5, 1e6]),
+        torch.tensor([0.0, 3.0]),
+        mask,
+        delta=2.0,
+    )
     assert other.item() == pytest.approx(0.625)  # the masked row's values do not matter at all
     loss.backward()
     assert q1_pi.grad is None  # the anchor is a stop-gradient
@@ -158,8 +186,9 @@ def test_awag_gate_weight_clip_and_mask():
     loss.backward()
     assert log_prob.grad.tolist() == pytest.approx([-1.6487213 / 4, 0.0, -20 / 4, 0.0])
     # Masked row changed to anything (even -inf log-prob): unchanged. A <= 0 everywhere: exactly 0.
-    changed, _ = guidance.awag_loss(q_vlm, torch.tensor([0.0, 1.0, 0.0, -100.0]),
-                                    torch.tensor([-1.0, -2.0, -3.0, -float("inf")]), mask)
+    changed, _ = guidance.awag_loss(
+        q_vlm, torch.tensor([0.0, 1.0, 0.0, -100.0]), torch.tensor([-1.0, -2.0, -3.0, -float("inf")]), mask
+    )
     assert changed.item() == pytest.approx(15.4121803, abs=1e-5)
     zero, _ = guidance.awag_loss(torch.zeros(2), torch.tensor([0.0, 1.0]), torch.tensor([-5.0, -5.0]), torch.ones(2))
     assert zero.item() == 0.0
@@ -171,8 +200,9 @@ def test_masked_rows_holding_inf_or_nan_give_zero_gradients():
     mask = torch.tensor([1.0, 0.0, 0.0])
     q1_vlm = torch.tensor([3.0, float("inf"), float("nan")], requires_grad=True)
     q2_vlm = torch.tensor([1.0, -float("inf"), float("nan")], requires_grad=True)
-    loss, _ = guidance.vmr_loss(q1_vlm, q2_vlm, torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]),
-                                mask, delta=2.0)
+    loss, _ = guidance.vmr_loss(
+        q1_vlm, q2_vlm, torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]), mask, delta=2.0
+    )
     loss.backward()
     assert loss.item() == pytest.approx((0.25 + 1.0) / 3)
     assert q1_vlm.grad.tolist() == pytest.approx([2 * 0.5 / 3, 0.0, 0.0])

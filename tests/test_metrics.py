@@ -1,4 +1,5 @@
 """Episode metrics against hand-computed leaderboard numbers."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,14 @@ def _drive_known_episode() -> EpisodeMetrics:
             infractions.append(Infraction.COLLISION_VEHICLE)
         if i in (7, 12):
             infractions.append("red_light")
-        metrics.step(speed=10.0, accel=0.0, distance_travelled=5.0, off_lane=i in (0, 1, 2, 3),
-                     infractions=infractions, reward=0.5)
+        metrics.step(
+            speed=10.0,
+            accel=0.0,
+            distance_travelled=5.0,
+            off_lane=i in (0, 1, 2, 3),
+            infractions=infractions,
+            reward=0.5,
+        )
     metrics.set_route_completion(0.75)
     return metrics
 
@@ -134,8 +141,9 @@ def _drive_safety_episode() -> EpisodeMetrics:
         (6.0, []),
     ]
     for speed, infractions in steps:
-        metrics.step(speed=speed, accel=0.0, distance_travelled=speed * 3.0, off_lane=False,
-                     infractions=infractions, reward=0.0)
+        metrics.step(
+            speed=speed, accel=0.0, distance_travelled=speed * 3.0, off_lane=False, infractions=infractions, reward=0.0
+        )
     return metrics
 
 

@@ -3,6 +3,7 @@ back from `minari.load_dataset` step for step and value for value, joined across
 unfinished last episode of a stream truncated (or dropped), labels merged, the env spec recorded,
 the source untouched; bad datasets and destinations are refused with nothing left behind. The
 `sim` test does the same with a dataset collect.py drives on the real simulator."""
+
 import hashlib
 import json
 from pathlib import Path
@@ -21,17 +22,28 @@ from dataset.parquet import (
     list_shards,
     write_parquet_atomically,
 )
+from dataset.rows import ROW_SPEC
 from dataset.schema import SchemaMismatch
-from learners.replay import ROW_SPEC
 from tests.test_replay import episode
 
 minari = pytest.importorskip("minari", reason='the Minari export needs minari: pip install "minari[arrow]==0.5.4"')
 
-from dataset.minari_export import MinariExportError, export_to_minari, main
+from dataset.minari_export import MinariExportError, export_to_minari, main  # noqa: E402 - after the importorskip
 
 META = {"town": "Generated", "traffic": "regular", "route_suite": "generated", "policy": "expert", "backend": "sumo"}
-INFO_COLUMNS = ("cost", "policy_version", "step", "expert_action", "expert_action_mask", "vlm_action",
-                "vlm_action_mask", "clip_margin", "clip_margin_mask", "safety", "safety_mask")
+INFO_COLUMNS = (
+    "cost",
+    "policy_version",
+    "step",
+    "expert_action",
+    "expert_action_mask",
+    "vlm_action",
+    "vlm_action_mask",
+    "clip_margin",
+    "clip_margin_mask",
+    "safety",
+    "safety_mask",
+)
 
 
 def started(chunk):
@@ -55,9 +67,12 @@ def write_dataset(directory: Path, unfinished_rows: int = 4) -> None:
     first = list_shards(directory)[0]
     n = len(ParquetDataset(directory).read_shard(first)["step"])
     (directory / LABELS_DIR / "clip").mkdir(parents=True)
-    write_parquet_atomically(pa.table({"safety": pa.array(np.full(n, 0.75), pa.float32()),
-                                       "safety_mask": pa.array(np.ones(n), pa.float32())}),
-                             directory / LABELS_DIR / "clip" / first.name)
+    write_parquet_atomically(
+        pa.table(
+            {"safety": pa.array(np.full(n, 0.75), pa.float32()), "safety_mask": pa.array(np.ones(n), pa.float32())}
+        ),
+        directory / LABELS_DIR / "clip" / first.name,
+    )
 
 
 def mentor_episodes(directory: Path) -> list[dict[str, np.ndarray]]:
@@ -69,8 +84,11 @@ def mentor_episodes(directory: Path) -> list[dict[str, np.ndarray]]:
 
 
 def fingerprint(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_same_episode(loaded, rows: dict[str, np.ndarray], finished: bool) -> None:
@@ -116,11 +134,19 @@ def test_episodes_come_back_step_for_step_and_value_for_value(tmp_path, monkeypa
     first = next(iter(loaded.iterate_episodes()))
     assert np.all(first.infos["safety"][:3] == 0.75) and np.all(first.infos["safety_mask"][:3] == 1.0)  # labels
     meta = list(loaded.storage.get_episode_metadata(range(4)))
-    assert [(m["mentor_stream_id"], m["mentor_episode_id"], m["mentor_unfinished"]) for m in meta] == \
-        [(0, 0, False), (0, 1, False), (0, 2, True), (1, 7, False)]
+    assert [(m["mentor_stream_id"], m["mentor_episode_id"], m["mentor_unfinished"]) for m in meta] == [
+        (0, 0, False),
+        (0, 1, False),
+        (0, 2, True),
+        (1, 7, False),
+    ]
     assert loaded.env_spec.id == "mentor/Driving-v0"
-    assert loaded.env_spec.kwargs == {"town": "Generated", "traffic": "regular", "route_suite": "generated",
-                                      "backend": "sumo"}
+    assert loaded.env_spec.kwargs == {
+        "town": "Generated",
+        "traffic": "regular",
+        "route_suite": "generated",
+        "backend": "sumo",
+    }
     assert loaded.storage.metadata["algorithm_name"] == "expert" and loaded.storage.metadata["jpeg_encoding"] is False
     assert loaded.storage.metadata["data_format"] == data_format
     assert "mentor/synthetic-v0" in minari.list_local_datasets()
@@ -129,8 +155,9 @@ def test_episodes_come_back_step_for_step_and_value_for_value(tmp_path, monkeypa
 
 def test_the_unfinished_episode_can_be_left_out(tmp_path):
     write_dataset(tmp_path / "mentor")
-    report = export_to_minari(tmp_path / "mentor", "mentor/finished-v0", tmp_path / "minari", data_format="arrow",
-                              unfinished="drop")
+    report = export_to_minari(
+        tmp_path / "mentor", "mentor/finished-v0", tmp_path / "minari", data_format="arrow", unfinished="drop"
+    )
     assert [(e["mentor_stream_id"], e["mentor_episode_id"]) for e in report.per_episode] == [(0, 0), (0, 1), (1, 7)]
     assert report.unfinished_truncated == 0 and report.skipped_pieces == 1 and report.skipped_rows == 4
     loaded = minari.MinariDataset(report.path / "data")  # also readable from its path, without the variable
@@ -155,15 +182,27 @@ def break_missing_column(source: Path) -> None:
     pq.write_table(pq.read_table(shard).drop_columns(["action"]), shard)
 
 
-@pytest.mark.parametrize("breaker, dataset_id, error, message", [
-    (lambda s, o: (s / "dataset.json").unlink(), "mentor/x-v0", DatasetError, "dataset.json is missing"),
-    (lambda s, o: break_missing_column(s), "mentor/x-v0", SchemaMismatch, "missing column 'action'"),
-    (lambda s, o: None, "mentor/no version", MinariExportError, "Malformed dataset ID"),
-    (lambda s, o: (o / "mentor" / "x-v0").mkdir(parents=True), "mentor/x-v0", MinariExportError,
-     "already at .* minari delete mentor/x-v0"),
-    (lambda s, o: (s / "dataset.json").write_text(json.dumps({"format_version": 1, "policy": "expert"})),
-     "mentor/x-v0", MinariExportError, "lacks town, traffic"),
-], ids=["not-a-dataset", "missing-column", "malformed-id", "id-taken", "no-env-spec"])
+@pytest.mark.parametrize(
+    "breaker, dataset_id, error, message",
+    [
+        (lambda s, o: (s / "dataset.json").unlink(), "mentor/x-v0", DatasetError, "dataset.json is missing"),
+        (lambda s, o: break_missing_column(s), "mentor/x-v0", SchemaMismatch, "missing column 'action'"),
+        (lambda s, o: None, "mentor/no version", MinariExportError, "Malformed dataset ID"),
+        (
+            lambda s, o: (o / "mentor" / "x-v0").mkdir(parents=True),
+            "mentor/x-v0",
+            MinariExportError,
+            "already at .* minari delete mentor/x-v0",
+        ),
+        (
+            lambda s, o: (s / "dataset.json").write_text(json.dumps({"format_version": 1, "policy": "expert"})),
+            "mentor/x-v0",
+            MinariExportError,
+            "lacks town, traffic",
+        ),
+    ],
+    ids=["not-a-dataset", "missing-column", "malformed-id", "id-taken", "no-env-spec"],
+)
 def test_what_cannot_be_exported_is_refused_with_nothing_left(tmp_path, breaker, dataset_id, error, message):
     source, out = tmp_path / "mentor", tmp_path / "minari"
     write_dataset(source)
@@ -217,9 +256,23 @@ def test_a_collected_dataset_loads_back_in_minari(tmp_path, monkeypatch):
     import collect
 
     source, out = tmp_path / "expert", tmp_path / "minari"
-    assert collect.main(["--config", "configs/collect/expert.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-                         "workers.num_workers=1", "run.total_env_steps=300", f"collect.output={source}",
-                         "collect.rows_per_shard=64", "workers.chunk_size=16"]) == 0
+    assert (
+        collect.main(
+            [
+                "--config",
+                "configs/collect/expert.yaml",
+                "--config",
+                "configs/debug.yaml",
+                "run.mode=local",
+                "workers.num_workers=1",
+                "run.total_env_steps=300",
+                f"collect.output={source}",
+                "collect.rows_per_shard=64",
+                "workers.chunk_size=16",
+            ]
+        )
+        == 0
+    )
     before = fingerprint(source)
     report = export_to_minari(source, "mentor/generated-expert-v0", out)
     assert fingerprint(source) == before

@@ -1,6 +1,7 @@
 """Many driving environments in one process: the first simulation in libsumo, the others in SUMO
 servers over TraCI (envs/sumo/connection.py), as gymnasium's checker and vector envs, SB3's vector
 envs and RLlib's env runners create them."""
+
 import os
 import signal
 
@@ -38,9 +39,14 @@ def _drive(env: gym.Env, steps: int, seed: int = 5) -> list:
 
 
 def _same(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(
-        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) and x[2] == y[2] and x[3] == y[3]
-        for x, y in zip(a[1:], b[1:])) and np.array_equal(a[0], b[0])
+    return (
+        len(a) == len(b)
+        and all(
+            np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) and x[2] == y[2] and x[3] == y[3]
+            for x, y in zip(a[1:], b[1:])
+        )
+        and np.array_equal(a[0], b[0])
+    )
 
 
 def test_libsumo_and_traci_drive_the_same_episode(town01):

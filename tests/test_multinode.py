@@ -6,6 +6,7 @@ Mentor's own wiring (`cluster.launch.launch`) runs against it with
 `workers.server_resource=carla_server`; the test checks where every role landed and that the
 run trains.
 """
+
 import json
 import time
 import urllib.request
@@ -30,12 +31,20 @@ NUM_WORKERS = SERVERS_PER_NODE * ROLLOUT_NODES
 def cluster():
     # One GPU head (logical GPU) and two CPU-only rollout nodes, as in ray_cluster.yaml where the
     # worker type declares GPU 0 (its GPU belongs to the CARLA servers) and carla_server K.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "num_gpus": 1, "include_dashboard": True, "dashboard_port": 0,
-        "object_store_memory": 200 * 1024 * 1024})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "num_gpus": 1,
+            "include_dashboard": True,
+            "dashboard_port": 0,
+            "object_store_memory": 200 * 1024 * 1024,
+        },
+    )
     for _ in range(ROLLOUT_NODES):
-        cluster.add_node(num_cpus=3, num_gpus=0, resources={"carla_server": SERVERS_PER_NODE},
-                         object_store_memory=200 * 1024 * 1024)
+        cluster.add_node(
+            num_cpus=3, num_gpus=0, resources={"carla_server": SERVERS_PER_NODE}, object_store_memory=200 * 1024 * 1024
+        )
     try:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
@@ -46,10 +55,19 @@ def cluster():
 
 
 def multinode_config(address: str):
-    overrides = ["env.town=Generated", "env.traffic=regular", f"workers.num_workers={NUM_WORKERS}",
-                 "workers.server_resource=carla_server", "workers.random_steps=100",
-                 "learner.learning_starts=100", "learner.batch_size=16", "learner.samples_per_insert=4",
-                 "learner.publish_every_updates=2", "run.shutdown_ray=false", f"run.ray_address={address}"]
+    overrides = [
+        "env.town=Generated",
+        "env.traffic=regular",
+        f"workers.num_workers={NUM_WORKERS}",
+        "workers.server_resource=carla_server",
+        "workers.random_steps=100",
+        "learner.learning_starts=100",
+        "learner.batch_size=16",
+        "learner.samples_per_insert=4",
+        "learner.publish_every_updates=2",
+        "run.shutdown_ray=false",
+        f"run.ray_address={address}",
+    ]
     return load_config(CONFIG_DIR / "quickstart.yaml", overrides)
 
 
@@ -58,8 +76,11 @@ def wait_for_workers(expected: int, timeout_s: float = 60.0) -> list:
 
     deadline = time.monotonic() + timeout_s
     while True:
-        actors = list_actors(filters=[("class_name", "=", "WorkerActor"), ("state", "=", "ALIVE")],
-                             detail=True, raise_on_missing_output=False)
+        actors = list_actors(
+            filters=[("class_name", "=", "WorkerActor"), ("state", "=", "ALIVE")],
+            detail=True,
+            raise_on_missing_output=False,
+        )
         if len(actors) >= expected or time.monotonic() > deadline:
             return actors
         time.sleep(0.5)
@@ -125,16 +146,29 @@ def test_learner_on_gpu_head_and_rollouts_spread_by_carla_server(cluster, tmp_pa
         assert report["replay_size"] > 0
 
         # The metrics the Grafana dashboard reads exist under these exact names (counters get _total).
-        core = ("ray_mentor_env_steps_total", "ray_mentor_learner_updates_total", "ray_mentor_replay_size",
-                "ray_mentor_feedback_pending", "ray_mentor_policy_lag")
+        core = (
+            "ray_mentor_env_steps_total",
+            "ray_mentor_learner_updates_total",
+            "ray_mentor_replay_size",
+            "ray_mentor_feedback_pending",
+            "ray_mentor_policy_lag",
+        )
         names, lines = scrape_metrics(wanted=core)
         missing = [name for name in core if name not in names]
         assert not missing, f"{missing} not exported; found {sorted(names)}"
         # The dashboard filters on SessionName and groups worker metrics by `worker`.
         steps = [line for line in lines if line.startswith("ray_mentor_env_steps_total{")]
         assert steps and all('SessionName="' in line and 'worker="' in line for line in steps), steps[:2]
-        print(json.dumps({"placement": {("head" if k == head_id else k[:8]): v for k, v in placement.items()},
-                          "env_steps": report["env_steps"], "learner_updates": report["learner_updates"],
-                          "metrics": sorted(names), "seconds": round(time.monotonic() - started, 1)}))
+        print(
+            json.dumps(
+                {
+                    "placement": {("head" if k == head_id else k[:8]): v for k, v in placement.items()},
+                    "env_steps": report["env_steps"],
+                    "learner_updates": report["learner_updates"],
+                    "metrics": sorted(names),
+                    "seconds": round(time.monotonic() - started, 1),
+                }
+            )
+        )
     finally:
         runtime.shutdown()

@@ -1,5 +1,6 @@
 """BC, TD3+BC and IQL on the actor-critic skeleton: contracts, finite updates that learn the
 imitation target, exact checkpoint round trips, and warm starts of online agents from them."""
+
 import math
 
 import numpy as np
@@ -37,8 +38,11 @@ def test_offline_update_is_finite(algorithm):
     agent = make_agent(config(algorithm))
     for i in range(2):  # td3bc steps its actor every other update
         metrics |= agent.update(labelled_batch(seed=i), step=0)
-    expected = {"bc": {"bc_loss"}, "td3bc": {"critic_loss", "actor_loss", "bc_loss", "td3bc_lambda"},
-                "iql": {"critic_loss", "value_loss", "actor_loss", "awr_weight_mean"}}[algorithm]
+    expected = {
+        "bc": {"bc_loss"},
+        "td3bc": {"critic_loss", "actor_loss", "bc_loss", "td3bc_lambda"},
+        "iql": {"critic_loss", "value_loss", "actor_loss", "awr_weight_mean"},
+    }[algorithm]
     assert expected <= set(metrics)
     assert all(math.isfinite(value) for value in metrics.values()), metrics
 
@@ -75,8 +79,7 @@ def test_online_agent_warm_starts_from_an_offline_checkpoint(offline, online, tm
     agent = make_agent(config(online), seed=9)
     loaded = warm_start(agent, tmp_path)
     assert {"encoder", "actor", "critic", "critic_target"} <= set(loaded)
-    assert all(torch.equal(a, b) for a, b in zip(agent.policy_weights().values(),
-                                                 pretrained.policy_weights().values()))
+    assert all(torch.equal(a, b) for a, b in zip(agent.policy_weights().values(), pretrained.policy_weights().values()))
     if online == "td3" and "actor_target" not in pretrained.modules():  # starts as the loaded actor
         assert all(torch.equal(a, b) for a, b in zip(agent.actor_target.parameters(), agent.actor.parameters()))
     assert math.isfinite(agent.update(labelled_batch(seed=2), step=0)["critic_loss"])

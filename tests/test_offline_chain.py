@@ -1,6 +1,7 @@
 """The offline chain on the real simulator, in one process: collect.py writes a dataset (and
 resumes it), train.py pretrains on it in run.mode offline (checkpoint, resume, evaluation), and an
 online run starts from that checkpoint with the dataset mixed into its batches."""
+
 import json
 
 import numpy as np
@@ -10,8 +11,8 @@ import collect
 import evaluate
 import train
 from dataset.parquet import ParquetDataset, list_shards, read_metadata
+from dataset.rows import ROW_SPEC
 from dataset.summary import summarize
-from learners.replay import ROW_SPEC
 
 pytestmark = pytest.mark.sim
 
@@ -19,9 +20,19 @@ DEBUG = ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml"
 
 
 def collect_args(directory, steps, *extra):
-    return ["--config", "configs/collect/expert.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-            "workers.num_workers=1", f"run.total_env_steps={steps}", f"collect.output={directory}",
-            "collect.rows_per_shard=64", "workers.chunk_size=16", *extra]
+    return [
+        "--config",
+        "configs/collect/expert.yaml",
+        "--config",
+        "configs/debug.yaml",
+        "run.mode=local",
+        "workers.num_workers=1",
+        f"run.total_env_steps={steps}",
+        f"collect.output={directory}",
+        "collect.rows_per_shard=64",
+        "workers.chunk_size=16",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +66,15 @@ def test_collection_writes_expert_rows_with_labels_and_resumes(dataset_dir, tmp_
 
 
 def test_offline_pretraining_then_online_fine_tuning(dataset_dir, tmp_path):
-    offline = DEBUG + ["run.mode=offline", f"data.dataset={dataset_dir}", "agent.algorithm=td3bc",
-                       "run.total_updates=6", "workers.num_workers=1", f"run.runs_dir={tmp_path}", "run.name=pre"]
+    offline = DEBUG + [
+        "run.mode=offline",
+        f"data.dataset={dataset_dir}",
+        "agent.algorithm=td3bc",
+        "run.total_updates=6",
+        "workers.num_workers=1",
+        f"run.runs_dir={tmp_path}",
+        "run.name=pre",
+    ]
     assert train.main(offline) == 0
     (pre,) = tmp_path.glob("pre-*")
     assert json.loads((pre / "checkpoint" / "COMPLETE").read_text())["updates"] == 6
@@ -70,9 +88,18 @@ def test_offline_pretraining_then_online_fine_tuning(dataset_dir, tmp_path):
     assert "route 1" in json.loads((tmp_path / "e.json").read_text())
     assert sorted(p.name for p in pre.rglob("*")) == before  # evaluating writes nothing into the run
 
-    online = DEBUG + ["run.mode=local", "workers.num_workers=1", f"agent.init_from={pre}", "agent.algorithm=td3",
-                      f"data.dataset={dataset_dir}", "data.offline_fraction=0.5", f"run.runs_dir={tmp_path}",
-                      "run.name=fine", "run.total_env_steps=200", "workers.random_steps=0"]
+    online = DEBUG + [
+        "run.mode=local",
+        "workers.num_workers=1",
+        f"agent.init_from={pre}",
+        "agent.algorithm=td3",
+        f"data.dataset={dataset_dir}",
+        "data.offline_fraction=0.5",
+        f"run.runs_dir={tmp_path}",
+        "run.name=fine",
+        "run.total_env_steps=200",
+        "workers.random_steps=0",
+    ]
     assert train.main(online) == 0
     (fine,) = tmp_path.glob("fine-*")
     rows = [json.loads(line) for line in (fine / "progress.jsonl").read_text().splitlines()]
@@ -88,8 +115,14 @@ def test_an_offline_run_on_a_corrupt_shard_fails_at_start_naming_it(dataset_dir,
     shard = list_shards(broken)[0].path
     shutil.copy(shard, shard.with_name("stream-00009-000000.parquet"))  # a good copy stays readable
     shard.write_bytes(shard.read_bytes()[:100])
-    args = DEBUG + ["run.mode=offline", f"data.dataset={broken}", "agent.algorithm=bc", "run.total_updates=2",
-                    "workers.num_workers=1", f"run.runs_dir={tmp_path / 'runs'}"]
+    args = DEBUG + [
+        "run.mode=offline",
+        f"data.dataset={broken}",
+        "agent.algorithm=bc",
+        "run.total_updates=2",
+        "workers.num_workers=1",
+        f"run.runs_dir={tmp_path / 'runs'}",
+    ]
     assert train.main(args) == 2
     assert str(shard) in caplog.text and "skip_corrupt" in caplog.text
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/checkpoint"))

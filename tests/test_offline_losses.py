@@ -1,4 +1,5 @@
 """The offline losses against values computed by hand (learners/losses/offline.py)."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """The sample-to-insert ratio, both directions, by hand."""
+
 from learners.pacing import SampleToInsertRatio
 
 

@@ -1,8 +1,9 @@
 """Pending transitions: out-of-order answers, deadlines, malformed answers, per-stream order."""
+
 import numpy as np
 
 from actors.pending import PendingTransitions
-from inference.feedback import FeedbackResult
+from core.feedback import FeedbackResult
 
 
 class Clock:
@@ -33,8 +34,11 @@ def test_out_of_order_answers_land_on_the_right_rows_and_ship_in_step_order():
     pending.attach(FeedbackResult(7, 1, {"vlm_action": [0.1, 0.0]}))
     rows = pending.pop_ready()
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert [r["vlm_action"].tolist() for r in rows] == [[0.0, np.float32(0.1)], [np.float32(0.1), 0.0],
-                                                        [np.float32(0.2), 0.0]]
+    assert [r["vlm_action"].tolist() for r in rows] == [
+        [0.0, np.float32(0.1)],
+        [np.float32(0.1), 0.0],
+        [np.float32(0.2), 0.0],
+    ]
     assert all(r["vlm_action_mask"] == 1.0 for r in rows)
 
 

@@ -1,6 +1,7 @@
 """ray_cluster.yaml is a valid `ray up` config, checked offline with Ray's own schema and the
 same preparation `ray up` does before it talks to the cloud; plus the layout Mentor relies on:
 a GPU head for the learner, rollout nodes that declare `carla_server`, token auth on every node."""
+
 import copy
 import json
 import re

@@ -1,9 +1,11 @@
 """Replay buffer tests. Rows are built so they can be told apart by hand: bev is filled with step % 256,
 state[0] = step, state[1] = stream id, and the reward of a row is step + 1 (rewards 1, 2, 3, ... from step 0)."""
+
 import numpy as np
 import pytest
 
-from learners.replay import ROW_SPEC, ReplayBuffer, empty_chunk, validate_chunk
+from dataset.rows import ROW_SPEC
+from learners.replay import ReplayBuffer, empty_chunk, validate_chunk
 from learners.replay_journal import ReplayJournal
 
 
@@ -36,8 +38,7 @@ def rows(stream, steps, *, episode=0, terminated_at=(), truncated_at=(), last_at
 def episode(stream, start, transitions, end="terminated", episode_id=0):
     """T transitions = T + 1 rows; the last transition (row T-1) carries `end`, row T is is_last."""
     final = start + transitions
-    return rows(stream, range(start, final + 1), episode=episode_id,
-                **{f"{end}_at": [final - 1]}, last_at=[final])
+    return rows(stream, range(start, final + 1), episode=episode_id, **{f"{end}_at": [final - 1]}, last_at=[final])
 
 
 def concat(*chunks):
@@ -54,6 +55,7 @@ def sampled_steps(batch):
 
 # ------------------------------------------------------------------------------------------- chunks
 
+
 def test_empty_chunk_matches_row_spec():
     chunk = empty_chunk(3)
     chunk["step"][:] = np.arange(3)  # zeros are fine everywhere else; a stream's steps must increase
@@ -63,14 +65,17 @@ def test_empty_chunk_matches_row_spec():
     assert ROW_SPEC["bev"] == ((15, 96, 96), np.dtype(np.uint8))
 
 
-@pytest.mark.parametrize("key, breaker, message", [
-    ("state", lambda c: c["state"].astype(np.float64), r"'state'.*float64.*expected float32"),
-    ("bev", lambda c: c["bev"][:, :, :, :95], r"'bev'.*\(2, 15, 96, 95\).*\(N, 15, 96, 96\)"),
-    ("action", lambda c: c["action"][:1], r"'action'\] has 1 rows but chunk\['bev'\] has 2"),
-    ("reward", lambda c: np.array([1.0, np.nan], np.float32), r"'reward'.*NaN"),
-    ("vlm_action", lambda c: np.full((2, 2), np.inf, np.float32), r"'vlm_action'.*NaN/inf"),
-    ("safety_mask", lambda c: np.array([0.0, 0.5], np.float32), r"'safety_mask'.*0.0 or 1.0"),
-])
+@pytest.mark.parametrize(
+    "key, breaker, message",
+    [
+        ("state", lambda c: c["state"].astype(np.float64), r"'state'.*float64.*expected float32"),
+        ("bev", lambda c: c["bev"][:, :, :, :95], r"'bev'.*\(2, 15, 96, 95\).*\(N, 15, 96, 96\)"),
+        ("action", lambda c: c["action"][:1], r"'action'\] has 1 rows but chunk\['bev'\] has 2"),
+        ("reward", lambda c: np.array([1.0, np.nan], np.float32), r"'reward'.*NaN"),
+        ("vlm_action", lambda c: np.full((2, 2), np.inf, np.float32), r"'vlm_action'.*NaN/inf"),
+        ("safety_mask", lambda c: np.array([0.0, 0.5], np.float32), r"'safety_mask'.*0.0 or 1.0"),
+    ],
+)
 def test_validate_chunk_names_the_bad_key(key, breaker, message):
     chunk = rows(0, range(2))
     chunk[key] = breaker(chunk)
@@ -105,6 +110,7 @@ def test_bad_chunk_inserts_nothing():
 
 
 # ----------------------------------------------------------------------------------------- storage
+
 
 def test_each_step_is_stored_once():
     buffer = ReplayBuffer(64)
@@ -144,7 +150,7 @@ def test_batches_are_the_rows_that_were_added():
     for i in range(6):
         chunk = episode(i % 3, 20 * (i // 3), 19, end="terminated", episode_id=i)
         chunk["bev"][:] = (rng.random(chunk["bev"].shape) < 0.01) * np.uint8(255)
-        raw[len(buffer):len(buffer) + len(chunk["step"])] = chunk["bev"]
+        raw[len(buffer) : len(buffer) + len(chunk["step"])] = chunk["bev"]
         buffer.add(chunk)
     batch = buffer.sample(64, n_step=3, gamma=0.9)
     np.testing.assert_array_equal(batch["bev"], raw[batch["index"]])
@@ -162,22 +168,36 @@ def test_counters():
 
 # ---------------------------------------------------------------------------------------- sampling
 
+
 def test_sample_shapes_and_dtypes():
     buffer = ReplayBuffer(64)
     buffer.add(rows(0, range(10)))
     batch = buffer.sample(8, n_step=2)
     expected = {
-        "bev": ((8, 15, 96, 96), np.uint8), "state": ((8, 10), np.float32), "action": ((8, 2), np.float32),
-        "reward": ((8,), np.float32), "discount": ((8,), np.float32), "next_bev": ((8, 15, 96, 96), np.uint8),
-        "next_state": ((8, 10), np.float32), "cost": ((8,), np.float32),
-        "clip_margin": ((8,), np.float32), "clip_margin_mask": ((8,), np.float32),
-        "safety": ((8,), np.float32), "safety_mask": ((8,), np.float32),
-        "vlm_action": ((8, 2), np.float32), "vlm_action_mask": ((8,), np.float32),
-        "expert_action": ((8, 2), np.float32), "expert_action_mask": ((8,), np.float32),
-        "policy_version": ((8,), np.int64), "episode_id": ((8,), np.int64), "step": ((8,), np.int64),
+        "bev": ((8, 15, 96, 96), np.uint8),
+        "state": ((8, 10), np.float32),
+        "action": ((8, 2), np.float32),
+        "reward": ((8,), np.float32),
+        "discount": ((8,), np.float32),
+        "next_bev": ((8, 15, 96, 96), np.uint8),
+        "next_state": ((8, 10), np.float32),
+        "cost": ((8,), np.float32),
+        "clip_margin": ((8,), np.float32),
+        "clip_margin_mask": ((8,), np.float32),
+        "safety": ((8,), np.float32),
+        "safety_mask": ((8,), np.float32),
+        "vlm_action": ((8, 2), np.float32),
+        "vlm_action_mask": ((8,), np.float32),
+        "expert_action": ((8, 2), np.float32),
+        "expert_action_mask": ((8,), np.float32),
+        "policy_version": ((8,), np.int64),
+        "episode_id": ((8,), np.int64),
+        "step": ((8,), np.int64),
         "index": ((8,), np.int64),
-        **{f"nstep_{key}": ((8, 2), np.float32)
-           for key in ("clip_margin", "clip_margin_mask", "safety", "safety_mask", "weight")},
+        **{
+            f"nstep_{key}": ((8, 2), np.float32)
+            for key in ("clip_margin", "clip_margin_mask", "safety", "safety_mask", "weight")
+        },
     }
     assert set(batch) == set(expected)
     for key, (shape, dtype) in expected.items():
@@ -218,10 +238,13 @@ def test_n_step_reward_and_discount_by_hand():
     np.testing.assert_allclose(batch["reward"], (s + 1) + 0.5 * (s + 2) + 0.25 * (s + 3))
 
 
-@pytest.mark.parametrize("end, discount_from_0, discount_from_1", [
-    ("terminated", 0.0, 0.0),
-    ("truncated", 0.25, 0.5),  # 0.5 ** transitions taken
-])
+@pytest.mark.parametrize(
+    "end, discount_from_0, discount_from_1",
+    [
+        ("terminated", 0.0, 0.0),
+        ("truncated", 0.25, 0.5),  # 0.5 ** transitions taken
+    ],
+)
 def test_path_stops_at_episode_end(end, discount_from_0, discount_from_1):
     buffer = ReplayBuffer(64)
     # episode 0: steps 0, 1 are transitions (rewards 1, 2), step 2 is the final observation;
@@ -291,6 +314,7 @@ def test_sample_rejects_bad_arguments():
 
 # -------------------------------------------------------------------------------------------- ring
 
+
 def test_ring_overwrite_keeps_links_consistent():
     buffer = ReplayBuffer(64)
     for i in range(20):  # 2 streams x 20 chunks x 5 rows = 200 rows through a 64-row ring
@@ -319,12 +343,12 @@ def test_ring_overwrite_keeps_links_consistent():
 
 def test_overwritten_tail_is_not_linked():
     buffer = ReplayBuffer(8)
-    buffer.add(rows(1, [0, 1]))              # slots 0, 1; stream 1's tail is slot 1
-    buffer.add(rows(2, range(8)))            # slots 2..7, 0, 1: overwrites stream 1 entirely
-    buffer.add(rows(2, [8]))                 # slot 2; links stream 2's step 7 (slot 1) -> step 8
-    buffer.add(rows(1, [2, 3]))              # stream 1's old tail (slot 1) now holds stream 2's row
+    buffer.add(rows(1, [0, 1]))  # slots 0, 1; stream 1's tail is slot 1
+    buffer.add(rows(2, range(8)))  # slots 2..7, 0, 1: overwrites stream 1 entirely
+    buffer.add(rows(2, [8]))  # slot 2; links stream 2's step 7 (slot 1) -> step 8
+    buffer.add(rows(1, [2, 3]))  # stream 1's old tail (slot 1) now holds stream 2's row
     arrays = buffer.arrays
-    assert arrays["next_row"][1] == 2        # stream 2's link survived; no bogus link to stream 1
+    assert arrays["next_row"][1] == 2  # stream 2's link survived; no bogus link to stream 1
     batch = buffer.sample(256)
     np.testing.assert_array_equal(batch["next_state"][:, 1], batch["state"][:, 1])
     np.testing.assert_array_equal(batch["next_state"][:, 0], batch["state"][:, 0] + 1)
@@ -340,26 +364,28 @@ def test_gap_in_steps_is_not_linked():
 
 # ------------------------------------------------------------------------------------------- stats
 
+
 def test_stats_by_hand():
     buffer = ReplayBuffer(64)
     buffer.add(episode(0, 0, 3))  # transitions at steps 0, 1, 2; step 3 is_last
     stats = buffer.stats()
     assert stats["size"] == 4 and stats["inserted_total"] == 4 and stats["transitions_total"] == 3
-    assert stats["feedback_clip_margin"] == pytest.approx(1 / 3)   # step % 2 == 1: step 1
-    assert stats["feedback_safety"] == pytest.approx(1 / 3)        # step % 3 == 0: step 0
-    assert stats["feedback_vlm_action"] == pytest.approx(1 / 3)    # step % 4 == 0: step 0
-    assert stats["policy_version_mean"] == pytest.approx(0.0)      # steps 0..3 // 4
+    assert stats["feedback_clip_margin"] == pytest.approx(1 / 3)  # step % 2 == 1: step 1
+    assert stats["feedback_safety"] == pytest.approx(1 / 3)  # step % 3 == 0: step 0
+    assert stats["feedback_vlm_action"] == pytest.approx(1 / 3)  # step % 4 == 0: step 0
+    assert stats["policy_version_mean"] == pytest.approx(0.0)  # steps 0..3 // 4
     assert ReplayBuffer(4).stats()["feedback_safety"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------- save/load
 
+
 def test_link_into_a_changed_slot_is_not_followed():
     # The ring never leaves such a link behind, but sampling re-checks stream/step per hop anyway:
     # corrupt the links so step 0 of stream 1 points at stream 2's row and check it is rejected.
     buffer = ReplayBuffer(64)
-    buffer.add(rows(1, range(3)))   # slots 0..2
-    buffer.add(rows(2, range(3)))   # slots 3..5
+    buffer.add(rows(1, range(3)))  # slots 0..2
+    buffer.add(rows(2, range(3)))  # slots 3..5
     buffer._arrays["next_row"][0] = 4  # noqa: SLF001 - a deliberately broken link
     batch = buffer.sample(256)
     assert 0 not in batch["index"]
@@ -367,6 +393,7 @@ def test_link_into_a_changed_slot_is_not_followed():
 
 
 # ------------------------------------------------------------------------------ the journal (disk)
+
 
 def test_journal_rebuilds_the_same_buffer_and_prunes_what_the_ring_overwrote(tmp_path):
     journal = ReplayJournal(tmp_path / "replay")
@@ -386,7 +413,10 @@ def test_journal_rebuilds_the_same_buffer_and_prunes_what_the_ring_overwrote(tmp
     reopened.rebuild(restored)
     restored.set_rng_state(buffer.rng_state())
     assert (len(restored), restored.inserted_total, restored.transitions_total) == (
-        len(buffer), buffer.inserted_total, buffer.transitions_total)
+        len(buffer),
+        buffer.inserted_total,
+        buffer.transitions_total,
+    )
     for key in buffer.arrays:  # the same rows in the same slots
         np.testing.assert_array_equal(restored.arrays[key], buffer.arrays[key], err_msg=key)
     np.testing.assert_array_equal(restored.bev(np.arange(64)), buffer.bev(np.arange(64)))
@@ -446,6 +476,7 @@ def test_nstep_feedback_follows_the_path_with_its_discounts_and_stops_at_a_termi
 
 
 # --------------------------------------------------------------------------------------- sequences
+
 
 def brute_force_sequence_starts(buffer, length):
     """Every slot from which `length` consecutive rows of one stream are stored, by a plain search."""

@@ -2,15 +2,16 @@ import math
 
 import pytest
 
-from envs.route_tracker import RouteProgress
 from envs.reward import desired_speed, roach_reward
+from envs.route_tracker import RouteProgress
 from envs.types import LightState, RouteCommand
 from tests.snapshots import light, snapshot
 
 
 def progress(lateral=0.0, heading=0.0):
-    return RouteProgress(index=0, lateral=lateral, heading_error=heading, completion=0.0,
-                         command=RouteCommand.LANE_FOLLOW)
+    return RouteProgress(
+        index=0, lateral=lateral, heading_error=heading, completion=0.0, command=RouteCommand.LANE_FOLLOW
+    )
 
 
 def test_free_road_at_target_speed_earns_one():
@@ -20,8 +21,13 @@ def test_free_road_at_target_speed_earns_one():
 
 def test_each_term_by_hand():
     # speed 3 vs desired 6: 1 - 3/6 = 0.5; lateral 1 m: -0.5; heading 0.2 rad: -0.2; steer jump: -0.1
-    terms = roach_reward(snapshot(speed=3.0, steer=0.3), progress(lateral=-1.0, heading=0.2), last_steer=0.0,
-                         terminated=False, severe_failure=False)
+    terms = roach_reward(
+        snapshot(speed=3.0, steer=0.3),
+        progress(lateral=-1.0, heading=0.2),
+        last_steer=0.0,
+        terminated=False,
+        severe_failure=False,
+    )
     assert (terms.speed, terms.position, terms.rotation, terms.action) == pytest.approx((0.5, -0.5, -0.2, -0.1))
     assert terms.total == pytest.approx(-0.3)
 

@@ -1,5 +1,6 @@
 """Sample-time reward shaping against hand-computed values: per-step terms, discounted along an
 n-step path for transitions, added step by step for sequences."""
+
 import numpy as np
 import pytest
 
@@ -34,9 +35,11 @@ def test_semantic_reward_maps_goal_probability_to_plus_minus_one():
 
 def test_observe_uses_only_available_margins_of_transition_rows():
     shaper = RewardShaper(clip_scale=0.25)
-    chunk = {"clip_margin": np.array([0.2, 0.4, 9.0, 7.0], np.float32),
-             "clip_margin_mask": np.array([1, 1, 0, 1], np.float32),
-             "is_last": np.array([False, False, False, True])}
+    chunk = {
+        "clip_margin": np.array([0.2, 0.4, 9.0, 7.0], np.float32),
+        "clip_margin_mask": np.array([1, 1, 0, 1], np.float32),
+        "is_last": np.array([False, False, False, True]),
+    }
     shaper.observe(chunk)
     assert shaper.margins.mean == pytest.approx(0.3, abs=1e-4)
     restored = RewardShaper(clip_scale=0.25)
@@ -53,7 +56,7 @@ def one_stream(n: int) -> ReplayBuffer:
     chunk = empty_chunk(n)
     chunk["step"][:] = np.arange(n)
     chunk["reward"][:] = 1.0
-    chunk["safety"][:] = (np.arange(n) % 2 == 0)
+    chunk["safety"][:] = np.arange(n) % 2 == 0
     chunk["safety_mask"][:] = 1.0
     chunk["is_first"][0] = True
     replay = ReplayBuffer(64, seed=0)

@@ -2,6 +2,7 @@
 files and their loader (fast), the episode callback on the real env (sim), and each algorithm
 trained for a few hundred env steps on Town01 by the one documented command, then evaluated on
 Town02 by Mentor's EvaluationWorker into the run directory's evaluation table (ray, slow)."""
+
 import csv
 import json
 import math
@@ -14,11 +15,19 @@ from cluster.rllib_config import ALGORITHMS, RLLIB_CONFIG_DIR, load_rllib_config
 from configs.loader import ConfigError
 
 DEBUG = RLLIB_CONFIG_DIR / "debug.yaml"
-TABLE_KEYS = ("return", "route_completion", "infraction_penalty", "driving_score", "collision_rate", "cost",
-              "mean_speed")
+TABLE_KEYS = (
+    "return",
+    "route_completion",
+    "infraction_penalty",
+    "driving_score",
+    "collision_rate",
+    "cost",
+    "mean_speed",
+)
 
 
 # ------------------------------------------------------------------------------------------- config
+
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 def test_shipped_configs_train_on_town01_and_evaluate_on_town02(algorithm):
@@ -32,7 +41,8 @@ def test_shipped_configs_train_on_town01_and_evaluate_on_town02(algorithm):
 def test_debug_overlay_and_overrides_merge_into_the_chosen_section():
     config, settings = load_rllib_config(
         [RLLIB_CONFIG_DIR / "sac.yaml", DEBUG],
-        ["rllib.sac.training.actor_lr=1e-4", "run.seed=7", "eval.routes=[2,3]", "rllib.num_envs_per_env_runner=2"])
+        ["rllib.sac.training.actor_lr=1e-4", "run.seed=7", "eval.routes=[2,3]", "rllib.num_envs_per_env_runner=2"],
+    )
     training = settings.calls["training"]
     assert training["actor_lr"] == 1e-4 and isinstance(training["actor_lr"], float)  # e-notation is a number
     assert training["train_batch_size_per_learner"] == 16 and training["critic_lr"] == 0.0003  # overlay + file
@@ -50,25 +60,34 @@ def test_resolved_config_round_trips_with_only_the_algorithm_it_ran(tmp_path):
     assert load_rllib_config([tmp_path / "config.yaml"]) == (config, settings)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["rllib.algorithm=a2c"], "rllib.algorithm = 'a2c' is invalid: must be one of ppo, sac, dreamerv3"),
-    (["rllib.num_workers=2"], "unknown field rllib.num_workers"),
-    (["rllib.device=tpu"], "rllib.device = 'tpu' is invalid"),
-    (["rllib.num_envs_per_env_runner=0"], "rllib.num_envs_per_env_runner = 0 is invalid"),
-    (["rllib.ppo.build_algo.x=1"], "rllib.ppo.build_algo: not an AlgorithmConfig method"),
-    (["rllib.sac.training=3"], "rllib.sac.training must be a mapping of keyword arguments"),
-    (["run.total_env_steps=-5"], "run.total_env_steps = -5 is invalid"),
-    (["env.town_name=Town01"], "unknown field env.town_name"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["rllib.algorithm=a2c"], "rllib.algorithm = 'a2c' is invalid: must be one of ppo, sac, dreamerv3"),
+        (["rllib.num_workers=2"], "unknown field rllib.num_workers"),
+        (["rllib.device=tpu"], "rllib.device = 'tpu' is invalid"),
+        (["rllib.num_envs_per_env_runner=0"], "rllib.num_envs_per_env_runner = 0 is invalid"),
+        (["rllib.ppo.build_algo.x=1"], "rllib.ppo.build_algo: not an AlgorithmConfig method"),
+        (["rllib.sac.training=3"], "rllib.sac.training must be a mapping of keyword arguments"),
+        (["run.total_env_steps=-5"], "run.total_env_steps = -5 is invalid"),
+        (["env.town_name=Town01"], "unknown field env.town_name"),
+    ],
+)
 def test_bad_settings_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_rllib_config([RLLIB_CONFIG_DIR / "ppo.yaml"], overrides)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("rllib.ppo.training.learning_rate=0.1", "rllib.ppo.training: .*unexpected keyword argument 'learning_rate'"),
-    ("rllib.ppo.training.minibatch_size=5000", "rllib.ppo: RLlib rejects the settings: `minibatch_size` \\(5000\\)"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rllib.ppo.training.learning_rate=0.1", "rllib.ppo.training: .*unexpected keyword argument 'learning_rate'"),
+        (
+            "rllib.ppo.training.minibatch_size=5000",
+            "rllib.ppo: RLlib rejects the settings: `minibatch_size` \\(5000\\)",
+        ),
+    ],
+)
 def test_rllib_checks_its_settings_before_anything_runs(override, message):
     _require_rllib()
     from cluster.rllib_baselines import check_algorithm_config
@@ -97,6 +116,7 @@ def test_a_config_without_the_rllib_section_says_what_to_give(tmp_path):
 
 # --------------------------------------------------------------------------------------------- env
 
+
 def _require_rllib() -> None:
     try:
         import ray.rllib.algorithms.ppo  # noqa: F401
@@ -113,8 +133,10 @@ def test_episode_rows_come_back_from_rllibs_compiled_metrics_whatever_their_coun
     from cluster.rllib_baselines import EPISODES_KEY, _episode_rows
 
     metrics = MetricsLogger()
-    rows = [{"stream_id": i, "episode_return": -1.5 * i, "route_completion": 0.1, "driving_score": 0.05}
-            for i in range(count)]
+    rows = [
+        {"stream_id": i, "episode_return": -1.5 * i, "route_completion": 0.1, "driving_score": 0.05}
+        for i in range(count)
+    ]
     for row in rows:
         metrics.log_value(EPISODES_KEY, row, reduce="item_series")
     compiled = metrics.compile().get(EPISODES_KEY)
@@ -136,8 +158,9 @@ def test_finished_episode_is_logged_with_the_envs_own_metrics(town01):
     env = make_rllib_env({"env": EnvConfig(town=town01), "algorithm": "ppo"})
     try:
         obs, info = env.reset(seed=0, options={"route": 0})
-        episode = SingleAgentEpisode(observations=[obs], infos=[info], observation_space=env.observation_space,
-                                     action_space=env.action_space)
+        episode = SingleAgentEpisode(
+            observations=[obs], infos=[info], observation_space=env.observation_space, action_space=env.action_space
+        )
         action = np.array([1.0, 1.0], np.float32)
         for _ in range(600):
             obs, reward, terminated, truncated, info = env.step(action)
@@ -152,13 +175,17 @@ def test_finished_episode_is_logged_with_the_envs_own_metrics(town01):
     episode_callbacks()().on_episode_end(episode=episode, env_runner=None, metrics_logger=metrics, env_index=1)
     expected = info["episode_metrics"]
     (row,) = metrics.peek(EPISODES_KEY)
-    assert row == {"stream_id": 1, "episode_return": pytest.approx(expected["return"]),
-                   "route_completion": pytest.approx(expected["route_completion"]),
-                   "driving_score": pytest.approx(expected["driving_score"])}
+    assert row == {
+        "stream_id": 1,
+        "episode_return": pytest.approx(expected["return"]),
+        "route_completion": pytest.approx(expected["route_completion"]),
+        "driving_score": pytest.approx(expected["driving_score"]),
+    }
     assert row["episode_return"] == pytest.approx(sum(episode.get_rewards()), rel=1e-4, abs=1e-4)
 
 
 # -------------------------------------------------------------------------------- training (ray)
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -225,8 +252,13 @@ def test_sac_trains_and_is_evaluated_on_town02(ray_cluster, town01, town02, tmp_
 @pytest.mark.ray
 @pytest.mark.slow
 def test_dreamerv3_trains_at_the_asked_replay_ratio_and_is_evaluated(ray_cluster, town01, town02, tmp_path, capsys):
-    printed = _train("dreamerv3", tmp_path / "dreamer", capsys, "run.total_env_steps=100",
-                     "rllib.dreamerv3.training.training_ratio=4")
+    printed = _train(
+        "dreamerv3",
+        tmp_path / "dreamer",
+        capsys,
+        "run.total_env_steps=100",
+        "rllib.dreamerv3.training.training_ratio=4",
+    )
     training = _check_run_dir(tmp_path / "dreamer", "dreamerv3", printed, 100)
     # B x T = 32 replayed steps per update, one update per 8 sampled steps after the first 32.
     assert training["updates"] >= 5 and 2 <= training["replay_ratio"] <= 4

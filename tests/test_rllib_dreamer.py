@@ -2,6 +2,7 @@
 and a tiny online training run on a local Ray cluster whose checkpoint then drives Mentor's env
 through the Policy protocol and the EvaluationWorker (ray, slow). The run directory and the command
 of all three RLlib baselines: tests/test_rllib_baselines.py."""
+
 import dataclasses
 import os
 
@@ -60,8 +61,9 @@ def test_bev_image_shape_dtype_and_channels():
 
 
 class _BevStub(gym.Env):
-    observation_space = gym.spaces.Dict({"bev": gym.spaces.Box(0, 255, BEV_SHAPE, np.uint8),
-                                         "state": gym.spaces.Box(-1, 1, (10,), np.float32)})
+    observation_space = gym.spaces.Dict(
+        {"bev": gym.spaces.Box(0, 255, BEV_SHAPE, np.uint8), "state": gym.spaces.Box(-1, 1, (10,), np.float32)}
+    )
     action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
 
     def reset(self, *, seed=None, options=None):
@@ -115,8 +117,10 @@ def test_dreamer_trains_checkpoints_and_acts_through_the_policy_protocol(local_r
     from core import Policy
 
     steps = 160  # debug.yaml's DreamerV3: nano, training ratio 8, B x T = 2 x 16, horizon 5
-    config, settings = load_rllib_config([RLLIB_CONFIG_DIR / "dreamerv3.yaml", RLLIB_CONFIG_DIR / "debug.yaml"],
-                                         [f"env.town={town01}", "run.progress_every_s=10", f"run.total_env_steps={steps}"])
+    config, settings = load_rllib_config(
+        [RLLIB_CONFIG_DIR / "dreamerv3.yaml", RLLIB_CONFIG_DIR / "debug.yaml"],
+        [f"env.town={town01}", "run.progress_every_s=10", f"run.total_env_steps={steps}"],
+    )
     summary = train_rllib(config, settings, tmp_path / "dreamer")
     assert summary["env_steps"] >= steps and summary["updates"] >= 10
     assert 4 <= summary["replay_ratio"] <= 8  # the asked 8, less the updates-free first B x T steps
@@ -162,8 +166,9 @@ def test_dreamer_trains_checkpoints_and_acts_through_the_policy_protocol(local_r
     assert torch.allclose(mixed_carry["h"][0], fresh_carry["h"][0], atol=1e-6)
     assert torch.allclose(mixed_carry["h"][1], kept_carry["h"][0], atol=1e-6)
 
-    on_town01 = dataclasses.replace(config, eval=dataclasses.replace(config.eval, town=town01, routes=(0,),
-                                                                      max_steps=15))
+    on_town01 = dataclasses.replace(
+        config, eval=dataclasses.replace(config.eval, town=town01, routes=(0,), max_steps=15)
+    )
     rows = evaluate_rllib(on_town01, settings, summary["checkpoint"])
     assert set(rows) == {"route 0", "mean"}
     assert np.isfinite(rows["mean"]["route_completion"]) and rows["mean"]["episodes"] == 1

@@ -1,4 +1,5 @@
 """The rollout worker on the real embedded simulator, in one process (local mode pieces)."""
+
 import dataclasses
 
 import numpy as np
@@ -9,10 +10,10 @@ from actors.feedback_client import FeedbackClient, InProcessBatcher
 from actors.rollout_worker import RolloutWorker, _route_ahead
 from configs.loader import load_config
 from core import PolicySnapshot
+from core.feedback import FeedbackItem
 from envs.expert import expert_action
 from envs.types import SimulatorError
 from inference.expert_advisor import ExpertAdvisor
-from inference.feedback import FeedbackItem
 from inference.stand_ins import FaultyModel, SlowModel
 from learners.replay import ReplayBuffer
 
@@ -49,8 +50,17 @@ class Clock:
 
 
 def config(*extra, **feedback):
-    base = load_config(None, ["env.town=Generated", "env.traffic=regular", "workers.num_workers=1",
-                              "workers.random_steps=0", "workers.chunk_size=16", *extra])
+    base = load_config(
+        None,
+        [
+            "env.town=Generated",
+            "env.traffic=regular",
+            "workers.num_workers=1",
+            "workers.random_steps=0",
+            "workers.chunk_size=16",
+            *extra,
+        ],
+    )
     return dataclasses.replace(base, feedback=dataclasses.replace(base.feedback, **feedback))
 
 
@@ -59,8 +69,17 @@ def client(model, mode="async", deadline_s=5.0, **batching):
 
 
 def worker(cfg, feedback, replay, policy=None, sync=None, env=None, stream_id=3):
-    return RolloutWorker(cfg, stream_id, env or make_env(cfg.env), policy or ConstantPolicy(), feedback,
-                         ship=replay.add, sync=sync or Clock(), model_inputs=ExpertAdvisor.inputs, seed=1)
+    return RolloutWorker(
+        cfg,
+        stream_id,
+        env or make_env(cfg.env),
+        policy or ConstantPolicy(),
+        feedback,
+        ship=replay.add,
+        sync=sync or Clock(),
+        model_inputs=ExpertAdvisor.inputs,
+        seed=1,
+    )
 
 
 def collect(w, ticks: int) -> None:
@@ -100,8 +119,9 @@ def test_the_advisor_answers_what_the_expert_computes_from_the_snapshot_and_rout
         for step in range(300):
             snapshot, route, index = env.unwrapped.ground_truth()
             from_ground_truth = expert_action(snapshot, _route_ahead(route, index), 0)
-            item = FeedbackItem(0, step, ("vlm_action",), 4, 0.0, np.zeros(2, np.float32),
-                                privileged=env.unwrapped.expert_action())
+            item = FeedbackItem(
+                0, step, ("vlm_action",), 4, 0.0, np.zeros(2, np.float32), privileged=env.unwrapped.expert_action()
+            )
             np.testing.assert_array_equal(advisor([item])[0].values["vlm_action"], from_ground_truth)
             _, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
             if terminated or truncated:
@@ -230,5 +250,5 @@ def test_rows_mark_the_first_step_of_each_episode(replay):
     a, n = replay.arrays, len(replay)
     firsts = np.flatnonzero(a["is_first"][:n])
     lasts = np.flatnonzero(a["is_last"][:n])
-    assert firsts.tolist() == [0, *(lasts + 1)[:len(firsts) - 1].tolist()]  # each episode starts after the last
+    assert firsts.tolist() == [0, *(lasts + 1)[: len(firsts) - 1].tolist()]  # each episode starts after the last
     assert not (a["is_first"][:n] & a["is_last"][:n]).any()

@@ -18,8 +18,9 @@ def test_unknown_suite_lists_the_known_ones():
         load_suite("leaderboard_v9")
 
 
-@pytest.mark.parametrize("suite,town_fixture", [("nocrash_train", "town01"), ("nocrash_eval", "town02"),
-                                                 ("generated", None)])
+@pytest.mark.parametrize(
+    "suite,town_fixture", [("nocrash_train", "town01"), ("nocrash_eval", "town02"), ("generated", None)]
+)
 def test_every_route_plans_on_its_town(suite, town_fixture, request):
     town = request.getfixturevalue(town_fixture) if town_fixture else "Generated"
     routes = load_suite(suite)

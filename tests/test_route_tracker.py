@@ -12,7 +12,7 @@ def straight_route(length=100, turn_at=None):
     xy = np.stack([np.arange(length + 1.0), np.zeros(length + 1)], axis=1)
     commands = np.full(length + 1, int(RouteCommand.LANE_FOLLOW))
     if turn_at is not None:
-        commands[turn_at:turn_at + 5] = int(RouteCommand.LEFT)
+        commands[turn_at : turn_at + 5] = int(RouteCommand.LEFT)
     return Route(xy=xy, yaw=np.zeros(length + 1), commands=commands)
 
 

@@ -1,12 +1,13 @@
 """The SUMO backend on the real CARLA towns (component tier: real libsumo, real nets)."""
+
 import math
 
 import numpy as np
 import pytest
 
+from envs.maps import MapSearch
 from envs.route_suites import load_suite
 from envs.sumo.netbuild import build_net
-from envs.maps import MapSearch
 from envs.sumo.simulation import SimulationInUseError, SimulatorError, SumoSettings, SumoSimulation
 from envs.types import Control, RouteCommand
 
@@ -68,8 +69,9 @@ def test_route_follows_lanes_and_announces_turns(town01_sim):
         gaps = np.linalg.norm(np.diff(route.xy, axis=0), axis=1)
         assert gaps.max() < 1.6  # dense and continuous
         assert snap.on_drivable
-    commands = {int(c) for spec in load_suite("nocrash_train").routes
-                for c in town01_sim.reset(seed=1, route=spec)[0].commands}
+    commands = {
+        int(c) for spec in load_suite("nocrash_train").routes for c in town01_sim.reset(seed=1, route=spec)[0].commands
+    }
     assert {RouteCommand.LANE_FOLLOW, RouteCommand.LEFT, RouteCommand.RIGHT} <= commands
 
 
@@ -81,8 +83,15 @@ def test_collision_with_a_stopped_vehicle_is_detected_once(town01_sim):
     heading = route.yaw[np.searchsorted(route.s, 15.0)]
     s.route.add("blocker_route", [s.vehicle.getRoadID("ego")])
     s.vehicle.add("blocker", "blocker_route", typeID="background")
-    s.vehicle.moveToXY("blocker", "", -1, ahead[0] + 2.3 * math.cos(heading), ahead[1] + 2.3 * math.sin(heading),
-                       90 - math.degrees(heading), keepRoute=2)
+    s.vehicle.moveToXY(
+        "blocker",
+        "",
+        -1,
+        ahead[0] + 2.3 * math.cos(heading),
+        ahead[1] + 2.3 * math.sin(heading),
+        90 - math.degrees(heading),
+        keepRoute=2,
+    )
     s.vehicle.setSpeed("blocker", 0.0)
     events = []
     for _ in range(60):

@@ -1,6 +1,7 @@
 """Experiment tracking (run.trackers, runner/tracking.py): TensorBoard stays the default; W&B, an
 optional extra, mirrors every scalar and episode into an offline run inside the run directory, with
 no login, no network and nothing written to the home directory; a missing wandb is a clear error."""
+
 import json
 import struct
 import sys
@@ -14,14 +15,18 @@ from core import Episode
 from runner.run_dir import RunLog
 from runner.tracking import STEP_METRIC, TrackerError
 
-SCALARS = [({"loss": 0.5, "updates_per_s": 3.25, "feedback/availability": 1.0}, 100),
-           ({"loss": 0.25, "updates_per_s": 4.0, "feedback/availability": 0.75}, 200)]
+SCALARS = [
+    ({"loss": 0.5, "updates_per_s": 3.25, "feedback/availability": 1.0}, 100),
+    ({"loss": 0.25, "updates_per_s": 4.0, "feedback/availability": 0.75}, 200),
+]
 
 
 def test_the_field_takes_known_distinct_names():
     assert load_config("configs/quickstart.yaml").run.trackers == ("tensorboard",)
-    assert load_config("configs/quickstart.yaml", ["run.trackers=[tensorboard,wandb]"]).run.trackers == \
-        ("tensorboard", "wandb")
+    assert load_config("configs/quickstart.yaml", ["run.trackers=[tensorboard,wandb]"]).run.trackers == (
+        "tensorboard",
+        "wandb",
+    )
     assert load_config("configs/quickstart.yaml", ["run.trackers=[]"]).run.trackers == ()
     for bad in ("[mlflow]", "[wandb,wandb]", "wandb"):
         with pytest.raises(ConfigError, match=r"run\.trackers"):
@@ -44,8 +49,11 @@ def test_tensorboard_alone_by_default_and_none_when_asked(tmp_path):
 
 def test_wandb_asked_for_but_not_installed_is_named_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` meets where it is not installed
-    with pytest.raises(TrackerError, match=r"wandb cannot be imported.*pip install \"wandb==0\.31\.0\".*"
-                                           r"run\.trackers=\[tensorboard\]"):
+    with pytest.raises(
+        TrackerError,
+        match=r"wandb cannot be imported.*pip install \"wandb==0\.31\.0\".*"
+        r"run\.trackers=\[tensorboard\]",
+    ):
         RunLog(tmp_path, trackers=("tensorboard", "wandb"))
     with pytest.raises(TrackerError, match="unknown"):
         RunLog(tmp_path, trackers=("mlflow",))
@@ -55,8 +63,16 @@ def test_wandb_runs_offline_in_the_run_directory_with_every_scalar(tmp_path, mon
     pytest.importorskip("wandb", reason='W&B is an optional extra: pip install "wandb==0.31.0"')
     home = tmp_path / "home"
     home.mkdir()
-    for variable in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_CACHE_DIR", "WANDB_DIR", "WANDB_PROJECT",
-                     "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+    for variable in (
+        "WANDB_MODE",
+        "WANDB_API_KEY",
+        "WANDB_CACHE_DIR",
+        "WANDB_DIR",
+        "WANDB_PROJECT",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+    ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HOME", str(home))  # no login there, and anything W&B writes outside the run shows
     run_dir = tmp_path / "runs" / "quickstart-wb"
@@ -77,7 +93,8 @@ def test_wandb_runs_offline_in_the_run_directory_with_every_scalar(tmp_path, mon
     history = [row for kind, row in records if kind == "history"]
     logged = [{k: v for k, v in row.items() if not k.startswith("_")} for row in history]
     assert logged == [{**values, STEP_METRIC: step} for values, step in SCALARS] + [
-        {"episode/return": 12.5, "episode/route_completion": 0.5, STEP_METRIC: 150}]
+        {"episode/return": 12.5, "episode/route_completion": 0.5, STEP_METRIC: 150}
+    ]
     config = next(row for kind, row in records if kind == "config")
     assert config["run"]["trackers"] == ["wandb"]  # the resolved config travels with the run
     assert not [p for p in home.rglob("*") if p.is_file()]  # nothing in the home directory
@@ -108,11 +125,11 @@ def offline_records(path: Path):
         if left < 7:  # a block's tail too short for a header is padding
             position += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[position : position + 7])
         if kind == 0:
             position += left
             continue
-        payload, position = data[position + 7:position + 7 + length], position + 7 + length
+        payload, position = data[position + 7 : position + 7 + length], position + 7 + length
         pending += payload
         if kind == 2 or kind == 3:  # first or middle part of a record spanning blocks
             continue
@@ -121,8 +138,10 @@ def offline_records(path: Path):
         pending = b""
         which = record.WhichOneof("record_type")
         if which == "history":
-            yield which, {item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                          for item in record.history.item}
+            yield (
+                which,
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item},
+            )
         elif which == "run":
             yield "config", {item.key: json.loads(item.value_json) for item in record.run.config.update}
         else:
@@ -133,6 +152,18 @@ def test_train_without_wandb_installed_stops_at_start_naming_the_fix(tmp_path, m
     import train
 
     monkeypatch.setitem(sys.modules, "wandb", None)
-    assert train.main(["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-                       f"run.runs_dir={tmp_path}", "run.trackers=[tensorboard,wandb]"]) == 2
+    assert (
+        train.main(
+            [
+                "--config",
+                "configs/quickstart.yaml",
+                "--config",
+                "configs/debug.yaml",
+                "run.mode=local",
+                f"run.runs_dir={tmp_path}",
+                "run.trackers=[tensorboard,wandb]",
+            ]
+        )
+        == 2
+    )
     assert 'pip install "wandb==0.31.0"' in caplog.text and not list(tmp_path.iterdir())  # nothing written

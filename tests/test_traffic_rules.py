@@ -1,4 +1,5 @@
 """Red-light and stop-sign rules (envs/traffic_rules.py) against hand-worked positions."""
+
 from __future__ import annotations
 
 import math

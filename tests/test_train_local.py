@@ -1,6 +1,7 @@
 """train.py in local mode (one process, no Ray; two workers, so two simulations in the process): a
 short run, a resumed one that continues where it stopped, and resumes that must refuse without
 touching the run directory."""
+
 import json
 import shutil
 
@@ -14,8 +15,16 @@ pytestmark = pytest.mark.sim
 
 
 def args(tmp_path, *extra):
-    return ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-            "workers.num_workers=2", f"run.runs_dir={tmp_path}", *extra]
+    return [
+        "--config",
+        "configs/quickstart.yaml",
+        "--config",
+        "configs/debug.yaml",
+        "run.mode=local",
+        "workers.num_workers=2",
+        f"run.runs_dir={tmp_path}",
+        *extra,
+    ]
 
 
 def snapshot(run_dir):
@@ -48,7 +57,7 @@ def test_local_run_then_resume(finished_run, tmp_path):
     assert train.main(["--resume", str(run_dir), "run.total_env_steps=700"]) == 0
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["run"]["total_env_steps"] == 700
-    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().strip().splitlines()[len(first):]]
+    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().strip().splitlines()[len(first) :]]
     assert rows and min(r["env_steps"] for r in rows) >= saved["env_steps"]  # continued, not restarted
     assert max(r["env_steps"] for r in rows) >= 700
     assert min(r["learner_updates"] for r in rows) >= saved["updates"]
@@ -76,8 +85,12 @@ def test_a_resume_that_cannot_load_refuses_and_changes_nothing(finished_run, tmp
     assert train.main(["--resume", str(run_dir), "run.total_env_steps=700"]) == 2
     assert snapshot(run_dir) == before  # not a byte changed
     assert str(run_dir) in caplog.text
-    expected = {"no marker": "no complete checkpoint", "learner.json missing": "missing learner.json",
-                "agent.pt truncated": "agent.pt cannot be loaded", "garbage json": "learner.json cannot be read"}
+    expected = {
+        "no marker": "no complete checkpoint",
+        "learner.json missing": "missing learner.json",
+        "agent.pt truncated": "agent.pt cannot be loaded",
+        "garbage json": "learner.json cannot be read",
+    }
     assert expected[damage] in caplog.text
 
 
@@ -97,8 +110,18 @@ def test_bad_config_stops_at_start_with_the_field_path(tmp_path, caplog):
 
 
 def test_missing_clip_checkpoint_stops_at_start_with_the_command_to_make_it(tmp_path, caplog):
-    assert train.main(args(tmp_path, "feedback.model=clip", "feedback.wanted=[clip_margin]",
-                           "agent.guidance.awag_weight=0", f"feedback.clip.checkpoint={tmp_path}/nothing")) == 2
+    assert (
+        train.main(
+            args(
+                tmp_path,
+                "feedback.model=clip",
+                "feedback.wanted=[clip_margin]",
+                "agent.guidance.awag_weight=0",
+                f"feedback.clip.checkpoint={tmp_path}/nothing",
+            )
+        )
+        == 2
+    )
     assert "python -m inference.clip_training" in caplog.text
     assert not list(tmp_path.glob("quickstart-*"))
 
@@ -118,8 +141,12 @@ def test_a_diverging_learner_stops_the_run_naming_it_and_the_checkpoint(tmp_path
 
     monkeypatch.setattr(DrQv2Agent, "critic_loss", diverging)
     # One worker: its pull intervals are short enough that update 100's checkpoint comes before update 151.
-    assert train.main(args(tmp_path, "run.total_env_steps=2000", "learner.checkpoint_every_updates=100",
-                           "workers.num_workers=1")) == 1
+    assert (
+        train.main(
+            args(tmp_path, "run.total_env_steps=2000", "learner.checkpoint_every_updates=100", "workers.num_workers=1")
+        )
+        == 1
+    )
     (run_dir,) = tmp_path.glob("quickstart-*")
     assert "the learner failed: update 151" in caplog.text and "critic_loss=nan" in caplog.text
     assert f"continue with train.py --resume {run_dir}" in caplog.text
@@ -133,10 +160,18 @@ def test_ctrl_c_stops_with_a_checkpoint_that_loses_nothing_and_resumes(tmp_path)
     import sys
     import time
 
-    command = [sys.executable, "train.py", *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1",
-                                                 "workers.num_workers=1")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "train.py",
+        *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1", "workers.num_workers=1"),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("quickstart-*/progress.jsonl")) or time.monotonic() < deadline - 110:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
@@ -168,11 +203,25 @@ def test_a_run_killed_before_its_first_periodic_checkpoint_resumes_with_every_ro
     import sys
     import time
 
-    command = [sys.executable, "train.py", *args(tmp_path, "run.total_env_steps=100000", "run.progress_every_s=1",
-                                                 "learner.checkpoint_every_updates=1000000",
-                                                 "run.checkpoint_every_s=300", "workers.num_workers=1")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "train.py",
+        *args(
+            tmp_path,
+            "run.total_env_steps=100000",
+            "run.progress_every_s=1",
+            "learner.checkpoint_every_updates=1000000",
+            "run.checkpoint_every_s=300",
+            "workers.num_workers=1",
+        ),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 180
     progress = None
     while True:  # until the run has stored rows well past its start

@@ -3,8 +3,7 @@ import math
 import pytest
 
 from envs.types import Control
-from envs.vehicle_model import (KinematicState, VehicleParams, gear_for, longitudinal_accel, pedals_for_accel,
-                                step)
+from envs.vehicle_model import KinematicState, VehicleParams, gear_for, longitudinal_accel, pedals_for_accel, step
 
 P = VehicleParams()
 

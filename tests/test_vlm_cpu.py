@@ -1,6 +1,7 @@
 """The VLM for real on a CPU (the `vlm` tier, in .venv-vlm: scripts/test.sh vlm): a small Qwen2-VL
 built locally, fine-tuned on expert data the simulator collects, then served by a real vLLM engine,
 directly and through the feedback deployment inside train.py on a local Ray cluster."""
+
 import json
 import os
 
@@ -14,7 +15,7 @@ pytest.importorskip("vllm", reason="the vlm tier runs in .venv-vlm (scripts/boot
 import collect  # noqa: E402
 import train  # noqa: E402
 from configs.schema import VlmConfig  # noqa: E402
-from inference.feedback import FeedbackItem, validate  # noqa: E402
+from core.feedback import FeedbackItem, validate  # noqa: E402
 from inference.vlm_data import CLEAR, build_examples  # noqa: E402
 
 STEPS = int(os.environ.get("MENTOR_VLM_TEST_STEPS", 300))  # fine-tuning: enough for the answer format (~3 min)
@@ -23,15 +24,26 @@ STEPS = int(os.environ.get("MENTOR_VLM_TEST_STEPS", 300))  # fine-tuning: enough
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("data") / "vlm"
-    assert collect.main(["--config", "configs/collect/vlm.yaml", "env.town=Generated", "run.total_env_steps=1200",
-                         f"collect.output={directory}", "collect.rows_per_shard=256"]) == 0
+    assert (
+        collect.main(
+            [
+                "--config",
+                "configs/collect/vlm.yaml",
+                "env.town=Generated",
+                "run.total_env_steps=1200",
+                f"collect.output={directory}",
+                "collect.rows_per_shard=256",
+            ]
+        )
+        == 0
+    )
     return directory
 
 
 @pytest.fixture(scope="module")
 def finetuned(dataset_dir, tmp_path_factory):
-    from inference.vlm_finetune import FinetuneSettings, finetune
     from inference.vlm_build import build
+    from inference.vlm_finetune import FinetuneSettings, finetune
 
     root = tmp_path_factory.mktemp("vlm")
     base = build(root / "base")
@@ -55,15 +67,33 @@ def advisor(finetuned):
     from inference.vlm_advisor import VlmAdvisor
 
     model_dir, _ = finetuned
-    return VlmAdvisor(VlmConfig(model=str(model_dir), pip=(), dtype="float32", max_model_len=1024,
-                                max_images_per_prompt=3, enforce_eager=True))
+    return VlmAdvisor(
+        VlmConfig(
+            model=str(model_dir),
+            pip=(),
+            dtype="float32",
+            max_model_len=1024,
+            max_images_per_prompt=3,
+            enforce_eager=True,
+        )
+    )
 
 
 def _items(examples):
     """The examples' steps as a worker sends them: the advisor builds the same prompt from them."""
-    return [FeedbackItem(env_id=0, step=i, wanted=("vlm_action",), command=e.command, speed=e.speed,
-                         action=np.zeros(2, np.float32), image=e.images[0], forward=e.forward)
-            for i, e in enumerate(examples)]
+    return [
+        FeedbackItem(
+            env_id=0,
+            step=i,
+            wanted=("vlm_action",),
+            command=e.command,
+            speed=e.speed,
+            action=np.zeros(2, np.float32),
+            image=e.images[0],
+            forward=e.forward,
+        )
+        for i, e in enumerate(examples)
+    ]
 
 
 def test_vllm_answers_in_one_batch_as_transformers_does(advisor, finetuned, dataset_dir):
@@ -78,8 +108,12 @@ def test_vllm_answers_in_one_batch_as_transformers_does(advisor, finetuned, data
     engine_generate = advisor._llm.generate
     advisor._llm.generate = lambda requests, *a, **k: calls.append(len(requests)) or engine_generate(requests, *a, **k)
     try:
-        outputs = advisor._generate([{"prompt": advisor.format_prompt(e.prompt),
-                                      "multi_modal_data": {"image": _pil(e.images[0])}} for e in examples])
+        outputs = advisor._generate(
+            [
+                {"prompt": advisor.format_prompt(e.prompt), "multi_modal_data": {"image": _pil(e.images[0])}}
+                for e in examples
+            ]
+        )
     finally:
         advisor._llm.generate = engine_generate
     served = [o.outputs[0].text for o in outputs]
@@ -117,12 +151,28 @@ def test_train_with_the_vlm_advisor_on_ray(finetuned, local_ray, tmp_path):
     """train.py with feedback.model=vlm: the fine-tuned model answers through vLLM in the Serve
     deployment while a rollout worker drives; guidance (VMR) learns from its answers."""
     model_dir, _ = finetuned
-    args = ["--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml", "--config",
-            "configs/vlm/cpu.yaml", f"feedback.vlm.model={model_dir}", "feedback.vlm.enforce_eager=true",
-            "agent.guidance.vmr_weight=1.0",
-            "run.mode=ray", "workers.num_workers=1", "run.total_env_steps=400", f"run.runs_dir={tmp_path}",
-            "run.name=vlm", "feedback.deadline_s=30", "feedback.max_pending_age_s=20", "agent.network=small",
-            "eval.routes=[0]", "eval.max_steps=5", "run.shutdown_ray=false"]
+    args = [
+        "--config",
+        "configs/quickstart.yaml",
+        "--config",
+        "configs/debug.yaml",
+        "--config",
+        "configs/vlm/cpu.yaml",
+        f"feedback.vlm.model={model_dir}",
+        "feedback.vlm.enforce_eager=true",
+        "agent.guidance.vmr_weight=1.0",
+        "run.mode=ray",
+        "workers.num_workers=1",
+        "run.total_env_steps=400",
+        f"run.runs_dir={tmp_path}",
+        "run.name=vlm",
+        "feedback.deadline_s=30",
+        "feedback.max_pending_age_s=20",
+        "agent.network=small",
+        "eval.routes=[0]",
+        "eval.max_steps=5",
+        "run.shutdown_ray=false",
+    ]
     assert train.main(args) == 0
     (run,) = tmp_path.glob("vlm-*")
     last = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()][-1]
@@ -142,13 +192,31 @@ def test_drivevlm_variant_trains(finetuned, tmp_path):
     model_dir, _ = finetuned
     torch.manual_seed(0)
     clip = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
-    args = ["--config", "configs/variants/sac-drivevlm.yaml", "--config", "configs/debug.yaml", "--config",
-            "configs/vlm/cpu.yaml", "--config", "configs/vlm/drivevlm-cpu.yaml", "env.route_suite=random",
-            "env.traffic=dense", "eval.town=Generated", "eval.route_suite=null", f"feedback.clip.checkpoint={clip}",
-            f"feedback.vlm.model={model_dir}",
-            "feedback.vlm.enforce_eager=true", "run.mode=local", "workers.num_workers=1", "agent.network=small",
-            "run.total_env_steps=300",
-            f"run.runs_dir={tmp_path}", "run.name=drivevlm", "eval.routes=[0]", "eval.max_steps=5"]
+    args = [
+        "--config",
+        "configs/variants/sac-drivevlm.yaml",
+        "--config",
+        "configs/debug.yaml",
+        "--config",
+        "configs/vlm/cpu.yaml",
+        "--config",
+        "configs/vlm/drivevlm-cpu.yaml",
+        "env.route_suite=random",
+        "env.traffic=dense",
+        "eval.town=Generated",
+        "eval.route_suite=null",
+        f"feedback.clip.checkpoint={clip}",
+        f"feedback.vlm.model={model_dir}",
+        "feedback.vlm.enforce_eager=true",
+        "run.mode=local",
+        "workers.num_workers=1",
+        "agent.network=small",
+        "run.total_env_steps=300",
+        f"run.runs_dir={tmp_path}",
+        "run.name=drivevlm",
+        "eval.routes=[0]",
+        "eval.max_steps=5",
+    ]
     assert train.main(args) == 0
     (run,) = tmp_path.glob("drivevlm-*")
     last = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()][-1]

@@ -1,5 +1,6 @@
 """The VLM's fine-tuning examples (fast tier, no transformers): the answer format, the risk
 description read from the walker mask, the frame windows and the held-out split, hand-computed."""
+
 import numpy as np
 import pytest
 
@@ -26,7 +27,10 @@ def _bev_with_walker(row: int, col: int) -> np.ndarray:
 
 def test_risk_description_reads_the_newest_walker_mask():
     # 96 px masks at 2.5 px/m with the ego at (col 48, row 76): row 61 is 6 m ahead, col 53 is 2 m right.
-    assert risk_description(_bev_with_walker(61, 53)) == "Danger: a pedestrian is 6 metres ahead on the right of the ego's path."
+    assert (
+        risk_description(_bev_with_walker(61, 53))
+        == "Danger: a pedestrian is 6 metres ahead on the right of the ego's path."
+    )
     # 20 px ahead = 8 m (no longer "Danger"), 1.2 m left of the heading: on the left.
     assert risk_description(_bev_with_walker(56, 45)) == "A pedestrian is 8 metres ahead on the left of the ego's path."
     assert risk_description(_bev_with_walker(66, 48)) == "Danger: a pedestrian is 4 metres ahead in the ego's path."
@@ -47,8 +51,11 @@ def test_the_nearest_walker_is_described_and_every_text_is_in_the_corpus():
 
 
 def test_windows_pad_with_the_episode_first_frame_and_skip_last_rows():
-    chunk = {"step": np.arange(6), "is_first": np.array([1, 0, 0, 1, 0, 0], bool),
-             "is_last": np.array([0, 0, 1, 0, 0, 1], bool)}
+    chunk = {
+        "step": np.arange(6),
+        "is_first": np.array([1, 0, 0, 1, 0, 0], bool),
+        "is_last": np.array([0, 0, 1, 0, 0, 1], bool),
+    }
     assert list(_windows(chunk, 3)) == [(0, (0, 0, 0)), (1, (0, 0, 1)), (3, (3, 3, 3)), (4, (3, 3, 4))]
 
 

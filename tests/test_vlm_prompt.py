@@ -1,13 +1,14 @@
 """The VLM prompt, the strict answer parser and the VLM advisor with a fake engine (CPU, no vLLM)."""
+
 import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from envs.types import RouteCommand
 from configs.schema import VlmConfig
-from inference.feedback import FeedbackItem, validate
+from core.feedback import FeedbackItem, validate
+from envs.types import RouteCommand
 from inference.vlm_advisor import VlmAdvisor
 from inference.vlm_prompt import _unfence, build_prompt, parse_action
 
@@ -20,8 +21,10 @@ def test_plain_json():
 
 
 def test_fenced_json_and_plain_fence():
-    for text in ('```json\n{"throttle": 0.5, "steer": 0.1, "brake": 0}\n```',
-                 '  ```\n{"throttle": 0.5, "steer": 0.1, "brake": 0}\n```\n'):
+    for text in (
+        '```json\n{"throttle": 0.5, "steer": 0.1, "brake": 0}\n```',
+        '  ```\n{"throttle": 0.5, "steer": 0.1, "brake": 0}\n```\n',
+    ):
         np.testing.assert_allclose(parse_action(text), [0.5, 0.1], rtol=1e-6)
 
 
@@ -34,8 +37,7 @@ def test_brake_wins_over_throttle():
 
 
 def test_small_brake_gives_throttle():
-    np.testing.assert_allclose(parse_action('{"throttle": 0.4, "steer": 0.3, "brake": 0.05}'), [0.4, 0.3],
-                               rtol=1e-6)
+    np.testing.assert_allclose(parse_action('{"throttle": 0.4, "steer": 0.3, "brake": 0.05}'), [0.4, 0.3], rtol=1e-6)
 
 
 def test_float32_shape_and_valid():
@@ -63,15 +65,15 @@ REJECTED = [
     '{"throttle": 0.5, "steer": 0.0, "brake": 0.0} I will accelerate.',  # trailing prose
     'Sure! {"throttle": 0.5, "steer": 0.0, "brake": 0.0}',  # leading prose
     '{"throttle": 0.5, "steer": 0.0, "brake": 0.0}{"throttle": 0.5, "steer": 0.0, "brake": 0.0}',
-    '[0.5, 0.0, 0.0]',
+    "[0.5, 0.0, 0.0]",
     '[{"throttle": 0.5, "steer": 0.0, "brake": 0.0}]',
-    '',
-    '   ',
-    'accelerate gently and keep the lane',
+    "",
+    "   ",
+    "accelerate gently and keep the lane",
     '```json\n{"throttle": 0.5, "steer": 0.0, "brake": 0.0}\n``` done',  # prose after the fence
     '```json\n{"throttle": 0.5, "steer": 0.0, "brake": 0.0}',  # unclosed fence
     '```python\n{"throttle": 0.5, "steer": 0.0, "brake": 0.0}\n```',  # wrong fence language
-    '{"throttle": 0.5, "steer": 0.0, "brake": 1' + "0" * 400 + '}',  # huge integer
+    '{"throttle": 0.5, "steer": 0.0, "brake": 1' + "0" * 400 + "}",  # huge integer
 ]
 
 
@@ -109,6 +111,7 @@ def test_hostile_text_is_rejected_at_once(text):
 def test_unfencing_time_grows_linearly():
     """Eight times the blanks cost about eight times as much (the regex grew quadratically); the
     best of several repeats, so a busy machine does not decide it."""
+
     def cost(n):
         text = "```json\n" + "\t" * n + "x"
         best = float("inf")
@@ -126,8 +129,9 @@ def test_unfencing_time_grows_linearly():
 def test_fence_edges():
     assert _unfence("```") is None and _unfence("````") is None and _unfence("``````") == ""
     assert _unfence("```JSON{}```") == "{}" and _unfence("  {}  ") == "{}"
-    np.testing.assert_allclose(parse_action('```json{"throttle": 0.5, "steer": 0.1, "brake": 0}```'), [0.5, 0.1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        parse_action('```json{"throttle": 0.5, "steer": 0.1, "brake": 0}```'), [0.5, 0.1], rtol=1e-6
+    )
 
 
 # --- build_prompt ---
@@ -182,8 +186,16 @@ GOOD = '{"throttle": 0.5, "steer": 0.1, "brake": 0.0}'
 
 def _item(step, image=True, wanted=("vlm_action",)):
     img = np.full((192, 192, 3), step % 255, dtype=np.uint8) if image else None
-    return FeedbackItem(env_id=step % 3, step=step, wanted=wanted, command=4, speed=2.0,
-                        action=np.zeros(2, np.float32), image=img, forward=(1.0, 0.0))
+    return FeedbackItem(
+        env_id=step % 3,
+        step=step,
+        wanted=wanted,
+        command=4,
+        speed=2.0,
+        action=np.zeros(2, np.float32),
+        image=img,
+        forward=(1.0, 0.0),
+    )
 
 
 def test_one_generate_call_per_batch():

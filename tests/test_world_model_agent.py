@@ -1,4 +1,5 @@
 """VL-SAFE's agent and policy behind the Agent/Policy contracts, on a tiny replay (the debug preset)."""
+
 import dataclasses
 
 import numpy as np
@@ -23,8 +24,8 @@ def episodes(n_episodes=3, length=20, seed=0, labelled=True):
     c["step"][:] = np.arange(n)
     c["episode_id"][:] = np.arange(n) // length
     c["is_first"][::length] = True
-    c["is_last"][length - 1::length] = True
-    c["truncated"][length - 2::length] = c["truncated"][length - 1::length] = True
+    c["is_last"][length - 1 :: length] = True
+    c["truncated"][length - 2 :: length] = c["truncated"][length - 1 :: length] = True
     c["bev"][:] = (rng.random(c["bev"].shape) < 0.1).astype(np.uint8) * 255
     c["state"][:] = rng.normal(size=c["state"].shape)
     c["action"][:] = rng.uniform(-1, 1, (n, 2))
@@ -51,8 +52,18 @@ def test_agent_and_policy_satisfy_the_contracts_and_update(replay):
     before = {k: v.clone() for k, v in agent.model.state_dict().items()}
     metrics = agent.update(batch, step=0)
     assert all(np.isfinite(v) for v in metrics.values())
-    for key in ("model/image", "model/reward", "model/cost", "model/continue", "model/safety", "model/kl",
-                "reward_critic/loss", "cost_critic/loss", "actor/imagined_loss", "actor/replayed_loss"):
+    for key in (
+        "model/image",
+        "model/reward",
+        "model/cost",
+        "model/continue",
+        "model/safety",
+        "model/kl",
+        "reward_critic/loss",
+        "cost_critic/loss",
+        "actor/imagined_loss",
+        "actor/replayed_loss",
+    ):
         assert key in metrics
     assert any(not torch.equal(before[k], v) for k, v in agent.model.state_dict().items())
     assert agent.required_labels == ("safety",)
@@ -77,7 +88,7 @@ def test_policy_carries_its_state_and_resets_it_at_episode_starts(replay):
     agent, policy = make_agent(cfg), make_policy(cfg)
     policy.load_weights(agent.policy_weights())
     rows = episodes(1, 4)
-    obs = [{"bev": rows["bev"][i:i + 1], "state": rows["state"][i:i + 1]} for i in range(3)]
+    obs = [{"bev": rows["bev"][i : i + 1], "state": rows["state"][i : i + 1]} for i in range(3)]
     carry = policy.initial_carry(1)
     carry, first = policy.act(carry, obs[0], np.array([True]), explore=False, step=0)
     carry, _ = policy.act(carry, obs[1], np.array([False]), explore=False, step=0)

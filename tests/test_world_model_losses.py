@@ -1,4 +1,5 @@
 """The world model's and the safe actor-critic's losses against hand-computed values on tiny tensors."""
+
 import math
 
 import pytest
@@ -132,8 +133,9 @@ def test_lagrangian_penalty_by_hand():
 
 def test_weighted_likelihood_and_critic_losses_by_hand():
     log_prob = torch.tensor([-1.0, -2.0])
-    loss, metrics = wm.weighted_likelihood_loss(log_prob, torch.tensor([2.0, 0.5]), torch.tensor([1.0, 0.5]),
-                                                torch.tensor([1.0, 1.0]), entropy_scale=0.1)
+    loss, metrics = wm.weighted_likelihood_loss(
+        log_prob, torch.tensor([2.0, 0.5]), torch.tensor([1.0, 0.5]), torch.tensor([1.0, 1.0]), entropy_scale=0.1
+    )
     # -mean([1 * (2 * -1 + 0.1), 0.5 * (0.5 * -2 + 0.1)]) = -mean([-1.9, -0.45]) = 1.175
     assert loss.item() == pytest.approx(1.175) and metrics["weight_max"] == 2.0
     bins = wm.twohot_bins()

@@ -1,6 +1,7 @@
 """VL-SAFE's agent through train.py in its three modes, with the debug preset on the CPU: offline from a
 dataset (checkpoint, resume, evaluation, pictures), offline-to-online in one process, and (ray tier)
 CLIP safety labels from Ray Data, then online on a local Ray cluster with the CLIP deployment."""
+
 import json
 
 import numpy as np
@@ -13,8 +14,17 @@ from dataset import audit
 from dataset.parquet import ParquetDataset
 from learners.world_model import inspect
 
-DEBUG = ["--config", "configs/vlsafe/offline.yaml", "--config", "configs/debug.yaml", "agent.vlsafe.sequence_length=8",
-         "agent.vlsafe.horizon=3", "learner.batch_size=2", "learner.torch_threads=1", "eval.max_steps=30"]
+DEBUG = [
+    "--config",
+    "configs/vlsafe/offline.yaml",
+    "--config",
+    "configs/debug.yaml",
+    "agent.vlsafe.sequence_length=8",
+    "agent.vlsafe.horizon=3",
+    "learner.batch_size=2",
+    "learner.torch_threads=1",
+    "eval.max_steps=30",
+]
 
 
 def progress(run_dir):
@@ -24,9 +34,18 @@ def progress(run_dir):
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("data") / "expert"
-    args = ["--config", "configs/collect/expert.yaml", "--config", "configs/debug.yaml", "run.mode=local",
-            "workers.num_workers=1", "run.total_env_steps=240", f"collect.output={directory}",
-            "collect.rows_per_shard=64", "workers.chunk_size=16"]
+    args = [
+        "--config",
+        "configs/collect/expert.yaml",
+        "--config",
+        "configs/debug.yaml",
+        "run.mode=local",
+        "workers.num_workers=1",
+        "run.total_env_steps=240",
+        f"collect.output={directory}",
+        "collect.rows_per_shard=64",
+        "workers.chunk_size=16",
+    ]
     assert collect.main(args) == 0
     return directory
 
@@ -34,12 +53,21 @@ def dataset_dir(tmp_path_factory):
 @pytest.mark.sim
 def test_offline_then_resume_then_online_from_it(dataset_dir, tmp_path):
     # The safety-weighted objective refuses a dataset without safety labels, naming the column and the fix.
-    refused = DEBUG + [f"data.dataset={dataset_dir}", f"run.runs_dir={tmp_path}", "run.name=refused",
-                       "run.total_updates=2"]
+    refused = DEBUG + [
+        f"data.dataset={dataset_dir}",
+        f"run.runs_dir={tmp_path}",
+        "run.name=refused",
+        "run.total_updates=2",
+    ]
     assert train.main(refused) == 2
     # The unweighted twin needs no label: offline, checkpoint, resume, evaluate.
-    offline = DEBUG + [f"data.dataset={dataset_dir}", f"run.runs_dir={tmp_path}", "run.name=twin",
-                       "run.total_updates=3", "agent.vlsafe.safety_weighting=none"]
+    offline = DEBUG + [
+        f"data.dataset={dataset_dir}",
+        f"run.runs_dir={tmp_path}",
+        "run.name=twin",
+        "run.total_updates=3",
+        "agent.vlsafe.safety_weighting=none",
+    ]
     assert train.main(offline) == 0
     (twin,) = tmp_path.glob("twin-*")
     assert json.loads((twin / "checkpoint" / "COMPLETE").read_text())["updates"] == 3
@@ -51,15 +79,30 @@ def test_offline_then_resume_then_online_from_it(dataset_dir, tmp_path):
 
     # Pictures of what the model learnt.
     assert inspect.main([str(twin), "--dataset", str(dataset_dir), "--out", str(tmp_path / "pictures")]) == 0
-    assert {p.name for p in (tmp_path / "pictures").iterdir()} == {"open_loop.png", "safety_episode.png",
-                                                                   "training_curves.png"}
+    assert {p.name for p in (tmp_path / "pictures").iterdir()} == {
+        "open_loop.png",
+        "safety_episode.png",
+        "training_curves.png",
+    }
 
     # Offline-to-online in one process: the recurrent policy acts, the dataset stays in the batches.
-    online = DEBUG + ["run.mode=local", "workers.num_workers=1", f"agent.init_from={twin}",
-                      "agent.vlsafe.safety_weighting=none", f"data.dataset={dataset_dir}", "data.offline_fraction=0.5",
-                      f"run.runs_dir={tmp_path}", "run.name=o2o", "run.total_env_steps=150", "run.total_updates=0",
-                      "workers.random_steps=0", "learner.learning_starts=40", "feedback.model=none",
-                      "feedback.mode=off", "feedback.wanted=[]"]
+    online = DEBUG + [
+        "run.mode=local",
+        "workers.num_workers=1",
+        f"agent.init_from={twin}",
+        "agent.vlsafe.safety_weighting=none",
+        f"data.dataset={dataset_dir}",
+        "data.offline_fraction=0.5",
+        f"run.runs_dir={tmp_path}",
+        "run.name=o2o",
+        "run.total_env_steps=150",
+        "run.total_updates=0",
+        "workers.random_steps=0",
+        "learner.learning_starts=40",
+        "feedback.model=none",
+        "feedback.mode=off",
+        "feedback.wanted=[]",
+    ]
     assert train.main(online) == 0
     (o2o,) = tmp_path.glob("o2o-*")
     last = progress(o2o)[-1]
@@ -68,9 +111,15 @@ def test_offline_then_resume_then_online_from_it(dataset_dir, tmp_path):
 
 @pytest.mark.sim
 def test_a_checkpoint_of_another_preset_is_refused_with_both_sizes(dataset_dir, tmp_path, caplog):
-    offline = DEBUG + [f"data.dataset={dataset_dir}", f"run.runs_dir={tmp_path}", "run.name=small",
-                       "run.total_updates=1", "agent.vlsafe.safety_weighting=none", "eval.routes=[0]",
-                       "eval.max_steps=1"]
+    offline = DEBUG + [
+        f"data.dataset={dataset_dir}",
+        f"run.runs_dir={tmp_path}",
+        "run.name=small",
+        "run.total_updates=1",
+        "agent.vlsafe.safety_weighting=none",
+        "eval.routes=[0]",
+        "eval.max_steps=1",
+    ]
     assert train.main(offline) == 0
     (small,) = tmp_path.glob("small-*")
     bigger = offline[:-3] + ["run.name=bigger", f"agent.init_from={small}", "agent.vlsafe.preset=S"]
@@ -83,7 +132,7 @@ def test_a_checkpoint_of_another_preset_is_refused_with_both_sizes(dataset_dir, 
 def test_clip_labels_then_offline_vlsafe_then_online_on_ray(dataset_dir, local_ray, tmp_path):
     import torch
 
-    from dataset.label import main as label_main
+    from cluster.label import main as label_main
     from inference.clip_model import ClipModel, ClipSource
 
     torch.manual_seed(0)
@@ -96,18 +145,37 @@ def test_clip_labels_then_offline_vlsafe_then_online_on_ray(dataset_dir, local_r
     rows = sum(int(c["safety_mask"].sum()) for c in ParquetDataset(labelled).chunks())
     assert rows == 240  # every transition row labelled, no is_last row
 
-    offline = DEBUG + [f"data.dataset={labelled}", f"run.runs_dir={tmp_path}", "run.name=vlsafe",
-                       "run.total_updates=3", "eval.routes=[0]", "eval.max_steps=5"]
+    offline = DEBUG + [
+        f"data.dataset={labelled}",
+        f"run.runs_dir={tmp_path}",
+        "run.name=vlsafe",
+        "run.total_updates=3",
+        "eval.routes=[0]",
+        "eval.max_steps=5",
+    ]
     assert train.main(offline) == 0
     (run,) = tmp_path.glob("vlsafe-*")
     assert progress(run)[-1]["loss/safety_labels"] > 0.5
     report = audit.audit_dataset(labelled, fraction=0.5, ks=(1, 10), run_dir=run)
     assert report  # the world model's predicted safety is audited beside the CLIP label
 
-    online = DEBUG + ["run.mode=ray", "data.dataset=null", "workers.num_workers=1", f"run.runs_dir={tmp_path}", "run.name=online",
-                      "run.total_env_steps=300", "run.total_updates=0", "learner.learning_starts=100",
-                      "feedback.model=clip", "feedback.wanted=[safety]", f"feedback.clip.checkpoint={clip}",
-                      "workers.random_steps=50", "eval.routes=[0]", "eval.max_steps=5", "run.shutdown_ray=false"]
+    online = DEBUG + [
+        "run.mode=ray",
+        "data.dataset=null",
+        "workers.num_workers=1",
+        f"run.runs_dir={tmp_path}",
+        "run.name=online",
+        "run.total_env_steps=300",
+        "run.total_updates=0",
+        "learner.learning_starts=100",
+        "feedback.model=clip",
+        "feedback.wanted=[safety]",
+        f"feedback.clip.checkpoint={clip}",
+        "workers.random_steps=50",
+        "eval.routes=[0]",
+        "eval.max_steps=5",
+        "run.shutdown_ray=false",
+    ]
     assert train.main(online) == 0
     (online_run,) = tmp_path.glob("online-*")
     last = progress(online_run)[-1]

@@ -8,6 +8,7 @@ the other route's polyline).
 Poses and points given to the module-level functions are in CARLA coordinates (x, y metres,
 yaw degrees, left-handed), like route suites store them.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -28,9 +29,14 @@ def ego_road_mask(static: StaticLayers, x: float, y: float, yaw: float) -> np.nd
     w2r = static.world_to_raster_matrix()
     px_to_raster = w2r[:, :2] @ px_to_world
     px_to_raster[:, 2] += w2r[:, 2]
-    return cv2.warpAffine(static.road, px_to_raster, (BEV_SIZE, BEV_SIZE),
-                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        static.road,
+        px_to_raster,
+        (BEV_SIZE, BEV_SIZE),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,13 +83,19 @@ class TownPair:
         poses = self.carla.lane_poses()
         return poses[np.random.default_rng(seed).choice(len(poses), size=n, replace=False)]
 
-    def sample_route_pairs(self, k: int, seed: int = 0,
-                           min_distance: float = 80.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    def sample_route_pairs(
+        self, k: int, seed: int = 0, min_distance: float = 80.0
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """k (start, goal) point pairs on lanes outside junctions, at least min_distance apart."""
         rng = np.random.default_rng(seed)
         # Lane interiors only: a lane's end point is also a junction connector's start.
-        poses = np.concatenate([seg.xy[(seg.s > 2.0) & (seg.s < seg.length - 2.0)]
-                                for seg in self.carla.segments.values() if seg.junction < 0])
+        poses = np.concatenate(
+            [
+                seg.xy[(seg.s > 2.0) & (seg.s < seg.length - 2.0)]
+                for seg in self.carla.segments.values()
+                if seg.junction < 0
+            ]
+        )
         pairs = []
         for _ in range(1000 * k):
             if len(pairs) == k:
@@ -125,8 +137,9 @@ def road_mask_iou(town: str, poses, maps_dir: str | None = None) -> np.ndarray:
         return pair.iou(np.array(net))
 
 
-def route_agreement(town: str, start, goal, maps_dir: str | None = None,
-                    tol: float = ROUTE_TOLERANCE_M) -> tuple[float, float]:
+def route_agreement(
+    town: str, start, goal, maps_dir: str | None = None, tol: float = ROUTE_TOLERANCE_M
+) -> tuple[float, float]:
     """(fraction of the carla.Map route's points within tol of the SUMO route, and the converse).
 
     start, goal: (x, y) in CARLA coordinates, on lanes outside junctions (SUMO plans from there).

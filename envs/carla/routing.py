@@ -10,6 +10,7 @@ lanes' speeds (so that both backends pick the same of two near-equal routes in t
 towns): lanes at a cruise speed, junction connectors no faster than a 5.5 m/s^2 lateral
 acceleration allows on their radius (netconvert's --junctions.limit-turn-speed defaults).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -67,8 +68,9 @@ def project(point: np.ndarray, shape: np.ndarray) -> tuple[float, float]:
     return float(polyline_length(shape)[i] + t[i] * math.sqrt(seg_len2[i])), float(dist[i])
 
 
-def distance_to_polyline(points: np.ndarray, shape: np.ndarray, chunk: int = 256,
-                         simplify_m: float = 0.01) -> np.ndarray:
+def distance_to_polyline(
+    points: np.ndarray, shape: np.ndarray, chunk: int = 256, simplify_m: float = 0.01
+) -> np.ndarray:
     """Distance [N] from each point [N, 2] to a polyline [K, 2].
 
     The polyline is first simplified (Douglas-Peucker, simplify_m) so that dense routes cost
@@ -86,9 +88,9 @@ def distance_to_polyline(points: np.ndarray, shape: np.ndarray, chunk: int = 256
     seg_len2 = np.maximum((d * d).sum(axis=1), 1e-12)
     out = np.empty(len(points))
     for i in range(0, len(points), chunk):
-        p = points[i:i + chunk, None, :]  # [n, 1, 2]
+        p = points[i : i + chunk, None, :]  # [n, 1, 2]
         t = np.clip(((p - a) * d).sum(axis=2) / seg_len2, 0.0, 1.0)
-        out[i:i + chunk] = np.linalg.norm(a + t[..., None] * d - p, axis=2).min(axis=1)
+        out[i : i + chunk] = np.linalg.norm(a + t[..., None] * d - p, axis=2).min(axis=1)
     return out
 
 
@@ -175,8 +177,11 @@ class LaneGraph:
                     reach_goal = g + time(nxt, posg) if nxt == kg else math.inf
                 else:
                     ng, nfrac = g + LANE_CHANGE_COST_S, 0.5 * (entry[key] + 1.0)
-                    reach_goal = (g - time(key, seg.length * (1.0 - goal_frac)) + LANE_CHANGE_COST_S
-                                  if nxt == kg and entry[key] < goal_frac else math.inf)
+                    reach_goal = (
+                        g - time(key, seg.length * (1.0 - goal_frac)) + LANE_CHANGE_COST_S
+                        if nxt == kg and entry[key] < goal_frac
+                        else math.inf
+                    )
                 if reach_goal < goal_cost:
                     goal_cost, goal_parent = reach_goal, (key, how)
                 if ng < best.get(nxt, math.inf) and nxt != k0:
@@ -209,7 +214,7 @@ class LaneGraph:
             elif next_how == _FOLLOW:
                 end = 1.0
             else:  # change lanes half-way to the lane's end (or to the goal, if only changes remain)
-                only_changes = all(h in (_LEFT, _RIGHT) for _, h in path[i + 1:])
+                only_changes = all(h in (_LEFT, _RIGHT) for _, h in path[i + 1 :])
                 end = 0.5 * (frac + (goal_frac if only_changes else 1.0))
             if how == _LEFT:
                 command = RouteCommand.CHANGE_LANE_LEFT

@@ -19,6 +19,7 @@ the same code runs alone for debugging. The supervisor
 Every failure message carries the last lines of the server's log, because the log is usually the
 only place that says why a UE4 process went away.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,10 +70,14 @@ class CarlaNotFoundError(FileNotFoundError):
     def __init__(self, searched: Sequence[Path], not_executable: Sequence[Path] = ()):
         self.searched = tuple(searched)
         lines = [f"CARLA server ({SCRIPT_NAME}) not found; searched:"]
-        lines += [f"  {path}" + ("  (exists but is not executable)" if path in not_executable else "")
-                  for path in self.searched]
-        lines.append("Install CARLA 0.9.16 and set $CARLA_ROOT to its directory, or set the config's CARLA "
-                     "path (carla_root, or executable for the script itself).")
+        lines += [
+            f"  {path}" + ("  (exists but is not executable)" if path in not_executable else "")
+            for path in self.searched
+        ]
+        lines.append(
+            "Install CARLA 0.9.16 and set $CARLA_ROOT to its directory, or set the config's CARLA "
+            "path (carla_root, or executable for the script itself)."
+        )
         super().__init__("\n".join(lines))
 
 
@@ -156,8 +161,7 @@ def _rpc_candidates(preferred: int, attempts: int, host: str) -> Iterator[int]:
         yield port
 
 
-def allocate_ports(host: str, preferred: int, max_attempts: int = 5,
-                   exclude: Sequence[int] = ()) -> tuple[int, int]:
+def allocate_ports(host: str, preferred: int, max_attempts: int = 5, exclude: Sequence[int] = ()) -> tuple[int, int]:
     """(rpc, tm) with rpc..rpc+2 and tm all free now. `host` is the address the server binds: ""
     (all interfaces) for CARLA. `exclude`: rpc ports not to use again (one lost a race at launch).
 
@@ -170,8 +174,9 @@ def allocate_ports(host: str, preferred: int, max_attempts: int = 5,
         if rpc in exclude or not all(port_is_free(p, host) for p in block):
             continue
         return rpc, _tm_port(rpc, host)
-    raise NoFreePortError(f"no free CARLA ports (rpc P, P+1, P+2) after {len(tried)} attempts; "
-                          f"rpc ports tried: {tried}")
+    raise NoFreePortError(
+        f"no free CARLA ports (rpc P, P+1, P+2) after {len(tried)} attempts; rpc ports tried: {tried}"
+    )
 
 
 def _tm_port(rpc: int, host: str) -> int:
@@ -199,8 +204,14 @@ def _port_accepts(host: str, port: int, timeout_s: float) -> bool:
 def server_command(executable: str | os.PathLike, settings: CarlaServerSettings, rpc_port: int) -> list[str]:
     """CarlaUE4.sh's arguments: off-screen, silent, our ports, the quality level, and either no
     rendering (-nullrhi) or a chosen GPU (-graphicsadapter, a Vulkan adapter index)."""
-    command = [str(executable), "-RenderOffScreen", "-nosound", f"-carla-rpc-port={rpc_port}",
-               f"-carla-streaming-port={rpc_port + 1}", f"-quality-level={settings.quality_level}"]
+    command = [
+        str(executable),
+        "-RenderOffScreen",
+        "-nosound",
+        f"-carla-rpc-port={rpc_port}",
+        f"-carla-streaming-port={rpc_port + 1}",
+        f"-quality-level={settings.quality_level}",
+    ]
     if settings.nullrhi:
         command.append("-nullrhi")
     elif settings.gpu_index is not None:
@@ -297,8 +308,9 @@ def reap_orphans(log_dir: str | os.PathLike) -> int:
         if _pid_alive(owner_pid):
             continue
         if _group_runs(pgid, marker):
-            logger.warning("killing orphaned CARLA server group %d (%s): its launcher, pid %d, is gone",
-                           pgid, marker, owner_pid)
+            logger.warning(
+                "killing orphaned CARLA server group %d (%s): its launcher, pid %d, is gone", pgid, marker, owner_pid
+            )
             _signal_group(pgid, signal.SIGKILL)
             reaped += 1
         path.unlink(missing_ok=True)
@@ -323,8 +335,7 @@ class CarlaServer:
     `launcher(rpc_port) -> argv` are replaceable (tests use a stand-in program); by default the
     real CarlaUE4.sh is found at construction, so a missing installation fails at once."""
 
-    def __init__(self, settings: CarlaServerSettings, probe: Probe | None = None,
-                 launcher: Launcher | None = None):
+    def __init__(self, settings: CarlaServerSettings, probe: Probe | None = None, launcher: Launcher | None = None):
         self.settings = settings
         self._probe = probe or carla_probe
         if launcher is None:
@@ -332,6 +343,7 @@ class CarlaServer:
 
             def launcher(rpc: int) -> list[str]:
                 return server_command(executable, settings, rpc)
+
         self._launcher = launcher
         self._proc: subprocess.Popen | None = None
         self._pgid: int | None = None
@@ -406,8 +418,10 @@ class CarlaServer:
                 logger.warning("CARLA server lost rpc port %d to another process at launch; trying another", rpc)
                 lost.append(rpc)
                 preferred = rpc + PORTS_PER_SERVER if self.settings.rpc_port > 0 else 0
-        raise NoFreePortError(f"CARLA server could not bind its ports after {len(lost)} launches "
-                              f"(rpc ports lost: {lost}); last log lines of {self._log_path}:\n{self._tail()}")
+        raise NoFreePortError(
+            f"CARLA server could not bind its ports after {len(lost)} launches "
+            f"(rpc ports lost: {lost}); last log lines of {self._log_path}:\n{self._tail()}"
+        )
 
     def _launch_and_wait(self, rpc: int, tm: int) -> None:
         command = [str(part) for part in self._launcher(rpc)]
@@ -419,15 +433,18 @@ class CarlaServer:
         # Append: a port reused by a later run must not erase an earlier crash's log. Open until
         # stop(): the server writes to it for its whole life.
         self._log = open(self._log_path, "ab")  # noqa: SIM115
-        self._log.write(f"=== launch {self._launches} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                        f"{' '.join(command)}\n".encode())
+        self._log.write(
+            f"=== launch {self._launches} at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n".encode()
+        )
         self._log.flush()
         logger.info("starting CARLA server (rpc %d, tm %d), log %s: %s", rpc, tm, self._log_path, command)
-        self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self._pgid = self._proc.pid  # a new session: the child leads its own process group
-        _owner_path(log_dir, rpc).write_text(json.dumps(
-            {"owner_pid": os.getpid(), "pgid": self._pgid, "marker": f"-carla-rpc-port={rpc}"}))
+        _owner_path(log_dir, rpc).write_text(
+            json.dumps({"owner_pid": os.getpid(), "pgid": self._pgid, "marker": f"-carla-rpc-port={rpc}"})
+        )
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pgid)
         started = time.monotonic()
         try:
@@ -436,8 +453,14 @@ class CarlaServer:
             self.stop()
             raise
         self._ready_at = time.monotonic()
-        logger.info("CARLA server ready after %.1f s: rpc %d, pid %d, version %s, map %s",
-                    self._ready_at - started, rpc, self._proc.pid, self.version, self.map_name)
+        logger.info(
+            "CARLA server ready after %.1f s: rpc %d, pid %d, version %s, map %s",
+            self._ready_at - started,
+            rpc,
+            self._proc.pid,
+            self.version,
+            self.map_name,
+        )
 
     def _wait_ready(self, deadline: float) -> tuple[str, str]:
         host, port = self.settings.host, self._rpc_port
@@ -451,8 +474,10 @@ class CarlaServer:
             self._raise_if_exited_during_startup()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._raise_not_ready(f"port {port} open but the server did not answer its version and map "
-                                      f"(last probe error: {last_error!r})")
+                self._raise_not_ready(
+                    f"port {port} open but the server did not answer its version and map "
+                    f"(last probe error: {last_error!r})"
+                )
             try:
                 version, map_name = self._probe(host, port, min(remaining, _PROBE_ATTEMPT_S))
             except Exception as exc:  # noqa: BLE001 - not ready yet; the deadline decides
@@ -471,15 +496,19 @@ class CarlaServer:
         tail = self._tail()
         if any(marker in tail.lower() for marker in _PORT_IN_USE_MARKERS):
             raise _PortTaken()
-        raise CarlaServerError(f"CARLA server (rpc port {self._rpc_port}, pid {self._proc.pid}) exited with code "
-                               f"{code} during startup; last log lines of {self._log_path}:\n{tail}")
+        raise CarlaServerError(
+            f"CARLA server (rpc port {self._rpc_port}, pid {self._proc.pid}) exited with code "
+            f"{code} during startup; last log lines of {self._log_path}:\n{tail}"
+        )
 
     def _raise_not_ready(self, what: str) -> None:
         pid = self._proc.pid
         self.stop()  # before reading the log: a hung server may still be writing
-        raise CarlaServerError(f"CARLA server (rpc port {self._rpc_port}, pid {pid}) not ready within "
-                               f"{self.settings.ready_timeout_s:g} s: {what}; killed its process group; "
-                               f"last log lines of {self._log_path}:\n{self._tail()}")
+        raise CarlaServerError(
+            f"CARLA server (rpc port {self._rpc_port}, pid {pid}) not ready within "
+            f"{self.settings.ready_timeout_s:g} s: {what}; killed its process group; "
+            f"last log lines of {self._log_path}:\n{self._tail()}"
+        )
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -490,15 +519,19 @@ class CarlaServer:
             raise CarlaServerError("CARLA server is not running (never started, or stopped)")
         code = self._proc.poll()
         if code is not None:
-            raise CarlaServerError(f"CARLA server (rpc port {self._rpc_port}, pid {self._proc.pid}) died with "
-                                   f"exit code {code}; last log lines of {self._log_path}:\n{self._tail()}")
+            raise CarlaServerError(
+                f"CARLA server (rpc port {self._rpc_port}, pid {self._proc.pid}) died with "
+                f"exit code {code}; last log lines of {self._log_path}:\n{self._tail()}"
+            )
 
     def watch_tick(self, started_monotonic: float) -> None:
         """After a tick: `CarlaTickTimeout` if it took longer than tick_timeout_s."""
         elapsed = time.monotonic() - started_monotonic
         if elapsed > self.settings.tick_timeout_s:
-            raise CarlaTickTimeout(f"CARLA tick took {elapsed:.2f} s (limit {self.settings.tick_timeout_s:g} s) "
-                                   f"on rpc port {self._rpc_port}; restart the server")
+            raise CarlaTickTimeout(
+                f"CARLA tick took {elapsed:.2f} s (limit {self.settings.tick_timeout_s:g} s) "
+                f"on rpc port {self._rpc_port}; restart the server"
+            )
 
     @contextlib.contextmanager
     def tick_guard(self) -> Iterator[float]:
@@ -513,8 +546,9 @@ class CarlaServer:
         except Exception as exc:
             self.check()  # a crash explains the failure better than the client's error
             if _looks_like_timeout(exc):
-                raise CarlaTickTimeout(f"CARLA tick timed out after {time.monotonic() - started:.2f} s on rpc "
-                                       f"port {self._rpc_port}: {exc}") from exc
+                raise CarlaTickTimeout(
+                    f"CARLA tick timed out after {time.monotonic() - started:.2f} s on rpc port {self._rpc_port}: {exc}"
+                ) from exc
             raise
         self.watch_tick(started)
 
@@ -527,16 +561,14 @@ class CarlaServer:
                 self._finalizer = None
             _kill_group(proc, self._pgid, self.settings.stop_grace_s)
             _owner_path(self.settings.log_dir, self._rpc_port).unlink(missing_ok=True)
-            logger.info("CARLA server pid %d (rpc %s) stopped, exit code %s", proc.pid, self._rpc_port,
-                        proc.returncode)
+            logger.info("CARLA server pid %d (rpc %s) stopped, exit code %s", proc.pid, self._rpc_port, proc.returncode)
         if self._log is not None:
             self._log.close()
             self._log = None
         self._ready_at = None
 
     def restart(self, reason: str) -> None:
-        logger.warning("restarting CARLA server (rpc %s, restart %d): %s", self._rpc_port, self._restarts + 1,
-                       reason)
+        logger.warning("restarting CARLA server (rpc %s, restart %d): %s", self._rpc_port, self._restarts + 1, reason)
         self._restarts += 1
         self.stop()
         self.start()
@@ -579,10 +611,19 @@ def _looks_like_timeout(exc: BaseException) -> bool:
 def server_settings(carla_config) -> CarlaServerSettings:
     """The supervisor's settings from the run config's env.carla (configs.schema.CarlaConfig)."""
     c = carla_config
-    return CarlaServerSettings(carla_root=c.carla_root, executable=c.executable, host=c.host, rpc_port=c.port,
-                               gpu_index=c.gpu_index, nullrhi=c.nullrhi, quality_level=c.quality_level,
-                               ready_timeout_s=c.ready_timeout_s, tick_timeout_s=c.tick_timeout_s,
-                               restart_every_s=c.restart_every_s, log_dir=c.log_dir)
+    return CarlaServerSettings(
+        carla_root=c.carla_root,
+        executable=c.executable,
+        host=c.host,
+        rpc_port=c.port,
+        gpu_index=c.gpu_index,
+        nullrhi=c.nullrhi,
+        quality_level=c.quality_level,
+        ready_timeout_s=c.ready_timeout_s,
+        tick_timeout_s=c.tick_timeout_s,
+        restart_every_s=c.restart_every_s,
+        log_dir=c.log_dir,
+    )
 
 
 def launch_for(env_config) -> CarlaServer | None:

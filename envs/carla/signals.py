@@ -4,6 +4,7 @@ CARLA's towns place each signal (OpenDRIVE landmark) on the junction connector l
 at the connector's start: the stop line crosses those lanes there. The live world then only has to
 look up each landmark's traffic-light actor for its state (`world.get_traffic_light(landmark)`).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,10 @@ def read_signal_lines(town: CarlaTownMap) -> list[SignalLine]:
     for signal_type, kind in ((TRAFFIC_LIGHT, "light"), (STOP_SIGN, "stop")):
         for landmark in town.map.get_all_landmarks_of_type(signal_type):
             for line in _landmark_lines(town, landmark, kind):
-                if not any(o.landmark_id == line.landmark_id and np.linalg.norm(o.centre - line.centre) < _SAME_LINE_M
-                           for o in lines):
+                if not any(
+                    o.landmark_id == line.landmark_id and np.linalg.norm(o.centre - line.centre) < _SAME_LINE_M
+                    for o in lines
+                ):
                     lines.append(line)
     return lines
 
@@ -62,15 +65,30 @@ def _landmark_lines(town: CarlaTownMap, landmark: carla.Landmark, kind: str) -> 
             direction = np.array([math.cos(yaw), math.sin(yaw)])
             normal = np.array([-direction[1], direction[0]]) * 0.5 * wp.lane_width
             centre = np.array([x, y])
-            lines.append(SignalLine(str(landmark.id), kind, np.concatenate([centre + normal, centre - normal]),
-                                    direction, 0.5 * wp.lane_width))
+            lines.append(
+                SignalLine(
+                    str(landmark.id),
+                    kind,
+                    np.concatenate([centre + normal, centre - normal]),
+                    direction,
+                    0.5 * wp.lane_width,
+                )
+            )
     return lines
 
 
 def stop_zones(lines: list[SignalLine]) -> np.ndarray:
     """Boxes [K, 5] of STOP_ZONE_M before each stop-sign line."""
-    zones = [[*(line.centre - 0.5 * STOP_ZONE_M * line.direction), math.atan2(line.direction[1], line.direction[0]),
-              STOP_ZONE_M, 2.0 * line.half_width] for line in lines if line.kind == "stop"]
+    zones = [
+        [
+            *(line.centre - 0.5 * STOP_ZONE_M * line.direction),
+            math.atan2(line.direction[1], line.direction[0]),
+            STOP_ZONE_M,
+            2.0 * line.half_width,
+        ]
+        for line in lines
+        if line.kind == "stop"
+    ]
     return np.asarray(zones, dtype=np.float64).reshape(-1, 5)
 
 
@@ -94,4 +112,3 @@ def lights_on_route(route: Route, lines: list[SignalLine]) -> list[tuple[float, 
         if not any(other.landmark_id == line.landmark_id and abs(s - s0) < 5.0 for s0, other in found):
             found.append((s, line))
     return sorted(found, key=lambda item: item[0])
-

@@ -12,6 +12,7 @@ picture: only lines between drivable lanes (between same-direction lanes the map
 between opposite directions the centre line's type), none along the road's outer edges and none
 inside junctions.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,13 @@ def _driving_neighbour(wp: carla.Waypoint, side: str) -> carla.Waypoint | None:
 class CarlaTownMap:
     """Static layers and routes of one CARLA town, from its OpenDRIVE description."""
 
-    def __init__(self, town: str, carla_map: carla.Map, offset: tuple[float, float] = (0.0, 0.0),
-                 resolution: float = DEFAULT_RESOLUTION_M):
+    def __init__(
+        self,
+        town: str,
+        carla_map: carla.Map,
+        offset: tuple[float, float] = (0.0, 0.0),
+        resolution: float = DEFAULT_RESOLUTION_M,
+    ):
         self.town = town
         self.map = carla_map
         self.offset = (float(offset[0]), float(offset[1]))
@@ -61,8 +67,13 @@ class CarlaTownMap:
         self.graph = LaneGraph(self.segments)
 
     @classmethod
-    def from_xodr(cls, town: str, xodr_text: str, offset: tuple[float, float] = (0.0, 0.0),
-                  resolution: float = DEFAULT_RESOLUTION_M) -> CarlaTownMap:
+    def from_xodr(
+        cls,
+        town: str,
+        xodr_text: str,
+        offset: tuple[float, float] = (0.0, 0.0),
+        resolution: float = DEFAULT_RESOLUTION_M,
+    ) -> CarlaTownMap:
         """Build the map offline (carla.Map parses the OpenDRIVE text itself)."""
         return cls(town, carla.Map(town, xodr_text), offset, resolution)
 
@@ -81,8 +92,10 @@ class CarlaTownMap:
         return x - self.offset[0], -(y - self.offset[1]), -math.degrees(yaw)
 
     def _waypoint_arrays(self, wps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raw = np.array([(w.transform.location.x, w.transform.location.y, w.transform.rotation.yaw, w.lane_width)
-                        for w in wps], dtype=np.float64)
+        raw = np.array(
+            [(w.transform.location.x, w.transform.location.y, w.transform.rotation.yaw, w.lane_width) for w in wps],
+            dtype=np.float64,
+        )
         xy = np.stack([raw[:, 0] + self.offset[0], self.offset[1] - raw[:, 1]], axis=1)
         return xy, np.radians(-raw[:, 2]), raw[:, 3]
 
@@ -106,17 +119,24 @@ class CarlaTownMap:
             mid = wps[len(wps) // 2]
             junction = start.junction_id if start.is_junction else -1
             left, right = (self._change_target(mid, side) if junction < 0 else None for side in ("left", "right"))
-            segments[key] = LaneSegment(key, xy, yaw, width, junction,
-                                        tuple(dict.fromkeys(successors.get(key, ()))), left, right)
+            segments[key] = LaneSegment(
+                key, xy, yaw, width, junction, tuple(dict.fromkeys(successors.get(key, ()))), left, right
+            )
             if junction < 0:
                 self._marks.extend(self._left_marks(mid, [w for w, k in zip(wps, keep) if k], xy, yaw, width))
         # Drop links to lanes the topology did not list as starts (none in CARLA's towns).
         for key, seg in segments.items():
             if any(k not in segments for k in seg.successors + (seg.left, seg.right) if k is not None):
                 segments[key] = LaneSegment(
-                    key, seg.xy, seg.yaw, seg.width, seg.junction,
+                    key,
+                    seg.xy,
+                    seg.yaw,
+                    seg.width,
+                    seg.junction,
                     tuple(k for k in seg.successors if k in segments),
-                    seg.left if seg.left in segments else None, seg.right if seg.right in segments else None)
+                    seg.left if seg.left in segments else None,
+                    seg.right if seg.right in segments else None,
+                )
         return segments
 
     def _sample_lane(self, start: carla.Waypoint):
@@ -158,7 +178,7 @@ class CarlaTownMap:
         marks, begin = [], 0
         for i in range(1, len(kinds) + 1):
             if i == len(kinds) or kinds[i] != kinds[begin]:
-                piece = edge[begin:i + 1]  # through the first point of the next run: no gaps
+                piece = edge[begin : i + 1]  # through the first point of the next run: no gaps
                 if kinds[begin] != "none" and len(piece) >= 2:
                     marks.append((piece, kinds[begin]))
                 begin = i
@@ -191,8 +211,9 @@ class CarlaTownMap:
     def locate(self, x: float, y: float) -> tuple[LaneKey, float]:
         """The driving lane nearest to a point and the arc position on it."""
         cx, cy, _ = self.to_carla(x, y)
-        wp = self.map.get_waypoint(carla.Location(x=cx, y=cy, z=0.0), project_to_road=True,
-                                   lane_type=carla.LaneType.Driving)
+        wp = self.map.get_waypoint(
+            carla.Location(x=cx, y=cy, z=0.0), project_to_road=True, lane_type=carla.LaneType.Driving
+        )
         if wp is None or lane_key(wp) not in self.segments:
             raise RoutePlanningError(f"point ({x:.1f}, {y:.1f}) is not near a driving lane of {self.town}")
         key = lane_key(wp)

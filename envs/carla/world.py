@@ -24,6 +24,7 @@ thread aborts the process; carla#4577, #6748). So:
 - an episode that cannot start (the ego's spawn point occupied) raises SimulatorError, and
   reset() may simply be called again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -104,7 +105,9 @@ class CarlaSimulation:
     def _connect(self) -> None:
         s = self.settings
         # A supervised server may have moved to other ports when it restarted.
-        port, tm_port = (self._server.rpc_port, self._server.tm_port) if self._server is not None else (s.port, s.tm_port)
+        port, tm_port = (
+            (self._server.rpc_port, self._server.tm_port) if self._server is not None else (s.port, s.tm_port)
+        )
         try:
             self.client = carla.Client(s.host, port)
             self.client.set_timeout(s.timeout_s)
@@ -122,9 +125,11 @@ class CarlaSimulation:
             self.traffic_manager = self.client.get_trafficmanager(tm_port)
             self.traffic_manager.set_synchronous_mode(True)
         except RuntimeError as exc:
-            raise SimulatorError(f"cannot reach a CARLA server at {s.host}:{port} ({exc}); start one "
-                                 "(CarlaUE4.sh -carla-rpc-port=...) or let the worker launch its own "
-                                 "(env.carla.launch: true)") from exc
+            raise SimulatorError(
+                f"cannot reach a CARLA server at {s.host}:{port} ({exc}); start one "
+                "(CarlaUE4.sh -carla-rpc-port=...) or let the worker launch its own "
+                "(env.carla.launch: true)"
+            ) from exc
         self.world, self.carla_map, self._port = world, carla_map, port
         if not hasattr(self, "town_map"):  # the map's geometry does not change across restarts
             self.town_map = CarlaTownMap(s.town, self.carla_map)
@@ -211,15 +216,19 @@ class CarlaSimulation:
         blueprint.set_attribute("role_name", "hero")
         self._ego = self.world.try_spawn_actor(blueprint, transform)
         if self._ego is None:
-            raise SimulatorError(f"could not spawn the ego at the route's start {transform} in {self.settings.town} "
-                                 "(something occupies it); reset() again picks another route or seed")
+            raise SimulatorError(
+                f"could not spawn the ego at the route's start {transform} in {self.settings.town} "
+                "(something occupies it); reset() again picks another route or seed"
+            )
         self._actors.append(self._ego.id)
         library = self.world.get_blueprint_library()
         self._events: list = []
         self._invasions: list[str] = []
         self._events_lock = threading.Lock()
-        for name, callback in (("sensor.other.collision", self._on_collision),
-                               ("sensor.other.lane_invasion", self._on_lane_invasion)):
+        for name, callback in (
+            ("sensor.other.collision", self._on_collision),
+            ("sensor.other.lane_invasion", self._on_lane_invasion),
+        ):
             sensor = self.world.spawn_actor(library.find(name), carla.Transform(), attach_to=self._ego)
             sensor.listen(callback)
             self._sensors.append(sensor)
@@ -227,23 +236,28 @@ class CarlaSimulation:
 
     def _on_collision(self, event: carla.CollisionEvent) -> None:
         with self._events_lock:
-            self._events.append((event.frame, readout.collision_kind(event.other_actor.type_id),
-                                 str(event.other_actor.id)))
+            self._events.append(
+                (event.frame, readout.collision_kind(event.other_actor.type_id), str(event.other_actor.id))
+            )
 
     def _on_lane_invasion(self, event: carla.LaneInvasionEvent) -> None:
         with self._events_lock:
             self._invasions.extend(str(marking.type) for marking in event.crossed_lane_markings)
 
     def _spawn_vehicles(self, count: int, rng: np.random.Generator) -> None:
-        points = [p for p in self.carla_map.get_spawn_points()
-                  if p.location.distance(self._ego_start) > _SPAWN_CLEARANCE_M]
+        points = [
+            p for p in self.carla_map.get_spawn_points() if p.location.distance(self._ego_start) > _SPAWN_CLEARANCE_M
+        ]
         cars = [bp for bp in self.world.get_blueprint_library().filter("vehicle.*") if _is_car(bp)]
         batch = []
         for i in rng.permutation(len(points))[:count]:
             blueprint = cars[int(rng.integers(len(cars)))]
             blueprint.set_attribute("role_name", "autopilot")
-            batch.append(carla.command.SpawnActor(blueprint, points[int(i)]).then(
-                carla.command.SetAutopilot(carla.command.FutureActor, True, self.traffic_manager.get_port())))
+            batch.append(
+                carla.command.SpawnActor(blueprint, points[int(i)]).then(
+                    carla.command.SetAutopilot(carla.command.FutureActor, True, self.traffic_manager.get_port())
+                )
+            )
         self._vehicle_ids = self._apply(batch)
         if len(self._vehicle_ids) < count:
             logger.info("spawned %d of %d background vehicles (spawn points taken)", len(self._vehicle_ids), count)
@@ -262,8 +276,9 @@ class CarlaSimulation:
                 batch.append(carla.command.SpawnActor(blueprint, carla.Transform(location)))
         self._walker_ids = self._apply(batch)
         controller = library.find("controller.ai.walker")
-        self._controllers = self._apply([carla.command.SpawnActor(controller, carla.Transform(), walker)
-                                         for walker in self._walker_ids])
+        self._controllers = self._apply(
+            [carla.command.SpawnActor(controller, carla.Transform(), walker) for walker in self._walker_ids]
+        )
         self._tick()  # controllers need a tick before they take orders
         for actor in self._actors_by_id(self._controllers):
             actor.start()
@@ -327,31 +342,49 @@ class CarlaSimulation:
         return _plain_guard(self.settings.timeout_s)
 
     def _lost(self, exc: Exception):
-        context = (f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
-                   f"episode={self._episode} step={self._step_count} server={self.settings.host}:{self._port}")
+        context = (
+            f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
+            f"episode={self._episode} step={self._step_count} server={self.settings.host}:{self._port}"
+        )
         self._connected = False
         if self._server is not None:
             self._server.stop()  # its GPU memory and ports go now, not when the actor is reaped
-        raise CarlaServerLost(f"CARLA failed ({context}): {type(exc).__name__}: {exc}. The server "
-                              + ("was stopped; " if self._server is not None else "") + "this process's traffic "
-                              "manager cannot be reused, so CARLA needs a new process: on Ray the driver "
-                              "replaces the rollout actor (and its server); a local run stops, resume it "
-                              "with train.py --resume") from exc
+        raise CarlaServerLost(
+            f"CARLA failed ({context}): {type(exc).__name__}: {exc}. The server "
+            + ("was stopped; " if self._server is not None else "")
+            + "this process's traffic "
+            "manager cannot be reused, so CARLA needs a new process: on Ray the driver "
+            "replaces the rollout actor (and its server); a local run stops, resume it "
+            "with train.py --resume"
+        ) from exc
 
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self) -> Snapshot:
         # The applied control, not get_control(): that reads the last snapshot, a step behind.
-        ego = readout.ego_state(self.town_map, self._ego.get_transform(), self._ego.bounding_box,
-                                self._ego.get_velocity(), self._ego.get_acceleration(), self._control,
-                                gear=self._ego.get_control().gear)
+        ego = readout.ego_state(
+            self.town_map,
+            self._ego.get_transform(),
+            self._ego.bounding_box,
+            self._ego.get_velocity(),
+            self._ego.get_acceleration(),
+            self._control,
+            gear=self._ego.get_control().gear,
+        )
         vehicles, walkers = self._near(self._vehicle_ids, ego.x, ego.y), self._near(self._walker_ids, ego.x, ego.y)
         vehicle_boxes, vehicle_speeds = readout.boxes(
-            self.town_map, ((a.get_transform(), a.bounding_box, a.get_velocity()) for a in vehicles))
+            self.town_map, ((a.get_transform(), a.bounding_box, a.get_velocity()) for a in vehicles)
+        )
         walker_boxes, walker_speeds = readout.boxes(
-            self.town_map, ((a.get_transform(), a.bounding_box, a.get_velocity()) for a in walkers))
-        on_road = np.array([self.carla_map.get_waypoint(a.get_location(), project_to_road=False,
-                                                        lane_type=carla.LaneType.Driving) is not None
-                            for a in walkers], dtype=bool)
+            self.town_map, ((a.get_transform(), a.bounding_box, a.get_velocity()) for a in walkers)
+        )
+        on_road = np.array(
+            [
+                self.carla_map.get_waypoint(a.get_location(), project_to_road=False, lane_type=carla.LaneType.Driving)
+                is not None
+                for a in walkers
+            ],
+            dtype=bool,
+        )
         front = ego_front(ego)
         next_light = self._next_light(front)
         crossed = self._red_light.crossed(front)
@@ -360,15 +393,25 @@ class CarlaSimulation:
         self._last_xy = (ego.x, ego.y)
         collisions, invasions = self._sensor_events(ego.speed)
         return Snapshot(
-            time=self._step_count * self.settings.dt, ego=ego,
-            vehicles=vehicle_boxes, vehicle_speeds=vehicle_speeds,
-            walkers=walker_boxes, walker_speeds=walker_speeds, walkers_on_road=on_road,
-            stop_lines=self._stop_lines_near(ego.x, ego.y), next_light=next_light,
-            stop_zones=self._zones_near(ego.x, ego.y), at_stop_sign=at_stop, stop_sign_pending=stop_pending,
-            ran_stop_sign=ran_stop, on_drivable=self.static_layers.is_drivable(ego.x, ego.y),
-            collisions=collisions, lane_invasions=invasions,
+            time=self._step_count * self.settings.dt,
+            ego=ego,
+            vehicles=vehicle_boxes,
+            vehicle_speeds=vehicle_speeds,
+            walkers=walker_boxes,
+            walker_speeds=walker_speeds,
+            walkers_on_road=on_road,
+            stop_lines=self._stop_lines_near(ego.x, ego.y),
+            next_light=next_light,
+            stop_zones=self._zones_near(ego.x, ego.y),
+            at_stop_sign=at_stop,
+            stop_sign_pending=stop_pending,
+            ran_stop_sign=ran_stop,
+            on_drivable=self.static_layers.is_drivable(ego.x, ego.y),
+            collisions=collisions,
+            lane_invasions=invasions,
             ran_red_light=crossed is not None and self._state(crossed) == LightState.RED,
-            travelled=travelled)
+            travelled=travelled,
+        )
 
     def _near(self, ids: list[int], x: float, y: float) -> list[carla.Actor]:
         found = []
@@ -414,19 +457,23 @@ class CarlaSimulation:
             if actor is None:
                 return None
             state = actor.state
-            remaining = readout.phase_remaining(state, actor.get_elapsed_time(), actor.get_red_time(),
-                                                actor.get_yellow_time(), actor.get_green_time())
+            remaining = readout.phase_remaining(
+                state, actor.get_elapsed_time(), actor.get_red_time(), actor.get_yellow_time(), actor.get_green_time()
+            )
             return NextLight(state=readout.light_state(state), distance=max(0.0, ahead), phase_remaining=remaining)
         return None
 
     def _stop_lines_near(self, x: float, y: float) -> StopLines:
-        near = np.flatnonzero((np.abs(self._segments[:, 0] - x) < _CONTEXT_RADIUS_M)
-                              & (np.abs(self._segments[:, 1] - y) < _CONTEXT_RADIUS_M))
+        near = np.flatnonzero(
+            (np.abs(self._segments[:, 0] - x) < _CONTEXT_RADIUS_M)
+            & (np.abs(self._segments[:, 1] - y) < _CONTEXT_RADIUS_M)
+        )
         near = [i for i in near if self._lines[i].kind == "light"]
         if not near:
             return StopLines.empty()
-        return StopLines(segments=self._segments[near],
-                         states=np.array([self._state(self._lines[i]) for i in near], dtype=np.int64))
+        return StopLines(
+            segments=self._segments[near], states=np.array([self._state(self._lines[i]) for i in near], dtype=np.int64)
+        )
 
     def _zones_near(self, x: float, y: float) -> np.ndarray:
         zones = self._zones

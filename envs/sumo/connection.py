@@ -12,6 +12,7 @@ environment is measured by benchmarks/env_steps.py (docs/results.md).
 TraCI connections are made here without traci's global connection pool (no labels, no `switch`),
 so nothing process-wide changes but the libsumo slot.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,7 +90,8 @@ class LibsumoConnection(SumoConnection):
                 raise SimulationInUseError(
                     f"process {os.getpid()} already runs a simulation in libsumo ({holder}); libsumo allows one "
                     "per process. Use transport 'auto' or 'traci' for the others (a SUMO server each), or close "
-                    "the first (env.close()).")
+                    "the first (env.close())."
+                )
             _libsumo_owner["libsumo"] = owner
         self._owner = owner
         self.api = _import_libsumo()
@@ -135,8 +137,9 @@ class TraciConnection(SumoConnection):
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = _free_port()
             self._errors_file = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall SUMO
-            self._process = subprocess.Popen([*command, "--remote-port", str(port)], stdout=subprocess.DEVNULL,
-                                             stderr=self._errors_file)
+            self._process = subprocess.Popen(
+                [*command, "--remote-port", str(port)], stdout=subprocess.DEVNULL, stderr=self._errors_file
+            )
             self.api = self._connect(port)
             if self.api is not None:
                 return
@@ -144,7 +147,8 @@ class TraciConnection(SumoConnection):
         self._kill()
         raise self._traci.FatalTraCIError(
             f"no SUMO server came up for {' '.join(command)!r} in {_PORT_ATTEMPTS} attempts; last said: "
-            f"{self._stderr()!r}")
+            f"{self._stderr()!r}"
+        )
 
     def _connect(self, port: int):
         deadline = time.monotonic() + _CONNECT_TIMEOUT_S

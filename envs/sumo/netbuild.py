@@ -2,6 +2,7 @@
 
 Nets are cached by a hash of the input file and the options, so each is built once per machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,15 +22,28 @@ _NETCONVERT_OPTIONS = (
     "--walkingareas",
     "--opendrive.ignore-misplaced-signals",
     "--opendrive.internal-shapes",
-    "--junctions.corner-detail", "5",
+    "--junctions.corner-detail",
+    "5",
     "--no-turnarounds.except-deadend",
-    "--tls.yellow.time", "3",
+    "--tls.yellow.time",
+    "3",
 )
 _NETGENERATE_OPTIONS = (
-    "--grid", "--grid.number", "4", "--grid.length", "120",
-    "--default.lanenumber", "1", "--default.lanewidth", "4",
-    "--default-junction-type", "traffic_light",
-    "--sidewalks.guess", "--crossings.guess", "--walkingareas", "--no-turnarounds",
+    "--grid",
+    "--grid.number",
+    "4",
+    "--grid.length",
+    "120",
+    "--default.lanenumber",
+    "1",
+    "--default.lanewidth",
+    "4",
+    "--default-junction-type",
+    "traffic_light",
+    "--sidewalks.guess",
+    "--crossings.guess",
+    "--walkingareas",
+    "--no-turnarounds",
 )
 
 
@@ -70,8 +84,20 @@ def build_net(town: str, maps: MapSearch) -> Path:
     if not out.exists():
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         logger.info("building SUMO net for %s from %s", town, xodr)
-        _run([str(sumo_home() / "bin" / "netconvert"), "--opendrive-files", str(xodr), "--type-files", types,
-              *_NETCONVERT_OPTIONS, "--no-warnings", "-o", str(tmp)], f"netconvert of {xodr}")
+        _run(
+            [
+                str(sumo_home() / "bin" / "netconvert"),
+                "--opendrive-files",
+                str(xodr),
+                "--type-files",
+                types,
+                *_NETCONVERT_OPTIONS,
+                "--no-warnings",
+                "-o",
+                str(tmp),
+            ],
+            f"netconvert of {xodr}",
+        )
         tmp.replace(out)  # atomic: parallel workers may build the same net
     return out
 
@@ -81,7 +107,9 @@ def _generated_net() -> Path:
     if not out.exists():
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         logger.info("generating the fallback town with netgenerate")
-        _run([str(sumo_home() / "bin" / "netgenerate"), *_NETGENERATE_OPTIONS, "--seed", "0", "-o", str(tmp)],
-             "netgenerate")
+        _run(
+            [str(sumo_home() / "bin" / "netgenerate"), *_NETGENERATE_OPTIONS, "--seed", "0", "-o", str(tmp)],
+            "netgenerate",
+        )
         tmp.replace(out)
     return out

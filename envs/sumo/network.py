@@ -2,6 +2,7 @@
 
 Everything here is read once after the simulation starts and never changes during a run.
 """
+
 from __future__ import annotations
 
 import math
@@ -145,10 +146,16 @@ class TownNetwork:
         for junction in self._sumo.junction.getIDList():
             if junction.startswith(":"):
                 continue
-            incoming = [e for e in self._sumo.junction.getIncomingEdges(junction)
-                        if not e.startswith(":") and self._edge_drivable(e)]
-            outgoing = [e for e in self._sumo.junction.getOutgoingEdges(junction)
-                        if not e.startswith(":") and self._edge_drivable(e)]
+            incoming = [
+                e
+                for e in self._sumo.junction.getIncomingEdges(junction)
+                if not e.startswith(":") and self._edge_drivable(e)
+            ]
+            outgoing = [
+                e
+                for e in self._sumo.junction.getOutgoingEdges(junction)
+                if not e.startswith(":") and self._edge_drivable(e)
+            ]
             roads = {_road_of(e) for e in incoming + outgoing}
             if len(roads) >= 3:
                 found.add(junction)
@@ -190,7 +197,9 @@ class TownNetwork:
 
     def _has_opposite(self, edge: str) -> bool:
         other = edge[1:] if edge.startswith("-") else "-" + edge
-        return any(lane.drivable for lane in self.lanes_by_edge.get(other, ())) or _is_grid_pair(edge, self.lanes_by_edge)
+        return any(lane.drivable for lane in self.lanes_by_edge.get(other, ())) or _is_grid_pair(
+            edge, self.lanes_by_edge
+        )
 
     # ----- coordinates ---------------------------------------------------------------------
     def from_carla(self, x: float, y: float, yaw_deg: float = 0.0) -> tuple[float, float, float]:
@@ -206,8 +215,10 @@ class TownNetwork:
         edge, pos, index = self._sumo.simulation.convertRoad(x, y, False, VEHICLE_CLASS)
         lane_id = f"{edge}_{index}"
         if edge.startswith(":") or lane_id not in self.lanes or not self.lanes[lane_id].drivable:
-            raise RoutePlanningError(f"point ({x:.1f}, {y:.1f}) is not on a drivable lane outside junctions "
-                                     f"(nearest: {lane_id}); pick a start or goal on a road")
+            raise RoutePlanningError(
+                f"point ({x:.1f}, {y:.1f}) is not on a drivable lane outside junctions "
+                f"(nearest: {lane_id}); pick a start or goal on a road"
+            )
         return lane_id, pos
 
     def use_driving_lane_travel_times(self) -> None:
@@ -219,15 +230,19 @@ class TownNetwork:
         The weights last until the next simulation.load: call this after each (re)start.
         """
         for edge, lanes in self.lanes_by_edge.items():
-            times = [self._sumo.lane.getLength(lane.id) / self._sumo.lane.getMaxSpeed(lane.id)
-                     for lane in lanes if lane.drivable]
+            times = [
+                self._sumo.lane.getLength(lane.id) / self._sumo.lane.getMaxSpeed(lane.id)
+                for lane in lanes
+                if lane.drivable
+            ]
             if times:
                 self._sumo.edge.adaptTraveltime(edge, min(times))
 
     def route_lanes(self) -> list[np.ndarray]:
         """Centre lines of the drivable lanes outside junctions (where random routes start and end)."""
-        return [lane.shape for lane in self.lanes.values() if lane.drivable and not lane.internal
-                and len(lane.shape) >= 2]
+        return [
+            lane.shape for lane in self.lanes.values() if lane.drivable and not lane.internal and len(lane.shape) >= 2
+        ]
 
     def plan_route(self, start_xy: tuple[float, float], goal_xy: tuple[float, float]) -> Route:
         return self.plan(start_xy, goal_xy)[1]
@@ -236,8 +251,11 @@ class TownNetwork:
         """Edges and the dense route polyline from start to goal."""
         start_lane, start_pos = self.locate(*start_xy)
         goal_lane, goal_pos = self.locate(*goal_xy)
-        edges = list(self._sumo.simulation.findRoute(self.lanes[start_lane].edge, self.lanes[goal_lane].edge,
-                                                     "DEFAULT_VEHTYPE").edges)
+        edges = list(
+            self._sumo.simulation.findRoute(
+                self.lanes[start_lane].edge, self.lanes[goal_lane].edge, "DEFAULT_VEHTYPE"
+            ).edges
+        )
         if not edges:
             raise RoutePlanningError(f"no route from {start_lane} to {goal_lane}")
         if len(edges) == 1 and goal_pos < start_pos:
@@ -276,9 +294,15 @@ class TownNetwork:
         edges, travelled = [], 0.0
         while travelled < metres:
             lanes = [lane for lane in self.lanes_by_edge.get(edge, ()) if lane.drivable]
-            links = sorted((k for lane in lanes for k in self._sumo.lane.getLinks(lane.id)
-                            if not self.lanes[k[0]].internal and self.lanes[k[0]].drivable),
-                           key=lambda k: "srlLRt".find(k[6]) % 7)
+            links = sorted(
+                (
+                    k
+                    for lane in lanes
+                    for k in self._sumo.lane.getLinks(lane.id)
+                    if not self.lanes[k[0]].internal and self.lanes[k[0]].drivable
+                ),
+                key=lambda k: "srlLRt".find(k[6]) % 7,
+            )
             if not links:
                 break
             edge = self.lanes[links[0][0]].edge
@@ -287,8 +311,11 @@ class TownNetwork:
         return edges
 
     def _lane_towards(self, edge: str, next_edge: str, preferred_index: int) -> Lane:
-        options = [lane for lane in self.lanes_by_edge.get(edge, ()) if lane.drivable
-                   and any(self.lanes[k[0]].edge == next_edge for k in self._sumo.lane.getLinks(lane.id))]
+        options = [
+            lane
+            for lane in self.lanes_by_edge.get(edge, ())
+            if lane.drivable and any(self.lanes[k[0]].edge == next_edge for k in self._sumo.lane.getLinks(lane.id))
+        ]
         if not options:
             raise RoutePlanningError(f"no lane of {edge} leads to {next_edge}")
         return min(options, key=lambda lane: abs(lane.index - preferred_index))

@@ -3,6 +3,7 @@
 The first simulation of a process runs in libsumo, every further one in a SUMO server over TraCI
 (envs/sumo/connection.py): any number of simulations can live in one process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,6 +32,7 @@ _STOP_LINE_RADIUS_M = 60.0
 _RED_STATES = frozenset("rRu")
 _YELLOW_STATES = frozenset("yY")
 _GREEN_STATES = frozenset("gG")
+
 
 @dataclass(frozen=True)
 class SumoSettings:
@@ -66,8 +68,10 @@ class SumoSimulation:
             self.network = TownNetwork(self._connection, self.net_path, xodr)
             self.network.use_driving_lane_travel_times()
             self.static_layers: StaticLayers = render_static_layers(
-                road_polygons=[], road_polylines=self.network.road_polylines(),
-                lane_polylines=self.network.lane_markings())
+                road_polygons=[],
+                road_polylines=self.network.road_polylines(),
+                lane_polylines=self.network.lane_markings(),
+            )
         except Exception:
             self.close()
             raise
@@ -98,9 +102,27 @@ class SumoSimulation:
         self._connection.release()
 
     def _args(self, seed: int) -> list[str]:
-        return ["sumo", "-n", str(self.net_path), "--step-length", str(self.settings.dt), "--seed", str(seed),
-                "--no-step-log", "true", "--no-warnings", "true", "--collision.action", "none",
-                "--time-to-teleport", str(self.settings.time_to_teleport_s), "--pedestrian.model", "striping", "--ignore-route-errors", "true"]
+        return [
+            "sumo",
+            "-n",
+            str(self.net_path),
+            "--step-length",
+            str(self.settings.dt),
+            "--seed",
+            str(seed),
+            "--no-step-log",
+            "true",
+            "--no-warnings",
+            "true",
+            "--collision.action",
+            "none",
+            "--time-to-teleport",
+            str(self.settings.time_to_teleport_s),
+            "--pedestrian.model",
+            "striping",
+            "--ignore-route-errors",
+            "true",
+        ]
 
     def _start(self, seed: int) -> None:
         if self._started:
@@ -151,17 +173,26 @@ class SumoSimulation:
         self._ego = vehicle_model.KinematicState(float(x0), float(y0), float(route.yaw[0]), 0.0)
         self._control, self._accel, self._v_lateral = Control(), 0.0, 0.0
         self._move_ego_in_sumo()
-        self._traffic = TrafficManager(s, self.network, traffic_counts(self.settings.town, self.settings.traffic),
-                                       np.random.default_rng(seed))
+        self._traffic = TrafficManager(
+            s, self.network, traffic_counts(self.settings.town, self.settings.traffic), np.random.default_rng(seed)
+        )
         self._traffic.populate((x0, y0))
         s.simulationStep()
         s.vehicle.setSpeedMode(EGO_ID, 0)
         s.vehicle.setLaneChangeMode(EGO_ID, 0)
         tc = self._connection.constants
-        s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_VEHICLE_VARIABLE, _CONTEXT_RADIUS_M,
-                                   [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LENGTH, tc.VAR_WIDTH])
-        s.vehicle.subscribeContext(EGO_ID, tc.CMD_GET_PERSON_VARIABLE, _CONTEXT_RADIUS_M,
-                                   [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LANE_ID])
+        s.vehicle.subscribeContext(
+            EGO_ID,
+            tc.CMD_GET_VEHICLE_VARIABLE,
+            _CONTEXT_RADIUS_M,
+            [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LENGTH, tc.VAR_WIDTH],
+        )
+        s.vehicle.subscribeContext(
+            EGO_ID,
+            tc.CMD_GET_PERSON_VARIABLE,
+            _CONTEXT_RADIUS_M,
+            [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_LANE_ID],
+        )
         self._touching: set[str] = set()
         self._red_light = RedLightWatch()
         self._stop_sign = StopSignWatch()
@@ -185,8 +216,10 @@ class SumoSimulation:
             self._crashed(exc)
 
     def _crashed(self, exc: Exception):
-        context = (f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
-                   f"episode={self._episode} step={self._step_count}")
+        context = (
+            f"town={self.settings.town} traffic={self.settings.traffic} seed={self._seed} "
+            f"episode={self._episode} step={self._step_count}"
+        )
         try:
             self._connection.close()
         except Exception:
@@ -202,20 +235,29 @@ class SumoSimulation:
         e, half = self._ego, 0.5 * self.settings.vehicle.length
         fx, fy = e.x + half * math.cos(e.yaw), e.y + half * math.sin(e.yaw)
         # A huge match threshold: an ego far off the road is still mapped (criteria end the episode).
-        self._sumo.vehicle.moveToXY(EGO_ID, "", -1, fx, fy, 90.0 - math.degrees(e.yaw), keepRoute=1,
-                                    matchThreshold=1e5)
+        self._sumo.vehicle.moveToXY(EGO_ID, "", -1, fx, fy, 90.0 - math.degrees(e.yaw), keepRoute=1, matchThreshold=1e5)
 
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self, travelled: float) -> Snapshot:
         self._signal_states: dict[str, str] = {}  # this step's, read once per light (a TraCI round trip each)
         p = self.settings.vehicle
         e = self._ego
-        ego = EgoState(x=e.x, y=e.y, yaw=e.yaw, speed=e.speed, v_lateral=self._v_lateral, accel=self._accel,
-                       length=p.length, width=p.width, control=self._control,
-                       gear=vehicle_model.gear_for(e.speed, self._control.throttle))
+        ego = EgoState(
+            x=e.x,
+            y=e.y,
+            yaw=e.yaw,
+            speed=e.speed,
+            v_lateral=self._v_lateral,
+            accel=self._accel,
+            length=p.length,
+            width=p.width,
+            control=self._control,
+            gear=vehicle_model.gear_for(e.speed, self._control.throttle),
+        )
         front = ego_front(ego)
-        vehicles_arr, vehicle_speeds, vehicle_ids, walkers_arr, walker_speeds, walker_ids, walker_lanes = \
+        vehicles_arr, vehicle_speeds, vehicle_ids, walkers_arr, walker_speeds, walker_ids, walker_lanes = (
             self._nearby_objects()
+        )
         collisions = self._collisions(ego, vehicles_arr, vehicle_ids, walkers_arr, walker_ids)
         next_light = self._next_light(front)
         at_stop, ran_stop, stop_pending = self._stop_sign.update(e.x, e.y, e.speed, self.network.stop_zones)
@@ -249,12 +291,22 @@ class SumoSimulation:
         def boxes(ids, size=None):
             if not ids:
                 return np.zeros((0, 5)), np.zeros(0)
-            rows = np.array([(*nearby[i][tc.VAR_POSITION], nearby[i][tc.VAR_ANGLE], nearby[i][tc.VAR_SPEED],
-                              *(size or (nearby[i][tc.VAR_LENGTH], nearby[i][tc.VAR_WIDTH]))) for i in ids])
+            rows = np.array(
+                [
+                    (
+                        *nearby[i][tc.VAR_POSITION],
+                        nearby[i][tc.VAR_ANGLE],
+                        nearby[i][tc.VAR_SPEED],
+                        *(size or (nearby[i][tc.VAR_LENGTH], nearby[i][tc.VAR_WIDTH])),
+                    )
+                    for i in ids
+                ]
+            )
             yaw = np.radians(90.0 - rows[:, 2])
             half = 0.5 * rows[:, 4]
-            out = np.stack([rows[:, 0] - half * np.cos(yaw), rows[:, 1] - half * np.sin(yaw), yaw,
-                            rows[:, 4], rows[:, 5]], axis=1)
+            out = np.stack(
+                [rows[:, 0] - half * np.cos(yaw), rows[:, 1] - half * np.sin(yaw), yaw, rows[:, 4], rows[:, 5]], axis=1
+            )
             return out, rows[:, 3]
 
         vehicles, vehicle_speeds = boxes(vehicle_ids)
@@ -298,8 +350,9 @@ class SumoSimulation:
         tl = self._sumo.trafficlight
         duration = max(tl.getPhaseDuration(tls), 1e-6)
         remaining = (tl.getNextSwitch(tls) - self._sumo.simulation.getTime()) / duration
-        return NextLight(state=_light_state(state), distance=max(0.0, distance),
-                         phase_remaining=float(np.clip(remaining, 0.0, 1.0)))
+        return NextLight(
+            state=_light_state(state), distance=max(0.0, distance), phase_remaining=float(np.clip(remaining, 0.0, 1.0))
+        )
 
     def _signal_state(self, tls: str) -> str:
         """The light program's state string this step (one query per light and step)."""
@@ -320,14 +373,17 @@ class SumoSimulation:
 
     def _stop_lines_near(self, x: float, y: float) -> StopLines:
         segments = self.network.stop_line_segments
-        near = np.flatnonzero((np.abs(segments[:, 0] - x) < _STOP_LINE_RADIUS_M)
-                              & (np.abs(segments[:, 1] - y) < _STOP_LINE_RADIUS_M))
+        near = np.flatnonzero(
+            (np.abs(segments[:, 0] - x) < _STOP_LINE_RADIUS_M) & (np.abs(segments[:, 1] - y) < _STOP_LINE_RADIUS_M)
+        )
         if len(near) == 0:
             return StopLines.empty()
         lines = [self.network.stop_lines[i] for i in near]
         states = {tls: self._signal_state(tls) for tls in {line.tls for line in lines}}
-        return StopLines(segments=segments[near],
-                         states=np.array([_light_state(states[line.tls][line.link_index]) for line in lines], dtype=np.int64))
+        return StopLines(
+            segments=segments[near],
+            states=np.array([_light_state(states[line.tls][line.link_index]) for line in lines], dtype=np.int64),
+        )
 
     def _stop_zones_near(self, x: float, y: float) -> np.ndarray:
         zones = self.network.stop_zones
@@ -343,4 +399,3 @@ def _light_state(char: str) -> LightState:
     if char in _GREEN_STATES:
         return LightState.GREEN
     return LightState.NONE
-

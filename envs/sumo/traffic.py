@@ -1,5 +1,6 @@
 """Background traffic for the SUMO backend: spawning the preset counts (envs.traffic_presets) and
 keeping them up."""
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,15 @@ class TrafficManager:
                 continue
             vid = self._next_id("v")
             self._sumo.route.add(f"r_{vid}", edges)
-            self._sumo.vehicle.add(vid, f"r_{vid}", typeID="background", depart="now",
-                                   departLane=str(lane.index), departPos=f"{pos:.2f}", departSpeed="0")
+            self._sumo.vehicle.add(
+                vid,
+                f"r_{vid}",
+                typeID="background",
+                depart="now",
+                departLane=str(lane.index),
+                departPos=f"{pos:.2f}",
+                departSpeed="0",
+            )
             return
         logger.debug("no spawn place found for a background vehicle this step")
 

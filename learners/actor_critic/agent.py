@@ -9,6 +9,7 @@ One gradient step, top to bottom (`update`):
   3. actor (every step, or every policy_delay steps for TD3) on detached features: the algorithm's
      actor loss (+ iota * AWAG), then the soft target updates; SAC then steps its temperature.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,17 @@ from learners.networks import count_parameters, random_shift
 
 logger = logging.getLogger(__name__)
 
-FLOAT_KEYS = ("state", "next_state", "action", "reward", "discount", "vlm_action", "vlm_action_mask",
-              "expert_action", "expert_action_mask")
+FLOAT_KEYS = (
+    "state",
+    "next_state",
+    "action",
+    "reward",
+    "discount",
+    "vlm_action",
+    "vlm_action_mask",
+    "expert_action",
+    "expert_action_mask",
+)
 
 
 def copy_tree(obj: Any, device: str | None = None) -> Any:
@@ -75,13 +85,13 @@ class ActorCriticAgent:
             module.to(self.device)
         # One optimiser for encoder + critic: the encoder learns from the critic's loss only. foreach:
         # one kernel per step over all tensors, as torch already does on a GPU (the same values).
-        self.critic_opt = torch.optim.Adam([*self.encoder.parameters(), *self.critic.parameters()], lr=config.lr,
-                                           foreach=True)
+        self.critic_opt = torch.optim.Adam(
+            [*self.encoder.parameters(), *self.critic.parameters()], lr=config.lr, foreach=True
+        )
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr, foreach=True)
         self._update_rng = torch.Generator(device=self.device).manual_seed(seed)
         self.update_count = 0
-        logger.info("agent %s/%s: %d parameters on %s", self.name, config.network, self.parameter_count(),
-                    self.device)
+        logger.info("agent %s/%s: %d parameters on %s", self.name, config.network, self.parameter_count(), self.device)
 
     @property
     def architecture(self) -> str:
@@ -92,12 +102,14 @@ class ActorCriticAgent:
         return sum(count_parameters(m) for m in (self.encoder, self.actor, self.critic))
 
     # ------------------------------------------------------------------------ the algorithm's part
-    def critic_loss(self, feat: torch.Tensor, next_feat: torch.Tensor, b: dict[str, torch.Tensor],
-                    step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def critic_loss(
+        self, feat: torch.Tensor, next_feat: torch.Tensor, b: dict[str, torch.Tensor], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def actor_loss(self, feat: torch.Tensor, b: dict[str, torch.Tensor],
-                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def actor_loss(
+        self, feat: torch.Tensor, b: dict[str, torch.Tensor], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """On detached features; `b` is the batch (state, and for offline losses the data actions)."""
         raise NotImplementedError
 
@@ -139,8 +151,10 @@ class ActorCriticAgent:
             if value is None and key.startswith(("vlm_", "expert_")):  # no advice or label: a zero mask
                 value = np.zeros((n,) if key.endswith("_mask") else (n, 2), np.float32)
             out[key] = torch.as_tensor(value, device=self.device, dtype=torch.float32)
-        out["state"], out["next_state"] = visible_state(out["state"], self.config), visible_state(out["next_state"],
-                                                                                                  self.config)
+        out["state"], out["next_state"] = (
+            visible_state(out["state"], self.config),
+            visible_state(out["next_state"], self.config),
+        )
         # Unadvised rows may hold anything; zero them so no nan reaches the critic through them.
         advised = out["vlm_action_mask"][:, None] > 0
         out["vlm_action"] = torch.where(advised, out["vlm_action"], torch.zeros_like(out["vlm_action"]))
@@ -149,8 +163,9 @@ class ActorCriticAgent:
     def _augment(self, bev: torch.Tensor) -> torch.Tensor:
         return random_shift(bev, self.config.augment_pad, self._update_rng)  # on uint8: the encoder scales
 
-    def _update_critic(self, feat: torch.Tensor, next_feat: torch.Tensor, b: dict[str, torch.Tensor],
-                       step: int) -> dict[str, float]:
+    def _update_critic(
+        self, feat: torch.Tensor, next_feat: torch.Tensor, b: dict[str, torch.Tensor], step: int
+    ) -> dict[str, float]:
         loss, metrics = self.critic_loss(feat, next_feat, b, step)
         g = self.config.guidance
         if g.vmr_weight > 0:
@@ -181,15 +196,22 @@ class ActorCriticAgent:
         self.actor_opt.step()
         return metrics | self.after_actor_step(metrics)
 
-    def _add_awag(self, base_loss: torch.Tensor, feat: torch.Tensor, b: dict[str, torch.Tensor], step: int,
-                  iota: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def _add_awag(
+        self, base_loss: torch.Tensor, feat: torch.Tensor, b: dict[str, torch.Tensor], step: int, iota: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         g, state, vlm_action = self.config.guidance, b["state"], b["vlm_action"]
         with torch.no_grad():  # the advantage of the advice over mu(s) only weighs the term
             q_pi_min = torch.min(*self.critic(feat, state, self.actor.mode(feat, state)))
             q_vlm_min = torch.min(*self.critic(feat, state, vlm_action))
         scaled, metrics = guidance.scaled_base_actor_loss(base_loss, q_pi_min, g.bc_alpha)
-        awag, awag_metrics = guidance.awag_loss(q_vlm_min, q_pi_min, self.log_prob(feat, state, vlm_action, step),
-                                                b["vlm_action_mask"], g.awag_temperature, g.awag_max_weight)
+        awag, awag_metrics = guidance.awag_loss(
+            q_vlm_min,
+            q_pi_min,
+            self.log_prob(feat, state, vlm_action, step),
+            b["vlm_action_mask"],
+            g.awag_temperature,
+            g.awag_max_weight,
+        )
         return scaled + iota * awag, metrics | awag_metrics
 
     # -------------------------------------------------------------------------------- weights
@@ -198,8 +220,12 @@ class ActorCriticAgent:
         return acting_weights(self.encoder, self.actor)
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder, "actor": self.actor, "critic": self.critic,
-                "critic_target": self.critic_target}
+        return {
+            "encoder": self.encoder,
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"critic_opt": self.critic_opt, "actor_opt": self.actor_opt}
@@ -213,8 +239,12 @@ class ActorCriticAgent:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume training exactly, as a CPU snapshot (tensors, numbers, strings)."""
-        state: dict[str, Any] = {"algorithm": self.name, "network": self.architecture,
-                                 "update_count": self.update_count, "update_rng": self._update_rng.get_state()}
+        state: dict[str, Any] = {
+            "algorithm": self.name,
+            "network": self.architecture,
+            "update_count": self.update_count,
+            "update_rng": self._update_rng.get_state(),
+        }
         state |= {name: module.state_dict() for name, module in self.modules().items()}
         state |= {name: opt.state_dict() for name, opt in self.optimizers().items()}
         state |= self.extra_state()
@@ -223,8 +253,7 @@ class ActorCriticAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         found = (state.get("algorithm"), state.get("network"))
         if found != (self.name, self.architecture):
-            raise ValueError(f"checkpoint is {found[0]}/{found[1]} but this agent is "
-                             f"{self.name}/{self.architecture}")
+            raise ValueError(f"checkpoint is {found[0]}/{found[1]} but this agent is {self.name}/{self.architecture}")
         for name, module in self.modules().items():
             module.load_state_dict(state[name])
         for name, opt in self.optimizers().items():

@@ -2,6 +2,7 @@
 (learners/losses/offline.bc_loss), one optimiser for both, no critic training. The critic stays
 in the checkpoint untrained: fine-tuning a BC actor online starts from a critic that knows nothing,
 the naive hand-over that offline-to-online learning is measured against."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """DrQ-v2 (Yarats et al. 2021): a deterministic actor explored with a scheduled, clipped Gaussian.
 The exploration std follows the run's global env-step clock, on the learner and on every worker."""
+
 from __future__ import annotations
 
 import torch
@@ -19,14 +20,32 @@ class DrQv2Agent(ActorCriticAgent):
     name = "drqv2"
 
     def critic_loss(self, feat, next_feat, b, step):
-        return drqv2.critic_loss(self.critic, self.critic_target, self.actor, feat, b["state"], b["action"],
-                                 b["reward"], b["discount"], next_feat, b["next_state"],
-                                 std=exploration_std(self.params, step), std_clip=self.params.std_clip,
-                                 generator=self._update_rng)
+        return drqv2.critic_loss(
+            self.critic,
+            self.critic_target,
+            self.actor,
+            feat,
+            b["state"],
+            b["action"],
+            b["reward"],
+            b["discount"],
+            next_feat,
+            b["next_state"],
+            std=exploration_std(self.params, step),
+            std_clip=self.params.std_clip,
+            generator=self._update_rng,
+        )
 
     def actor_loss(self, feat, b, step):
-        return drqv2.actor_loss(self.actor, self.critic, feat, b["state"], std=exploration_std(self.params, step),
-                                std_clip=self.params.std_clip, generator=self._update_rng)
+        return drqv2.actor_loss(
+            self.actor,
+            self.critic,
+            feat,
+            b["state"],
+            std=exploration_std(self.params, step),
+            std_clip=self.params.std_clip,
+            generator=self._update_rng,
+        )
 
     def log_prob(self, feat, state, action, step):
         return drqv2.log_prob(self.actor, feat, state, action, exploration_std(self.params, step))

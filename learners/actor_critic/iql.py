@@ -2,6 +2,7 @@
 value V by expectile regression to the target critic, the Q heads regress to r + gamma V(s'), and
 the actor is advantage-weighted regression to the data action (learners/losses/offline.py). No
 action is ever evaluated outside the data. Acts like TD3 (Gaussian noise around mu(s))."""
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ class IqlAgent(ActorCriticAgent):
         preset = PRESETS[config.network]
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed + 1)
-            self.value = ValueHead(self.encoder.repr_dim, feature_dim=preset.feature_dim,
-                                   hidden_dim=preset.hidden_dim).to(self.device)
+            self.value = ValueHead(
+                self.encoder.repr_dim, feature_dim=preset.feature_dim, hidden_dim=preset.hidden_dim
+            ).to(self.device)
         self.critic_opt.add_param_group({"params": list(self.value.parameters())})
 
     def critic_loss(self, feat, next_feat, b, step):
@@ -31,8 +33,7 @@ class IqlAgent(ActorCriticAgent):
             q_target = torch.min(*self.critic_target(feat, state, action))
             next_value = self.value(next_feat, b["next_state"])
         # V on detached features: the encoder learns from the TD loss only, as in every agent here.
-        value_loss, metrics = offline.iql_value_loss(q_target, self.value(feat.detach(), state),
-                                                     self.params.expectile)
+        value_loss, metrics = offline.iql_value_loss(q_target, self.value(feat.detach(), state), self.params.expectile)
         q1, q2 = self.critic(feat, state, action)
         q_loss, q_metrics = offline.iql_critic_loss(q1, q2, b["reward"], b["discount"], next_value)
         return q_loss + value_loss, metrics | q_metrics

@@ -1,5 +1,6 @@
 """The networks of an actor-critic agent, built identically by the agent and by its policy: the
 same seed gives the same encoder and actor weights on both sides."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,7 @@ from configs.schema import AgentConfig
 from learners.networks import PRESETS, Actor, Critic, Encoder
 
 
-def build(config: AgentConfig, seed: int, stochastic: bool,
-          with_critic: bool) -> tuple[Encoder, Actor, Critic | None]:
+def build(config: AgentConfig, seed: int, stochastic: bool, with_critic: bool) -> tuple[Encoder, Actor, Critic | None]:
     """Encoder, actor (and critic) initialised from `seed`, on the CPU, without touching the
     caller's global RNG."""
     preset = PRESETS[config.network]
@@ -37,12 +37,14 @@ def visible_state(state: torch.Tensor, config: AgentConfig) -> torch.Tensor:
 
 def acting_weights(encoder: nn.Module, actor: nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of what acting needs, keyed `encoder.*` and `actor.*`."""
-    return {f"{name}.{key}": value.detach().to("cpu", copy=True)
-            for name, module in (("encoder", encoder), ("actor", actor))
-            for key, value in module.state_dict().items()}
+    return {
+        f"{name}.{key}": value.detach().to("cpu", copy=True)
+        for name, module in (("encoder", encoder), ("actor", actor))
+        for key, value in module.state_dict().items()
+    }
 
 
 def load_acting_weights(weights: dict[str, torch.Tensor], encoder: nn.Module, actor: nn.Module) -> None:
     for name, module in (("encoder", encoder), ("actor", actor)):
         prefix = f"{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        module.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})

@@ -1,5 +1,6 @@
 """Acting with an actor-critic agent's encoder and actor: no critic, no optimisers. Feed-forward,
 so the carry is None. Each algorithm's file supplies its exploration (`explore`)."""
+
 from __future__ import annotations
 
 from typing import ClassVar

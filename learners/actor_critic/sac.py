@@ -1,5 +1,6 @@
 """SAC (Haarnoja et al. 2018): a tanh-Gaussian actor, the soft clipped double-Q target, and a
 temperature learned toward the target entropy -|A|."""
+
 from __future__ import annotations
 
 import math
@@ -28,12 +29,25 @@ class SacAgent(ActorCriticAgent):
         return self.log_alpha.exp().detach()
 
     def critic_loss(self, feat, next_feat, b, step):
-        return sac.critic_loss(self.critic, self.critic_target, self.actor, feat, b["state"], b["action"],
-                               b["reward"], b["discount"], next_feat, b["next_state"], alpha=self._alpha(),
-                               generator=self._update_rng)
+        return sac.critic_loss(
+            self.critic,
+            self.critic_target,
+            self.actor,
+            feat,
+            b["state"],
+            b["action"],
+            b["reward"],
+            b["discount"],
+            next_feat,
+            b["next_state"],
+            alpha=self._alpha(),
+            generator=self._update_rng,
+        )
 
     def actor_loss(self, feat, b, step):
-        return sac.actor_loss(self.actor, self.critic, feat, b["state"], alpha=self._alpha(), generator=self._update_rng)
+        return sac.actor_loss(
+            self.actor, self.critic, feat, b["state"], alpha=self._alpha(), generator=self._update_rng
+        )
 
     def log_prob(self, feat, state, action, step):
         return sac.log_prob(self.actor, feat, state, action)

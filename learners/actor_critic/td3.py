@@ -1,5 +1,6 @@
 """TD3 (Fujimoto et al. 2018): target policy smoothing, clipped double Q, and an actor (with the
 targets) updated every policy_delay critic updates; Gaussian exploration noise when acting."""
+
 from __future__ import annotations
 
 import torch
@@ -18,10 +19,21 @@ class Td3Agent(ActorCriticAgent):
         self.actor_target = frozen_copy(self.actor).to(self.device)
 
     def critic_loss(self, feat, next_feat, b, step):
-        return td3.critic_loss(self.critic, self.critic_target, self.actor_target, feat, b["state"], b["action"],
-                               b["reward"], b["discount"], next_feat, b["next_state"],
-                               policy_noise=self.params.policy_noise, noise_clip=self.params.noise_clip,
-                               generator=self._update_rng)
+        return td3.critic_loss(
+            self.critic,
+            self.critic_target,
+            self.actor_target,
+            feat,
+            b["state"],
+            b["action"],
+            b["reward"],
+            b["discount"],
+            next_feat,
+            b["next_state"],
+            policy_noise=self.params.policy_noise,
+            noise_clip=self.params.noise_clip,
+            generator=self._update_rng,
+        )
 
     def actor_loss(self, feat, b, step):
         return td3.actor_loss(self.actor, self.critic, feat, b["state"])

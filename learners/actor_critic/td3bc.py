@@ -1,5 +1,6 @@
 """TD3+BC (Fujimoto & Gu 2021): TD3's critic, and an actor loss that adds behaviour cloning to the
 normalised Q term (learners/losses/offline.td3bc_actor_loss). Acts like TD3."""
+
 from __future__ import annotations
 
 from configs.schema import AgentConfig

@@ -1,4 +1,5 @@
 """DrQ-v2 (Yarats et al. 2021): deterministic actor explored with a scheduled, clipped Gaussian."""
+
 from __future__ import annotations
 
 import torch
@@ -14,12 +15,21 @@ def exploration_std(step: int, start: float, end: float, duration: int) -> float
     return (1.0 - mix) * start + mix * end
 
 
-def critic_loss(critic: nn.Module, critic_target: nn.Module, actor: nn.Module,
-                feat: torch.Tensor, state: torch.Tensor, action: torch.Tensor,
-                reward: torch.Tensor, discount: torch.Tensor,
-                next_feat: torch.Tensor, next_state: torch.Tensor,
-                std: float, std_clip: float,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def critic_loss(
+    critic: nn.Module,
+    critic_target: nn.Module,
+    actor: nn.Module,
+    feat: torch.Tensor,
+    state: torch.Tensor,
+    action: torch.Tensor,
+    reward: torch.Tensor,
+    discount: torch.Tensor,
+    next_feat: torch.Tensor,
+    next_state: torch.Tensor,
+    std: float,
+    std_clip: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """target = r + discount * min(Q1', Q2')(s', a'), a' ~ TruncatedNormal(mu(s'), std) with clipped noise."""
     with torch.no_grad():
         next_mu, _ = actor(next_feat, next_state)
@@ -30,9 +40,15 @@ def critic_loss(critic: nn.Module, critic_target: nn.Module, actor: nn.Module,
     return twin_q_regression(q1, q2, target)
 
 
-def actor_loss(actor: nn.Module, critic: nn.Module, feat: torch.Tensor, state: torch.Tensor,
-               std: float, std_clip: float,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def actor_loss(
+    actor: nn.Module,
+    critic: nn.Module,
+    feat: torch.Tensor,
+    state: torch.Tensor,
+    std: float,
+    std_clip: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """-min(Q1, Q2)(s, a), a ~ TruncatedNormal(mu(s), std): the noise is part of the policy DrQ-v2 optimises."""
     mu, _ = actor(feat, state)
     action = TruncatedNormal(mu, std).sample(clip=std_clip, generator=generator)
@@ -41,8 +57,9 @@ def actor_loss(actor: nn.Module, critic: nn.Module, feat: torch.Tensor, state: t
     return loss, {"actor_loss": loss.item(), "actor_std": float(std)}
 
 
-def log_prob(actor: nn.Module, feat: torch.Tensor, state: torch.Tensor, action: torch.Tensor,
-             std: float) -> torch.Tensor:
+def log_prob(
+    actor: nn.Module, feat: torch.Tensor, state: torch.Tensor, action: torch.Tensor, std: float
+) -> torch.Tensor:
     """log pi(action | s) [B] of a given action: Gaussian N(mu(s), std) at the current exploration std."""
     mu, _ = actor(feat, state)
     return TruncatedNormal(mu, std).log_prob(action)

@@ -11,6 +11,7 @@
 The imitation target is the expert's action where the row has one (DART data: the executed action
 carries the perturbation, the label does not), else the executed action.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ def bc_loss(predicted: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     return loss, {"bc_loss": loss.item()}
 
 
-def td3bc_actor_loss(q_pi: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor,
-                     alpha: float) -> tuple[torch.Tensor, dict[str, float]]:
+def td3bc_actor_loss(
+    q_pi: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """-lambda * mean Q(s, pi(s)) + mean (pi(s) - a)^2 with lambda = alpha / mean |Q(s, pi(s))|."""
     lam = alpha / q_pi.abs().mean().detach().clamp_min(1e-6)
     bc, _ = bc_loss(predicted, target)
@@ -43,26 +45,32 @@ def td3bc_actor_loss(q_pi: torch.Tensor, predicted: torch.Tensor, target: torch.
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     """mean |expectile - 1(diff < 0)| * diff^2."""
     weight = torch.where(diff > 0, expectile, 1.0 - expectile)
-    return torch.mean(weight * diff ** 2)
+    return torch.mean(weight * diff**2)
 
 
-def iql_value_loss(q_target_min: torch.Tensor, value: torch.Tensor,
-                   expectile: float) -> tuple[torch.Tensor, dict[str, float]]:
+def iql_value_loss(
+    q_target_min: torch.Tensor, value: torch.Tensor, expectile: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """V(s) toward the expectile of min(Q1', Q2')(s, a) (already detached)."""
     loss = expectile_loss(q_target_min - value, expectile)
     return loss, {"value_loss": loss.item(), "v_mean": value.mean().item()}
 
 
-def iql_critic_loss(q1: torch.Tensor, q2: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor,
-                    next_value: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def iql_critic_loss(
+    q1: torch.Tensor, q2: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor, next_value: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Both Q heads to r + discount * V(s') (n-step reward and gamma^n discount, 0 after a terminal)."""
     return twin_q_regression(q1, q2, (reward + discount * next_value).detach())
 
 
-def iql_actor_loss(predicted: torch.Tensor, action: torch.Tensor, advantage: torch.Tensor,
-                   temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+def iql_actor_loss(
+    predicted: torch.Tensor, action: torch.Tensor, advantage: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """mean exp(temperature * A).clamp(max=100) * ||pi(s) - a||^2 (A detached)."""
     weight = torch.exp(temperature * advantage.detach()).clamp(max=IQL_MAX_WEIGHT)
     loss = torch.mean(weight * torch.sum((predicted - action) ** 2, dim=-1))
-    return loss, {"actor_loss": loss.item(), "awr_weight_mean": weight.mean().item(),
-                  "advantage_mean": advantage.mean().item()}
+    return loss, {
+        "actor_loss": loss.item(),
+        "awr_weight_mean": weight.mean().item(),
+        "advantage_mean": advantage.mean().item(),
+    }

@@ -1,4 +1,5 @@
 """SAC (Haarnoja et al. 2018): tanh-Gaussian actor, soft clipped double-Q target, learned temperature."""
+
 from __future__ import annotations
 
 import torch
@@ -8,12 +9,20 @@ from learners.losses import twin_q_regression
 from learners.networks import log_prob_of, tanh_gaussian_sample
 
 
-def critic_loss(critic: nn.Module, critic_target: nn.Module, actor: nn.Module,
-                feat: torch.Tensor, state: torch.Tensor, action: torch.Tensor,
-                reward: torch.Tensor, discount: torch.Tensor,
-                next_feat: torch.Tensor, next_state: torch.Tensor,
-                alpha: float | torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def critic_loss(
+    critic: nn.Module,
+    critic_target: nn.Module,
+    actor: nn.Module,
+    feat: torch.Tensor,
+    state: torch.Tensor,
+    action: torch.Tensor,
+    reward: torch.Tensor,
+    discount: torch.Tensor,
+    next_feat: torch.Tensor,
+    next_state: torch.Tensor,
+    alpha: float | torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """target = r + discount * (min(Q1', Q2')(s', a') - alpha * log pi(a'|s')), a' ~ pi(s')."""
     with torch.no_grad():
         mean, log_std = actor(next_feat, next_state)
@@ -24,9 +33,14 @@ def critic_loss(critic: nn.Module, critic_target: nn.Module, actor: nn.Module,
     return twin_q_regression(q1, q2, target)
 
 
-def actor_loss(actor: nn.Module, critic: nn.Module, feat: torch.Tensor, state: torch.Tensor,
-               alpha: float | torch.Tensor,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def actor_loss(
+    actor: nn.Module,
+    critic: nn.Module,
+    feat: torch.Tensor,
+    state: torch.Tensor,
+    alpha: float | torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """alpha * log pi(a|s) - min(Q1, Q2)(s, a), a ~ pi(s) reparameterised. metrics["log_prob"] is the
     batch mean of log pi, all that temperature_loss needs (its log-prob term is detached)."""
     mean, log_std = actor(feat, state)
@@ -37,8 +51,9 @@ def actor_loss(actor: nn.Module, critic: nn.Module, feat: torch.Tensor, state: t
     return loss, {"actor_loss": loss.item(), "log_prob": mean_log_prob, "entropy": -mean_log_prob}
 
 
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor | float,
-                     target_entropy: float = -2.0) -> tuple[torch.Tensor, dict[str, float]]:
+def temperature_loss(
+    log_alpha: torch.Tensor, log_prob: torch.Tensor | float, target_entropy: float = -2.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """alpha * (-log pi - target_entropy): raises alpha while the entropy is below its target."""
     log_prob = torch.as_tensor(log_prob, dtype=log_alpha.dtype, device=log_alpha.device)
     alpha = log_alpha.exp()

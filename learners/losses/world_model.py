@@ -20,6 +20,7 @@ SafeDreamer (Huang et al. 2024, arXiv 2307.07176) for the augmented-Lagrangian a
 g = mean(C_lambda) - d, Psi = lambda g + c/2 g^2 if lambda + c g > 0 else -lambda^2 / (2c), and the
 multiplier update lambda <- max(0, lambda + c g).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,6 +33,7 @@ TWOHOT_LOW, TWOHOT_HIGH = -20.0, 20.0
 
 
 # ------------------------------------------------------------------------------------ transforms
+
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(torch.abs(x))
@@ -72,14 +74,16 @@ def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) 
 
 # ------------------------------------------------------------------------------------ the model
 
+
 def categorical_kl(post_logits: torch.Tensor, prior_logits: torch.Tensor) -> torch.Tensor:
     """KL[q || p] of [..., groups, classes] categoricals, summed over the groups -> [...]."""
     post_log, prior_log = post_logits.log_softmax(-1), prior_logits.log_softmax(-1)
     return (post_log.exp() * (post_log - prior_log)).sum((-2, -1))
 
 
-def kl_balance(post_logits: torch.Tensor, prior_logits: torch.Tensor, free_bits: float, dyn_scale: float,
-               rep_scale: float) -> tuple[torch.Tensor, dict[str, float]]:
+def kl_balance(
+    post_logits: torch.Tensor, prior_logits: torch.Tensor, free_bits: float, dyn_scale: float, rep_scale: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """DreamerV3's dynamics and representation losses with free bits, averaged over [...]."""
     dyn = categorical_kl(post_logits.detach(), prior_logits)
     rep = categorical_kl(post_logits, prior_logits.detach())
@@ -107,8 +111,10 @@ def image_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------- imagination
 
-def lambda_returns(reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor, gamma: float,
-                   lam: float) -> torch.Tensor:
+
+def lambda_returns(
+    reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
     """[N, H+1] rewards, continues and values along imagined trajectories, where reward[:, t] and
     cont[:, t] are what arriving at step t gave (index 0 unused) -> returns [N, H] of steps 0..H-1."""
     horizon = value.shape[1] - 1
@@ -126,8 +132,9 @@ def trajectory_weight(cont: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.cumprod(torch.cat([cont[:, :1], gamma * cont[:, 1:-1]], 1), 1)
 
 
-def percentile_scale(returns: torch.Tensor, previous: float, decay: float, low: float = 0.05,
-                     high: float = 0.95) -> float:
+def percentile_scale(
+    returns: torch.Tensor, previous: float, decay: float, low: float = 0.05, high: float = 0.95
+) -> float:
     """DreamerV3's return scale: EMA of the high minus the low percentile (the first call, previous < 0,
     starts the EMA at the batch's value)."""
     flat = returns.detach().flatten().float()
@@ -140,20 +147,38 @@ def normalised_advantage(advantage: torch.Tensor, scale: float) -> torch.Tensor:
     return advantage / max(1.0, scale)
 
 
-def critic_loss(logits: torch.Tensor, returns: torch.Tensor, slow_mean: torch.Tensor, weight: torch.Tensor,
-                bins: torch.Tensor, slow_regulariser: float) -> tuple[torch.Tensor, dict[str, float]]:
+def critic_loss(
+    logits: torch.Tensor,
+    returns: torch.Tensor,
+    slow_mean: torch.Tensor,
+    weight: torch.Tensor,
+    bins: torch.Tensor,
+    slow_regulariser: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """A two-hot critic regressed to lambda-returns plus DreamerV3's pull toward its slow EMA copy's
     prediction, weighted per step; all [N, H] (logits [N, H, K])."""
-    per_step = twohot_loss(logits, returns.detach(), bins) + slow_regulariser * twohot_loss(logits, slow_mean.detach(), bins)
+    per_step = twohot_loss(logits, returns.detach(), bins) + slow_regulariser * twohot_loss(
+        logits, slow_mean.detach(), bins
+    )
     loss = (weight.detach() * per_step).mean()
-    return loss, {"loss": loss.item(), "value": twohot_mean(logits, bins).mean().item(),
-                  "return": returns.mean().item()}
+    return loss, {
+        "loss": loss.item(),
+        "value": twohot_mean(logits, bins).mean().item(),
+        "return": returns.mean().item(),
+    }
 
 
 # --------------------------------------------------------------------------------- the policy
 
-def vlsafe_weights(safety: torch.Tensor, reward_advantage: torch.Tensor, cost_advantage: torch.Tensor,
-                   beta1: float, beta2: float, clip: float) -> torch.Tensor:
+
+def vlsafe_weights(
+    safety: torch.Tensor,
+    reward_advantage: torch.Tensor,
+    cost_advantage: torch.Tensor,
+    beta1: float,
+    beta2: float,
+    clip: float,
+) -> torch.Tensor:
     """w = clip(p exp(beta1 A_r) + (1 - p) exp(-beta2 A_c), 0, clip) (VL-SAFE's weight). Where the state is
     safe the weight follows the reward advantage; where it is not, it favours actions of low cost
     advantage. Computed as exp(min(logaddexp(log p + beta1 A_r, log(1 - p) - beta2 A_c), log clip)):
@@ -167,21 +192,28 @@ def vlsafe_weights(safety: torch.Tensor, reward_advantage: torch.Tensor, cost_ad
     return torch.where(log_weight >= cap, torch.full_like(log_weight, clip), torch.exp(log_weight))
 
 
-def lagrangian_penalty(cost_return: torch.Tensor, limit: float, multiplier: float,
-                       penalty: float) -> tuple[torch.Tensor, float, float]:
+def lagrangian_penalty(
+    cost_return: torch.Tensor, limit: float, multiplier: float, penalty: float
+) -> tuple[torch.Tensor, float, float]:
     """SafeDreamer's augmented Lagrangian on g = mean(C_lambda) - d: returns (Psi, dPsi/dg, the updated
     multiplier max(0, lambda + c g)). dPsi/dg = lambda + c g where that is positive, else 0."""
     g = cost_return.mean() - limit
     active = multiplier + penalty * g.item() > 0
-    psi = multiplier * g + 0.5 * penalty * g * g if active else torch.full_like(g, -multiplier ** 2 / (2 * penalty))
+    psi = multiplier * g + 0.5 * penalty * g * g if active else torch.full_like(g, -(multiplier**2) / (2 * penalty))
     slope = multiplier + penalty * g.item() if active else 0.0
     return psi, float(slope), max(0.0, multiplier + penalty * g.item())
 
 
-def weighted_likelihood_loss(log_prob: torch.Tensor, weight: torch.Tensor, step_weight: torch.Tensor,
-                             entropy: torch.Tensor, entropy_scale: float) -> tuple[torch.Tensor, dict[str, float]]:
+def weighted_likelihood_loss(
+    log_prob: torch.Tensor, weight: torch.Tensor, step_weight: torch.Tensor, entropy: torch.Tensor, entropy_scale: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """-mean[step_weight * (sg(w) log pi(a|s) + eta H(pi(.|s)))]: the policy moves toward w pi_b."""
     step_weight = step_weight.detach()
     loss = -(step_weight * (weight.detach() * log_prob + entropy_scale * entropy)).mean()
-    return loss, {"loss": loss.item(), "weight_mean": weight.mean().item(), "weight_max": weight.max().item(),
-                  "entropy": entropy.mean().item(), "log_prob": log_prob.mean().item()}
+    return loss, {
+        "loss": loss.item(),
+        "weight_mean": weight.mean().item(),
+        "weight_max": weight.max().item(),
+        "entropy": entropy.mean().item(),
+        "log_prob": log_prob.mean().item(),
+    }

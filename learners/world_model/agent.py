@@ -15,6 +15,7 @@ Row convention (learners/replay.py): row t holds o_t and the transition from it 
 model's state s_t has seen o_t and a_{t-1}; its reward and cost heads predict what arriving at s_t
 gave (r_{t-1}, c_{t-1}), its continue head whether s_t is not terminal, its safety head o_t's label.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ def downsample_masks(bev: torch.Tensor, px: int) -> torch.Tensor:
         return bev
     if 2 * px != bev.shape[-1]:
         raise ValueError(f"the decoder reconstructs {px} px, which is neither the BEV's {bev.shape[-1]} nor half of it")
-    return torch.maximum(torch.maximum(bev[..., ::2, ::2], bev[..., 1::2, ::2]),
-                         torch.maximum(bev[..., ::2, 1::2], bev[..., 1::2, 1::2]))
+    return torch.maximum(
+        torch.maximum(bev[..., ::2, ::2], bev[..., 1::2, ::2]), torch.maximum(bev[..., ::2, 1::2], bev[..., 1::2, 1::2])
+    )
 
 
 def previous_step(x: torch.Tensor) -> torch.Tensor:
@@ -87,8 +89,9 @@ class WorldModelAgent:
         p = self.params
         self.model_opt = torch.optim.Adam(self.model.parameters(), lr=p.model_lr, eps=1e-8)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=p.actor_lr, eps=1e-5)
-        self.critic_opt = torch.optim.Adam([*self.reward_critic.parameters(), *self.cost_critic.parameters()],
-                                           lr=p.critic_lr, eps=1e-5)
+        self.critic_opt = torch.optim.Adam(
+            [*self.reward_critic.parameters(), *self.cost_critic.parameters()], lr=p.critic_lr, eps=1e-5
+        )
         self.bins = wm.twohot_bins(device=self.device)
         self._rng = torch.Generator(device=self.device).manual_seed(seed)
         self.update_count = 0
@@ -96,8 +99,14 @@ class WorldModelAgent:
         self.reward_scale, self.cost_scale = -1.0, -1.0
         self.lagrange, self.penalty = p.lagrange_init, p.penalty_init
         self._cost_slope = 0.0  # dPsi/dg of the last update (lagrangian weighting)
-        logger.info("agent %s (%s, %s weighting): %d parameters on %s", self.name, p.preset, p.safety_weighting,
-                    self.parameter_count(), self.device)
+        logger.info(
+            "agent %s (%s, %s weighting): %d parameters on %s",
+            self.name,
+            p.preset,
+            p.safety_weighting,
+            self.parameter_count(),
+            self.device,
+        )
 
     @property
     def architecture(self) -> str:
@@ -119,13 +128,19 @@ class WorldModelAgent:
             metrics |= self._update_behaviour(start, replayed, b)
             self.update_count += 1
         except NonFiniteLoss as err:
-            logger.error("update %d: non-finite loss %s; the update stopped before its optimiser step",
-                         self.update_count + 1, err)
+            logger.error(
+                "update %d: non-finite loss %s; the update stopped before its optimiser step",
+                self.update_count + 1,
+                err,
+            )
             return {f"nonfinite/{term.split('=')[0]}": float("nan") for term in str(err).split(", ")}
         return metrics
 
     def _to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        t = {key: torch.as_tensor(batch[key], device=self.device) for key in ("bev", "is_first", "is_last", "is_terminal")}
+        t = {
+            key: torch.as_tensor(batch[key], device=self.device)
+            for key in ("bev", "is_first", "is_last", "is_terminal")
+        }
         for key in ("state", "action", "reward", "cost", "safety", "safety_mask"):
             t[key] = torch.as_tensor(batch[key], device=self.device, dtype=torch.float32)
         t["state"] = visible_state(t["state"], self.config)
@@ -163,18 +178,20 @@ class WorldModelAgent:
             "state": (m.state_decoder(flat) - wm.symlog(b["state"].flatten(0, 1))).square().sum(-1).mean(),
             "reward": wm.masked_mean(wm.twohot_loss(m.reward_head(feat), prev_reward, self.bins), arrived),
             "cost": wm.bernoulli_loss(m.cost_head(feat).squeeze(-1), prev_cost.clamp(0, 1), arrived),
-            "continue": F.binary_cross_entropy_with_logits(m.continue_head(feat).squeeze(-1),
-                                                           (~b["is_terminal"]).float()),
-            "safety": p.safety_scale * wm.bernoulli_loss(m.safety_head(feat).squeeze(-1), b["safety"],
-                                                         b["safety_mask"]),
+            "continue": F.binary_cross_entropy_with_logits(
+                m.continue_head(feat).squeeze(-1), (~b["is_terminal"]).float()
+            ),
+            "safety": p.safety_scale
+            * wm.bernoulli_loss(m.safety_head(feat).squeeze(-1), b["safety"], b["safety_mask"]),
             "kl": kl,
         }
         metrics = {"model/kl_value": kl_metrics["kl"], "safety_labels": b["safety_mask"].mean().item()}
         return losses, metrics
 
     # ------------------------------------------------------------------ critics and actor
-    def _update_behaviour(self, start: tuple[torch.Tensor, torch.Tensor], replayed: torch.Tensor,
-                          b: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _update_behaviour(
+        self, start: tuple[torch.Tensor, torch.Tensor], replayed: torch.Tensor, b: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
         p = self.params
         start_cont = (~b["is_terminal"]).float().flatten(0, 1)  # a terminal start imagines nothing real
         traj = self._imagine(start[0].flatten(0, 1), start[1].flatten(0, 1), start_cont)
@@ -191,10 +208,13 @@ class WorldModelAgent:
         if p.behaviour_weight > 0:
             actor_terms["replayed"] = self._replayed_term(replayed, b)
         metrics |= self._update_actor(actor_terms) | weight_metrics
-        metrics |= {"imagined/reward": traj["reward"][:, 1:].mean().item(),
-                    "imagined/cost": traj["cost"][:, 1:].mean().item(),
-                    "imagined/safety": traj["safety"].mean().item(),
-                    "return_scale/reward": self.reward_scale, "return_scale/cost": self.cost_scale}
+        metrics |= {
+            "imagined/reward": traj["reward"][:, 1:].mean().item(),
+            "imagined/cost": traj["cost"][:, 1:].mean().item(),
+            "imagined/safety": traj["safety"].mean().item(),
+            "return_scale/reward": self.reward_scale,
+            "return_scale/cost": self.cost_scale,
+        }
         return metrics
 
     @torch.no_grad()
@@ -211,43 +231,52 @@ class WorldModelAgent:
         feat = torch.stack(feats, 1)
         cont = torch.sigmoid(m.continue_head(feat).squeeze(-1))
         cont[:, 0] = start_cont
-        return {"feat": feat, "action": torch.stack(actions, 1),
-                "reward": wm.twohot_mean(m.reward_head(feat), self.bins),
-                "cost": torch.sigmoid(m.cost_head(feat).squeeze(-1)), "cont": cont,
-                "safety": torch.sigmoid(m.safety_head(feat).squeeze(-1))}
+        return {
+            "feat": feat,
+            "action": torch.stack(actions, 1),
+            "reward": wm.twohot_mean(m.reward_head(feat), self.bins),
+            "cost": torch.sigmoid(m.cost_head(feat).squeeze(-1)),
+            "cont": cont,
+            "safety": torch.sigmoid(m.safety_head(feat).squeeze(-1)),
+        }
 
     @torch.no_grad()
     def _values(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (wm.twohot_mean(self.reward_critic(feat), self.bins),
-                wm.twohot_mean(self.cost_critic(feat), self.bins))
+        return (wm.twohot_mean(self.reward_critic(feat), self.bins), wm.twohot_mean(self.cost_critic(feat), self.bins))
 
     def _update_critics(self, feat, r_return, c_return, weight) -> dict[str, float]:
         p = self.params
         with torch.no_grad():
             r_slow = wm.twohot_mean(self.reward_critic_slow(feat), self.bins)
             c_slow = wm.twohot_mean(self.cost_critic_slow(feat), self.bins)
-        r_loss, r_metrics = wm.critic_loss(self.reward_critic(feat), r_return, r_slow, weight, self.bins,
-                                           p.slow_critic_regulariser)
-        c_loss, c_metrics = wm.critic_loss(self.cost_critic(feat), c_return, c_slow, weight, self.bins,
-                                           p.slow_critic_regulariser)
+        r_loss, r_metrics = wm.critic_loss(
+            self.reward_critic(feat), r_return, r_slow, weight, self.bins, p.slow_critic_regulariser
+        )
+        c_loss, c_metrics = wm.critic_loss(
+            self.cost_critic(feat), c_return, c_slow, weight, self.bins, p.slow_critic_regulariser
+        )
         check_finite({"reward_critic": r_loss, "cost_critic": c_loss})
         self.critic_opt.zero_grad(set_to_none=True)
         (r_loss + c_loss).backward()
         self.critic_opt.step()
         soft_update(self.reward_critic_slow, self.reward_critic, p.critic_ema)
         soft_update(self.cost_critic_slow, self.cost_critic, p.critic_ema)
-        return {f"reward_critic/{k}": v for k, v in r_metrics.items()} | {f"cost_critic/{k}": v for k, v in c_metrics.items()}
+        return {f"reward_critic/{k}": v for k, v in r_metrics.items()} | {
+            f"cost_critic/{k}": v for k, v in c_metrics.items()
+        }
 
     def _step_lagrangian(self, cost_return: torch.Tensor) -> dict[str, float]:
         """SafeDreamer's multiplier update on the start states' cost lambda-returns; c grows toward 1."""
         p = self.params
-        _, self._cost_slope, self.lagrange = wm.lagrangian_penalty(cost_return[:, 0], p.cost_limit, self.lagrange,
-                                                                   self.penalty)
+        _, self._cost_slope, self.lagrange = wm.lagrangian_penalty(
+            cost_return[:, 0], p.cost_limit, self.lagrange, self.penalty
+        )
         self.penalty = min(1.0, self.penalty * (1.0 + p.penalty_growth))
         return {"lagrange/multiplier": self.lagrange, "lagrange/slope": self._cost_slope}
 
-    def _policy_weights(self, safety: torch.Tensor, reward_advantage: torch.Tensor,
-                        cost_advantage: torch.Tensor) -> torch.Tensor:
+    def _policy_weights(
+        self, safety: torch.Tensor, reward_advantage: torch.Tensor, cost_advantage: torch.Tensor
+    ) -> torch.Tensor:
         """w per step from raw advantages (return - value), by agent.vlsafe.safety_weighting: vlsafe
         mixes by the predicted safety; none is the same with p = 1; lagrangian weighs
         exp(beta1 (A_r - Psi' A_c)), the penalty taken in return units before the normalisation."""
@@ -295,17 +324,26 @@ class WorldModelAgent:
         return acting_weights(self.model, self.actor)
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model, "actor": self.actor, "reward_critic": self.reward_critic,
-                "cost_critic": self.cost_critic, "reward_critic_slow": self.reward_critic_slow,
-                "cost_critic_slow": self.cost_critic_slow}
+        return {
+            "model": self.model,
+            "actor": self.actor,
+            "reward_critic": self.reward_critic,
+            "cost_critic": self.cost_critic,
+            "reward_critic_slow": self.reward_critic_slow,
+            "cost_critic_slow": self.cost_critic_slow,
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model_opt": self.model_opt, "actor_opt": self.actor_opt, "critic_opt": self.critic_opt}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"algorithm": self.name, "network": self.architecture,
-                                 "update_count": self.update_count, "rng": self._rng.get_state(),
-                                 "scales": [self.reward_scale, self.cost_scale, self.lagrange, self.penalty, self._cost_slope]}
+        state: dict[str, Any] = {
+            "algorithm": self.name,
+            "network": self.architecture,
+            "update_count": self.update_count,
+            "rng": self._rng.get_state(),
+            "scales": [self.reward_scale, self.cost_scale, self.lagrange, self.penalty, self._cost_slope],
+        }
         state |= {name: module.state_dict() for name, module in self.modules().items()}
         state |= {name: opt.state_dict() for name, opt in self.optimizers().items()}
         return copy_tree(state, device="cpu")
@@ -313,9 +351,11 @@ class WorldModelAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         found = (state.get("algorithm"), state.get("network"))
         if found != (self.name, self.architecture):
-            raise ValueError(f"checkpoint is {found[0]}/{found[1]} but this agent is {self.name}/{self.architecture}: "
-                             f"a world model of preset {str(found[1]).split('/')[-1]!r} cannot load into preset "
-                             f"{self.params.preset!r}; set agent.vlsafe.preset to match")
+            raise ValueError(
+                f"checkpoint is {found[0]}/{found[1]} but this agent is {self.name}/{self.architecture}: "
+                f"a world model of preset {str(found[1]).split('/')[-1]!r} cannot load into preset "
+                f"{self.params.preset!r}; set agent.vlsafe.preset to match"
+            )
         for name, module in self.modules().items():
             module.load_state_dict(state[name])
         for name, opt in self.optimizers().items():
@@ -328,7 +368,8 @@ class WorldModelAgent:
             logger.warning("the checkpoint's sampling generator is of another device; reseeding this one")
             self._rng.manual_seed(self.update_count)
         self.reward_scale, self.cost_scale, self.lagrange, self.penalty, self._cost_slope = (
-            float(v) for v in state["scales"])
+            float(v) for v in state["scales"]
+        )
 
 
 def make_agent(config: AgentConfig, device: str, seed: int) -> WorldModelAgent:

@@ -11,6 +11,7 @@ writes into --out (default outputs/world_model/<run name>/):
 
 `predicted_safety(run_dir, chunk)` is what the safety-label audit (dataset/audit.py) calls.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,14 +47,19 @@ def _tensors(agent: WorldModelAgent, chunk: dict[str, np.ndarray]) -> dict[str, 
     """One chunk (rows of one stream in step order) as a single [1, N] sequence."""
     action = torch.as_tensor(np.array(chunk["action"], np.float32))[None]
     state = visible_state(torch.as_tensor(np.array(chunk["state"], np.float32))[None], agent.config)
-    return {"bev": torch.as_tensor(np.array(chunk["bev"]))[None], "state": state, "prev_action": previous_step(action),
-            "is_first": torch.as_tensor(chunk["is_first"])[None]}
+    return {
+        "bev": torch.as_tensor(np.array(chunk["bev"]))[None],
+        "state": state,
+        "prev_action": previous_step(action),
+        "is_first": torch.as_tensor(chunk["is_first"])[None],
+    }
 
 
 def _observe(agent: WorldModelAgent, t: dict[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor]:
     """The posterior of rows `rows` of a [1, N] sequence, filtered in order, latents at their mode."""
-    return agent.model.observe(t["bev"][:, rows], t["state"][:, rows], t["prev_action"][:, rows],
-                               t["is_first"][:, rows], mode=True)
+    return agent.model.observe(
+        t["bev"][:, rows], t["state"][:, rows], t["prev_action"][:, rows], t["is_first"][:, rows], mode=True
+    )
 
 
 @torch.no_grad()
@@ -71,11 +77,12 @@ def predicted_safety(run_dir: str | Path, chunk: dict[str, np.ndarray]) -> np.nd
 
 
 @torch.no_grad()
-def open_loop(agent: WorldModelAgent, chunk: dict[str, np.ndarray], start: int, context: int,
-              horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def open_loop(
+    agent: WorldModelAgent, chunk: dict[str, np.ndarray], start: int, context: int, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Observe rows [start, start + context), then imagine `horizon` steps with the recorded actions.
     Returns real and predicted BEV masks, uint8 [horizon, 15, px, px] at the decoder's resolution."""
-    rows = {key: value[start:start + context + horizon] for key, value in chunk.items()}
+    rows = {key: value[start : start + context + horizon] for key, value in chunk.items()}
     t = _tensors(agent, rows)
     m = agent.model
     post = _observe(agent, t, slice(0, context))
@@ -88,7 +95,7 @@ def open_loop(agent: WorldModelAgent, chunk: dict[str, np.ndarray], start: int, 
     # Drawn where the prediction reaches 20 % of full scale: every drawn mask value (green lights 80,
     # broken lanes 120, out of 255) is above it, the decoder's faint noise below it.
     imagined[imagined < 51] = 0
-    real = downsample_masks(t["bev"][0, context:context + horizon], agent.size.decoder_px)
+    real = downsample_masks(t["bev"][0, context : context + horizon], agent.size.decoder_px)
     return real.numpy(), imagined.numpy()
 
 
@@ -145,9 +152,11 @@ def plot_safety_episode(predicted: np.ndarray, chunk: dict[str, np.ndarray], pat
     return path
 
 
-CURVES = (("model", ("model/image", "model/reward", "model/cost", "model/safety", "model/kl", "model/continue")),
-          ("critics", ("reward_critic/value", "cost_critic/value", "reward_critic/return", "cost_critic/return")),
-          ("actor", ("actor/imagined_weight_mean", "actor/replayed_weight_mean", "actor/imagined_entropy")))
+CURVES = (
+    ("model", ("model/image", "model/reward", "model/cost", "model/safety", "model/kl", "model/continue")),
+    ("critics", ("reward_critic/value", "cost_critic/value", "reward_critic/return", "cost_critic/return")),
+    ("actor", ("actor/imagined_weight_mean", "actor/replayed_weight_mean", "actor/imagined_entropy")),
+)
 
 
 def plot_training_curves(run_dir: Path, path: Path) -> Path | None:
@@ -216,14 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     length = len(episode["step"])
     horizon = min(agent.params.horizon, length - args.context)
     if horizon < 1:
-        logger.error("episode %d has %d rows: too short for %d steps of context; pick another with --episode",
-                     args.episode, length, args.context)
+        logger.error(
+            "episode %d has %d rows: too short for %d steps of context; pick another with --episode",
+            args.episode,
+            length,
+            args.context,
+        )
         return 2
     start = max(0, min(length - args.context - horizon, length // 3))
     real, imagined = open_loop(agent, episode, start, args.context, horizon)
-    written = [plot_open_loop(real, imagined, out / "open_loop.png"),
-               plot_safety_episode(predicted_safety(run_dir, episode), episode, out / "safety_episode.png"),
-               plot_training_curves(run_dir, out / "training_curves.png")]
+    written = [
+        plot_open_loop(real, imagined, out / "open_loop.png"),
+        plot_safety_episode(predicted_safety(run_dir, episode), episode, out / "safety_episode.png"),
+        plot_training_curves(run_dir, out / "training_curves.png"),
+    ]
     for path in written:
         if path is not None:
             print(path)

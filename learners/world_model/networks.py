@@ -9,6 +9,7 @@
   reward and the critics (two-hot, 255 bins), cost, continue and safety (one logit each);
 - `Actor`: a tanh-squashed Gaussian over [acc, steer] with a floor on its std.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,9 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, bev: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """bev uint8 [N, 15, 96, 96], state float [N, 10] -> [N, out_dim]."""
-        image = torch.empty(bev.shape, dtype=torch.float32, device=bev.device,
-                            memory_format=torch.channels_last).copy_(bev)  # one pass: dtype and layout
+        image = torch.empty(bev.shape, dtype=torch.float32, device=bev.device, memory_format=torch.channels_last).copy_(
+            bev
+        )  # one pass: dtype and layout
         image = self.convs(image.sub_(127.5).mul_(1.0 / 255.0)).flatten(1)
         return torch.cat([image, self.state_mlp(symlog(state))], -1)
 
@@ -97,35 +99,56 @@ class Rssm(nn.Module):
         self.post_head = mlp(size.deter + embed_dim, size.units, stoch, layers=1)
 
     def initial(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.zeros(batch, self.deter, device=device),
-                torch.zeros(batch, self.groups * self.classes, device=device))
+        return (
+            torch.zeros(batch, self.deter, device=device),
+            torch.zeros(batch, self.groups * self.classes, device=device),
+        )
 
     def _logits(self, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
         logits = head(x).view(-1, self.groups, self.classes)
         probs = (1.0 - UNIMIX) * logits.softmax(-1) + UNIMIX / self.classes
         return probs.log()  # the mixed distribution's log-probabilities, used as logits
 
-    def sample(self, logits: torch.Tensor, mode: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, logits: torch.Tensor, mode: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Straight-through one-hot samples [N, groups * classes]; `mode`: the most likely class instead
         (deterministic acting in evaluation)."""
         probs = logits.exp()
-        index = probs.argmax(-1) if mode else torch.multinomial(probs.view(-1, self.classes), 1, generator=generator).view(
-            probs.shape[:-1])
+        index = (
+            probs.argmax(-1)
+            if mode
+            else torch.multinomial(probs.view(-1, self.classes), 1, generator=generator).view(probs.shape[:-1])
+        )
         one_hot = F.one_hot(index, self.classes).to(probs.dtype)
         return (one_hot + probs - probs.detach()).flatten(1)
 
     def deterministic(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.gru(self.img_in(torch.cat([z, action], -1)), h)
 
-    def imagine_step(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor, mode: bool = False,
-                     generator: torch.Generator | None = None):
+    def imagine_step(
+        self,
+        h: torch.Tensor,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        mode: bool = False,
+        generator: torch.Generator | None = None,
+    ):
         """(h, z, a) -> (h', z' ~ prior (its mode with `mode`), prior logits)."""
         h = self.deterministic(h, z, action)
         prior = self._logits(self.prior_head, h)
         return h, self.sample(prior, mode, generator), prior
 
-    def observe_step(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor, embed: torch.Tensor,
-                     is_first: torch.Tensor, mode: bool = False, generator: torch.Generator | None = None):
+    def observe_step(
+        self,
+        h: torch.Tensor,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        embed: torch.Tensor,
+        is_first: torch.Tensor,
+        mode: bool = False,
+        generator: torch.Generator | None = None,
+    ):
         """One filtering step; where is_first, the state and the previous action start from zero.
         Returns (h', z' ~ posterior, posterior logits, prior logits)."""
         keep = (~is_first).to(h.dtype).unsqueeze(-1)
@@ -188,8 +211,15 @@ class WorldModel(nn.Module):
     def features(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([h, z], -1)
 
-    def observe(self, bev: torch.Tensor, state: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,
-                generator: torch.Generator | None = None, mode: bool = False):
+    def observe(
+        self,
+        bev: torch.Tensor,
+        state: torch.Tensor,
+        prev_action: torch.Tensor,
+        is_first: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mode: bool = False,
+    ):
         """Filter sequences [B, T, ...] (prev_action[:, t] is the action taken before step t) ->
         h [B, T, deter], z [B, T, stoch] (latents at their mode with `mode`), posterior and prior
         logits [B, T, groups, classes]."""
@@ -198,8 +228,9 @@ class WorldModel(nn.Module):
         h, z = self.rssm.initial(b, bev.device)
         out: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "post": [], "prior": []}
         for k in range(t):
-            h, z, post, prior = self.rssm.observe_step(h, z, prev_action[:, k], embed[:, k], is_first[:, k],
-                                                     mode, generator)
+            h, z, post, prior = self.rssm.observe_step(
+                h, z, prev_action[:, k], embed[:, k], is_first[:, k], mode, generator
+            )
             for key, value in zip(("h", "z", "post", "prior"), (h, z, post, prior)):
                 out[key].append(value)
         return {key: torch.stack(values, 1) for key, values in out.items()}

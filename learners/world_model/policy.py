@@ -1,6 +1,7 @@
 """Acting with the world model: the encoder and the RSSM filter the observations into the state (h, z),
 the actor acts on its features. Recurrent: the carry is (h, z, the previous action) per environment,
 and it starts from zero wherever `is_first` marks the first observation of an episode."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,11 @@ def build_acting(config: AgentConfig, seed: int) -> tuple[WorldModel, Actor]:
 def acting_weights(model: WorldModel, actor: Actor) -> dict[str, torch.Tensor]:
     """CPU copies of what acting needs: the observation encoder, the RSSM and the actor."""
     parts = {"model.encoder": model.encoder, "model.rssm": model.rssm, "actor": actor}
-    return {f"{prefix}.{key}": value.detach().to("cpu", copy=True)
-            for prefix, module in parts.items() for key, value in module.state_dict().items()}
+    return {
+        f"{prefix}.{key}": value.detach().to("cpu", copy=True)
+        for prefix, module in parts.items()
+        for key, value in module.state_dict().items()
+    }
 
 
 class WorldModelPolicy:
@@ -51,14 +55,19 @@ class WorldModelPolicy:
         state = visible_state(torch.as_tensor(obs["state"], device=self.device, dtype=torch.float32), self.config)
         embed = self.model.encoder(bev, state)
         first = torch.as_tensor(np.asarray(is_first, bool), device=self.device)
-        h, z, _, _ = self.model.rssm.observe_step(h, z, prev_action, embed, first, mode=not explore,
-                                                  generator=self._rng)
+        h, z, _, _ = self.model.rssm.observe_step(
+            h, z, prev_action, embed, first, mode=not explore, generator=self._rng
+        )
         feat = self.model.features(h, z)
         action = self.actor.sample(feat, self._rng) if explore else self.actor.mode(feat)
         return (h, z, action), action.cpu().numpy().astype(np.float32)
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        for prefix, module in (("model.encoder.", self.model.encoder), ("model.rssm.", self.model.rssm),
-                               ("actor.", self.actor)):
-            module.load_state_dict({key[len(prefix):]: value for key, value in weights.items()
-                                    if key.startswith(prefix)})
+        for prefix, module in (
+            ("model.encoder.", self.model.encoder),
+            ("model.rssm.", self.model.rssm),
+            ("actor.", self.actor),
+        ):
+            module.load_state_dict(
+                {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
+            )

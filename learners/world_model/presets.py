@@ -1,6 +1,7 @@
 """World-model sizes (agent.vlsafe.preset). `debug` trains in seconds on a CPU (it reconstructs the
 BEV at half resolution, 48x48, against the 2x max-pooled masks); S, M and L are for GPUs and follow
 DreamerV3's size ladder (deterministic state, categorical latents, MLP units, conv depth)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
