@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+AGENT_WAIT_S = 120.0  # how long a new head's job agent may take to come up
 
 
 def free_port() -> int:
@@ -55,6 +56,13 @@ def head_node(tmp_path, cpus: int):
             "--include-dashboard=true",
             "--disable-usage-stats",
             f"--temp-dir={env['MENTOR_TEST_RAY_TEMP']}",
+            # Ports of its own: the defaults (client server 10001, agent 52365, ...) are one per machine,
+            # and a head whose agent finds its port taken never accepts a job ("No available agent").
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
         ],
         env=env,
         check=True,
@@ -66,10 +74,13 @@ def head_node(tmp_path, cpus: int):
 
 def stop(env):
     """End the head this test started, and only it: `ray stop` would end every Ray cluster on the
-    machine. Its processes are the ones whose command line names its temp directory."""
+    machine. Its processes are the ones that inherited MENTOR_TEST_RAY_TEMP from its `ray start` (the
+    dashboard's module processes and the client server do not name the temp directory on their command
+    line)."""
     temp_dir = env["MENTOR_TEST_RAY_TEMP"]
+    marker = f"MENTOR_TEST_RAY_TEMP={temp_dir}\0"
     for _ in range(3):
-        pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline") if _names(p, temp_dir)]
+        pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/environ") if _names(p, marker)]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -79,34 +90,37 @@ def stop(env):
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _names(cmdline: Path, text: str) -> bool:
+def _names(path: Path, text: str) -> bool:
     try:
-        return text.encode() in cmdline.read_bytes()
+        return text.encode() in path.read_bytes()
     except OSError:  # the process ended meanwhile
         return False
 
 
 def submit(env, address, *train_args, timeout=600):
-    return subprocess.run(
-        [
-            str(BIN / "ray"),
-            "job",
-            "submit",
-            f"--address={address}",
-            "--working-dir",
-            str(ROOT),
-            "--",
-            "python",
-            "train.py",
-            "--config",
-            "configs/quickstart.yaml",
-            *train_args,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """`ray job submit` as the README has it; retried while a head that has just started answers "No
+    available agent to submit job, please try again later" (its job agent comes up seconds after
+    `ray start` returns: up to a minute on a loaded 2-core machine)."""
+    command = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        f"--address={address}",
+        "--working-dir",
+        str(ROOT),
+        "--",
+        "python",
+        "train.py",
+        "--config",
+        "configs/quickstart.yaml",
+        *train_args,
+    ]
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in result.stdout + result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(3.0)
 
 
 def test_ray_job_submit_runs_train_py(tmp_path):
