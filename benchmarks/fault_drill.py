@@ -519,8 +519,9 @@ DRILLS = {
     "early-kill": drill_early_kill,
     "segment": drill_segment,
     "disk": drill_disk,
+    "job-stop": drill_job_stop,
 }
-SUBPROCESS_DRILLS = ("interrupt", "early-kill", "segment", "disk")  # each runs train.py as a user would
+SUBPROCESS_DRILLS = ("interrupt", "early-kill", "segment", "disk", "job-stop")  # each runs train.py as a user would
 
 
 def main() -> None:
