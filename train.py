@@ -115,7 +115,8 @@ def run(config, run_dir: Path, checkpoint: Path | None, runtime, logs: list[RunL
         except (OSError, ValueError) as exc:
             if is_disk_full(exc):
                 raise
-            logger.error("cannot resume from %s: %s; nothing in %s was changed", checkpoint, exc, run_dir)
+            cause = getattr(exc, "cause", None) or exc  # a Ray actor's error: the learner's own message
+            logger.error("cannot resume from %s: %s; nothing in %s was changed", checkpoint, cause, run_dir)
             return 2
         info = checkpoint_info(checkpoint)
         logger.info(

@@ -490,7 +490,12 @@ def drill_job_stop(overrides, out: Path) -> dict:
             time.sleep(1.0)
         run_dir = progress.parent
         started = time.monotonic()
-        head.cli("job", "stop", job, f"--address=http://127.0.0.1:{head.dashboard}")
+        stopped = head.cli("job", "stop", job, f"--address=http://127.0.0.1:{head.dashboard}")
+        while time.monotonic() - started < 60:  # the driver's exit (the CLI may return before it)
+            status = head.cli("job", "status", job, f"--address=http://127.0.0.1:{head.dashboard}")
+            if "STOPPED" in status.stdout + status.stderr or "FAILED" in status.stdout + status.stderr:
+                break
+            time.sleep(0.5)
         stop_s = time.monotonic() - started
         time.sleep(8.0)  # the janitor's look and the app's deletion
         left = head.left_of(run_dir.name)
@@ -500,6 +505,7 @@ def drill_job_stop(overrides, out: Path) -> dict:
     stored = sum(stored_rows(run_dir).values())
     saved = json.loads((run_dir / "checkpoint" / "COMPLETE").read_text())
     return {
+        "ray_job_stop_said": (stopped.stdout + stopped.stderr).strip().splitlines()[-1:],
         "ray_job_stop_s": round(stop_s, 1),
         "stop_checkpoint_env_steps": saved["env_steps"],
         "graceful": "terminated gracefully" in said,

@@ -209,12 +209,15 @@ class Learner:
         # naming the field, before anything is written: by replay.add, and a raw one before encoding.
         if is_packed(chunk):
             chunk, bev_blocks = unpack_chunk(chunk)
+            validate_chunk(chunk, bev_blocks)  # the blocks' CRC-32s too, before the journal takes them
         else:
             validate_chunk(chunk)
             bev_blocks = encode_rows(chunk["bev"])
         with self._lock:
-            self.replay.add(chunk, bev_blocks=bev_blocks)
+            # The journal first: a write that fails (a full disk) leaves the replay as the journal has it,
+            # and the worker, whose call fails, knows the rows were not taken.
             self.journal.append(chunk, bev_blocks=bev_blocks)  # acknowledged rows are on disk: they survive the learner
+            self.replay.add(chunk, bev_blocks=bev_blocks)
             self.journal.prune(self.replay.inserted_total, self.replay.capacity)
             self.shaper.observe(chunk)
         transitions = ~chunk["is_last"]
