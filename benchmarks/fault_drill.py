@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -415,9 +416,10 @@ class OwnHead:
                 "--",
                 *command,
             )
-            found = [w for w in (done.stdout + done.stderr).split() if w.startswith("raysubmit_")]
+            said = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)  # the CLI colours the job id
+            found = re.findall(r"raysubmit_[A-Za-z0-9]+", said)
             if found:
-                return found[0].strip("'\".,")
+                return found[0]
             time.sleep(5)
         raise RuntimeError((done.stdout + done.stderr)[-2000:])
 
@@ -493,7 +495,8 @@ def drill_job_stop(overrides, out: Path) -> dict:
         stopped = head.cli("job", "stop", job, f"--address=http://127.0.0.1:{head.dashboard}")
         while time.monotonic() - started < 60:  # the driver's exit (the CLI may return before it)
             status = head.cli("job", "status", job, f"--address=http://127.0.0.1:{head.dashboard}")
-            if "STOPPED" in status.stdout + status.stderr or "FAILED" in status.stdout + status.stderr:
+            said = (status.stdout + status.stderr).lower()
+            if "stopped" in said or "failed" in said or "succeeded" in said:
                 break
             time.sleep(0.5)
         stop_s = time.monotonic() - started
