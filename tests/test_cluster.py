@@ -156,8 +156,11 @@ def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics
         report = run_until(first, 600)
         # The workers waited for the learner: at most the lead (plus the chunks in flight) ahead of
         # the inserts the ratio expects for the updates done (debug overlay: batch 16, ratio 4, starts 200).
+        # In flight per worker: 4 unanswered chunks, the one just shipped, and one more that lands while
+        # the worker reads the credit of an earlier add (measured once: 12 rows past 5 chunks a worker).
+        # Without backpressure the lead is thousands of rows.
         expected = 200 + max(0, -(-report["learner_updates"] * 16 // 4) - 16)
-        assert report["env_steps"] - expected <= 200 + 2 * 5 * 16
+        assert report["env_steps"] - expected <= 200 + 2 * 6 * 16
         saved = first.finish().metrics  # every worker's rows are in the replay now
         write_checkpoint(run_dir, first)
     finally:
