@@ -182,27 +182,8 @@ def drill_learner(overrides, out: Path) -> dict:
 
 def drill_interrupt(overrides, out: Path) -> dict:
     runs = out / "interrupt"
-    command = [
-        sys.executable,
-        "train.py",
-        "--config",
-        "configs/quickstart.yaml",
-        "--config",
-        "configs/debug.yaml",
-        "run.total_env_steps=100000",
-        "run.progress_every_s=1",
-        f"run.runs_dir={runs}",
-        *overrides,
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while (
-        not any(p.stat().st_size > 0 for p in runs.glob("*/progress.jsonl"))
-        or json.loads(next(runs.glob("*/progress.jsonl")).read_text().splitlines()[-1])["env_steps"] < 600
-    ):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(process.communicate()[0][-3000:])
-        time.sleep(1.0)
+    process = start_train(runs, overrides)
+    wait_for_progress(process, runs, "env_steps", 600)
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=300)[0]
@@ -220,7 +201,8 @@ def drill_interrupt(overrides, out: Path) -> dict:
     }
 
 
-def start_train(runs: Path, overrides, mode: str = "ray") -> subprocess.Popen:
+def start_train(runs: Path, overrides) -> subprocess.Popen:
+    """`train.py` in Ray mode on the quickstart and debug configs, as a user starts it."""
     command = [
         sys.executable,
         "train.py",
@@ -228,7 +210,7 @@ def start_train(runs: Path, overrides, mode: str = "ray") -> subprocess.Popen:
         "configs/quickstart.yaml",
         "--config",
         "configs/debug.yaml",
-        f"run.mode={mode}",
+        "run.mode=ray",
         "run.total_env_steps=100000",
         "run.progress_every_s=1",
         f"run.runs_dir={runs}",
@@ -244,13 +226,13 @@ def start_train(runs: Path, overrides, mode: str = "ray") -> subprocess.Popen:
     )
 
 
-def wait_for_rows(process: subprocess.Popen, runs: Path, rows: int, timeout_s: float = 300) -> Path:
-    """The run directory, once the run's progress log says the learner has stored `rows` rows."""
+def wait_for_progress(process: subprocess.Popen, runs: Path, key: str, at_least: float, timeout_s: float = 300) -> Path:
+    """The run directory, once the last line of the run's progress log has `key` >= `at_least`."""
     deadline = time.monotonic() + timeout_s
     while True:
         progress = next(runs.glob("*/progress.jsonl"), None)
         lines = progress.read_text().strip().splitlines() if progress else []
-        if lines and json.loads(lines[-1])["replay_inserted_total"] >= rows:
+        if lines and json.loads(lines[-1])[key] >= at_least:
             return progress.parent
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(process.communicate()[0][-3000:])
@@ -275,7 +257,7 @@ def resume(run_dir: Path, *overrides) -> subprocess.CompletedProcess:
 def drill_early_kill(overrides, out: Path) -> dict:
     runs = out / "early-kill"
     process = start_train(runs, ["run.checkpoint_every_s=300", "learner.checkpoint_every_updates=1000000", *overrides])
-    run_dir = wait_for_rows(process, runs, 1500)
+    run_dir = wait_for_progress(process, runs, "replay_inserted_total", 1500)
     process.kill()  # train.py alone, as an operator or the OOM killer would
     process.communicate(timeout=60)
     stored = int(last_progress(run_dir)["replay_inserted_total"])
@@ -295,7 +277,7 @@ def drill_early_kill(overrides, out: Path) -> dict:
 def drill_segment(overrides, out: Path) -> dict:
     runs = out / "segment"
     process = start_train(runs, overrides)
-    run_dir = wait_for_rows(process, runs, 600)
+    run_dir = wait_for_progress(process, runs, "replay_inserted_total", 600)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=300)
     segments = sorted((run_dir / "replay").glob("*.npz"))
@@ -325,7 +307,7 @@ def drill_disk(overrides, out: Path) -> dict:
         return {"skipped": f"cannot mount a tmpfs here: {mounted.stderr.strip()[:200]}"}
     try:
         process = start_train(mount, overrides)
-        run_dir = wait_for_rows(process, mount, 600)
+        run_dir = wait_for_progress(process, mount, "replay_inserted_total", 600)
         filler = mount / "filler"
         with open(filler, "wb") as f:
             try:

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 import train
 from runner import disk
 from runner.checkpoint import COMPLETE
+from tests.train_process import start_train, wait_for_stored_rows
 
 
 def test_disk_full_errors_are_recognised_through_their_causes():
@@ -112,22 +111,8 @@ def test_a_disk_filled_from_outside_ends_the_run_with_the_message_and_the_resume
     if not _small_tmpfs(mount, 96):
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     try:
-        command = [sys.executable, "train.py", *local_args(mount, "run.total_env_steps=100000")]
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        deadline = time.monotonic() + 180
-        while True:  # until rows are stored
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
-            time.sleep(0.5)
-            progress = next(mount.glob("quickstart-*/progress.jsonl"), None)
-            lines = progress.read_text().strip().splitlines() if progress else []
-            if lines and json.loads(lines[-1])["replay_inserted_total"] > 300:
-                break
+        process = start_train(local_args(mount, "run.total_env_steps=100000"))
+        progress = wait_for_stored_rows(process, mount, 300)
         filler = mount / "filler"
         with open(filler, "wb") as f:  # take every byte that is left
             try:

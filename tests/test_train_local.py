@@ -197,40 +197,21 @@ def test_ctrl_c_stops_with_a_checkpoint_that_loses_nothing_and_resumes(tmp_path)
 def test_a_run_killed_before_its_first_periodic_checkpoint_resumes_with_every_row_it_had_stored(tmp_path):
     """SIGKILL (no chance to checkpoint) minutes before the first periodic checkpoint: the resume takes
     the checkpoint written when the run started and every row of the replay journal."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
 
-    command = [
-        sys.executable,
-        "train.py",
-        *args(
+    from tests.train_process import start_train, wait_for_stored_rows
+
+    process = start_train(
+        args(
             tmp_path,
             "run.total_env_steps=100000",
             "run.progress_every_s=1",
             "learner.checkpoint_every_updates=1000000",
             "run.checkpoint_every_s=300",
             "workers.num_workers=1",
-        ),
-    ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     )
-    deadline = time.monotonic() + 180
-    progress = None
-    while True:  # until the run has stored rows well past its start
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
-        time.sleep(0.5)
-        progress = next(tmp_path.glob("quickstart-*/progress.jsonl"), None)
-        lines = progress.read_text().strip().splitlines() if progress else []
-        if lines and json.loads(lines[-1])["replay_inserted_total"] > 400:
-            break
+    progress = wait_for_stored_rows(process, tmp_path, 400)  # rows stored well past the run's start
     stored_before_kill = json.loads(progress.read_text().strip().splitlines()[-1])["replay_inserted_total"]
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
