@@ -16,7 +16,9 @@ import logging
 import sys
 
 from configs.loader import ConfigError, load_config
+from configs.schema import Config
 from dataset.parquet import DatasetError
+from runtimes.collection import CollectionPlan
 
 logger = logging.getLogger("collect")
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         check_offline_inputs(config)
         if config.run.mode == "offline":
             raise ConfigError("run.mode = offline collects nothing: use local or ray")
-        from actors.collection import collection_config, collection_plan
+        from runtimes.collection import collection_config, collection_plan
 
         config = collection_config(config)
         from runner.limits import check_collection_limits
@@ -58,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if plan.transitions_to_collect:
         try:
-            if config.run.mode == "ray":
-                from cluster.collection import collect_on_ray
-
-                collect_on_ray(config, plan)
-            else:
-                from actors.collection import collect_local
-
-                collect_local(config, plan)
+            collect_into(config, plan)
         except KeyboardInterrupt:
             logger.warning("interrupted: what was collected is in %s; run the same command to resume", plan.directory)
             return 130
@@ -73,6 +68,24 @@ def main(argv: list[str] | None = None) -> int:
 
     print(format_summary(summarize(plan.directory)))
     return 0
+
+
+def collect_into(config: Config, plan: CollectionPlan) -> dict[int, dict]:
+    """The collection runtime (run.mode's transport) until the plan's budget is spent; every stream's
+    last report (rows_written, transitions_written, episodes, ...)."""
+    from runner.loop import collect
+    from runtimes.collection import CollectionProgress
+    from runtimes.registry import make_runtime
+
+    runtime = make_runtime(
+        config, plan.directory, "collection", first_stream=plan.first_stream, env_steps=plan.transitions_on_disk
+    )
+    progress = CollectionProgress(plan, config.run.progress_every_s)
+    try:
+        collect(runtime, lambda report, final: progress.update(report, final))
+        return runtime.worker_reports()
+    finally:
+        runtime.shutdown()
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="per route (default: the run's eval.max_steps)")
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args(argv)
-    from actors.acting import checkpoint_policy
-    from actors.assembly import eval_env_config, make_env
-    from actors.evaluation import EvaluationWorker
     from envs.metrics import format_table
+    from workers.acting import checkpoint_policy
+    from workers.assembly import eval_env_config, make_env
+    from workers.evaluation import EvaluationWorker
 
     run_dir = Path(args.run_dir)
     try:

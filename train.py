@@ -28,7 +28,7 @@ from runner.disk import MARGIN_BYTES, directory_bytes, disk_full_message, is_dis
 from runner.loop import RunFailed, RunInterrupted, train
 from runner.preflight import new_run_dir, preflight
 from runner.run_dir import RunLog
-from runner.runtimes import make_runtime
+from runtimes.registry import make_runtime
 
 logger = logging.getLogger("train")
 

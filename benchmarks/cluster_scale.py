@@ -4,9 +4,9 @@ throughput as rollout workers grow, on a multi-node `ray.cluster_utils.Cluster` 
     .venv/bin/python benchmarks/cluster_scale.py [--workers 2 8 32] [--replicas 1 2 4] [--seconds 5]
         [--nodes 4] [--no-train]
 
-The rollout workers are synthetic (cluster/synthetic.py): rows of the real size (bev uint8
+The rollout workers are synthetic (benchmarks/synthetic_rollouts.py): rows of the real size (bev uint8
 [15, 96, 96] with sparse masks, every ROW_SPEC field) made at ~zero compute, shipped to the real
-`LearnerActor` with `WorkerActor`'s transport, reported to the real driver loop (`RayRuntime.step`);
+`LearnerActor` with `WorkerActor`'s transport, reported to the real driver loop (the runtime skeleton's step);
 feedback clients submit expert-advisor items through the real `FeedbackClient` + `serve_sender` to
 the real Serve app (`feedback_app`). Every simulated node shares this machine's cores, so the
 absolute rates are lower bounds; the CPU-seconds each role spends per transition or item (read from
@@ -41,17 +41,19 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
+from benchmarks.synthetic_rollouts import SyntheticFeedbackClient, SyntheticRows, SyntheticWorkerActor
 from cluster.actors import LearnerActor
 from cluster.feedback_service import APP_PREFIX, feedback_app
-from cluster.runtime import RayRuntime, _Slot
-from cluster.synthetic import SyntheticFeedbackClient, SyntheticRows, SyntheticWorkerActor
+from cluster.transport import RayTransport
 from configs.loader import CONFIG_DIR, load_config
 from configs.schema import Config
 from core.feedback import FeedbackItem
 from dataset.rows import ROW_SPEC
-from inference.expert_advisor import ExpertAdvisor
+from feedback.expert_advisor import ExpertAdvisor
 from learners.bev_codec import pack_chunk, unpack_chunk
 from learners.replay import validate_chunk
+from runtimes.registry import load_mode
+from runtimes.skeleton import Runtime
 
 logger = logging.getLogger("benchmark")
 
@@ -178,6 +180,7 @@ def scale_config(workers: int, train: bool, overrides: tuple[str, ...] = ()) -> 
             f"workers.num_workers={workers}",
             f"workers.server_resource={SLOT}",
             "run.shutdown_ray=false",
+            "run.total_env_steps=1000000",  # measured over seconds, not to a budget
             f"learner.learning_starts={1024 if train else 1 << 40}",
             *overrides,
         ],
@@ -193,28 +196,30 @@ def _start_learner(config: Config, replay_dir: Path):
 # ---------------------------------------------------------------------------------------- ingest
 
 
-class SyntheticRuntime(RayRuntime):
-    """The real runtime (driver loop, reports, learner polling) whose worker slots hold synthetic
-    actors from a pool started once (32 processes take minutes to start on 2 cores)."""
+class SyntheticTransport(RayTransport):
+    """The real Ray transport, driven by the real runtime skeleton (budget, reports, learner polling),
+    whose workers are synthetic actors from a pool started once (32 processes take minutes to start
+    on 2 cores)."""
 
     def __init__(self, config: Config, learner, pool: list):
-        super().__init__(config, learner, None, False, None)
-        self.pool = pool
+        super().__init__(config, load_mode("online"), learner, None)
+        self.pool, self._started = pool, 0
 
-    def _start_worker(self, index: int) -> None:
-        stream = self.counters.new_stream()
-        actor = self.pool[index]
-        actor.start.remote(self.config, stream, self.learner)  # an actor runs its calls in order
-        self.slots[index] = _Slot(actor, stream, actor.run.remote(self.config.workers.pull_weights_every_steps))
+    def start_worker(self, stream_id: int):
+        actor = self.pool[self._started]
+        self._started += 1
+        actor.start.remote(self.config, stream_id, self.learner_actor)  # an actor runs its calls in order
+        return actor
 
-    def drain(self) -> dict:
-        """RayRuntime.finish without killing the pool's actors: each worker finishes its call and
-        ships what it holds; the learner's report then counts everything shipped."""
-        for slot in self.slots.values():
-            ray.get(slot.call)
-            self._reports[slot.stream_id] = ray.get(slot.actor.drain.remote())
-        self.slots = {}  # shutdown() then stops only the learner
-        return self._poll_learner()
+    def stop_workers(self, workers: list, calls: list, grace_s: float) -> list:
+        """Each worker finishes its call and ships what it holds; the learner then counts all of it."""
+        return [
+            (([ray.get(call)] if call is not None else []) + [ray.get(worker.drain.remote())], True)
+            for worker, call in zip(workers, calls)
+        ]
+
+    def close_workers(self, workers: list) -> None:
+        """The pool's actors live on for the next measurement."""
 
 
 def start_worker_pool(size: int) -> list:
@@ -229,13 +234,15 @@ def measure_ingest(
     """The real driver loop over `workers.num_workers` synthetic workers of `pool` shipping to a fresh
     learner; the rate over `seconds` once every worker has reported once, then a drain and the counts."""
     workers = config.workers.num_workers
-    runtime = SyntheticRuntime(config, _start_learner(config, run_dir / "replay"), pool)
+    runtime = Runtime(
+        config, load_mode("online"), SyntheticTransport(config, _start_learner(config, run_dir / "replay"), pool)
+    )
     try:
         started = time.monotonic()
         while len(runtime.worker_reports()) < workers and time.monotonic() - started < warmup_timeout_s:
             runtime.step()  # past the time-out the window starts anyway: `workers_reported` says how many had
         reported = len(runtime.worker_reports())
-        first = ray.get(runtime.learner.report.remote())
+        first = ray.get(runtime.transport.learner_actor.report.remote())
         before, t0 = cpu.sample(), time.monotonic()
         step_s = []
         while time.monotonic() - t0 < seconds:
@@ -243,11 +250,11 @@ def measure_ingest(
             runtime.step()
             step_s.append(time.monotonic() - begun)
         polled = time.monotonic()
-        last = ray.get(runtime.learner.report.remote())
+        last = ray.get(runtime.transport.learner_actor.report.remote())
         report_s = time.monotonic() - polled
         after, t1 = cpu.sample(), time.monotonic()
         costs = cpu.delta(before, after)
-        final = runtime.drain()  # every worker drains: the learner holds all it shipped
+        final = runtime.finish().metrics  # every worker drains: the learner holds all it shipped
         reports = list(runtime.worker_reports().values())
     finally:
         runtime.shutdown()

@@ -48,12 +48,12 @@ import ray
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cluster.launch import launch  # noqa: E402
 from configs.loader import CONFIG_DIR, load_config  # noqa: E402
 from core import RoleFailed  # noqa: E402
 from learners.replay import ReplayBuffer  # noqa: E402
 from learners.replay_journal import ReplayJournal  # noqa: E402
 from runner.checkpoint import find_checkpoint, write_checkpoint  # noqa: E402
+from runtimes.registry import make_runtime  # noqa: E402
 
 logger = logging.getLogger("drill")
 
@@ -61,7 +61,13 @@ logger = logging.getLogger("drill")
 def config(overrides):
     return load_config(
         [CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
-        ["workers.num_workers=2", "run.shutdown_ray=false", "learner.batch_size=16", *overrides],
+        [
+            "workers.num_workers=2",
+            "run.shutdown_ray=false",
+            "run.total_env_steps=1000000",  # the drills step the runtime to their own counts
+            "learner.batch_size=16",
+            *overrides,
+        ],
     )
 
 
@@ -99,7 +105,7 @@ def compare(runtime, run_dir: Path, killed: set[int]) -> dict:
 @contextmanager
 def live_run(overrides, run_dir: Path):
     """A run that has collected 600 env steps; shut down on leaving."""
-    runtime = launch(config(overrides), run_dir)
+    runtime = make_runtime(config(overrides), run_dir, transport="ray")
     try:
         run_until(runtime, 600)
         yield runtime
@@ -131,7 +137,7 @@ def drill_replica(overrides, out: Path) -> dict:
         (replica,) = [
             a
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if "SERVE_REPLICA" in a["name"] and runtime.app_name in a["name"]
+            if "SERVE_REPLICA" in a["name"] and runtime.transport.app_name in a["name"]
         ]
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=False)
         lowest, started = 1.0, runtime.env_steps
@@ -153,14 +159,14 @@ def drill_learner(overrides, out: Path) -> dict:
         at_checkpoint = runtime.env_steps
         report = run_until(runtime, runtime.env_steps + 600)
         acknowledged = int(report["replay_inserted_total"])  # rows the learner had taken in
-        ray.kill(runtime.learner, no_restart=True)
+        ray.kill(runtime.transport.learner_actor, no_restart=True)
         message = ""
         try:
             for _ in range(30):
                 runtime.step()
         except RoleFailed as exc:
             message = str(exc)
-    resumed = launch(config(overrides), run_dir)
+    resumed = make_runtime(config(overrides), run_dir, transport="ray")
     try:
         started = time.monotonic()
         resumed.load(find_checkpoint(run_dir))

@@ -39,7 +39,7 @@ from cluster.feedback_service import APP_PREFIX, feedback_app
 from cluster.launch import with_absolute_paths
 from configs.loader import load_config
 from core.feedback import FeedbackItem
-from inference.registry import build_model
+from feedback.registry import build_model
 
 logger = logging.getLogger("benchmark")
 
@@ -52,7 +52,7 @@ def sample_items(n: int, data: str, model: str) -> list[FeedbackItem]:
         return vlm_items(n, data)
     rng = np.random.default_rng(0)
     if Path(data).is_file():
-        from inference.clip_data import decode_png, read_dataset
+        from teacher_training.clip_data import decode_png, read_dataset
 
         rows = read_dataset(data).slice(0, n).to_pylist()
         return [

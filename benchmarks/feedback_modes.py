@@ -35,8 +35,9 @@ from pathlib import Path
 
 import ray
 
-from cluster.launch import cpus_needed, launch
+from cluster.launch import cpus_needed
 from configs.loader import CONFIG_DIR, load_config
+from runtimes.registry import make_runtime
 
 logger = logging.getLogger("benchmark")
 _PROC = Path("/proc")
@@ -84,7 +85,7 @@ def _kind(pid: int, command: list[bytes]) -> str:
 
 def measure(config, warmup_s: float, window_s: float) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"feedback-{config.feedback.mode}-"))  # the replay journal goes here
-    runtime = launch(config, run_dir)
+    runtime = make_runtime(config, run_dir, transport="ray")
     try:
         started = time.monotonic()
         while runtime.env_steps == 0 or time.monotonic() - started < warmup_s:
@@ -159,6 +160,7 @@ def main() -> None:
     base = [
         f"workers.num_workers={args.workers}",
         "run.shutdown_ray=false",
+        "run.total_env_steps=1000000",  # measured over a window, not to a budget
         "workers.random_steps=0",
         "learner.learning_starts=256",
         *([f"env.town={args.town}"] if args.town else []),

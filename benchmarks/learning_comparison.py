@@ -6,7 +6,7 @@ the same env-step budget and evaluated on Town02.
     .venv/bin/python benchmarks/learning_comparison.py --steps 3000 --variants drqv2-plain sac-plain \
         rllib-ppo rllib-sac rllib-dreamerv3 [--rllib-overrides rllib.dreamerv3.training.training_ratio=8 ...]
 
-A variant named rllib-<algo> runs `python -m cluster.rllib_train --algo <algo>` (configs/rllib/<algo>.yaml,
+A variant named rllib-<algo> runs `python -m baselines.rllib.train --algo <algo>` (configs/rllib/<algo>.yaml,
 the same Town01 training suite, Town02 routes 0-4 and run directory layout) with --rllib-overrides.
 
 Each variant runs `train.py --config configs/variants/<name>.yaml` with the same CPU-scale overrides:
@@ -94,7 +94,7 @@ def run_rllib(name: str, steps: int, out: Path, overrides: list[str]) -> Path:
     command = [
         sys.executable,
         "-m",
-        "cluster.rllib_train",
+        "baselines.rllib.train",
         "--algo",
         name.removeprefix("rllib-"),
         "--run-dir",

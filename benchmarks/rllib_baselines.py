@@ -6,7 +6,7 @@ NoCrash-like routes; prints JSON (env steps/s, the training summary, the Town02 
         [--out runs/rllib-baselines] [--config extra.yaml] [--json result.json] [overrides ...]
 
 Runs `configs/rllib/<algo>.yaml` (the learning tables' scale) with run.total_env_steps = --env-steps
-into <out>/<algo>-<env steps>/ (Mentor's run directory layout: cluster/rllib_baselines.py); a
+into <out>/<algo>-<env steps>/ (Mentor's run directory layout: baselines/rllib/baseline.py); a
 finished run there is reused, so a comparison can run its algorithms one at a time. Overrides are
 the command's (`rllib.sac.training.actor_lr=1e-4`, `rllib.device=cuda`, `env.traffic=dense`).
 """
@@ -26,8 +26,8 @@ def run(
     algorithm: str, env_steps: int, run_dir: Path, configs: list[str], overrides: list[str], evaluate: bool = True
 ) -> dict:
     """Train (and evaluate) one baseline into run_dir, or read a finished run there."""
-    from cluster.rllib_baselines import evaluate_rllib, run_baseline, train_rllib
-    from cluster.rllib_config import algorithm_config_file, load_rllib_config
+    from baselines.rllib.baseline import evaluate_rllib, run_baseline, train_rllib
+    from baselines.rllib.config import algorithm_config_file, load_rllib_config
 
     config, settings = load_rllib_config(
         [algorithm_config_file(algorithm), *configs], [f"run.total_env_steps={env_steps}", *overrides]
@@ -70,7 +70,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster.rllib_config import ALGORITHMS
+    from baselines.rllib.config import ALGORITHMS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

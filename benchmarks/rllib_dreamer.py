@@ -8,7 +8,7 @@ evaluation town's suite; prints the training summary and the metric table as JSO
 The DreamerV3 run of benchmarks/rllib_baselines.py (configs/rllib/dreamerv3.yaml) with its settings as
 flags; --out is the run directory (Mentor's layout), reused when it holds a finished run of at least
 --env-steps. The image DreamerV3 sees, why, and what RLlib's DreamerV3 cannot take:
-cluster/rllib_dreamer.py. On a 2-core CPU, XS at the default training ratio (64) learns a few env
+baselines/rllib/dreamerv3.py. On a 2-core CPU, XS at the default training ratio (64) learns a few env
 steps per second; --training-ratio trades learning per sample against speed (RLlib's own default is
 1024). Needs the CARLA maps ($MENTOR_MAPS_DIR) for Town01/Town02; `--town Generated --eval-town
 Generated` runs anywhere.

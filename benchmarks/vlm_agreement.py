@@ -28,7 +28,7 @@ import ray
 from cluster.label import label_dataset
 from configs.loader import load_config
 from dataset.parquet import ParquetDataset
-from inference.vlm_finetune import agreement_metrics
+from teacher_training.vlm_finetune import agreement_metrics
 
 
 def compare(directory: str) -> dict:

@@ -10,7 +10,7 @@ then `python -m cluster.label DIR --model clip`):
   vlsafe-lagrangian SafeDreamer's augmented Lagrangian instead of the weighting (--lagrangian)
   bc, td3bc, iql    the offline actor-critic baselines (configs/chain/pretrain.yaml settings)
   rllib-dreamerv3   RLlib's own DreamerV3, online on Town01 for as many env steps as the dataset holds
-                    (--rllib-env-steps; cluster/rllib_dreamer.py), when asked for
+                    (--rllib-env-steps; baselines/rllib/dreamerv3.py), when asked for
 Each evaluation drives Town02's NoCrash routes --routes (regular traffic) and reports the driving
 metrics with VL-SAFE's safety metrics. The safety-label audit (dataset/audit.py) scores the CLIP label
 and the world model's predicted safety on the dataset's held-out episodes. Writes

@@ -1,5 +1,6 @@
-"""Ray actor wrappers around the plain roles: rollout worker, learner, evaluator. Each is built by
-the same assembly as in local mode (actors/assembly.py); only the transport differs."""
+"""Ray actor wrappers around the plain roles: a mode's worker, the learner, the evaluator. Each is
+built by the same code as in local mode (the mode's build_worker, workers/assembly.py); only the
+transport differs (cluster/transport.py)."""
 
 from __future__ import annotations
 
@@ -60,33 +61,41 @@ class ChunkShipper:
 
 @ray.remote(concurrency_groups={_CONTROL: 1})
 class WorkerActor:
-    """A RolloutWorker in its own process; ships chunks to the learner and pulls its weights.
+    """A mode's worker (a RolloutWorker online, a Collector when collecting) in its own process;
+    ships chunks to the learner (when the mode has one) and pulls its weights.
 
     Its calls run one at a time (run, drain, report, close), except request_stop, which has a
     concurrency group of its own so that it reaches a worker in the middle of a run() call."""
 
-    def __init__(self, config: Config, stream_id: int, learner, feedback_handle):
+    def __init__(self, config: Config, mode_name: str, stream_id: int, learner, feedback_handle):
         import torch
 
-        from actors.assembly import build_rollout_worker
         from cluster.feedback_service import serve_sender
         from cluster.metrics import WorkerMetrics
         from envs.carla.server import launch_for
+        from runtimes.registry import load_mode
 
         torch.set_num_threads(1)  # many workers share the node's cores
         # A server that cannot start fails this actor here, with the searched paths or its log's
-        # tail; the driver then replaces the actor (cluster/runtime.py).
+        # tail; the driver then replaces the actor (runtimes/skeleton.py).
         self._server = launch_for(config.env)
         self._learner = learner
         self._stopping = threading.Event()
-        self._shipper = ChunkShipper(learner, self._stopping.is_set)
+        self._shipper = ChunkShipper(learner, self._stopping.is_set) if learner is not None else None
         send = serve_sender(feedback_handle) if feedback_handle is not None else None
-        self.worker = build_rollout_worker(
-            config, stream_id, ship=self._shipper.ship, sync=self._sync, send=send, server=self._server
+        self.worker = load_mode(mode_name).build_worker(
+            config,
+            stream_id,
+            ship=self._shipper.ship if self._shipper else None,
+            sync=self._sync,
+            send=send,
+            server=self._server,
         )
         self._metrics = WorkerMetrics(stream_id)
 
     def _sync(self, known_version: int):
+        if self._learner is None:
+            return 0, None  # nothing to pull without a learner
         return ray.get(self._learner.sync.remote(known_version))
 
     def run(self, ticks: int) -> dict:
@@ -106,7 +115,8 @@ class WorkerActor:
         rows wait at most `grace_s` for their feedback (default: their deadline), then ship with
         the unanswered fields unavailable (mask 0)."""
         self.worker.drain(grace_s)
-        self._shipper.drain()
+        if self._shipper is not None:
+            self._shipper.drain()
         return self.report()
 
     def report(self) -> dict:
@@ -197,8 +207,8 @@ class LearnerActor:
 @ray.remote
 class EvaluatorActor:
     def __init__(self, config: Config):
-        from actors.assembly import build_evaluator, eval_env_config
         from envs.carla.server import launch_for
+        from workers.assembly import build_evaluator, eval_env_config
 
         self._server = launch_for(eval_env_config(config))
         self.evaluator = build_evaluator(config, self._server)

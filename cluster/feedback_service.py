@@ -71,7 +71,7 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
     )
     class FeedbackDeployment:
         def __init__(self):
-            from inference.registry import build_model
+            from feedback.registry import build_model
 
             self._model = build_model(config, seed)
 
@@ -95,7 +95,7 @@ def feedback_app(config: FeedbackConfig, seed: int, use_gpu: bool):
 
 
 def serve_sender(handle):
-    """The workers' transport to the deployment (actors/feedback_client.py): a call per bundle
+    """The workers' transport to the deployment (workers/feedback_client.py): a call per bundle
     through the DeploymentHandle, its answers awaited with DeploymentResponse.result."""
 
     def send(items: list[FeedbackItem]):
@@ -132,7 +132,7 @@ class ServeAppJanitor:
         self._thread.start()
 
     def _watch(self) -> None:
-        """Wait for the learner's death, delete the app, end this actor (RayRuntime.shutdown kills
+        """Wait for the learner's death, delete the app, end this actor (RayTransport.shutdown kills
         it first when the run ends normally)."""
         while _alive(self._learner):
             time.sleep(_JANITOR_POLL_S)

@@ -50,7 +50,7 @@ class FeedbackLabeller:
         self.fields = fields
         self.model = None
         if feedback.model != "expert":
-            from inference.registry import build_model
+            from feedback.registry import build_model
 
             self.model = build_model(feedback, seed)
 

@@ -1,6 +1,6 @@
 """All the wiring in one function: Ray, the learner on a GPU when there is one, the feedback
-service, the rollout workers on CPUs; it returns the runtime the training loop drives
-(cluster/runtime.py), with nothing running yet.
+service; it returns the Ray transport (cluster/transport.py) that the runtime skeleton drives
+(runtimes/skeleton.py starts the workers on CPUs at its first step), with nothing running yet.
 
 Every run names its own actors and Serve application after its run id, so two runs on one
 cluster never replace or delete each other's. A run that joins a cluster also starts a detached
@@ -29,12 +29,13 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.run_state import REPLAY_DIR
 from cluster.actors import LearnerActor
 from cluster.feedback_service import APP_PREFIX, feedback_app, retire_janitor, start_janitor
-from cluster.runtime import RayRuntime
+from cluster.transport import RayTransport
 from configs.schema import Config
 from core import CannotStart
+from runtimes.contracts import Mode
+from runtimes.run_state import REPLAY_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +48,20 @@ _REAPER = Path(__file__).with_name("local_reaper.py")
 _REAPER_EXIT_TIMEOUT_S = 5.0
 
 
-def launch(config: Config, run_dir: Path) -> RayRuntime:
-    """Start (or join) Ray and place the learner and the feedback service; the workers start at the
-    runtime's first step (after any checkpoint has loaded). The run directory's name names the
-    run's actors and Serve app; the learner journals the replay there (on its node's disk)."""
+def launch(config: Config, mode: Mode, run_dir: Path) -> RayTransport:
+    """Start (or join) Ray and place the learner (when the mode has one) and the feedback service;
+    the workers start at the runtime's first step (after any checkpoint has loaded). The run
+    directory's name names the run's actors and Serve app; the learner journals the replay there
+    (on its node's disk)."""
     run_dir = Path(run_dir).resolve()
     run_id = run_dir.name
     config = with_absolute_paths(config)
     on_shutdown = connect(config)
     use_gpu = ray.cluster_resources().get("GPU", 0.0) >= 1.0
     logger.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if "node" not in k})
-    wait_for_placement(config, use_gpu)
+    wait_for_placement(config, use_gpu, mode.has_learner)
+    if not mode.has_learner:
+        return RayTransport(config, mode, None, None, use_gpu, on_shutdown=on_shutdown)
     learner = LearnerActor.options(
         num_gpus=config.learner.gpu_fraction if use_gpu else 0, num_cpus=1, name=f"mentor-learner-{run_id}"
     ).remote(config, str(run_dir / REPLAY_DIR), config.learner.device)
@@ -83,7 +87,7 @@ def launch(config: Config, run_dir: Path) -> RayRuntime:
         handle = serve.run(feedback_app(config.feedback, config.run.seed, use_gpu), name=app_name, route_prefix=None)
         if joined:
             janitor = start_janitor(run_id, app_name, learner)
-    return RayRuntime(config, learner, handle, use_gpu, app_name, janitor=janitor, on_shutdown=on_shutdown)
+    return RayTransport(config, mode, learner, handle, use_gpu, app_name, janitor=janitor, on_shutdown=on_shutdown)
 
 
 def connect(config: Config):
@@ -135,24 +139,25 @@ class PlacementError(CannotStart):
     """The cluster cannot hold the run's roles; the message says what is missing and how to get it."""
 
 
-def resources_needed(config: Config, use_gpu: bool) -> dict[str, float]:
-    """What the roles hold at the same time: the learner, the feedback replicas and every rollout
-    worker (the evaluator starts after the workers have stopped)."""
+def resources_needed(config: Config, use_gpu: bool, with_learner: bool = True) -> dict[str, float]:
+    """What the roles hold at the same time: the learner (collection has none), the feedback
+    replicas and every rollout worker (the evaluator starts after the workers have stopped)."""
     f = config.feedback
     replicas = f.replicas if f.mode != "off" and f.model != "none" else 0
-    needed = {"CPU": 1.0 + replicas * f.replica_cpus + config.workers.num_workers}
+    learner = 1.0 if with_learner else 0.0
+    needed = {"CPU": learner + replicas * f.replica_cpus + config.workers.num_workers}
     if use_gpu:
-        needed["GPU"] = config.learner.gpu_fraction + replicas * f.gpu_fraction
+        needed["GPU"] = (config.learner.gpu_fraction if with_learner else 0.0) + replicas * f.gpu_fraction
     if config.workers.server_resource:
         needed[config.workers.server_resource] = float(config.workers.num_workers)
     return needed
 
 
-def wait_for_placement(config: Config, use_gpu: bool, poll_s: float = 2.0) -> None:
+def wait_for_placement(config: Config, use_gpu: bool, with_learner: bool = True, poll_s: float = 2.0) -> None:
     """Wait up to run.placement_timeout_s for the cluster to have the plan's resources free (an
     autoscaler adds nodes, another run ends), then stop with what is missing instead of waiting
     for ever."""
-    needed = resources_needed(config, use_gpu)
+    needed = resources_needed(config, use_gpu, with_learner)
     deadline = time.monotonic() + config.run.placement_timeout_s
     while True:
         total = ray.available_resources()  # what other runs on the cluster leave free

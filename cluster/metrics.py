@@ -129,7 +129,7 @@ class DriverMetrics:
         )
 
     def record(self, metrics: dict[str, float]) -> None:
-        """The runtime's merged report (actors/reporting.py)."""
+        """The runtime's merged report (runtimes/reporting.py)."""
         self._steps_per_s.set(metrics["env_steps_per_s"])
         self._replaced.set(metrics["replaced_workers"])
         if "route_completion" in metrics:

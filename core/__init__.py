@@ -2,15 +2,15 @@
 
 How they are used together (train.py through runner/loop.py):
 
-    runtime = make_runtime(config)              # runner/runtimes.py: local, ray, offline
+    runtime = make_runtime(config, run_dir)     # runtimes/registry.py: a mode on a transport
     runtime.load(checkpoint)                    # optional; before the first step, nothing runs yet
     while not runtime.done():                   # env-step budget online, update budget offline
         report = runtime.step()                 # collect and learn for a while; metrics + episodes
     runtime.save(checkpoint); runtime.evaluate(); runtime.shutdown()
 
-Inside every runtime, the same roles (actors/assembly.py builds the workers):
+Inside every runtime, the same roles (workers/assembly.py builds the workers):
 
-    # a rollout worker (actors/rollout_worker.py), one environment, acting only
+    # a rollout worker (workers/rollout_worker.py), one environment, acting only
     carry = policy.initial_carry(1)
     carry, action = policy.act(carry, obs, is_first, explore=True, step=clock)  # clock: global env steps
     ... env.step(action); feedback items go out, answers come back, rows are shipped to the learner
@@ -20,10 +20,10 @@ Inside every runtime, the same roles (actors/assembly.py builds the workers):
     metrics = agent.update(batch, step=env_steps)
     weights = agent.policy_weights()   # published; workers pull and call policy.load_weights(weights)
 
-    # the feedback service (inference/, cluster/feedback_service.py)
+    # the feedback service (feedback/, cluster/feedback_service.py)
     results = feedback_model(items)    # a batch of FeedbackItem in, FeedbackResult out, any order
 
-`make_agent`, `make_policy` (learners/registry.py) and `make_runtime` (runner/runtimes.py) are the
+`make_agent`, `make_policy` (learners/registry.py) and `make_runtime` (runtimes/registry.py) are the
 only places that construct agents, policies and runtimes.
 """
 
@@ -143,7 +143,8 @@ class RoleFailed(RuntimeError):
 
 @runtime_checkable
 class Runtime(Protocol):
-    """Drives collection and learning in one mode: local (one process), ray (a cluster), offline."""
+    """Drives collection and learning: one skeleton (runtimes/skeleton.py) with a mode (online,
+    offline, collection) and a transport (this process, or a Ray cluster)."""
 
     @property
     def env_steps(self) -> int: ...
@@ -156,7 +157,8 @@ class Runtime(Protocol):
         Raises RoleFailed when a role the run needs has failed."""
 
     def done(self) -> bool:
-        """The run's budget is spent (run.total_env_steps online, run.total_updates if set)."""
+        """The run's budget is spent: run.total_env_steps env steps taken by the workers, or
+        run.total_updates updates, whichever is set and comes first."""
 
     def request_stop(self) -> None:
         """Make a step() in progress return soon (a stop signal arrived). Called from a signal handler:
@@ -178,7 +180,7 @@ class Runtime(Protocol):
 
 
 class FeedbackModel(Protocol):
-    """A batch of feedback items in, a batch of results out, in any order (inference/)."""
+    """A batch of feedback items in, a batch of results out, in any order (feedback/)."""
 
     inputs: frozenset[str]  # which optional item parts it reads: "image", "privileged"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Not a feedback field: the seconds of the VLM call that described a gated item, which the DriveVLM
-# model sends beside its semantic_score (inference/drivevlm_feedback.py) for the worker's report.
+# model sends beside its semantic_score (feedback/drivevlm_feedback.py) for the worker's report.
 VLM_LATENCY = "vlm_latency_s"
 
 

@@ -1,6 +1,6 @@
 """DriveVLM-RL's hierarchical reward synthesis, as pure functions of one step.
 
-The semantic score (R_static + R_dyn, answered by inference/drivevlm_feedback.py) sets a target
+The semantic score (R_static + R_dyn, answered by feedback/drivevlm_feedback.py) sets a target
 speed, and VLM-RL's lane factors scale how well the ego meets it:
 
     R_norm = (clip(score, lo, hi) - lo) / (hi - lo)          DriveVLM-RL (project page, DESIGN.md §10)

@@ -479,7 +479,7 @@ def collection_plan(config: Config) -> MemoryPlan:
 
 def check_collection_limits(config: Config, machine: Machine | None = None) -> None:
     """collect.py's checks (a collection has no feedback and no learner): the collectors' memory, and
-    on a Ray cluster that collect.py starts (one logical CPU a core, cluster/collection.py) no more
+    on a Ray cluster that collect.py starts (one logical CPU a core, cluster/launch.py) no more
     collectors than cores: each holds its CPU for its whole life, so one more is never scheduled
     and the collection waits for its share of the steps for ever (seen: 3 collectors on 2 cores
     stopped at 200 of 600 steps)."""

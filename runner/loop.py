@@ -1,4 +1,6 @@
-"""The training loop, in the order a run goes: checkpoint the new run (nothing collected yet), step
+"""The loops that drive a runtime (runtimes/skeleton.py): `train` and `collect`.
+
+The training loop, in the order a run goes: checkpoint the new run (nothing collected yet), step
 the runtime until its budget is spent (checkpointing every learner.checkpoint_every_updates updates
 and run.checkpoint_every_s seconds), stop collecting, checkpoint, evaluate.
 
@@ -14,6 +16,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from configs.schema import Config
@@ -145,6 +148,22 @@ class _Checkpoints:
             f"The last checkpoint is {path} ({checkpoint_info(path)['env_steps']} env steps): continue with "
             f"train.py --resume {self.run_dir}"
         )
+
+
+def collect(runtime: Runtime, progress: Callable[[StepReport, bool], None]) -> StepReport:
+    """Step a collection runtime until its budget is spent, then finish: every worker writes what it
+    holds (also after Ctrl-C or SIGTERM, so that a rerun resumes after it). No checkpoints: the
+    shards on disk are the collection's state. `progress(report, final)` shows each step."""
+    with _StopSignals(runtime.request_stop) as stop:
+        try:
+            while not runtime.done() and stop.received is None:
+                progress(runtime.step(), False)
+        finally:
+            final = runtime.finish()
+            progress(final, True)
+    if stop.received is not None:
+        raise KeyboardInterrupt(stop.received)
+    return final
 
 
 def record(log: RunLog, report: StepReport, runtime: Runtime, config: Config, started: float) -> None:

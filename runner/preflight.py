@@ -39,7 +39,7 @@ def preflight(config) -> None:
         raise ConfigError(str(exc)) from exc
     clip = config.feedback.clip
     if "clip" in config.feedback.model.split("+") and config.feedback.mode != "off" and clip.checkpoint:
-        from inference.clip_model import ClipUnavailableError, check_checkpoint
+        from feedback.clip_model import ClipUnavailableError, check_checkpoint
 
         try:
             check_checkpoint(clip.checkpoint)
@@ -100,8 +100,8 @@ def check_offline_inputs(config) -> None:
 
 
 def check_eval_routes(config) -> None:
-    from actors.assembly import eval_env_config
     from envs.route_suites import DEFAULT_SUITE_FOR_TOWN, RANDOM_SUITE, load_suite
+    from workers.assembly import eval_env_config
 
     env = eval_env_config(config)
     name = env.route_suite or DEFAULT_SUITE_FOR_TOWN.get(env.town, RANDOM_SUITE)

@@ -99,14 +99,17 @@ def plot_learning_curve(run_dir: str | Path, window: int = 10) -> Path | None:
         return None
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    if not rows:
-        return None
     steps = np.array([float(r["env_steps"]) for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in (
         (axes[0], "episode_return", "episode return"),
         (axes[1], "route_completion", "route completion"),
     ):
+        if not rows:  # a short run: say so rather than leave no picture
+            ax.text(0.5, 0.5, "no training episode has finished yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel("env steps")
+            ax.set_ylabel(label)
+            continue
         values = np.array([float(r[key]) for r in rows])
         ax.plot(steps, values, ".", alpha=0.3, label="episodes")
         if len(values) >= window:

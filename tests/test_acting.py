@@ -4,10 +4,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from actors.acting import ExpertPolicy, RandomPolicy
 from configs.schema import CollectConfig
 from envs.expert import expert_action
 from tests.test_expert import snapshot, straight
+from workers.acting import ExpertPolicy, RandomPolicy
 
 
 def fake_env():

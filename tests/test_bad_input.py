@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import train
-from inference.clip_data import read_dataset
+from teacher_training.clip_data import read_dataset
 
 
 def args(tmp_path, *extra):

@@ -128,7 +128,7 @@ if __name__ == "__main__" and "--write" in sys.argv:
     ],
 )
 def test_workers_render_the_rgb_image_only_when_something_reads_it(overrides, extra, reads):
-    from actors.assembly import worker_reads_rgb_bev
     from configs.loader import load_config
+    from workers.assembly import worker_reads_rgb_bev
 
     assert worker_reads_rgb_bev(load_config(None, overrides), extra) is reads

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from inference.clip_eval import behaviour_names, confusion_matrix, plot_confusion, retrieval_metrics
+from teacher_training.clip_eval import behaviour_names, confusion_matrix, plot_confusion, retrieval_metrics
 
 # Library order is longitudinal * 5 + lateral: 0 brake hard·straight, 1 brake hard·sharp left,
 # 2 brake hard·left, 3 brake hard·sharp right, 5 brake·straight, 24 accel gently·right.

@@ -9,10 +9,10 @@ import torch
 
 from configs.schema import SAFE_PROMPTS, UNSAFE_PROMPTS
 from core.feedback import FeedbackItem, validate
-from inference.clip_feedback import ClipFeedback, context_logits
-from inference.clip_model import ClipModel, ClipSource, ClipUnavailableError
-from inference.clip_prompts import action_index, alignment_margin, context_index, prompt_library
-from inference.open_clip_import import import_open_clip
+from feedback.clip_feedback import ClipFeedback, context_logits
+from feedback.clip_model import ClipModel, ClipSource, ClipUnavailableError
+from feedback.clip_prompts import action_index, alignment_margin, context_index, prompt_library
+from feedback.open_clip_import import import_open_clip
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_missing_pretrained_weights_fail_fast_offline(monkeypatch, tmp_path):
     [
         (ClipSource("ViT-B-16", "no_such_tag"), "laion2b_s34b_b88k"),  # lists the real tags
         (ClipSource("NoSuchArch"), "unknown CLIP architecture"),
-        (ClipSource(checkpoint="/nonexistent/clip"), "python -m inference.clip_training"),
+        (ClipSource(checkpoint="/nonexistent/clip"), "python -m teacher_training.clip_training"),
         (ClipSource("ViT-B-16", "/nonexistent/weights.pt"), "not found"),
     ],
 )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from envs.types import RouteCommand
-from inference.clip_prompts import (
+from feedback.clip_prompts import (
     action_index,
     alignment_margin,
     context_index,

@@ -12,10 +12,10 @@ import torch
 import collect
 from configs.loader import load_config
 from core.feedback import FeedbackItem
-from inference.clip_data import captions_from_transitions, decode_png, label_safety, read_dataset
-from inference.clip_prompts import LATERAL, LONGITUDINAL, SPEED_PHRASES
-from inference.clip_training import TrainSettings, caption_contrastive_loss, train_clip
-from inference.registry import build_model
+from feedback.clip_prompts import LATERAL, LONGITUDINAL, SPEED_PHRASES
+from feedback.registry import build_model
+from teacher_training.clip_data import captions_from_transitions, decode_png, label_safety, read_dataset
+from teacher_training.clip_training import TrainSettings, caption_contrastive_loss, train_clip
 
 pytestmark = pytest.mark.sim
 
@@ -103,12 +103,12 @@ def test_reading_a_foreign_parquet_names_the_missing_columns(tmp_path):
     pq.write_table(pa.table({"x": [1, 2]}), path)
     with pytest.raises(ValueError, match="image_png"):
         read_dataset(path)
-    with pytest.raises(FileNotFoundError, match="inference.clip_data"):
+    with pytest.raises(FileNotFoundError, match="teacher_training.clip_data"):
         read_dataset(tmp_path / "missing.parquet")
 
 
 def test_conditional_loss_is_the_cross_entropy_within_the_context():
-    from inference.clip_training import conditional_action_loss
+    from teacher_training.clip_training import conditional_action_loss
 
     image = torch.tensor([[1.0, 0.0]])
     anchors = torch.zeros(1, 30, 2)

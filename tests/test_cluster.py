@@ -9,11 +9,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from cluster.launch import launch  # noqa: E402
 from configs.loader import CONFIG_DIR, load_config  # noqa: E402
 from learners.replay import ReplayBuffer  # noqa: E402
 from learners.replay_journal import ReplayJournal  # noqa: E402
 from runner.checkpoint import find_checkpoint, write_checkpoint  # noqa: E402
+from runtimes.registry import make_runtime  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -44,6 +44,7 @@ def quick_config(*extra, **overrides):
             "learner.batch_size=16",
             "learner.samples_per_insert=4",
             "run.shutdown_ray=false",
+            "run.total_env_steps=1000000",  # the tests step the runtime to their own counts
             "eval.max_steps=100",
             *extra,
             *(f"{k}={v}" for k, v in overrides.items()),
@@ -77,9 +78,9 @@ def rows_by_stream(run_dir) -> dict[int, list[int]]:
 
 
 def assert_same_metric_names_as_local_mode(ray_keys: set[str], run_dir) -> None:
-    from actors.local_runtime import LocalRuntime
+    from runtimes.registry import make_runtime
 
-    local = LocalRuntime(quick_config("run.mode=local", "workers.num_workers=1"), run_dir)
+    local = make_runtime(quick_config("run.mode=local", "workers.num_workers=1"), run_dir)
     try:
         keys = set()
         while "loss/critic_loss" not in keys:
@@ -91,13 +92,16 @@ def assert_same_metric_names_as_local_mode(ray_keys: set[str], run_dir) -> None:
 
 
 def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
-    runtime = launch(quick_config(), tmp_path / "killed")
+    runtime = make_runtime(quick_config(), tmp_path / "killed", transport="ray")
     try:
-        assert runtime.use_gpu  # the learner asked for the (logical) GPU; workers run on CPUs
+        assert runtime.transport.use_gpu  # the learner asked for the (logical) GPU; workers run on CPUs
         assert ray.get_actor("mentor-learner-killed") is not None
         from ray import serve
 
-        assert runtime.app_name == "mentor-feedback-killed" and runtime.app_name in serve.status().applications
+        assert (
+            runtime.transport.app_name == "mentor-feedback-killed"
+            and runtime.transport.app_name in serve.status().applications
+        )
         ray_keys = set(run_until(runtime, 800))
         assert_same_metric_names_as_local_mode(ray_keys, tmp_path / "local")
         killed = runtime.slots[0].stream_id
@@ -111,7 +115,7 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
         (replica,) = [
             a
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if "SERVE_REPLICA" in a["name"] and runtime.app_name in a["name"]
+            if "SERVE_REPLICA" in a["name"] and runtime.transport.app_name in a["name"]
         ]
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=False)
         run_until(runtime, runtime.env_steps + 600)
@@ -151,7 +155,7 @@ def test_training_on_ray_with_a_worker_killed_mid_run(metrics_port, tmp_path):
 
 def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics_port, tmp_path):
     run_dir = tmp_path / "resume"
-    first = launch(quick_config("learner.max_insert_lead=200"), run_dir)
+    first = make_runtime(quick_config("learner.max_insert_lead=200"), run_dir, transport="ray")
     try:
         report = run_until(first, 600)
         # The workers waited for the learner: at most the lead (plus the chunks in flight) ahead of
@@ -165,7 +169,7 @@ def test_resume_on_ray_continues_with_the_same_counters_replay_and_clock(metrics
         write_checkpoint(run_dir, first)
     finally:
         first.shutdown()
-    second = launch(quick_config(), run_dir)
+    second = make_runtime(quick_config(), run_dir, transport="ray")
     try:
         second.load(find_checkpoint(run_dir))  # before anything runs
         assert (second.env_steps, second.updates) == (saved["env_steps"], saved["learner_updates"])
@@ -184,21 +188,21 @@ def test_a_killed_learner_stops_the_run_by_name_and_the_resume_keeps_every_store
     from core import RoleFailed
 
     run_dir = tmp_path / "learner-killed"
-    first = launch(quick_config(), run_dir)
+    first = make_runtime(quick_config(), run_dir, transport="ray")
     try:
         run_until(first, 400)
         write_checkpoint(run_dir, first)
         saved = first.env_steps
         report = run_until(first, saved + 400)
         stored, at_kill = report["replay_inserted_total"], report["env_steps"]  # stored (and journaled)
-        ray.kill(first.learner, no_restart=True)
+        ray.kill(first.transport.learner_actor, no_restart=True)
         with pytest.raises(RoleFailed, match="the learner failed: its process died"):
             for _ in range(30):  # the workers' next ships fail; the learner, not a worker, is named
                 first.step()
         assert first.counters.replaced_workers == 0
     finally:
         first.shutdown()
-    second = launch(quick_config(), run_dir)
+    second = make_runtime(quick_config(), run_dir, transport="ray")
     try:
         second.load(find_checkpoint(run_dir))
         assert second.env_steps >= at_kill > saved  # rows after the checkpoint came back from the journal
@@ -214,8 +218,8 @@ def test_two_runs_on_one_cluster_keep_their_own_feedback_apps(metrics_port, tmp_
     from ray import serve
 
     shared = ("workers.num_workers=1", "learner.gpu_fraction=0.5")  # the one (logical) GPU, shared
-    first = launch(quick_config(*shared), tmp_path / "two-a")
-    second = launch(quick_config(*shared), tmp_path / "two-b")
+    first = make_runtime(quick_config(*shared), tmp_path / "two-a", transport="ray")
+    second = make_runtime(quick_config(*shared), tmp_path / "two-b", transport="ray")
     try:
         assert {"mentor-feedback-two-a", "mentor-feedback-two-b"} <= set(serve.status().applications)
         started = time.monotonic()
@@ -235,11 +239,11 @@ def test_two_runs_on_one_cluster_keep_their_own_feedback_apps(metrics_port, tmp_
 def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
     import torch
 
-    from inference.clip_model import ClipModel, ClipSource
+    from feedback.clip_model import ClipModel, ClipSource
 
     torch.manual_seed(0)
     checkpoint = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")
-    runtime = launch(
+    runtime = make_runtime(
         quick_config(
             **{
                 "feedback.model": "expert+clip",
@@ -249,6 +253,7 @@ def test_clip_reward_through_the_serve_deployment(metrics_port, tmp_path):
             }
         ),
         tmp_path / "clip",
+        transport="ray",
     )
     try:
         report = run_until(runtime, 700)
@@ -282,7 +287,7 @@ def test_a_carla_server_that_never_gets_ready_fails_its_actor_and_then_the_run(m
             "feedback.mode": "off",
         }
     )
-    runtime = launch(config, tmp_path / "carla")
+    runtime = make_runtime(config, tmp_path / "carla", transport="ray")
     try:
         with pytest.raises(RuntimeError, match=r"(?s)failed 2 times in a row.*not ready within 2 s.*last log lines"):
             run_until(runtime, 1, timeout_s=120)
@@ -290,3 +295,21 @@ def test_a_carla_server_that_never_gets_ready_fails_its_actor_and_then_the_run(m
         assert len(list((tmp_path / "logs").glob("carla-*.log"))) == 2  # one log per launch, kept
     finally:
         runtime.shutdown()
+
+
+def test_local_and_ray_stop_at_the_same_env_step_for_the_same_budget(metrics_port, tmp_path):
+    """One runtime skeleton: the budget is granted call by call, so both transports take exactly
+    run.total_env_steps env steps (the old Ray driver overshot by up to workers x pull interval),
+    and after finish() the learner holds every one of them."""
+    budget = ("run.total_env_steps=300", "workers.pull_weights_every_steps=64")
+    taken = {}
+    for transport in ("local", "ray"):
+        runtime = make_runtime(quick_config(*budget), tmp_path / transport, transport=transport)
+        try:
+            while not runtime.done():
+                runtime.step()
+            report = runtime.finish().metrics
+            taken[transport] = (sum(r["env_steps"] for r in runtime.worker_reports().values()), report["env_steps"])
+        finally:
+            runtime.shutdown()
+    assert taken == {"local": (300, 300), "ray": (300, 300)}

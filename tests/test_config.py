@@ -87,7 +87,7 @@ def test_resolved_config_round_trips(tmp_path: Path):
 
 
 def test_every_shipped_config_and_variant_loads():
-    # configs/rllib/ add an `rllib` section: cluster/rllib_config.py loads them (tests/test_rllib_baselines.py)
+    # configs/rllib/ add an `rllib` section: baselines/rllib/config.py loads them (tests/test_rllib_baselines.py)
     paths = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "rllib" not in p.relative_to(CONFIG_DIR).parts)
     assert len([p for p in paths if p.parent.name == "variants"]) == 16
     for path in paths:

@@ -1,4 +1,4 @@
-"""Collection and labelling on a local Ray cluster: two collector actors write their own streams,
+"""Collection and labelling on a local Ray cluster: two collection workers write their own streams,
 Ray Data labels every shard with a feedback model, and a labelling that stopped halfway resumes
 without labelling finished shards again."""
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import ray
 
-from actors.collection import collection_config, collection_plan
-from cluster.collection import collect_on_ray
 from cluster.label import label_dataset
+from collect import collect_into
 from configs.loader import load_config
 from configs.schema import FeedbackConfig
 from dataset.parquet import LABELS_DIR, ParquetDataset, list_shards
 from dataset.summary import summarize
+from runtimes.collection import collection_config, collection_plan
 
 pytestmark = pytest.mark.ray
 
@@ -35,15 +35,17 @@ def test_collect_on_ray_then_label_and_resume_labelling(cluster, tmp_path):
                 "collect.rows_per_shard=50",
                 "workers.chunk_size=16",
                 "workers.pull_weights_every_steps=50",
+                "run.mode=ray",
+                "run.shutdown_ray=false",  # the module's cluster labels next
             ],
         )
     )
     plan = collection_plan(config)
-    finals = collect_on_ray(config, plan)
+    finals = list(collect_into(config, plan).values())
     assert sorted(r["stream_id"] for r in finals) == [0, 1]
     shipped = sum(r["shipped_rows"] for r in finals)
     s = summarize(plan.directory)
-    assert s["transitions"] == sum(r["env_steps"] for r in finals) >= 400
+    assert s["transitions"] == sum(r["env_steps"] for r in finals) == 400  # the budget, to the step
     assert s["rows"] == shipped == sum(r["rows_written"] for r in finals)  # nothing lost between worker and disk
 
     result = label_dataset(plan.directory, FeedbackConfig(model="expert", wanted=("vlm_action",)))

@@ -12,8 +12,8 @@ import torch
 from configs.loader import load_config
 from configs.schema import DriveVlmConfig
 from core.feedback import FeedbackItem, validate
-from inference.clip_model import ClipModel, ClipSource
-from inference.drivevlm_feedback import DriveVlmFeedback
+from feedback.clip_model import ClipModel, ClipSource
+from feedback.drivevlm_feedback import DriveVlmFeedback
 
 POSITIVE, NEGATIVE = "The road is clear with no car accidents", "Two cars have collided with each other on the road"
 DYNAMIC = "The road ahead is clear with no obstacles"
@@ -185,8 +185,8 @@ def test_items_that_do_not_want_the_score_are_left_alone(tiny_clip):
 def test_the_registry_builds_it_from_the_config(tiny_clip, tmp_path, monkeypatch):
     """CLIP from feedback.clip, the describer as VlmAdvisor(...) from feedback.vlm, the pathways from
     feedback.drivevlm (vLLM is not needed: the advisor class is replaced)."""
-    import inference.vlm_advisor
-    from inference.registry import build_model, model_inputs
+    import feedback.vlm_advisor
+    from feedback.registry import build_model, model_inputs
 
     built = {}
 
@@ -195,7 +195,7 @@ def test_the_registry_builds_it_from_the_config(tiny_clip, tmp_path, monkeypatch
             super().__init__()
             built.update(model=vlm_config.model, max_tokens=vlm_config.max_tokens)
 
-    monkeypatch.setattr(inference.vlm_advisor, "VlmAdvisor", FakeAdvisor)
+    monkeypatch.setattr(feedback.vlm_advisor, "VlmAdvisor", FakeAdvisor)
     checkpoint = tiny_clip.save(tmp_path / "clip")
     config = load_config(
         None,

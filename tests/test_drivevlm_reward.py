@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 
-from actors.row_reward import DriveVlmReward, EnvReward, make_row_reward
 from configs.loader import load_config
 from configs.schema import DriveVlmConfig
 from core.feedback import FeedbackResult, validate
@@ -27,6 +26,7 @@ from envs.semantic_reward import (
 )
 from envs.types import Route, RouteCommand
 from tests.snapshots import snapshot
+from workers.row_reward import DriveVlmReward, EnvReward, make_row_reward
 
 CONFIG = DriveVlmConfig()  # lo -0.03, hi 0, v_max 25 km/h, 3 m, 90 deg, 0.4 m, penalty -10
 V_MAX = 25 / 3.6
@@ -306,7 +306,7 @@ def test_semantic_score_validation(value, ok):
 
 
 def test_run_metrics_merge_the_workers_drivevlm_counts():
-    from actors.reporting import drivevlm_metrics
+    from runtimes.reporting import drivevlm_metrics
 
     def report(requested, gated, synthesized, unscored, answers, latency_sum):
         return {

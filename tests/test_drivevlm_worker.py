@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from actors.assembly import make_env
-from actors.feedback_client import FeedbackClient, InProcessBatcher
-from actors.rollout_worker import RolloutWorker
 from configs.loader import load_config
 from core import PolicySnapshot
 from core.feedback import validate
 from dataset.rows import ROW_SPEC
 from envs.semantic_reward import CenterHistory, StepFactors, synthesize
-from inference.clip_model import ClipModel, ClipSource
-from inference.drivevlm_feedback import DriveVlmFeedback
+from feedback.clip_model import ClipModel, ClipSource
+from feedback.drivevlm_feedback import DriveVlmFeedback
 from learners.replay import ReplayBuffer
+from workers.assembly import make_env
+from workers.feedback_client import FeedbackClient, InProcessBatcher
+from workers.rollout_worker import RolloutWorker
 
 pytestmark = pytest.mark.sim
 

@@ -1,4 +1,4 @@
-"""Mentor's foundation-model rewards as gymnasium wrappers (inference/gym_rewards.py).
+"""Mentor's foundation-model rewards as gymnasium wrappers (integrations/gym_rewards.py).
 
 Fast: a deterministic scripted scorer on a tiny scripted env: the terms' numbers by hand, masks
 (missing, malformed and out-of-range answers add nothing and say so in info), which observation an
@@ -20,7 +20,7 @@ import pytest
 
 from configs.schema import ClipConfig, DriveVlmConfig
 from core.feedback import FeedbackResult
-from inference.gym_rewards import (
+from integrations.gym_rewards import (
     INFO_KEY,
     FmRewardConfig,
     FoundationRewardVectorWrapper,
@@ -323,7 +323,7 @@ class StandInHandle:
 
 
 def test_serve_scorer_offsets_keys_bundles_and_counts_failures():
-    from cluster.gym_rewards import ServeScorer
+    from integrations.serve_scorer import ServeScorer
 
     handle = StandInHandle()
     scorer = ServeScorer.from_handle(handle, timeout_s=5.0, max_bundle_items=2)
@@ -349,7 +349,7 @@ def test_serve_scorer_offsets_keys_bundles_and_counts_failures():
 def tiny_clip():
     import torch
 
-    from inference.clip_model import ClipModel, ClipSource
+    from feedback.clip_model import ClipModel, ClipSource
 
     torch.manual_seed(0)
     return ClipModel.load(ClipSource("MentorCLIP-Tiny"))
@@ -479,8 +479,8 @@ def test_the_wrapper_through_a_running_serve_feedback_app(tiny_clip, tmp_path):
 
     import envs
     from cluster.feedback_service import feedback_app
-    from cluster.gym_rewards import ServeScorer
     from configs.schema import FeedbackConfig
+    from integrations.serve_scorer import ServeScorer
 
     checkpoint = tiny_clip.save(tmp_path / "clip")
     feedback = FeedbackConfig(

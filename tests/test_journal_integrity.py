@@ -272,14 +272,14 @@ def test_undecodable_finds_blocks_of_another_size():
 def make_run(run_dir) -> None:
     """A run directory as train.py leaves it (config, journal, checkpoint), without a simulator: a
     local runtime whose learner is fed synthetic chunks, then checkpointed."""
-    from actors.local_runtime import LocalRuntime
     from configs.loader import CONFIG_DIR, load_config, save_config
     from runner.checkpoint import write_checkpoint
+    from runtimes.registry import make_runtime
 
     config = load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"], ["run.mode=local"])
-    runtime = LocalRuntime(config, run_dir)
+    runtime = make_runtime(config, run_dir)
     for i in range(5):
-        runtime.learner.add(chunk_of(8 * i))
+        runtime.transport.learner.learner.add(chunk_of(8 * i))  # the Learner in this process
     save_config(config, run_dir / "config.yaml")
     write_checkpoint(run_dir, runtime)
     runtime.shutdown()
@@ -288,15 +288,15 @@ def make_run(run_dir) -> None:
 @pytest.mark.parametrize("damage", ["deleted middle segment", "flipped bit in a block"])
 def test_a_resume_from_a_damaged_journal_exits_2_naming_the_file_and_changes_nothing(tmp_path, damage, caplog):
     import train
-    from actors.local_runtime import LocalRuntime
     from configs.loader import load_config
     from runner.checkpoint import find_checkpoint
+    from runtimes.registry import make_runtime
 
     run_dir = tmp_path / "run"
     make_run(run_dir)
     intact = tmp_path / "intact"
     shutil.copytree(run_dir, intact)
-    check = LocalRuntime(load_config(intact / "config.yaml"), intact)  # the undamaged copy loads
+    check = make_runtime(load_config(intact / "config.yaml"), intact)  # the undamaged copy loads
     check.load(find_checkpoint(intact))
     assert check.env_steps == 40
     check.shutdown()

@@ -1,4 +1,4 @@
-"""The Minari export (dataset/minari_export.py): Mentor episodes written by the dataset sink come
+"""The Minari export (integrations/minari_export.py): Mentor episodes written by the dataset sink come
 back from `minari.load_dataset` step for step and value for value, joined across shards, with the
 unfinished last episode of a stream truncated (or dropped), labels merged, the env spec recorded,
 the source untouched; bad datasets and destinations are refused with nothing left behind. The
@@ -28,7 +28,7 @@ from tests.test_replay import episode
 
 minari = pytest.importorskip("minari", reason='the Minari export needs minari: pip install "minari[arrow]==0.5.4"')
 
-from dataset.minari_export import MinariExportError, export_to_minari, main  # noqa: E402 - after the importorskip
+from integrations.minari_export import MinariExportError, export_to_minari, main  # noqa: E402 - after the importorskip
 
 META = {"town": "Generated", "traffic": "regular", "route_suite": "generated", "policy": "expert", "backend": "sumo"}
 INFO_COLUMNS = (

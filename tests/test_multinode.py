@@ -17,8 +17,8 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from cluster.launch import launch  # noqa: E402
 from configs.loader import CONFIG_DIR, load_config  # noqa: E402
+from runtimes.registry import make_runtime  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -66,6 +66,7 @@ def multinode_config(address: str):
         "learner.samples_per_insert=4",
         "learner.publish_every_updates=2",
         "run.shutdown_ray=false",
+        "run.total_env_steps=1000000",  # the test steps the runtime to its own counts
         f"run.ray_address={address}",
     ]
     return load_config(CONFIG_DIR / "quickstart.yaml", overrides)
@@ -112,9 +113,9 @@ def test_learner_on_gpu_head_and_rollouts_spread_by_carla_server(cluster, tmp_pa
     started = time.monotonic()
     head_id = cluster.head_node.node_id
     rollout_ids = {node.node_id for node in cluster.worker_nodes}
-    runtime = launch(multinode_config(cluster.address), tmp_path / "multinode")
+    runtime = make_runtime(multinode_config(cluster.address), tmp_path / "multinode", transport="ray")
     try:
-        assert runtime.use_gpu
+        assert runtime.transport.use_gpu
         runtime.step()  # the workers start with the first step
 
         # The learner holds the only (logical) GPU, which is on the head.

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from actors.pending import PendingTransitions
 from core.feedback import FeedbackResult
+from workers.pending import PendingTransitions
 
 
 class Clock:

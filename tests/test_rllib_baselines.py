@@ -1,4 +1,4 @@
-"""RLlib's PPO, SAC and DreamerV3 on Mentor's env (cluster/rllib_*.py, configs/rllib/): the config
+"""RLlib's PPO, SAC and DreamerV3 on Mentor's env (baselines/rllib/, configs/rllib/): the config
 files and their loader (fast), the episode callback on the real env (sim), and each algorithm
 trained for a few hundred env steps on Town01 by the one documented command, then evaluated on
 Town02 by Mentor's EvaluationWorker into the run directory's evaluation table (ray, slow)."""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cluster.rllib_config import ALGORITHMS, RLLIB_CONFIG_DIR, load_rllib_config, save_rllib_config
+from baselines.rllib.config import ALGORITHMS, RLLIB_CONFIG_DIR, load_rllib_config, save_rllib_config
 from configs.loader import ConfigError
 
 DEBUG = RLLIB_CONFIG_DIR / "debug.yaml"
@@ -90,7 +90,7 @@ def test_bad_settings_name_the_field(overrides, message):
 )
 def test_rllib_checks_its_settings_before_anything_runs(override, message):
     _require_rllib()
-    from cluster.rllib_baselines import check_algorithm_config
+    from baselines.rllib.baseline import check_algorithm_config
 
     config, settings = load_rllib_config([RLLIB_CONFIG_DIR / "ppo.yaml"], [override])
     with pytest.raises(ConfigError, match=message):
@@ -100,7 +100,7 @@ def test_rllib_checks_its_settings_before_anything_runs(override, message):
 def test_learner_device_auto_is_the_gpu_when_there_is_one():
     import torch
 
-    from cluster.rllib_baselines import use_gpu
+    from baselines.rllib.baseline import use_gpu
 
     assert use_gpu("auto") == torch.cuda.is_available() and not use_gpu("cpu")
     if not torch.cuda.is_available():
@@ -130,7 +130,7 @@ def test_episode_rows_come_back_from_rllibs_compiled_metrics_whatever_their_coun
     _require_rllib()
     from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
-    from cluster.rllib_baselines import EPISODES_KEY, _episode_rows
+    from baselines.rllib.baseline import EPISODES_KEY, _episode_rows
 
     metrics = MetricsLogger()
     rows = [
@@ -152,7 +152,7 @@ def test_finished_episode_is_logged_with_the_envs_own_metrics(town01):
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
     from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
-    from cluster.rllib_baselines import EPISODES_KEY, INFO_KEYS, episode_callbacks, make_rllib_env
+    from baselines.rllib.baseline import EPISODES_KEY, INFO_KEYS, episode_callbacks, make_rllib_env
     from configs.schema import EnvConfig
 
     env = make_rllib_env({"env": EnvConfig(town=town01), "algorithm": "ppo"})
@@ -200,7 +200,7 @@ def ray_cluster():
 def _train(algorithm: str, run_dir, capsys, *overrides: str) -> str:
     """The documented command, in this process; returns what it printed."""
     _require_rllib()
-    from cluster.rllib_train import main
+    from baselines.rllib.train import main
 
     capsys.readouterr()
     assert main(["--algo", algorithm, "--config", str(DEBUG), "--run-dir", str(run_dir), *overrides]) == 0
@@ -208,7 +208,7 @@ def _train(algorithm: str, run_dir, capsys, *overrides: str) -> str:
 
 
 def _check_run_dir(run_dir, algorithm: str, printed: str, env_steps: int) -> dict:
-    from cluster.rllib_baselines import rl_module_path
+    from baselines.rllib.baseline import rl_module_path
     from runner.run_dir import EPISODE_COLUMNS
 
     _, settings = load_rllib_config([run_dir / "config.yaml"])  # resolved, and loads back

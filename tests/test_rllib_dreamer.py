@@ -1,4 +1,4 @@
-"""RLlib's DreamerV3 baseline (cluster/rllib_dreamer.py): the BEV -> 64x64x3 image it sees (fast),
+"""RLlib's DreamerV3 baseline (baselines/rllib/dreamerv3.py): the BEV -> 64x64x3 image it sees (fast),
 and a tiny online training run on a local Ray cluster whose checkpoint then drives Mentor's env
 through the Policy protocol and the EvaluationWorker (ray, slow). The run directory and the command
 of all three RLlib baselines: tests/test_rllib_baselines.py."""
@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from cluster.rllib_dreamer import IMAGE_SHAPE, BevImageObservation, bev_image, max_pool_to
+from baselines.rllib.dreamerv3 import IMAGE_SHAPE, BevImageObservation, bev_image, max_pool_to
 from envs.bev import CH_LANES, CH_LIGHTS, CH_ROAD, CH_ROUTE, CH_VEHICLES, CH_WALKERS
 from envs.spaces import BEV_SHAPE
 
@@ -110,11 +110,11 @@ def test_dreamer_trains_checkpoints_and_acts_through_the_policy_protocol(local_r
     _require_rllib()
     import torch
 
-    from actors.assembly import make_env
-    from cluster.rllib_baselines import evaluate_rllib, rl_module_path, train_rllib
-    from cluster.rllib_config import RLLIB_CONFIG_DIR, load_rllib_config
-    from cluster.rllib_dreamer import RllibDreamerPolicy
+    from baselines.rllib.baseline import evaluate_rllib, rl_module_path, train_rllib
+    from baselines.rllib.config import RLLIB_CONFIG_DIR, load_rllib_config
+    from baselines.rllib.dreamerv3 import RllibDreamerPolicy
     from core import Policy
+    from workers.assembly import make_env
 
     steps = 160  # debug.yaml's DreamerV3: nano, training ratio 8, B x T = 2 x 16, horizon 5
     config, settings = load_rllib_config(

@@ -5,17 +5,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-from actors.assembly import make_env
-from actors.feedback_client import FeedbackClient, InProcessBatcher
-from actors.rollout_worker import RolloutWorker, _route_ahead
 from configs.loader import load_config
 from core import PolicySnapshot
 from core.feedback import FeedbackItem
 from envs.expert import expert_action
 from envs.types import SimulatorError
-from inference.expert_advisor import ExpertAdvisor
-from inference.stand_ins import FaultyModel, SlowModel
+from feedback.expert_advisor import ExpertAdvisor
+from feedback.stand_ins import FaultyModel, SlowModel
 from learners.replay import ReplayBuffer
+from workers.assembly import make_env
+from workers.feedback_client import FeedbackClient, InProcessBatcher
+from workers.rollout_worker import RolloutWorker, _route_ahead
 
 pytestmark = pytest.mark.sim
 

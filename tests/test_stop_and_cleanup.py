@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.pending import PendingTransitions
+from workers.pending import PendingTransitions
 
 ROOT = Path(__file__).resolve().parents[1]
 REAPER = ROOT / "cluster" / "local_reaper.py"
@@ -93,7 +93,7 @@ def quick_config(*extra):
 
     return load_config(
         [CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
-        ["learner.batch_size=16", "run.shutdown_ray=false", *extra],
+        ["learner.batch_size=16", "run.shutdown_ray=false", "run.total_env_steps=1000000", *extra],
     )
 
 
@@ -161,9 +161,9 @@ def test_the_reaper_ends_a_dead_drivers_orphans_and_nothing_after_a_clean_shutdo
 def test_a_stopping_worker_leaves_its_run_and_drains_unanswered_rows_unavailable():
     """A model that never answers holds the worker in backpressure; request_stop (from another
     thread, as the actor's control call does) ends run() at once, and a short drain ships every row."""
-    from actors.feedback_client import FeedbackClient
     from learners.replay import ReplayBuffer
     from tests.test_rollout_worker import config, worker
+    from workers.feedback_client import FeedbackClient
 
     class Unanswered:
         def __init__(self):
@@ -260,12 +260,12 @@ def cluster():
 _JOINED_DRIVER = """
 import sys, time
 from pathlib import Path
-from cluster.launch import launch
+from runtimes.registry import make_runtime
 from configs.loader import CONFIG_DIR, load_config
 config = load_config([CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "debug.yaml"],
                      ["workers.num_workers=1", "run.ray_address=" + sys.argv[1]])
-runtime = launch(config, Path(sys.argv[2]))
-print(runtime.app_name, flush=True)
+runtime = make_runtime(config, Path(sys.argv[2]), transport="ray")
+print(runtime.transport.app_name, flush=True)
 time.sleep(600)
 """
 
@@ -334,7 +334,7 @@ def test_a_second_janitor_of_a_run_retires_the_first(cluster):
 def test_a_stop_with_a_slow_model_is_bounded_and_keeps_every_shipped_row(cluster, tmp_path):
     """Workers behind a 1 s/batch model, each in a long run() call (1000 ticks): finish() ends the
     calls at the next tick and drains all workers at once, in a bounded time."""
-    from cluster.launch import launch
+    from runtimes.registry import make_runtime
     from tests.test_cluster import rows_by_stream, run_until
 
     config = quick_config(
@@ -343,7 +343,7 @@ def test_a_stop_with_a_slow_model_is_bounded_and_keeps_every_shipped_row(cluster
         f"feedback.slow_model_delay_s={SLOW_MODEL_S}",
         "workers.pull_weights_every_steps=1000",
     )
-    runtime = launch(config, tmp_path / "slow")
+    runtime = make_runtime(config, tmp_path / "slow", transport="ray")
     try:
         run_until(runtime, 200)
         threading.Timer(0.2, runtime.request_stop).start()  # what the loop's SIGTERM handler may call
@@ -365,4 +365,4 @@ def test_a_stop_with_a_slow_model_is_bounded_and_keeps_every_shipped_row(cluster
         runtime.shutdown()
     from ray import serve
 
-    assert runtime.app_name not in serve.status().applications
+    assert runtime.transport.app_name not in serve.status().applications

@@ -122,7 +122,7 @@ def test_missing_clip_checkpoint_stops_at_start_with_the_command_to_make_it(tmp_
         )
         == 2
     )
-    assert "python -m inference.clip_training" in caplog.text
+    assert "python -m teacher_training.clip_training" in caplog.text
     assert not list(tmp_path.glob("quickstart-*"))
 
 

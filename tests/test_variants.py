@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train
-from inference.clip_model import ClipModel, ClipSource
+from feedback.clip_model import ClipModel, ClipSource
 
 pytestmark = pytest.mark.sim
 

@@ -16,7 +16,7 @@ import collect  # noqa: E402
 import train  # noqa: E402
 from configs.schema import VlmConfig  # noqa: E402
 from core.feedback import FeedbackItem, validate  # noqa: E402
-from inference.vlm_data import CLEAR, build_examples  # noqa: E402
+from teacher_training.vlm_data import CLEAR, build_examples  # noqa: E402
 
 STEPS = int(os.environ.get("MENTOR_VLM_TEST_STEPS", 300))  # fine-tuning: enough for the answer format (~3 min)
 
@@ -42,8 +42,8 @@ def dataset_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finetuned(dataset_dir, tmp_path_factory):
-    from inference.vlm_build import build
-    from inference.vlm_finetune import FinetuneSettings, finetune
+    from teacher_training.vlm_build import build
+    from teacher_training.vlm_finetune import FinetuneSettings, finetune
 
     root = tmp_path_factory.mktemp("vlm")
     base = build(root / "base")
@@ -64,7 +64,7 @@ def test_finetuning_learns_the_answer_format(finetuned):
 
 @pytest.fixture(scope="module")
 def advisor(finetuned):
-    from inference.vlm_advisor import VlmAdvisor
+    from feedback.vlm_advisor import VlmAdvisor
 
     model_dir, _ = finetuned
     return VlmAdvisor(
@@ -99,7 +99,7 @@ def _items(examples):
 def test_vllm_answers_in_one_batch_as_transformers_does(advisor, finetuned, dataset_dir):
     """The served model is the fine-tuned one: vLLM's greedy answers match transformers' on the same
     prompts, and one generate call answers the whole batch."""
-    from inference.vlm_finetune import generate, load_base
+    from teacher_training.vlm_finetune import generate, load_base
 
     model_dir, _ = finetuned
     _, held_out = build_examples(dataset_dir)
@@ -187,7 +187,7 @@ def test_drivevlm_variant_trains(finetuned, tmp_path):
     scores every step, the VLM describes the windows the gate opens, the reward is synthesized."""
     import torch
 
-    from inference.clip_model import ClipModel, ClipSource
+    from feedback.clip_model import ClipModel, ClipSource
 
     model_dir, _ = finetuned
     torch.manual_seed(0)
@@ -231,8 +231,8 @@ def test_lora_finetuning_merges_into_a_plain_model(dataset_dir, tmp_path):
     """--lora-rank: only the adapters train, and the saved model is the merged plain one vLLM loads."""
     from transformers import AutoModelForImageTextToText
 
-    from inference.vlm_build import build
-    from inference.vlm_finetune import FinetuneSettings, finetune, load_base
+    from teacher_training.vlm_build import build
+    from teacher_training.vlm_finetune import FinetuneSettings, finetune, load_base
 
     base = build(tmp_path / "base")
     model, _ = load_base(base, lora_rank=4)

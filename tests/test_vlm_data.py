@@ -7,8 +7,15 @@ import pytest
 from dataset.parquet import DatasetError
 from envs.bev import CH_WALKERS, NUM_HISTORY
 from envs.spaces import BEV_SHAPE
-from inference.vlm_data import CLEAR, RISK_TEMPLATES_CORPUS, _held_out, _windows, build_examples, risk_description
-from inference.vlm_prompt import build_risk_prompt, format_action, parse_action
+from feedback.vlm_prompt import build_risk_prompt, format_action, parse_action
+from teacher_training.vlm_data import (
+    CLEAR,
+    RISK_TEMPLATES_CORPUS,
+    _held_out,
+    _windows,
+    build_examples,
+    risk_description,
+)
 
 
 def test_format_action_is_what_the_parser_reads_back():
@@ -79,7 +86,7 @@ def test_a_dataset_without_the_prompt_columns_is_refused(tmp_path):
 
 
 def test_agreement_metrics_by_hand():
-    from inference.vlm_finetune import action_metrics, agreement_metrics
+    from teacher_training.vlm_finetune import action_metrics, agreement_metrics
 
     targets = [np.array([0.5, 0.0]), np.array([-1.0, 0.2]), np.array([0.0, 0.0]), np.array([0.3, -0.1])]
     actions = [np.array([0.6, 0.05]), np.array([-0.5, 0.2]), None, np.array([0.3, -0.3])]

@@ -44,7 +44,7 @@ def _bev(rng: np.random.Generator) -> np.ndarray:
 
 
 def test_batch_of_eight(model):
-    from inference.vlm_advisor import VlmAdvisor
+    from feedback.vlm_advisor import VlmAdvisor
 
     # InternVL3 runs its own code: the tester opts in with MENTOR_VLM_TRUST_REMOTE_CODE=1.
     advisor = VlmAdvisor(
@@ -93,7 +93,7 @@ def test_lora_finetuning_on_a_local_checkpoint(tmp_path):
     base, dataset = os.environ.get("MENTOR_VLM_BASE"), os.environ.get("MENTOR_VLM_DATASET")
     if not torch.cuda.is_available() or not base or not dataset:
         pytest.skip("needs a CUDA GPU, $MENTOR_VLM_BASE (a local VLM) and $MENTOR_VLM_DATASET")
-    from inference.vlm_finetune import FinetuneSettings, finetune
+    from teacher_training.vlm_finetune import FinetuneSettings, finetune
 
     settings = FinetuneSettings(
         steps=10, batch_size=4, lr=2e-5, warmup_steps=2, eval_every=10, eval_examples=8, lora_rank=16, dtype="bfloat16"

@@ -9,8 +9,8 @@ import pytest
 from configs.schema import VlmConfig
 from core.feedback import FeedbackItem, validate
 from envs.types import RouteCommand
-from inference.vlm_advisor import VlmAdvisor
-from inference.vlm_prompt import _unfence, build_prompt, parse_action
+from feedback.vlm_advisor import VlmAdvisor
+from feedback.vlm_prompt import _unfence, build_prompt, parse_action
 
 # --- parse_action: accepted answers ---
 

@@ -133,7 +133,7 @@ def test_clip_labels_then_offline_vlsafe_then_online_on_ray(dataset_dir, local_r
     import torch
 
     from cluster.label import main as label_main
-    from inference.clip_model import ClipModel, ClipSource
+    from feedback.clip_model import ClipModel, ClipSource
 
     torch.manual_seed(0)
     clip = ClipModel.load(ClipSource("MentorCLIP-Tiny")).save(tmp_path / "clip")

@@ -1,0 +1,1 @@
+"""Baselines: other libraries' algorithms on Mentor's driving env."""

@@ -1,0 +1,1 @@
+"""Mentor for other libraries: gymnasium reward wrappers, a Serve scorer, Minari export."""

@@ -1,0 +1,1 @@
+"""Runtimes: where a run's experience comes from and where it goes (online, offline, collection)."""

@@ -1,0 +1,1 @@
+"""Building, training and evaluating Mentor's own foundation models (CLIP, the VLM)."""
