@@ -211,7 +211,7 @@ class SyntheticTransport(RayTransport):
         actor.start.remote(self.config, stream_id, self.learner_actor)  # an actor runs its calls in order
         return actor
 
-    def stop_workers(self, workers: list, calls: list, grace_s: float) -> list:
+    def stop_workers(self, workers: list, calls: list, grace_s: float | None) -> list:
         """Each worker finishes its call and ships what it holds; the learner then counts all of it."""
         return [
             (([ray.get(call)] if call is not None else []) + [ray.get(worker.drain.remote())], True)

@@ -139,7 +139,7 @@ class RayTransport:
         except ray.exceptions.RayTaskError as exc:  # e.g. its simulator failed beyond a reset
             raise WorkerFailed(str(exc), dead=False) from exc
 
-    def stop_workers(self, workers: list, calls: list, grace_s: float) -> list[tuple[list[dict], bool]]:
+    def stop_workers(self, workers: list, calls: list, grace_s: float | None) -> list[tuple[list[dict], bool]]:
         for worker in workers:
             worker.request_stop.remote()  # reaches a worker in the middle of its run() call
         drains = [worker.drain.remote(grace_s) for worker in workers]  # each runs after that call

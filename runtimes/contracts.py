@@ -111,11 +111,11 @@ class Transport(Protocol):
     def result(self, call) -> dict:
         """The report of a finished call; WorkerFailed when the call failed."""
 
-    def stop_workers(self, workers: list, calls: list, grace_s: float) -> list[tuple[list[dict], bool]]:
+    def stop_workers(self, workers: list, calls: list, grace_s: float | None) -> list[tuple[list[dict], bool]]:
         """Every worker at once ends its call (`calls`, one per worker, None when idle) and drains
-        (pending feedback waits at most `grace_s`), all waited for together. Per worker: the reports
-        of its call and its drain that it gave (a failed one is logged and left out), and whether
-        it is still alive."""
+        (pending feedback waits at most `grace_s`; None: until its deadline), all waited for
+        together. Per worker: the reports of its call and its drain that it gave (a failed one is
+        logged and left out), and whether it is still alive."""
 
     def close_workers(self, workers: list) -> None: ...
 

@@ -126,7 +126,7 @@ class LocalTransport:
             raise call.error
         return call.report
 
-    def stop_workers(self, workers: list, calls: list, grace_s: float) -> list[tuple[list[dict], bool]]:
+    def stop_workers(self, workers: list, calls: list, grace_s: float | None) -> list[tuple[list[dict], bool]]:
         """A call not carried out yet is dropped; each worker drains in turn."""
         results = []
         for worker, call in zip(workers, calls):

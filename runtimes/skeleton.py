@@ -11,8 +11,8 @@ roles are reached (runtimes/contracts.py).
 Nothing runs until the first step(): a checkpoint loads into an idle learner, so rows shipped
 before the load cannot be dropped. Stopping (finish) is bounded, so that `ray job stop` (SIGTERM,
 then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S) leaves a checkpoint: every worker ends its call at the
-next tick and drains, all at once; feedback still unanswered after DRAIN_GRACE_S ships unavailable
-(mask 0), as a late answer would.
+next tick and drains, all at once; after a stop signal, feedback still unanswered after
+DRAIN_GRACE_S ships unavailable (mask 0), as a late answer would.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from runtimes.run_state import RunCounters, budget_spent
 logger = logging.getLogger(__name__)
 
 WAIT_S = 2.0  # a step waits at most this long for worker reports
-# At finish, how long pending rows wait for feedback already on its way: a fast model's answers
-# arrive within it, a slow model's queue does not hold up the stop.
+# At a finish that a stop signal asked for, how long pending rows wait for feedback already on its
+# way: a fast model's answers arrive within it, a slow model's queue does not hold up the stop. A
+# run that ends at its budget waits for each answer up to its deadline (feedback.deadline_s).
 DRAIN_GRACE_S = 0.5
 _STALL_WARNING_S = 60.0
 
@@ -224,9 +225,8 @@ class Runtime:
             self._poll_learner()
             return StepReport(self._learner_numbers())
         slots = [slot for slot in self.slots.values() if slot.worker is not None]
-        results = self.transport.stop_workers(
-            [slot.worker for slot in slots], [slot.call for slot in slots], DRAIN_GRACE_S
-        )
+        grace_s = DRAIN_GRACE_S if self._stop_requested else None
+        results = self.transport.stop_workers([slot.worker for slot in slots], [slot.call for slot in slots], grace_s)
         episodes = []
         for slot, (reports, alive) in zip(slots, results):
             for report in reports:
