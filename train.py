@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from configs.loader import ConfigError, load_config, save_config
@@ -75,8 +76,27 @@ def prepare_run(args) -> tuple:
     return config, run_dir, checkpoint
 
 
+def quiet_disk_full_in_threads() -> None:
+    """A background writer (TensorBoard's event thread) that meets a full disk says so in one line;
+    the run itself stops with the full-disk message and the resume command. Other thread errors
+    print as before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_disk_full", False):  # main() already ran in this process
+        return
+
+    def hook(args):
+        if is_disk_full(args.exc_value):
+            logger.warning("%s stopped writing: %s", args.thread.name if args.thread else "a thread", args.exc_value)
+            return
+        previous(args)
+
+    hook.quiet_disk_full = True
+    threading.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_disk_full_in_threads()
     args = parse_args(argv)
     try:
         config, run_dir, checkpoint = prepare_run(args)

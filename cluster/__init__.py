@@ -1,0 +1,1 @@
+"""The Ray transport: actors, the Serve feedback app, wiring, metrics, the Ray Data labelling job."""

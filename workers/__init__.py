@@ -1,0 +1,1 @@
+"""Rollout and evaluation workers: one environment, one policy, one feedback client each."""
