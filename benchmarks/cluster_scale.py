@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,19 +42,21 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from benchmarks.synthetic_rollouts import SyntheticFeedbackClient, SyntheticRows, SyntheticWorkerActor
-from cluster.actors import LearnerActor
-from cluster.feedback_service import APP_PREFIX, feedback_app
-from cluster.transport import RayTransport
-from configs.loader import CONFIG_DIR, load_config
-from configs.schema import Config
-from core.feedback import FeedbackItem
-from dataset.rows import ROW_SPEC
-from feedback.expert_advisor import ExpertAdvisor
-from learners.bev_codec import pack_chunk, unpack_chunk
-from learners.replay import validate_chunk
-from runtimes.registry import load_mode
-from runtimes.skeleton import Runtime
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project's root
+
+from benchmarks.synthetic_rollouts import SyntheticFeedbackClient, SyntheticRows, SyntheticWorkerActor  # noqa: E402
+from cluster.actors import LearnerActor  # noqa: E402
+from cluster.feedback_service import APP_PREFIX, feedback_app  # noqa: E402
+from cluster.transport import RayTransport  # noqa: E402
+from configs.loader import CONFIG_DIR, load_config  # noqa: E402
+from configs.schema import Config  # noqa: E402
+from core.feedback import FeedbackItem  # noqa: E402
+from dataset.rows import ROW_SPEC  # noqa: E402
+from feedback.expert_advisor import ExpertAdvisor  # noqa: E402
+from learners.bev_codec import pack_chunk, unpack_chunk  # noqa: E402
+from learners.replay import validate_chunk  # noqa: E402
+from runtimes.registry import load_mode  # noqa: E402
+from runtimes.skeleton import Runtime  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 

@@ -21,9 +21,10 @@ from envs.observation import state_vector
 from envs.reward import roach_reward
 from envs.route_suites import DEFAULT_SUITE_FOR_TOWN, RANDOM_SUITE, load_suite, random_route
 from envs.route_tracker import RouteTracker
+from envs.scenarios.metrics import ScenarioTracker
 from envs.spaces import BEV_SHAPE, RGB_BEV_SHAPE, action_space, observation_space
 from envs.sumo.simulation import SumoSettings, SumoSimulation
-from envs.types import Control, Route, Snapshot
+from envs.types import Control, Route, RouteSpec, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class DrivingEnv(gym.Env):
         self._metrics = EpisodeMetrics(route_length_m=self.route.length, dt=self.sim.settings.dt)
         self._last_steer = 0.0
         self._episode_over = False
+        director = getattr(self.sim, "scenario_director", None)  # the SUMO backend plays scenarios
+        self._scenario = ScenarioTracker(director) if director is not None else None
         self._bev.reset()
         progress = self._tracker.update(snap.ego.x, snap.ego.y, snap.ego.yaw)
         obs, rgb = self._observe(snap, progress.index)
@@ -195,9 +198,13 @@ class DrivingEnv(gym.Env):
             "heading_error": progress.heading_error,
             "reward_terms": terms.__dict__ | {"total": terms.total},
         }
+        if self._scenario is not None:
+            info["scenario"] = self._scenario.step(snap.ego)
         if verdict.terminated or verdict.truncated:
             self._episode_over = True
             info["episode_metrics"] = self._metrics.result()
+            if self._scenario is not None:
+                info["episode_metrics"].update(self._scenario.result(info["episode_metrics"]))
         return obs, float(terms.total), bool(verdict.terminated), bool(verdict.truncated), info
 
     def render(self):
@@ -209,7 +216,15 @@ class DrivingEnv(gym.Env):
         self.sim.close()
 
     # ----- helpers -------------------------------------------------------------------------------
+    @property
+    def suite(self):
+        """The route suite episodes are drawn from (None: random routes)."""
+        return self._suite
+
     def _pick_route(self, index):
+        """The route of options["route"]: an index into the suite, or a RouteSpec to drive as given."""
+        if isinstance(index, RouteSpec):
+            return index, -1
         if self._suite is None:
             return random_route(self.sim.network, self.np_random), -1
         if index is None:

@@ -134,10 +134,12 @@ class Route:
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """Start pose and goal in CARLA coordinates (x, y metres, yaw degrees), as suites store them."""
+    """Start pose and goal in CARLA coordinates (x, y metres, yaw degrees), as suites store them, and
+    the scenario played on the route (envs/scenarios/library.py ScenarioSpec), if any."""
 
     start: tuple[float, float, float]
     goal: tuple[float, float]
+    scenario: object | None = None
 
 
 @dataclass(frozen=True)
@@ -162,3 +164,6 @@ class Snapshot:
     travelled: float = 0.0  # metres the ego moved this step
     stop_sign_pending: bool = False  # inside a stop-sign zone and not yet stopped there
     lane_invasions: tuple[str, ...] = ()  # lane markings the ego crossed this step (CARLA's sensor)
+    # walkers that exist but that no line of sight from the ego reaches (behind a scenario's parked
+    # vehicle: envs/occlusion.py): in the ground truth, not in the observation
+    hidden_walkers: np.ndarray = field(default_factory=empty_boxes)

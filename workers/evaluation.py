@@ -40,9 +40,21 @@ class EvaluationWorker:
                 rows[f"route {route}"] = self._episode(route)
         finally:
             torch.set_num_threads(threads)
+        by_type = self._rows_by_scenario_type(rows)
         rows["mean"] = summarize(list(rows.values()))
+        rows.update(by_type)
         logger.info("evaluation with policy %d:\n%s", self.policy_version, format_table(rows))
         return rows
+
+    def _rows_by_scenario_type(self, rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """One row per scenario type ("scenario <type>": the mean over its routes) on a scenario suite."""
+        suite = getattr(self._env.unwrapped, "suite", None)
+        groups: dict[str, list] = {}
+        for route in self._routes:
+            scenario = suite.routes[route].scenario if suite is not None else None
+            if scenario is not None:
+                groups.setdefault(f"scenario {scenario.type}", []).append(rows[f"route {route}"])
+        return {name: summarize(group) for name, group in groups.items()}
 
     def _episode(self, route: int) -> dict[str, float]:
         """One route; driven again from its start when the simulator fails part-way (a SUMO

@@ -16,6 +16,9 @@ from envs import vehicle_model
 from envs.bev import StaticLayers, render_static_layers
 from envs.collision import CollisionEvent, colliding
 from envs.maps import GENERATED_TOWN, MapSearch
+from envs.occlusion import visible
+from envs.scenarios.director import SCENARIO_PREFIX, VEHICLE_SIZE, ScenarioDirector
+from envs.scenarios.placement import place
 from envs.sumo.connection import SimulationInUseError, Transport, open_connection  # noqa: F401 (re-exported)
 from envs.sumo.netbuild import build_net
 from envs.sumo.network import TownNetwork
@@ -59,6 +62,7 @@ class SumoSimulation:
         self.net_path = build_net(settings.town, self._maps)
         self._connection = open_connection(owner=f"{type(self).__name__}@{id(self):x}", transport=settings.transport)
         self._started = False
+        self._director: ScenarioDirector | None = None  # the scenario of the episode, if its route has one
         self._episode = 0
         self._step_count = 0
         self._seed = 0
@@ -147,6 +151,9 @@ class SumoSimulation:
         s.vehicletype.setTau("background", 1.5)
         s.vehicletype.setDecel("background", 6.0)
         s.vehicletype.setEmergencyDecel("background", 9.0)
+        s.vehicletype.copy("background", "scenario")  # a scenario's scripted vehicles
+        s.vehicletype.setLength("scenario", VEHICLE_SIZE[0])
+        s.vehicletype.setWidth("scenario", VEHICLE_SIZE[1])
         s.vehicletype.copy("DEFAULT_PEDTYPE", "walker")
         self._walker_size = (s.vehicletype.getLength("walker"), s.vehicletype.getWidth("walker"))
 
@@ -173,6 +180,10 @@ class SumoSimulation:
         self._ego = vehicle_model.KinematicState(float(x0), float(y0), float(route.yaw[0]), 0.0)
         self._control, self._accel, self._v_lateral = Control(), 0.0, 0.0
         self._move_ego_in_sumo()
+        self._route_id = route_id
+        self._held_signal = None  # (light, link, its program) while a scenario holds the ego's light green
+        self._director = self._direct(spec, route)
+        self._play_scenario()
         self._traffic = TrafficManager(
             s, self.network, traffic_counts(self.settings.town, self.settings.traffic), np.random.default_rng(seed)
         )
@@ -208,6 +219,7 @@ class SumoSimulation:
         self._step_count += 1
         try:
             self._move_ego_in_sumo()
+            self._play_scenario()
             self._sumo.simulationStep()
             self._traffic.replenish((self._ego.x, self._ego.y))
             travelled = math.hypot(self._ego.x - previous.x, self._ego.y - previous.y)
@@ -237,6 +249,89 @@ class SumoSimulation:
         # A huge match threshold: an ego far off the road is still mapped (criteria end the episode).
         self._sumo.vehicle.moveToXY(EGO_ID, "", -1, fx, fy, 90.0 - math.degrees(e.yaw), keepRoute=1, matchThreshold=1e5)
 
+    # ----- scenarios ----------------------------------------------------------------------------
+    @property
+    def scenario_director(self) -> ScenarioDirector | None:
+        """The scenario of the current episode (None: its route has none)."""
+        return self._director
+
+    def _direct(self, spec: RouteSpec, route: Route) -> ScenarioDirector | None:
+        """The director of the route's scenario (ScenarioError when it cannot be placed on it)."""
+        if spec.scenario is None:
+            return None
+        try:
+            lane_width = self.network.lanes[self.network.locate(*route.xy[0])[0]].width
+        except Exception:  # noqa: BLE001 - a start off the lanes' table: Town01's lane width
+            lane_width = 4.0
+        return ScenarioDirector(spec.scenario, place(spec.scenario, route), route, lane_width)
+
+    def _play_scenario(self) -> None:
+        """Move the scenario's scripted actors to this step's poses: added when they appear, removed
+        when they leave."""
+        if self._director is None:
+            return
+        e, now = self._ego, self._step_count * self.settings.dt
+        actors = self._director.update(now, e.x, e.y, e.speed)
+        self._hold_signal(self._director.holds_green_for_ego(now))
+        for actor in actors:
+            if actor.pose is None:
+                if actor.in_sumo:
+                    self._remove_actor(actor)
+                continue
+            if not actor.in_sumo:
+                self._add_actor(actor)
+            self._move_actor(actor)
+
+    def _hold_signal(self, hold: bool) -> None:
+        """Hold the ego's next light green for its link (the light's other links red) while `hold`;
+        then give that light back to its program."""
+        tl = self._sumo.trafficlight
+        if hold and self._held_signal is None:
+            upcoming = self._sumo.vehicle.getNextTLS(EGO_ID)
+            if upcoming:  # the light of the scenario's junction: the one nearest its hazard point
+                ahead = self._director.ego_to_hazard_m
+                tls, index, _, _ = min(upcoming, key=lambda light: abs(light[2] - ahead))
+                self._held_signal = (tls, index, tl.getProgram(tls))  # its program, to give it back
+        if self._held_signal is None:
+            return
+        tls, index, program = self._held_signal
+        if hold:
+            links = len(tl.getRedYellowGreenState(tls))
+            tl.setRedYellowGreenState(tls, "".join("G" if i == index else "r" for i in range(links)))
+        else:
+            tl.setProgram(tls, program)
+            self._held_signal = None
+
+    def _add_actor(self, actor) -> None:
+        s = self._sumo
+        if actor.kind == "vehicle":
+            s.vehicle.add(actor.actor_id, self._route_id, typeID="scenario", depart="now", departSpeed="0")
+        else:
+            lane, pos = self._nearest_lane(actor.pose.x, actor.pose.y)
+            s.person.add(actor.actor_id, lane.rsplit("_", 1)[0], pos, typeID="walker")
+            s.person.appendWaitingStage(actor.actor_id, 1e6)
+        actor.in_sumo = True
+
+    def _nearest_lane(self, x: float, y: float) -> tuple[str, float]:
+        edge, pos, index = self._sumo.simulation.convertRoad(x, y, False, "pedestrian")
+        return f"{edge}_{index}", max(pos, 0.0)
+
+    def _move_actor(self, actor) -> None:
+        pose, angle = actor.pose, 90.0 - math.degrees(actor.pose.yaw)
+        if actor.kind == "vehicle":  # SUMO places a vehicle by its front bumper
+            half = 0.5 * VEHICLE_SIZE[0]
+            fx, fy = pose.x + half * math.cos(pose.yaw), pose.y + half * math.sin(pose.yaw)
+            self._sumo.vehicle.moveToXY(actor.actor_id, "", -1, fx, fy, angle, keepRoute=2, matchThreshold=1e5)
+            self._sumo.vehicle.setSpeed(actor.actor_id, pose.speed)
+        else:
+            self._sumo.person.moveToXY(actor.actor_id, "", pose.x, pose.y, angle, keepRoute=2, matchThreshold=1e5)
+
+    def _remove_actor(self, actor) -> None:
+        domain = self._sumo.vehicle if actor.kind == "vehicle" else self._sumo.person
+        if actor.actor_id in domain.getIDList():
+            domain.remove(actor.actor_id)
+        actor.in_sumo = False
+
     # ----- observation of the world ----------------------------------------------------------
     def _snapshot(self, travelled: float) -> Snapshot:
         self._signal_states: dict[str, str] = {}  # this step's, read once per light (a TraCI round trip each)
@@ -259,6 +354,16 @@ class SumoSimulation:
             self._nearby_objects()
         )
         collisions = self._collisions(ego, vehicles_arr, vehicle_ids, walkers_arr, walker_ids)
+        on_road = np.array(
+            [
+                bool(self.static_layers.is_drivable(box[0], box[1]))  # a scripted walker: where it stands
+                if wid.startswith(SCENARIO_PREFIX)
+                else self._walker_on_road(lane)
+                for wid, lane, box in zip(walker_ids, walker_lanes, walkers_arr)
+            ],
+            dtype=bool,
+        )
+        seen = visible((e.x, e.y), walkers_arr, self._director.occluders() if self._director else np.zeros((0, 5)))
         next_light = self._next_light(front)
         at_stop, ran_stop, stop_pending = self._stop_sign.update(e.x, e.y, e.speed, self.network.stop_zones)
         return Snapshot(
@@ -266,9 +371,10 @@ class SumoSimulation:
             ego=ego,
             vehicles=vehicles_arr,
             vehicle_speeds=vehicle_speeds,
-            walkers=walkers_arr,
-            walker_speeds=walker_speeds,
-            walkers_on_road=np.array([self._walker_on_road(lane) for lane in walker_lanes], dtype=bool),
+            walkers=walkers_arr[seen],
+            walker_speeds=walker_speeds[seen],
+            walkers_on_road=on_road[seen],
+            hidden_walkers=walkers_arr[~seen],
             stop_lines=self._stop_lines_near(e.x, e.y),
             next_light=next_light,
             stop_zones=self._stop_zones_near(e.x, e.y),
@@ -309,9 +415,27 @@ class SumoSimulation:
             )
             return out, rows[:, 3]
 
+        # a scenario's actors come from its director (exact, and SUMO's context search misses a
+        # vehicle placed off the lanes, such as one parked at the kerb)
+        vehicle_ids = [i for i in vehicle_ids if not i.startswith(SCENARIO_PREFIX)]
+        walker_ids = [i for i in walker_ids if not i.startswith(SCENARIO_PREFIX)]
         vehicles, vehicle_speeds = boxes(vehicle_ids)
         walkers, walker_speeds = boxes(walker_ids, self._walker_size)
         walker_lanes = [nearby[i][tc.VAR_LANE_ID] for i in walker_ids]
+        for actor in self._director.actors if self._director is not None else ():
+            pose = actor.pose
+            if pose is None or math.hypot(pose.x - self._ego.x, pose.y - self._ego.y) > _CONTEXT_RADIUS_M:
+                continue
+            box = np.array(
+                [[pose.x, pose.y, pose.yaw, *(VEHICLE_SIZE if actor.kind == "vehicle" else self._walker_size)]]
+            )
+            if actor.kind == "vehicle":
+                vehicles, vehicle_speeds = np.concatenate([vehicles, box]), np.append(vehicle_speeds, pose.speed)
+                vehicle_ids.append(actor.actor_id)
+            else:
+                walkers, walker_speeds = np.concatenate([walkers, box]), np.append(walker_speeds, pose.speed)
+                walker_ids.append(actor.actor_id)
+                walker_lanes.append("")
         return vehicles, vehicle_speeds, vehicle_ids, walkers, walker_speeds, walker_ids, walker_lanes
 
     def _walker_on_road(self, lane_id: str) -> bool:

@@ -1,0 +1,1 @@
+"""Safety-critical scenarios scripted on the embedded simulator (library, placement, director)."""
