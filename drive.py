@@ -31,8 +31,10 @@ def parse_routes(text: str) -> list[int]:
     return routes
 
 
-def run_episode(env, route: int, seed: int, recorder=None) -> dict:
+def run_episode(env, route, seed: int, recorder=None) -> dict:
+    """The expert drives `route` (an index into the env's suite, or a RouteSpec) to its end."""
     obs, info = env.reset(seed=seed, options={"route": route})
+    name = route if isinstance(route, int) else "(given)"
     reward, done, steps, started = 0.0, False, 0, time.monotonic()
     while not done:
         action = expert_action(*env.unwrapped.ground_truth())
@@ -41,11 +43,11 @@ def run_episode(env, route: int, seed: int, recorder=None) -> dict:
         obs, reward, terminated, truncated, info = env.step(action)
         done, steps = terminated or truncated, steps + 1
         if steps % 500 == 0:
-            logger.info("route %d: step %d, completion %.2f", route, steps, info["route_completion"])
+            logger.info("route %s: step %d, completion %.2f", name, steps, info["route_completion"])
     result = info["episode_metrics"]
     logger.info(
-        "route %d: %d steps in %.1f s, RC %.3f DS %.3f, ended by %s",
-        route,
+        "route %s: %d steps in %.1f s, RC %.3f DS %.3f, ended by %s",
+        name,
         steps,
         time.monotonic() - started,
         result["route_completion"],

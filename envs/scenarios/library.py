@@ -94,7 +94,7 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {
             "a vehicle stands in the ego's lane ahead and drives off some seconds after the ego reaches it",
             "ParkedObstacle / StaticCutIn (it clears the lane)",
             {
-                "hold_s": Param(2.0, 10.0, "s", "how long it stays after the ego is within 15 m"),
+                "hold_s": Param(2.0, 10.0, "s", "how long it stays after the ego is within 25 m of its rear"),
                 "speed": Param(3.0, 8.0, "m/s", "the speed it drives off with"),
             },
         ),
