@@ -2,7 +2,7 @@
 
     python evaluate.py runs/chain/finetune                                  # the run's own eval settings
     python evaluate.py runs/chain/pretrain --town Town01 --routes 0-9 --traffic dense
-    python evaluate.py RUN_DIR --json results.json
+    python evaluate.py RUN_DIR --json results.json --steps steps.parquet   # the table, and every step
 
 The run's config.yaml says the algorithm and network; --town/--suite/--traffic/--routes replace its
 eval section. Nothing in the run directory is written.
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--routes", help="route indices, e.g. 0-24 or 1,4,7 (default: the run's eval.routes)")
     parser.add_argument("--max-steps", type=int, help="per route (default: the run's eval.max_steps)")
     parser.add_argument("--json", help="also write the table here")
+    parser.add_argument(
+        "--steps", help="also write every step (pose, action, reward terms, infractions) as Parquet here"
+    )
     args = parser.parse_args(argv)
     from envs.metrics import format_table
     from workers.acting import checkpoint_policy
@@ -63,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         rows = evaluator.evaluate()
+        steps = evaluator.step_records()
     finally:
         evaluator.close()
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.steps:
+        from runner.loop import write_steps
+
+        write_steps(Path(args.steps), steps)
     return 0
 
 

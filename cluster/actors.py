@@ -213,9 +213,10 @@ class EvaluatorActor:
         self._server = launch_for(eval_env_config(config))
         self.evaluator = build_evaluator(config, self._server)
 
-    def evaluate(self, snapshot) -> dict:
+    def evaluate(self, snapshot) -> tuple[dict, list[dict]]:
+        """The metric table and the per-step records of the evaluation."""
         self.evaluator.set_policy(snapshot)
-        return self.evaluator.evaluate()
+        return self.evaluator.evaluate(), self.evaluator.step_records()
 
     def close(self) -> None:
         try:

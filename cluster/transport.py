@@ -180,7 +180,7 @@ class RayTransport:
         return f"available: {ray.available_resources()}"
 
     # ----- evaluation and shutdown -------------------------------------------------------------
-    def evaluate(self, snapshot: PolicySnapshot) -> dict[str, dict[str, float]]:
+    def evaluate(self, snapshot: PolicySnapshot) -> tuple[dict[str, dict[str, float]], list[dict]]:
         resources = {self.config.workers.server_resource: 1} if self.config.workers.server_resource else None
         evaluator = EvaluatorActor.options(num_cpus=1, resources=resources).remote(self.config)
         try:

@@ -176,6 +176,10 @@ class Runtime(Protocol):
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Stop collecting and drive the evaluation suite with the latest weights."""
 
+    def evaluation_steps(self) -> list[dict]:
+        """Every step of the last evaluation, one record each (route, pose, action, reward terms,
+        infractions): what `evaluation_steps.parquet` holds."""
+
     def shutdown(self) -> None: ...
 
 

@@ -27,6 +27,8 @@ from runner.run_dir import RunLog, plot_learning_curve
 
 logger = logging.getLogger(__name__)
 
+EVALUATION_STEPS = "evaluation_steps.parquet"  # every step of the run's final evaluation
+
 
 class RunInterrupted(Exception):
     """Ctrl-C or SIGTERM: the run stopped early with a checkpoint."""
@@ -106,6 +108,7 @@ def train(config: Config, log: RunLog, runtime: Runtime) -> dict:
             raise RunInterrupted(stop.received, checkpoint)
     rows = runtime.evaluate()
     log.write_json("evaluation.json", rows)
+    write_steps(log.dir / EVALUATION_STEPS, runtime.evaluation_steps())
     curve = plot_learning_curve(log.dir)
     logger.info("run directory: %s%s", log.dir, f" (learning curve: {curve.name})" if curve else "")
     return rows
@@ -164,6 +167,20 @@ def collect(runtime: Runtime, progress: Callable[[StepReport, bool], None]) -> S
     if stop.received is not None:
         raise KeyboardInterrupt(stop.received)
     return final
+
+
+def write_steps(path: Path, records: list[dict]) -> None:
+    """Per-step records as Parquet (a column per field; a field a record lacks is null there)."""
+    if not records:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = list(dict.fromkeys(name for record in records for name in record))
+    table = pa.table({name: [record.get(name) for record in records] for name in names})
+    partial = path.with_suffix(".partial")
+    pq.write_table(table, partial)
+    partial.replace(path)  # a reader never sees half a file
 
 
 def record(log: RunLog, report: StepReport, runtime: Runtime, config: Config, started: float) -> None:

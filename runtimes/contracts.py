@@ -121,7 +121,8 @@ class Transport(Protocol):
 
     def kill_worker(self, worker) -> None: ...
 
-    def evaluate(self, snapshot: PolicySnapshot) -> dict[str, dict[str, float]]: ...
+    def evaluate(self, snapshot: PolicySnapshot) -> tuple[dict[str, dict[str, float]], list[dict]]:
+        """The evaluation suite driven with `snapshot`: its metric table and its per-step records."""
 
     def record(self, metrics: dict[str, float]) -> None:
         """Show the run's metrics where this transport's users look (the Ray dashboard)."""

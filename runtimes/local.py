@@ -152,12 +152,12 @@ class LocalTransport:
         """For tests: the worker's next call fails as a dead one's would."""
         self._killed.add(id(worker))
 
-    def evaluate(self, snapshot: PolicySnapshot) -> dict[str, dict[str, float]]:
+    def evaluate(self, snapshot: PolicySnapshot) -> tuple[dict[str, dict[str, float]], list[dict]]:
         server = self._server or launch_for(self.config.env)
         evaluator = build_evaluator(self.config, server)
         try:
             evaluator.set_policy(snapshot)
-            return evaluator.evaluate()
+            return evaluator.evaluate(), evaluator.step_records()
         finally:
             evaluator.close()
             if server is not self._server and server is not None:

@@ -63,6 +63,7 @@ class Runtime:
         self._started = self._finished = self._shut_down = False
         self._stop_requested = False  # a plain attribute: request_stop() runs in a signal handler
         self._last_progress = time.monotonic()
+        self._evaluation_steps: list[dict] = []
 
     # ----- the clock and the budget ------------------------------------------------------------
     @property
@@ -267,7 +268,12 @@ class Runtime:
         self.finish()
         if not self.mode.evaluates:
             return {}
-        return self.transport.evaluate(self.transport.learner.snapshot())
+        rows, self._evaluation_steps = self.transport.evaluate(self.transport.learner.snapshot())
+        return rows
+
+    def evaluation_steps(self) -> list[dict]:
+        """The last evaluation's per-step records (workers/evaluation.py step_records)."""
+        return list(self._evaluation_steps)
 
     def kill_worker(self, index: int) -> None:
         """For tests and drills: kill a worker; the next step() replaces it."""

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from envs.occlusion import visible
@@ -217,14 +218,15 @@ def test_the_scenario_suites_run_through_train_py_and_evaluate_py(tmp_path, caps
     assert {"route 3", "route 18", "mean", "scenario occluded_pedestrian", "scenario oncoming_in_junction"} <= set(
         table
     )
-    out = tmp_path / "eval.json"
-    assert (
-        evaluate.main(
-            [str(run_dir), "--suite", "scenarios_eval", "--routes", "0", "--max-steps", "30", "--json", str(out)]
-        )
-        == 0
-    )
+    steps = pq.read_table(run_dir / "evaluation_steps.parquet").to_pydict()  # every step of the evaluation
+    assert sorted(set(steps["route"])) == [3, 18] and steps["step"][:3] == [0, 1, 2]
+    assert len(steps["route"]) == round(sum(table[f"route {r}"]["duration_s"] * 10 for r in (3, 18)))
+    assert {"x", "y", "speed", "acc", "steer", "reward/total", "infractions", "scenario/ttc_s"} <= set(steps)
+    out, step_file = tmp_path / "eval.json", tmp_path / "steps.parquet"
+    command = [str(run_dir), "--suite", "scenarios_eval", "--routes", "0", "--max-steps", "30"]
+    assert evaluate.main([*command, "--json", str(out), "--steps", str(step_file)]) == 0
     assert "scenario pedestrian_crossing" in json.loads(out.read_text())
+    assert pq.read_table(step_file).num_rows == round(json.loads(out.read_text())["route 0"]["duration_s"] * 10) <= 30
 
 
 @pytest.mark.sim
