@@ -1,0 +1,1 @@
+"""The configuration: frozen dataclasses, a file per section (schema/), and their YAML loader."""

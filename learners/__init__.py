@@ -1,0 +1,1 @@
+"""Learning: the replay and its journal, batches, networks, losses, agents, the world model, the learner."""

@@ -1,2 +1,3 @@
-"""Running an experiment: the runtime factory, the training loop, the run directory and its
-checkpoints. train.py is the command line on top."""
+"""Running an experiment whatever its mode: preflight and machine limits, the training and collection
+loops, the run directory, checkpoints and disk space. train.py and collect.py are the command lines
+on top."""
