@@ -98,7 +98,8 @@ def _shard_transitions(path: Path) -> int:
 class Collector:
     """One rollout worker writing its rows to its own shards (a runtimes/contracts.py Worker)."""
 
-    def __init__(self, config: Config, directory: Path, stream_id: int, server=None):
+    def __init__(self, config: Config, directory: Path, stream_id: int, sync, server=None):
+        """`sync`: the transport's weights pull, which has no learner to ask here (nothing new, ever)."""
         from dataset.parquet import ParquetSink
         from dataset.schema import EXTRA_SPEC
 
@@ -107,7 +108,7 @@ class Collector:
             config,
             stream_id,
             ship=self.sink.write,
-            sync=lambda version: (0, None),
+            sync=sync,
             send=None,
             server=server,
             policy_for=lambda env, seed: collection_policy(config, env, seed),
@@ -147,7 +148,7 @@ class CollectionMode:
         return config.workers.num_workers
 
     def build_worker(self, config: Config, stream_id: int, ship, sync, send, server) -> Collector:
-        return Collector(config, dataset_directory(config), stream_id, server)
+        return Collector(config, dataset_directory(config), stream_id, sync, server)
 
     def train(self, learner, run: RunConfig) -> None:
         """Nothing learns."""

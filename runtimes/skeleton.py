@@ -170,9 +170,7 @@ class Runtime:
         """A new worker in the slot on a new stream, unless the slot keeps failing without ever
         reporting: then the cause (a missing CARLA install, a server that never gets ready) will
         not go away by itself, and the run stops with it."""
-        retired = self._reports.get(self.slots[index].stream_id)
-        if retired is not None:  # a dead worker's unshipped rows are gone: it holds nothing now
-            retired["feedback"] = {**retired["feedback"], "pending": 0}
+        self._retire(self.slots[index].stream_id)
         failures = self._failures_in_a_row.get(index, 0) + 1
         self._failures_in_a_row[index] = failures
         limit = self.config.workers.max_failures_in_a_row
@@ -183,6 +181,12 @@ class Runtime:
             ) from error
         self.counters.replaced_workers += 1
         self._start_worker(index)
+
+    def _retire(self, stream_id: int) -> None:
+        """A dead worker's unshipped rows are gone: its last report holds nothing pending any more."""
+        retired = self._reports.get(stream_id)
+        if retired is not None:
+            retired["feedback"] = {**retired["feedback"], "pending": 0}
 
     def _poll_learner(self) -> None:
         if self.transport.learner is not None:
@@ -233,9 +237,8 @@ class Runtime:
             for report in reports:
                 self._reports[slot.stream_id] = report
                 episodes += report["episodes"]
-            retired = self._reports.get(slot.stream_id)
-            if not alive and retired is not None:  # a dead worker's unshipped rows are gone
-                retired["feedback"] = {**retired["feedback"], "pending": 0}
+            if not alive:
+                self._retire(slot.stream_id)
             slot.call, slot.granted = None, 0
         if self.transport.learner is not None:
             self.transport.learner.stop()

@@ -181,7 +181,7 @@ class SumoSimulation:
         self._control, self._accel, self._v_lateral = Control(), 0.0, 0.0
         self._move_ego_in_sumo()
         self._route_id = route_id
-        self._held_signal = None  # (light, link, its program) while a scenario holds the ego's light green
+        self._held_signal = None  # (light, its program) while a scenario holds the ego's light green
         self._director = self._direct(spec, route)
         self._play_scenario()
         self._traffic = TrafficManager(
@@ -283,23 +283,20 @@ class SumoSimulation:
             self._move_actor(actor)
 
     def _hold_signal(self, hold: bool) -> None:
-        """Hold the ego's next light green for its link (the light's other links red) while `hold`;
-        then give that light back to its program."""
+        """Hold the ego's next light green for its link (the light's other links red) while `hold`
+        (a state set once stays until the program is given back); then give that light back to its
+        program."""
         tl = self._sumo.trafficlight
         if hold and self._held_signal is None:
             upcoming = self._sumo.vehicle.getNextTLS(EGO_ID)
             if upcoming:  # the light of the scenario's junction: the one nearest its hazard point
                 ahead = self._director.ego_to_hazard_m
                 tls, index, _, _ = min(upcoming, key=lambda light: abs(light[2] - ahead))
-                self._held_signal = (tls, index, tl.getProgram(tls))  # its program, to give it back
-        if self._held_signal is None:
-            return
-        tls, index, program = self._held_signal
-        if hold:
-            links = len(tl.getRedYellowGreenState(tls))
-            tl.setRedYellowGreenState(tls, "".join("G" if i == index else "r" for i in range(links)))
-        else:
-            tl.setProgram(tls, program)
+                self._held_signal = (tls, tl.getProgram(tls))  # its program, to give it back
+                links = len(tl.getRedYellowGreenState(tls))
+                tl.setRedYellowGreenState(tls, "".join("G" if i == index else "r" for i in range(links)))
+        elif not hold and self._held_signal is not None:
+            tl.setProgram(*self._held_signal)
             self._held_signal = None
 
     def _add_actor(self, actor) -> None:
